@@ -1,0 +1,1001 @@
+/*
+ * mod_mtls_audit.c -- httpd glue: configuration, hooks into mod_ssl, and
+ * the hand-over of records to the per-child writer.
+ *
+ * DESIGN
+ * A failed client-certificate handshake never becomes a request, so the
+ * capture lives inside OpenSSL's callbacks, installed through mod_ssl's
+ * optional hooks:
+ *
+ *   init_server    (per vhost SSL_CTX, at start-up)  a certificate-verify
+ *                  callback that wraps X509_verify_cert: it survives SNI,
+ *                  renegotiation and TLS 1.3 post-handshake auth, times the
+ *                  verification and copies the presented chain (OpenSSL
+ *                  keeps no peer certificate when verification fails).
+ *   pre_handshake  (per connection)  a message callback (first byte,
+ *                  ClientHello, the client's Certificate, alerts) and an
+ *                  info callback that chains to the CTX's (mod_ssl's, looked
+ *                  up at each call because SNI switches the CTX) and
+ *                  finalizes the record at its terminal event: handshake
+ *                  done, fatal alert, fatal error.
+ *
+ * A record is opened at the first byte received (or at a later ClientHello,
+ * or when we send a TLS 1.3 CertificateRequest after the handshake) and
+ * finalized at its terminal event, or at connection close if none came
+ * (the client went away).  Finalizing decides the outcome, drops the record
+ * if the vhost chosen by SNI does not audit, and queues it: the writer
+ * thread does everything else, so the handshake path never waits on
+ * SQLite.  Requests on an audited connection are queued from the
+ * log_transaction hook with a link to their handshake's row.
+ *
+ * The parent process (root, post_config) creates the database and its
+ * directory with private modes owned by the run user, applies the schema,
+ * reads the chain key and writes the start/reload/stop events.  Each child
+ * (child_init, after the switch to the run user) starts its writer; a
+ * pchild cleanup drains it on graceful restart, graceful-stop and stop.
+ */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+#include "util_cfgtree.h"
+#include "unixd.h"
+#include "mod_ssl.h"
+
+#include "apr_optional_hooks.h"
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "mtls_core.h"
+#include "mtls_chain.h"
+#include "mtls_store.h"
+#include "mtls_writer.h"
+
+/* mod_ssl's OpenSSL hooks; Debian's apache2-dev lacks mod_ssl_openssl.h,
+ * so we declare the two we use exactly as mod_ssl does. */
+APR_DECLARE_EXTERNAL_HOOK(ssl, SSL, int, init_server,
+                          (server_rec *s, apr_pool_t *p, int is_proxy,
+                           SSL_CTX *ctx))
+APR_DECLARE_EXTERNAL_HOOK(ssl, SSL, int, pre_handshake,
+                          (conn_rec *c, SSL *ssl, int is_proxy))
+
+module AP_MODULE_DECLARE_DATA mtls_audit_module;
+
+#define DEFAULT_DB          "logs/mtls_audit.db"
+#define DEFAULT_QUEUE       8192
+#define DEFAULT_FLUSH_MS    200
+#define DEFAULT_BUSY_MS     5000
+#define BATCH_MAX           512
+#define WRITE_RETRIES       5
+#define MAX_PATH_LEN        2048
+
+typedef struct {
+    int         engine;           /* MTLSAuditEngine, -1 unset (Off) */
+    int         requests;         /* MTLSAuditRequests, -1 unset (On) */
+    const char *db_path;          /* MTLSAuditDatabase, main server only */
+    int         store_certs;      /* MTLSAuditStoreCertificates, -1 (On) */
+    int         fail_closed;      /* MTLSAuditFailMode, -1 (open) */
+    int         queue_size;       /* MTLSAuditQueueSize, -1 (8192) */
+    int         flush_ms;         /* MTLSAuditFlushInterval, -1 (200) */
+    int         busy_ms;          /* MTLSAuditBusyTimeout, -1 (5000) */
+    const char *key_file;         /* MTLSAuditChainKey, NULL none */
+    int         verify_cfg;       /* SSLVerifyClient of this vhost, as
+                                     found in the config tree; -1 unknown */
+} srv_conf_t;
+
+/* Per-process state.  Set in post_config (parent) and child_init. */
+static struct {
+    int               any_engine;   /* some vhost audits */
+    int               ssl_idx;      /* SSL ex_data: our conn state */
+    int               ctx_idx;      /* SSL_CTX ex_data: its server_rec */
+    server_rec       *main_server;
+    const char       *db_path;      /* absolute */
+    mtls_chain_key_t  key;
+    mtls_writer_t    *writer;       /* this child's writer, or NULL */
+    int               lost_noted;   /* "no writer" logged */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0 };
+
+/* Why a record is being finalized. */
+typedef enum {
+    FIN_DONE,          /* handshake completed */
+    FIN_ALERT_SENT,    /* we sent a fatal alert */
+    FIN_ALERT_RECV,    /* the client sent a fatal alert */
+    FIN_ERROR,         /* fatal error without an alert */
+    FIN_CLOSED         /* connection closed with the record still open */
+} fin_e;
+
+typedef struct {
+    conn_rec     *c;
+    server_rec   *srv;            /* vhost of the current SSL_CTX */
+    mtls_item_t  *rec;            /* the open handshake record, or NULL */
+    apr_int64_t   start_mono;     /* monotonic time the record opened */
+    int           records;        /* records opened on this connection */
+    int           hs_done;        /* handshakes completed */
+    int           cert_msg;       /* client Certificate: 0 none, 1 empty,
+                                     2 with certificates */
+    int           eof;            /* the client went away mid-handshake */
+    int           audited;        /* the last record was kept: requests
+                                     on this connection are recorded */
+    int           refuse;         /* fail closed: record not queued */
+    mtls_link_t  *link;           /* link of the last kept record */
+} mtls_conn_t;
+
+static srv_conf_t *srv_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &mtls_audit_module);
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                        */
+
+static void *create_srv(apr_pool_t *p, server_rec *s)
+{
+    srv_conf_t *sc = apr_pcalloc(p, sizeof(*sc));
+    (void)s;
+    sc->engine = -1;
+    sc->requests = -1;
+    sc->store_certs = -1;
+    sc->fail_closed = -1;
+    sc->queue_size = -1;
+    sc->flush_ms = -1;
+    sc->busy_ms = -1;
+    sc->verify_cfg = -1;
+    return sc;
+}
+
+#define MERGE_INT(f) sc->f = (add->f != -1) ? add->f : base->f
+#define MERGE_PTR(f) sc->f = add->f ? add->f : base->f
+
+static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
+{
+    srv_conf_t *base = basev, *add = addv;
+    srv_conf_t *sc = apr_pcalloc(p, sizeof(*sc));
+
+    MERGE_INT(engine);
+    MERGE_INT(requests);
+    MERGE_PTR(db_path);
+    MERGE_INT(store_certs);
+    MERGE_INT(fail_closed);
+    MERGE_INT(queue_size);
+    MERGE_INT(flush_ms);
+    MERGE_INT(busy_ms);
+    MERGE_PTR(key_file);
+    sc->verify_cfg = -1;
+    return sc;
+}
+
+static const char *set_flag(cmd_parms *cmd, void *dc, int on)
+{
+    srv_conf_t *sc = srv_conf(cmd->server);
+    int off = (int)(apr_uintptr_t)cmd->info;
+    (void)dc;
+    *(int *)((char *)sc + off) = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *set_global_flag(cmd_parms *cmd, void *dc, int on)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    return err ? err : set_flag(cmd, dc, on);
+}
+
+static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!*arg) {
+        return "MTLSAuditDatabase needs a file name";
+    }
+    srv_conf(cmd->server)->db_path = arg;
+    return NULL;
+}
+
+static const char *set_key(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    srv_conf(cmd->server)->key_file = ap_server_root_relative(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_fail_mode(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "open")) {
+        srv_conf(cmd->server)->fail_closed = 0;
+    }
+    else if (!strcasecmp(arg, "closed")) {
+        srv_conf(cmd->server)->fail_closed = 1;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "MTLSAuditFailMode: '%s' is neither "
+                            "'open' nor 'closed'", arg);
+    }
+    return NULL;
+}
+
+/* A whole number in [lo, hi] for the int field at cmd->info. */
+static const char *set_number(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    srv_conf_t *sc = srv_conf(cmd->server);
+    int off = (int)(apr_uintptr_t)cmd->info;
+    apr_int64_t v;
+    char *end;
+    (void)dc;
+
+    if (err) {
+        return err;
+    }
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (errno || *end || end == arg || v < 1 || v > 10000000) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a whole number from "
+                            "1 to 10000000", cmd->cmd->name, arg);
+    }
+    *(int *)((char *)sc + off) = (int)v;
+    return NULL;
+}
+
+#define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)
+
+static const command_rec cmds[] = {
+    AP_INIT_FLAG("MTLSAuditEngine", set_flag, OFF(engine), RSRC_CONF,
+                 "On to record every TLS handshake to this host (default Off)"),
+    AP_INIT_TAKE1("MTLSAuditDatabase", set_database, NULL, RSRC_CONF,
+                  "SQLite file of the audit records (default "
+                  DEFAULT_DB " under ServerRoot)"),
+    AP_INIT_FLAG("MTLSAuditRequests", set_flag, OFF(requests), RSRC_CONF,
+                 "On to also record each HTTP request on audited "
+                 "connections (default On)"),
+    AP_INIT_FLAG("MTLSAuditStoreCertificates", set_global_flag,
+                 OFF(store_certs), RSRC_CONF,
+                 "On to keep the DER of every distinct certificate "
+                 "(default On)"),
+    AP_INIT_TAKE1("MTLSAuditFailMode", set_fail_mode, NULL, RSRC_CONF,
+                  "open: serve on and count lost records; closed: refuse "
+                  "what cannot be recorded (default open)"),
+    AP_INIT_TAKE1("MTLSAuditQueueSize", set_number, OFF(queue_size),
+                  RSRC_CONF, "records a child may hold for its writer "
+                  "(default 8192)"),
+    AP_INIT_TAKE1("MTLSAuditFlushInterval", set_number, OFF(flush_ms),
+                  RSRC_CONF, "milliseconds a record may wait before it is "
+                  "written (default 200)"),
+    AP_INIT_TAKE1("MTLSAuditBusyTimeout", set_number, OFF(busy_ms),
+                  RSRC_CONF, "milliseconds to wait for a locked database "
+                  "(default 5000)"),
+    AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
+                  "file with the secret key of the HMAC hash chain "
+                  "(default none: plain SHA-256)"),
+    { NULL }
+};
+
+/* ------------------------------------------------------------------ */
+/* Logging and small helpers                                            */
+
+static void log_to_httpd(void *baton, int level, const char *msg)
+{
+    (void)baton;
+    ap_log_error(APLOG_MARK, level, 0, g.main_server, MTLS_LOG_TAG " %s",
+                 msg);
+}
+
+static int parse_verify(const char *args)
+{
+    char word[32];
+    int i;
+
+    for (i = 0; args[i] && !apr_isspace(args[i]) && i < 31; i++) {
+        word[i] = (char)apr_tolower(args[i]);
+    }
+    word[i] = '\0';
+    if (!strcmp(word, "require")) return MTLS_VM_REQUIRE;
+    if (!strcmp(word, "optional")) return MTLS_VM_OPTIONAL;
+    if (!strcmp(word, "optional_no_ca")) return MTLS_VM_OPTIONAL_NO_CA;
+    return MTLS_VM_NONE;
+}
+
+/* SSLVerifyClient as written for server s (its <VirtualHost>, else the
+ * global one).  mod_ssl keeps it private, and OpenSSL's verify mode cannot
+ * tell optional from optional_no_ca, so we read the configuration tree. */
+static int find_verify_client(server_rec *s)
+{
+    ap_directive_t *d, *v;
+    int global = -1;
+
+    for (d = ap_conftree; d; d = d->next) {
+        if (!strcasecmp(d->directive, "SSLVerifyClient")) {
+            global = parse_verify(d->args);
+        }
+        else if (s->is_virtual && !strcasecmp(d->directive, "<VirtualHost")
+                 && (unsigned)d->line_num == s->defn_line_number && s->defn_name
+                 && d->filename && !strcmp(d->filename, s->defn_name)) {
+            for (v = d->first_child; v; v = v->next) {
+                if (!strcasecmp(v->directive, "SSLVerifyClient")) {
+                    return parse_verify(v->args);
+                }
+            }
+        }
+    }
+    return global;
+}
+
+/* ------------------------------------------------------------------ */
+/* Records                                                              */
+
+static mtls_conn_t *conn_state(const SSL *ssl)
+{
+    return g.ssl_idx >= 0 ? SSL_get_ex_data(ssl, g.ssl_idx) : NULL;
+}
+
+static void open_record(mtls_conn_t *cs, int kind)
+{
+    conn_rec *c = cs->c;
+    mtls_item_t *item = mtls_item_new(MTLS_ITEM_HANDSHAKE);
+    mtls_handshake_t *hs;
+
+    if (!item || !(item->link = mtls_link_new())) {
+        mtls_item_free(item);
+        return;
+    }
+    hs = &item->u.hs;
+    hs->time_us = mtls_now_us();
+    hs->kind = kind;
+    hs->pid = (int)getpid();
+    mtls_strlcpy(hs->client_addr, c->client_ip, sizeof(hs->client_addr));
+    hs->client_port = c->client_addr ? c->client_addr->port : -1;
+    hs->local_port = c->local_addr ? c->local_addr->port : -1;
+    cs->rec = item;
+    cs->start_mono = mtls_mono_us();
+    cs->cert_msg = 0;
+    cs->eof = 0;
+    cs->records++;
+}
+
+/* Remember what only the live SSL* can tell: the vhost, SNI, version,
+ * cipher, resumption, and a peer certificate we did not verify ourselves
+ * (a resumed session). */
+static void note_ssl(mtls_conn_t *cs, const SSL *ssl)
+{
+    mtls_handshake_t *hs = &cs->rec->u.hs;
+    const SSL_CIPHER *cipher;
+    server_rec *s;
+    const char *sni;
+    int v;
+
+    s = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g.ctx_idx);
+    if (s) {
+        cs->srv = s;
+    }
+    if (!hs->sni[0] && (sni = SSL_get_servername(ssl,
+                                                 TLSEXT_NAMETYPE_host_name))) {
+        mtls_strlcpy(hs->sni, sni, sizeof(hs->sni));
+    }
+    v = SSL_version(ssl);
+    if (v >= SSL3_VERSION && v <= TLS1_3_VERSION) {
+        hs->tls_version = v;
+    }
+    cipher = SSL_get_current_cipher(ssl);
+    if (!cipher) {
+        cipher = SSL_get_pending_cipher(ssl);   /* failed TLS 1.2 */
+    }
+    if (cipher) {
+        mtls_strlcpy(hs->cipher, SSL_CIPHER_get_name(cipher),
+                     sizeof(hs->cipher));
+    }
+    hs->resumed = SSL_session_reused((SSL *)ssl) ? 1 : 0;
+    v = SSL_get_verify_mode(ssl);
+    if (!(v & SSL_VERIFY_PEER)) {
+        hs->verify_mode = MTLS_VM_NONE;
+    }
+    else if (v & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+        hs->verify_mode = MTLS_VM_REQUIRE;
+    }
+    else if (cs->srv && hs->kind == MTLS_HS_INITIAL
+             && srv_conf(cs->srv)->verify_cfg == MTLS_VM_OPTIONAL_NO_CA) {
+        hs->verify_mode = MTLS_VM_OPTIONAL_NO_CA;
+    }
+    else {
+        hs->verify_mode = MTLS_VM_OPTIONAL;
+    }
+    if (!hs->leaf && hs->resumed) {
+        X509 *peer = SSL_get0_peer_certificate(ssl);
+        if (peer && X509_up_ref(peer)) {
+            hs->leaf = peer;
+            hs->chain_length = 1;
+            hs->verify_result = SSL_get_verify_result(ssl);
+        }
+    }
+}
+
+/* Errors mod_ssl forgives under optional_no_ca (ssl_verify_error_is_optional). */
+static int error_is_optional(long e)
+{
+    return e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        || e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        || e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        || e == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+        || e == X509_V_ERR_CERT_UNTRUSTED;
+}
+
+static int decide_outcome(mtls_conn_t *cs, fin_e why)
+{
+    mtls_handshake_t *hs = &cs->rec->u.hs;
+    int bad_cert = hs->leaf && hs->verify_result > 0;
+
+    if (why == FIN_DONE) {
+        /* mod_ssl closes a completed handshake whose verification failed,
+         * except what optional_no_ca forgives. */
+        if (bad_cert && !(hs->verify_mode == MTLS_VM_OPTIONAL_NO_CA
+                          && error_is_optional(hs->verify_result))) {
+            return MTLS_OUT_REJECTED;
+        }
+        return MTLS_OUT_ACCEPTED;
+    }
+    if (hs->alert == 116 || (cs->cert_msg == 1
+                             && hs->verify_mode == MTLS_VM_REQUIRE)) {
+        return MTLS_OUT_NO_CERT;
+    }
+    if (bad_cert) {
+        return MTLS_OUT_REJECTED;
+    }
+    if (cs->eof || why == FIN_CLOSED) {
+        return MTLS_OUT_ABORTED;
+    }
+    return MTLS_OUT_FAILED;
+}
+
+/* Close the open record and hand it to the writer (or drop it if its vhost
+ * does not audit).  ssl is NULL at connection close: it is gone by then. */
+static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
+{
+    mtls_item_t *item = cs->rec;
+    mtls_handshake_t *hs = &item->u.hs;
+    server_rec *s;
+    srv_conf_t *sc;
+
+    if (ssl) {
+        note_ssl(cs, ssl);
+    }
+    s = cs->srv ? cs->srv : cs->c->base_server;
+    sc = srv_conf(s);
+    hs->handshake_us = mtls_mono_us() - cs->start_mono;
+    hs->outcome = decide_outcome(cs, why);
+    if (!hs->chain_length && hs->leaf) {
+        hs->chain_length = 1;
+    }
+    mtls_strlcpy(hs->server_name, s->server_hostname,
+                 sizeof(hs->server_name));
+    cs->rec = NULL;
+    if (why == FIN_DONE) {
+        cs->hs_done++;
+    }
+    mtls_link_unref(cs->link);
+    cs->link = NULL;
+    cs->audited = sc->engine == 1;
+    if (!cs->audited) {
+        mtls_item_free(item);
+        return;
+    }
+    cs->link = mtls_link_ref(item->link);
+    if (!g.writer) {
+        if (!g.lost_noted) {
+            g.lost_noted = 1;
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cs->c, MTLS_LOG_TAG
+                          " no writer in this process: records are lost");
+        }
+        mtls_item_free(item);
+        cs->refuse = 1;
+        return;
+    }
+    if (mtls_writer_push(g.writer, item) != 0) {
+        cs->refuse = 1;
+    }
+    else if (!mtls_writer_healthy(g.writer)) {
+        cs->refuse = 1;     /* queued, but the database is failing */
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* OpenSSL callbacks                                                    */
+
+/* The client's Certificate message: does it hold any certificate? */
+static int cert_msg_kind(const SSL *ssl, const unsigned char *p, size_t len)
+{
+    size_t off = 4;
+
+    if (SSL_version(ssl) == TLS1_3_VERSION) {
+        if (len < 5) {
+            return 1;
+        }
+        off = 5 + p[4];              /* skip certificate_request_context */
+    }
+    if (len < off + 3) {
+        return 1;
+    }
+    return (p[off] | p[off + 1] | p[off + 2]) ? 2 : 1;
+}
+
+static void msg_cb(int write_p, int version, int content_type,
+                   const void *buf, size_t len, SSL *ssl, void *arg)
+{
+    mtls_conn_t *cs = conn_state(ssl);
+    const unsigned char *p = buf;
+    (void)version;
+    (void)arg;
+
+    if (!cs) {
+        return;
+    }
+    if (!write_p) {
+        if (!cs->rec) {
+            if (content_type == SSL3_RT_HEADER && cs->records == 0) {
+                open_record(cs, MTLS_HS_INITIAL);
+            }
+            else if (content_type == SSL3_RT_HANDSHAKE && len > 0
+                     && p[0] == SSL3_MT_CLIENT_HELLO) {
+                open_record(cs, cs->records ? MTLS_HS_RENEGOTIATION
+                                            : MTLS_HS_INITIAL);
+            }
+        }
+        if (!cs->rec) {
+            return;
+        }
+        if (content_type == SSL3_RT_HANDSHAKE && len >= 4
+            && p[0] == SSL3_MT_CERTIFICATE) {
+            cs->cert_msg = cert_msg_kind(ssl, p, len);
+        }
+        else if (content_type == SSL3_RT_ALERT && len >= 2
+                 && p[0] == SSL3_AL_FATAL) {
+            cs->rec->u.hs.alert_received = p[1];
+        }
+    }
+    else if (content_type == SSL3_RT_HANDSHAKE && len > 0
+             && p[0] == SSL3_MT_CERTIFICATE_REQUEST && !cs->rec
+             && cs->hs_done > 0 && SSL_version(ssl) == TLS1_3_VERSION) {
+        open_record(cs, MTLS_HS_POST_HANDSHAKE);
+    }
+}
+
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    void (*ctx_cb)(const SSL *, int, int);
+    mtls_conn_t *cs;
+
+    ctx_cb = SSL_CTX_get_info_callback(SSL_get_SSL_CTX(ssl));
+    if (ctx_cb) {
+        ctx_cb(ssl, where, ret);
+    }
+    if (!(cs = conn_state(ssl)) || !cs->rec) {
+        return;
+    }
+    if (where & SSL_CB_HANDSHAKE_DONE) {
+        finalize(cs, ssl, FIN_DONE);
+    }
+    else if ((where & SSL_CB_ALERT) && (ret >> 8) == SSL3_AL_FATAL) {
+        if (where & SSL_CB_WRITE) {
+            unsigned long e = ERR_peek_last_error();
+            cs->rec->u.hs.alert = ret & 0xff;
+            /* OpenSSL "sends" decode_error when the peer hung up. */
+            if (ERR_GET_LIB(e) == ERR_LIB_SSL
+                && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+                cs->eof = 1;
+            }
+            finalize(cs, ssl, FIN_ALERT_SENT);
+        }
+        else {
+            cs->rec->u.hs.alert_received = ret & 0xff;
+            finalize(cs, ssl, FIN_ALERT_RECV);
+        }
+    }
+    else if ((where & SSL_CB_EXIT) && ret <= 0
+             && SSL_want(ssl) == SSL_NOTHING) {
+        unsigned long e = ERR_peek_last_error();
+        if (e) {
+            if (ERR_GET_LIB(e) == ERR_LIB_SSL
+                && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+                cs->eof = 1;
+            }
+            finalize(cs, ssl, FIN_ERROR);
+        }
+    }
+    else {
+        note_ssl(cs, ssl);
+    }
+}
+
+/* Wraps X509_verify_cert on every vhost's SSL_CTX: sees every chain a
+ * client presents, whatever CTX SNI chose and whenever it happens. */
+static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(sctx,
+                                          SSL_get_ex_data_X509_STORE_CTX_idx());
+    mtls_conn_t *cs = ssl ? conn_state(ssl) : NULL;
+    mtls_handshake_t *hs;
+    STACK_OF(X509) *presented;
+    X509 *leaf;
+    apr_int64_t t0;
+    int ok;
+    (void)arg;
+
+    if (!cs || !cs->rec) {
+        return X509_verify_cert(sctx);
+    }
+    t0 = mtls_mono_us();
+    ok = X509_verify_cert(sctx);
+    hs = &cs->rec->u.hs;
+    hs->verify_us = mtls_mono_us() - t0;
+    hs->verify_result = X509_STORE_CTX_get_error(sctx);
+    if (hs->verify_result != X509_V_OK) {
+        hs->verify_depth = X509_STORE_CTX_get_error_depth(sctx);
+    }
+    else {
+        STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(sctx);
+        hs->verify_depth = chain ? sk_X509_num(chain) - 1 : 0;
+    }
+    leaf = X509_STORE_CTX_get0_cert(sctx);
+    if (leaf && X509_up_ref(leaf)) {
+        X509_free(hs->leaf);
+        hs->leaf = leaf;
+    }
+    presented = X509_STORE_CTX_get0_untrusted(sctx);
+    if (presented) {
+        if (hs->chain) {
+            sk_X509_pop_free(hs->chain, X509_free);
+        }
+        hs->chain = X509_chain_up_ref(presented);
+        hs->chain_length = sk_X509_num(presented);
+    }
+    return ok;
+}
+
+/* ------------------------------------------------------------------ */
+/* Hooks                                                                */
+
+static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
+                           SSL_CTX *ctx)
+{
+    (void)p;
+    if (is_proxy || g.ctx_idx < 0) {
+        return DECLINED;
+    }
+    SSL_CTX_set_ex_data(ctx, g.ctx_idx, s);
+    SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
+    return OK;
+}
+
+static apr_status_t conn_cleanup(void *data)
+{
+    mtls_conn_t *cs = data;
+
+    if (cs->rec) {
+        finalize(cs, NULL, FIN_CLOSED);
+    }
+    mtls_link_unref(cs->link);
+    cs->link = NULL;
+    return APR_SUCCESS;
+}
+
+static int ssl_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
+{
+    mtls_conn_t *cs;
+
+    if (is_proxy || !g.any_engine || g.ssl_idx < 0) {
+        return DECLINED;
+    }
+    cs = apr_pcalloc(c->pool, sizeof(*cs));
+    cs->c = c;
+    SSL_set_ex_data(ssl, g.ssl_idx, cs);
+    SSL_set_msg_callback(ssl, msg_cb);
+    SSL_set_info_callback(ssl, info_cb);
+    ap_set_module_config(c->conn_config, &mtls_audit_module, cs);
+    apr_pool_cleanup_register(c->pool, cs, conn_cleanup,
+                              apr_pool_cleanup_null);
+    return OK;
+}
+
+/* Fail closed: a connection whose record could not be queued serves
+ * nothing. */
+static int post_read_request(request_rec *r)
+{
+    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
+                                            &mtls_audit_module);
+    if (!cs || !cs->refuse || srv_conf(g.main_server)->fail_closed != 1) {
+        return DECLINED;
+    }
+    r->connection->keepalive = AP_CONN_CLOSE;
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MTLS_LOG_TAG " refusing a "
+                  "request: its handshake could not be recorded "
+                  "(MTLSAuditFailMode closed)");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
+static int log_transaction(request_rec *r)
+{
+    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
+                                            &mtls_audit_module);
+    request_rec *last = r;
+    mtls_item_t *item;
+    const char *path;
+    apr_size_t n;
+
+    if (!cs || !cs->audited || !cs->link || !g.writer
+        || srv_conf(r->server)->requests == 0) {
+        return DECLINED;
+    }
+    while (last->next) {
+        last = last->next;
+    }
+    if (!(item = mtls_item_new(MTLS_ITEM_REQUEST))) {
+        return DECLINED;
+    }
+    item->link = mtls_link_ref(cs->link);
+    item->u.rq.time_us = r->request_time;
+    mtls_strlcpy(item->u.rq.method, r->method, sizeof(item->u.rq.method));
+    /* The path as sent, without query string or fragment: queries carry
+     * card numbers and health data more often than paths do. */
+    path = r->unparsed_uri ? r->unparsed_uri : "";
+    n = strcspn(path, "?#");
+    if (n > MAX_PATH_LEN) {
+        n = MAX_PATH_LEN;
+    }
+    item->u.rq.path = malloc(n + 1);
+    if (item->u.rq.path) {
+        memcpy(item->u.rq.path, path, n);
+        item->u.rq.path[n] = '\0';
+    }
+    item->u.rq.status = last->status;
+    item->u.rq.bytes_sent = last->bytes_sent;
+    item->u.rq.duration_us = apr_time_now() - r->request_time;
+    mtls_writer_push(g.writer, item);
+    return DECLINED;
+}
+
+/* Create dir (and parents) 0750 and give it to the run user. */
+static apr_status_t make_private_dir(apr_pool_t *p, const char *dir)
+{
+    apr_status_t rv;
+
+    rv = apr_dir_make_recursive(dir, APR_FPROT_UREAD | APR_FPROT_UWRITE
+                                | APR_FPROT_UEXECUTE | APR_FPROT_GREAD
+                                | APR_FPROT_GEXECUTE, p);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        return rv;
+    }
+    return APR_SUCCESS;
+}
+
+/* Write one lifecycle event from the parent. */
+static void write_event(server_rec *s, const char *kind, const char *detail)
+{
+    mtls_store_t *st;
+    mtls_item_t *ev;
+    char err[256];
+    int rc;
+
+    rc = mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, err,
+                         sizeof(err));
+    if (rc != SQLITE_OK) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
+                     "record the %s event: %s", kind, err);
+        return;
+    }
+    mtls_store_set_key(st, &g.key);
+    if ((ev = mtls_item_new(MTLS_ITEM_EVENT))) {
+        ev->u.ev.time_us = mtls_now_us();
+        mtls_strlcpy(ev->u.ev.kind, kind, sizeof(ev->u.ev.kind));
+        ev->u.ev.pid = (int)getpid();
+        ev->u.ev.server_version = strdup(ap_get_server_description());
+        ev->u.ev.detail = detail ? strdup(detail) : NULL;
+        if (mtls_store_write(st, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
+                         "record the %s event: %s", kind, err);
+        }
+        mtls_item_free(ev);
+    }
+    mtls_store_close(st);
+}
+
+static apr_status_t parent_cleanup(void *data)
+{
+    server_rec *s = data;
+
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING) {
+        write_event(s, "stop", NULL);
+    }
+    mtls_chain_key_clear(&g.key);
+    return APR_SUCCESS;
+}
+
+static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                       apr_pool_t *ptemp, server_rec *s)
+{
+    srv_conf_t *msc = srv_conf(s);
+    server_rec *v;
+    const char *dir, *err;
+    apr_status_t rv;
+    char errbuf[256];
+    mtls_store_t *st;
+    (void)plog;
+
+    g.main_server = s;
+    mtls_log_set(log_to_httpd, NULL);
+    g.any_engine = 0;
+    for (v = s; v; v = v->next) {
+        srv_conf_t *sc = srv_conf(v);
+        if (sc->engine == 1) {
+            g.any_engine = 1;
+        }
+        sc->verify_cfg = find_verify_client(v);
+    }
+    /* The first pass only checks the configuration. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
+        || !g.any_engine) {
+        return OK;
+    }
+    if (!ap_find_linked_module("mod_ssl.c")) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditEngine On needs mod_ssl: load it first");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    g.db_path = ap_server_root_relative(pconf, msc->db_path ? msc->db_path
+                                                            : DEFAULT_DB);
+    mtls_chain_key_clear(&g.key);
+    if (msc->key_file
+        && mtls_chain_key_load(msc->key_file, &g.key, &err) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditChainKey %s: %s", msc->key_file, err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    dir = ap_make_dirstr_parent(ptemp, g.db_path);
+    if ((rv = make_private_dir(ptemp, dir)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MTLS_LOG_TAG
+                     " cannot create the database directory %s", dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, errbuf,
+                        sizeof(errbuf)) != SQLITE_OK) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s: %s", g.db_path, errbuf);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    mtls_store_close(st);
+    /* Children run as the run user: the directory and file are theirs,
+     * and nobody else's. */
+    if (geteuid() == 0) {
+        const char *wal = apr_pstrcat(ptemp, g.db_path, "-wal", NULL);
+        const char *shm = apr_pstrcat(ptemp, g.db_path, "-shm", NULL);
+        if (chown(dir, ap_unixd_config.user_id, ap_unixd_config.group_id)
+            || chown(g.db_path, ap_unixd_config.user_id,
+                     ap_unixd_config.group_id)) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, MTLS_LOG_TAG
+                         " cannot give %s to the run user", g.db_path);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        /* Left behind by a crash, they would lock the children out. */
+        if (chown(wal, ap_unixd_config.user_id, ap_unixd_config.group_id)
+            && errno != ENOENT) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, MTLS_LOG_TAG
+                         " cannot give %s to the run user", wal);
+        }
+        if (chown(shm, ap_unixd_config.user_id, ap_unixd_config.group_id)
+            && errno != ENOENT) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, MTLS_LOG_TAG
+                         " cannot give %s to the run user", shm);
+        }
+    }
+    chmod(dir, 0750);
+    chmod(g.db_path, 0640);
+    write_event(s, ap_state_query(AP_SQ_CONFIG_GEN) == 0 ? "start"
+                                                         : "reload", NULL);
+    apr_pool_cleanup_register(pconf, s, parent_cleanup,
+                              apr_pool_cleanup_null);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, MTLS_LOG_TAG " auditing to %s "
+                 "(mod_mtls_audit %s, %s)", g.db_path, MTLS_VERSION,
+                 OpenSSL_version(OPENSSL_VERSION));
+    return OK;
+}
+
+static apr_status_t child_cleanup(void *data)
+{
+    mtls_writer_t *w = g.writer;
+    (void)data;
+
+    g.writer = NULL;
+    mtls_writer_stop(w);
+    return APR_SUCCESS;
+}
+
+static void child_init(apr_pool_t *pchild, server_rec *s)
+{
+    srv_conf_t *msc = srv_conf(s);
+    mtls_writer_conf_t wc;
+    char err[256];
+
+    if (!g.any_engine || !g.db_path) {
+        return;
+    }
+    memset(&wc, 0, sizeof(wc));
+    wc.path = g.db_path;
+    wc.store_flags = msc->store_certs == 0 ? MTLS_STORE_NO_DER : 0;
+    wc.busy_timeout_ms = msc->busy_ms > 0 ? msc->busy_ms : DEFAULT_BUSY_MS;
+    wc.key = g.key.key ? &g.key : NULL;
+    wc.queue_max = msc->queue_size > 0 ? msc->queue_size : DEFAULT_QUEUE;
+    wc.flush_ms = msc->flush_ms > 0 ? msc->flush_ms : DEFAULT_FLUSH_MS;
+    wc.batch_max = BATCH_MAX;
+    wc.retries = WRITE_RETRIES;
+    wc.pid = (int)getpid();
+    if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
+                     "start the writer on %s: %s", g.db_path, err);
+        return;
+    }
+    apr_pool_cleanup_register(pchild, NULL, child_cleanup,
+                              apr_pool_cleanup_null);
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    static const char *const after_ssl[] = { "mod_ssl.c", NULL };
+    (void)p;
+
+    /* Our ex_data slots must exist before mod_ssl's post_config calls
+     * init_server; once per process is enough. */
+    if (g.ssl_idx < 0) {
+        g.ssl_idx = SSL_get_ex_new_index(0, "mod_mtls_audit", NULL, NULL,
+                                         NULL);
+        g.ctx_idx = SSL_CTX_get_ex_new_index(0, "mod_mtls_audit", NULL,
+                                             NULL, NULL);
+    }
+
+    /* Creates the database and checks mod_ssl; after mod_ssl so that its
+     * configuration is complete. */
+    ap_hook_post_config(post_config, after_ssl, NULL, APR_HOOK_MIDDLE);
+    /* Starts this child's writer: after the switch to the run user. */
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Refuses requests on connections we failed to record (fail closed);
+     * first, so nothing else runs for them. */
+    ap_hook_post_read_request(post_read_request, NULL, NULL,
+                              APR_HOOK_REALLY_FIRST);
+    /* Records each request once its status and size are final. */
+    ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    /* mod_ssl's hooks: one per SSL_CTX at start-up, one per connection
+     * before its handshake. */
+    APR_OPTIONAL_HOOK(ssl, init_server, ssl_init_server, NULL, NULL,
+                      APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ssl, pre_handshake, ssl_pre_handshake, NULL, NULL,
+                      APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(mtls_audit) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,               /* per-directory config: none */
+    NULL,
+    create_srv,         /* per-server config */
+    merge_srv,
+    cmds,
+    register_hooks,
+    AP_MODULE_FLAG_NONE
+};

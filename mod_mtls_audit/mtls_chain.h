@@ -1,0 +1,87 @@
+/*
+ * mtls_chain.h -- the hash chain that makes the audit tables tamper-evident.
+ *
+ * DESIGN
+ * Each row of an audited table (certificates, handshakes, requests, events)
+ * stores hash = H(prev || table || enc(col_1) || ... || enc(col_n)), where
+ * prev is the hash of the row before it in the same table (32 zero bytes
+ * for the first), col_1..col_n are all the row's columns but `hash`, in
+ * table order, id included, and H is SHA-256, or HMAC-SHA256 under the key
+ * of MTLSAuditChainKey.  enc() is a type byte followed by the value:
+ *     0 NULL            (nothing more)
+ *     1 INTEGER         8 bytes, big-endian two's complement
+ *     2 REAL            8 bytes, the IEEE 754 bits, big-endian
+ *     3 TEXT, 4 BLOB    4-byte big-endian length, then the bytes
+ * The writer hashes the very values it binds; the verifier hashes what
+ * SELECT * gives back.  Changing, deleting, inserting or reordering a row
+ * breaks the chain at that row; removing rows at the tail needs an anchor
+ * (a head hash kept elsewhere) to be seen, and AUTOINCREMENT ids make a
+ * truncated-then-continued table show a gap in ids.
+ */
+#ifndef MTLS_CHAIN_H
+#define MTLS_CHAIN_H
+
+#include <apr.h>
+#include <sqlite3.h>
+
+#define MTLS_HASH_LEN 32
+
+typedef enum {
+    MTLS_V_NULL = 0,
+    MTLS_V_INT  = 1,
+    MTLS_V_REAL = 2,
+    MTLS_V_TEXT = 3,
+    MTLS_V_BLOB = 4
+} mtls_val_type_e;
+
+typedef struct {
+    int          type;              /* mtls_val_type_e */
+    apr_int64_t  i;                 /* MTLS_V_INT */
+    double       d;                 /* MTLS_V_REAL */
+    const void  *p;                 /* MTLS_V_TEXT / MTLS_V_BLOB */
+    apr_size_t   len;               /* bytes at p */
+} mtls_val_t;
+
+typedef struct {
+    unsigned char *key;             /* NULL: plain SHA-256 */
+    apr_size_t     len;
+} mtls_chain_key_t;
+
+/* Hash one row.  Returns 0, or -1 when out of memory or OpenSSL fails. */
+int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
+                    const unsigned char prev[MTLS_HASH_LEN],
+                    const mtls_val_t *vals, int n,
+                    unsigned char out[MTLS_HASH_LEN]);
+
+/* The same for the current row of stmt, skipping the column named "hash"
+ * (whose value, if any, is copied to stored). */
+int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
+                         const unsigned char prev[MTLS_HASH_LEN],
+                         sqlite3_stmt *stmt,
+                         unsigned char out[MTLS_HASH_LEN],
+                         unsigned char stored[MTLS_HASH_LEN],
+                         int *has_stored);
+
+/* Read a key file (at least 16 bytes, at most 4096; surrounding white
+ * space is part of the key).  Returns 0, or -1 with *err set to a static
+ * message. */
+int mtls_chain_key_load(const char *path, mtls_chain_key_t *key,
+                        const char **err);
+void mtls_chain_key_clear(mtls_chain_key_t *key);
+
+/* Result of walking one table's chain. */
+typedef struct {
+    apr_int64_t rows;               /* rows read */
+    apr_int64_t bad_id;             /* first row that breaks, 0 if none */
+    char        why[160];           /* what was wrong at bad_id */
+    apr_int64_t head_id;            /* id of the last row */
+    unsigned char head[MTLS_HASH_LEN];   /* its hash */
+} mtls_chain_result_t;
+
+/* Walk the chain of table in db.  Returns SQLITE_OK (the result says
+ * whether it holds) or the SQLite error that stopped the walk. */
+int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
+                      const mtls_chain_key_t *key,
+                      mtls_chain_result_t *res);
+
+#endif /* MTLS_CHAIN_H */

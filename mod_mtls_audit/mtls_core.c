@@ -1,0 +1,206 @@
+/*
+ * mtls_core.c -- small shared pieces of the core: logging through a
+ * callback, the names of the codes we store, clocks, links and items.
+ */
+#include "mtls_core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <apr_atomic.h>
+
+static mtls_log_fn *log_fn;
+static void        *log_baton;
+
+void mtls_log_set(mtls_log_fn *fn, void *baton)
+{
+    log_fn = fn;
+    log_baton = baton;
+}
+
+void mtls_log(int level, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (log_fn) {
+        log_fn(log_baton, level, buf);
+    }
+    else {
+        fprintf(stderr, "%s %s\n", MTLS_LOG_TAG, buf);
+    }
+}
+
+const char *mtls_outcome_name(int outcome)
+{
+    switch (outcome) {
+    case MTLS_OUT_ACCEPTED: return "accepted";
+    case MTLS_OUT_REJECTED: return "rejected";
+    case MTLS_OUT_NO_CERT:  return "no_certificate";
+    case MTLS_OUT_FAILED:   return "failed";
+    case MTLS_OUT_ABORTED:  return "aborted";
+    default:                return "unknown";
+    }
+}
+
+const char *mtls_verify_mode_name(int mode)
+{
+    switch (mode) {
+    case MTLS_VM_NONE:           return "none";
+    case MTLS_VM_REQUIRE:        return "require";
+    case MTLS_VM_OPTIONAL:       return "optional";
+    case MTLS_VM_OPTIONAL_NO_CA: return "optional_no_ca";
+    default:                     return "unknown";
+    }
+}
+
+const char *mtls_tls_version_name(int version)
+{
+    switch (version) {
+    case 0x0304: return "TLSv1.3";
+    case 0x0303: return "TLSv1.2";
+    case 0x0302: return "TLSv1.1";
+    case 0x0301: return "TLSv1";
+    case 0x0300: return "SSLv3";
+    default:     return NULL;
+    }
+}
+
+/* Our own table: OpenSSL 3.0 prints 116 (certificate_required) as
+ * "unknown", so we never ask it. */
+const char *mtls_alert_name(int alert)
+{
+    switch (alert) {
+    case 0:   return "close_notify";
+    case 10:  return "unexpected_message";
+    case 20:  return "bad_record_mac";
+    case 22:  return "record_overflow";
+    case 40:  return "handshake_failure";
+    case 42:  return "bad_certificate";
+    case 43:  return "unsupported_certificate";
+    case 44:  return "certificate_revoked";
+    case 45:  return "certificate_expired";
+    case 46:  return "certificate_unknown";
+    case 47:  return "illegal_parameter";
+    case 48:  return "unknown_ca";
+    case 49:  return "access_denied";
+    case 50:  return "decode_error";
+    case 51:  return "decrypt_error";
+    case 70:  return "protocol_version";
+    case 71:  return "insufficient_security";
+    case 80:  return "internal_error";
+    case 86:  return "inappropriate_fallback";
+    case 90:  return "user_canceled";
+    case 109: return "missing_extension";
+    case 110: return "unsupported_extension";
+    case 112: return "unrecognized_name";
+    case 116: return "certificate_required";
+    case 120: return "no_application_protocol";
+    default:  return NULL;
+    }
+}
+
+apr_int64_t mtls_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+apr_int64_t mtls_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+mtls_link_t *mtls_link_new(void)
+{
+    mtls_link_t *l = calloc(1, sizeof(*l));
+    if (l) {
+        l->refs = 1;
+    }
+    return l;
+}
+
+mtls_link_t *mtls_link_ref(mtls_link_t *l)
+{
+    if (l) {
+        apr_atomic_inc32(&l->refs);
+    }
+    return l;
+}
+
+void mtls_link_unref(mtls_link_t *l)
+{
+    if (l && apr_atomic_dec32(&l->refs) == 0) {
+        free(l);
+    }
+}
+
+mtls_item_t *mtls_item_new(int type)
+{
+    mtls_item_t *item = calloc(1, sizeof(*item));
+    if (!item) {
+        return NULL;
+    }
+    item->type = type;
+    if (type == MTLS_ITEM_HANDSHAKE) {
+        item->u.hs.verify_result = -1;
+        item->u.hs.verify_depth = -1;
+        item->u.hs.alert = -1;
+        item->u.hs.alert_received = -1;
+        item->u.hs.handshake_us = -1;
+        item->u.hs.verify_us = -1;
+    }
+    return item;
+}
+
+void mtls_item_free(mtls_item_t *item)
+{
+    if (!item) {
+        return;
+    }
+    switch (item->type) {
+    case MTLS_ITEM_HANDSHAKE:
+        X509_free(item->u.hs.leaf);
+        if (item->u.hs.chain) {
+            sk_X509_pop_free(item->u.hs.chain, X509_free);
+        }
+        break;
+    case MTLS_ITEM_REQUEST:
+        free(item->u.rq.path);
+        break;
+    case MTLS_ITEM_EVENT:
+        free(item->u.ev.server_version);
+        free(item->u.ev.detail);
+        break;
+    }
+    mtls_link_unref(item->link);
+    free(item);
+}
+
+void mtls_strlcpy(char *dst, const char *src, apr_size_t size)
+{
+    apr_size_t n;
+
+    if (size == 0) {
+        return;
+    }
+    if (!src) {
+        dst[0] = '\0';
+        return;
+    }
+    n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}

@@ -1,0 +1,162 @@
+/*
+ * mtls_core.h -- the core of mod_mtls_audit, shared by the module and the
+ * mtls-audit tool.
+ *
+ * DESIGN
+ * The core knows APR, OpenSSL and SQLite, never httpd.  The module (glue in
+ * mod_mtls_audit.c) watches mod_ssl's handshakes and fills an mtls_item_t;
+ * it hands the item to the per-child writer (mtls_writer.c), which owns it
+ * from then on.  The writer turns certificates into text (mtls_cert.c) and
+ * stores batches of items in SQLite (mtls_store.c), each row chained to the
+ * previous one of its table by a hash (mtls_chain.c).  The tool links the
+ * same files to read, verify and report.
+ *
+ * The core never calls ap_log_*: it reports through mtls_log(), which the
+ * module points at the error log and the tool at stderr.
+ */
+#ifndef MTLS_CORE_H
+#define MTLS_CORE_H
+
+#include <apr.h>
+#include <apr_pools.h>
+#include <openssl/x509.h>
+
+#define MTLS_VERSION      "0.1.0"
+#define MTLS_LOG_TAG      "mtls_audit:"   /* prefix of every message we log */
+
+/* Log levels, in the order of syslog/httpd. */
+#define MTLS_LOG_ERR      3
+#define MTLS_LOG_WARNING  4
+#define MTLS_LOG_NOTICE   5
+#define MTLS_LOG_INFO     6
+#define MTLS_LOG_DEBUG    7
+
+typedef void mtls_log_fn(void *baton, int level, const char *msg);
+
+/* Point the core's logging at fn (NULL: stderr).  Not thread-safe: call
+ * once at start-up. */
+void mtls_log_set(mtls_log_fn *fn, void *baton);
+void mtls_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Outcomes, as stored in handshakes.outcome. */
+typedef enum {
+    MTLS_OUT_ACCEPTED = 1,
+    MTLS_OUT_REJECTED = 2,
+    MTLS_OUT_NO_CERT  = 3,
+    MTLS_OUT_FAILED   = 4,
+    MTLS_OUT_ABORTED  = 5
+} mtls_outcome_e;
+
+/* Verify modes, as mod_ssl's SSLVerifyClient names them. */
+typedef enum {
+    MTLS_VM_NONE = 0,
+    MTLS_VM_REQUIRE = 1,
+    MTLS_VM_OPTIONAL = 2,
+    MTLS_VM_OPTIONAL_NO_CA = 3
+} mtls_verify_mode_e;
+
+/* What started a handshake record. */
+typedef enum {
+    MTLS_HS_INITIAL = 0,
+    MTLS_HS_RENEGOTIATION = 1,
+    MTLS_HS_POST_HANDSHAKE = 2
+} mtls_hs_kind_e;
+
+const char *mtls_outcome_name(int outcome);
+const char *mtls_verify_mode_name(int mode);
+const char *mtls_tls_version_name(int version);  /* NULL if unknown */
+const char *mtls_alert_name(int alert);          /* NULL if unknown */
+
+/* Microseconds: wall clock since the epoch, and a monotonic clock. */
+apr_int64_t mtls_now_us(void);
+apr_int64_t mtls_mono_us(void);
+
+/*
+ * A link ties the requests of a connection to the row of its handshake.
+ * The module creates it with the handshake record; the writer sets rowid
+ * when it stores that record, and reads it for the requests that follow.
+ * All of a connection's items go through one writer in order, so rowid is
+ * only ever touched by the writer thread; the reference count is atomic.
+ */
+typedef struct mtls_link {
+    volatile apr_uint32_t refs;     /* references: the conn and queued items */
+    apr_int64_t           rowid;    /* handshakes.id once stored, else 0 */
+} mtls_link_t;
+
+mtls_link_t *mtls_link_new(void);
+mtls_link_t *mtls_link_ref(mtls_link_t *l);
+void         mtls_link_unref(mtls_link_t *l);
+
+typedef enum {
+    MTLS_ITEM_HANDSHAKE = 1,
+    MTLS_ITEM_REQUEST   = 2,
+    MTLS_ITEM_EVENT     = 3
+} mtls_item_type_e;
+
+typedef struct {
+    apr_int64_t time_us;            /* wall clock at the first byte received */
+    char  server_name[256];         /* vhost that owns the record */
+    char  sni[256];                 /* "" when the client sent none */
+    char  client_addr[64];
+    int   client_port;
+    int   local_port;
+    int   tls_version;              /* wire code, 0 when not negotiated */
+    char  cipher[64];               /* "" when not negotiated */
+    int   resumed;
+    int   outcome;                  /* mtls_outcome_e */
+    int   kind;                     /* mtls_hs_kind_e */
+    int   verify_mode;              /* mtls_verify_mode_e */
+    long  verify_result;            /* X509_V_*, -1 when nothing was verified */
+    int   verify_depth;             /* -1 when nothing was verified */
+    int   alert;                    /* fatal alert sent, -1 none */
+    int   alert_received;           /* fatal alert received, -1 none */
+    X509 *leaf;                     /* owned reference, or NULL */
+    STACK_OF(X509) *chain;          /* owned, as presented, leaf first */
+    int   chain_length;             /* certificates the client presented */
+    apr_int64_t handshake_us;       /* first byte to terminal event, -1 n/a */
+    apr_int64_t verify_us;          /* time in X509_verify_cert, -1 n/a */
+    int   pid;
+} mtls_handshake_t;
+
+typedef struct {
+    apr_int64_t time_us;            /* request start */
+    char  method[32];
+    char *path;                     /* malloc'd, without the query string */
+    int   status;
+    apr_int64_t bytes_sent;
+    apr_int64_t duration_us;
+} mtls_request_t;
+
+typedef struct {
+    apr_int64_t time_us;
+    char  kind[16];                 /* start | reload | stop | gap */
+    int   pid;
+    char *server_version;           /* malloc'd or NULL */
+    apr_int64_t lost;               /* gap: records lost */
+    apr_int64_t gap_start_us;
+    apr_int64_t gap_end_us;
+    char *detail;                   /* malloc'd or NULL */
+} mtls_event_t;
+
+/* One unit of work for the writer; malloc'd, freed by mtls_item_free. */
+typedef struct mtls_item {
+    struct mtls_item *next;         /* queue link */
+    int               type;         /* mtls_item_type_e */
+    mtls_link_t      *link;         /* handshake: the link it sets;
+                                       request: the link it reads */
+    union {
+        mtls_handshake_t hs;
+        mtls_request_t   rq;
+        mtls_event_t     ev;
+    } u;
+} mtls_item_t;
+
+/* A zeroed item of the given type; NULL when out of memory. */
+mtls_item_t *mtls_item_new(int type);
+void         mtls_item_free(mtls_item_t *item);
+
+/* Copy at most size-1 bytes of src into dst, always terminated. */
+void mtls_strlcpy(char *dst, const char *src, apr_size_t size);
+
+#endif /* MTLS_CORE_H */

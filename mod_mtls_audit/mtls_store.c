@@ -1,0 +1,701 @@
+/*
+ * mtls_store.c -- SQLite storage of audit items; see mtls_store.h.
+ *
+ * Invariants:
+ *  - Every audited table's columns are known here (the *_cols arrays) in
+ *    the order of schema/NNN_*.sql; mtls_store_open checks the database agrees,
+ *    because the chain hashes columns in table order.
+ *  - An INSERT names its id explicitly (the next AUTOINCREMENT value, read
+ *    inside the transaction), so the id is part of the hashed row.
+ *  - Nothing here keeps state that outlives a failed transaction: on
+ *    rollback the certificate cache and the chain tails are forgotten and
+ *    links set by the batch are cleared.
+ */
+#include "mtls_store.h"
+#include "mtls_cert.h"
+#include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#define CERT_CACHE_SIZE 1024    /* power of two */
+
+static const char *const cert_cols[] = {
+    "id", "sha256", "subject_dn", "issuer_dn", "serial", "not_before",
+    "not_after", "san", "key_type", "key_bits", "sig_alg", "der",
+    "first_seen_us", "hash", NULL
+};
+static const char *const hs_cols[] = {
+    "id", "time_us", "server_name", "sni", "client_addr", "client_port",
+    "local_port", "tls_version", "cipher", "resumed", "outcome", "kind",
+    "verify_mode", "verify_result", "verify_error", "verify_depth", "alert",
+    "alert_received", "cert_id", "chain", "chain_length", "handshake_us",
+    "verify_us", "pid", "hash", NULL
+};
+static const char *const rq_cols[] = {
+    "id", "handshake_id", "time_us", "method", "path", "status",
+    "bytes_sent", "duration_us", "hash", NULL
+};
+static const char *const ev_cols[] = {
+    "id", "time_us", "kind", "pid", "server_version", "module_version",
+    "openssl_version", "lost", "gap_start_us", "gap_end_us", "detail",
+    "hash", NULL
+};
+
+enum { T_CERT, T_HS, T_RQ, T_EV, T_COUNT };
+
+typedef struct {
+    const char          *name;
+    const char *const   *cols;
+    int                  ncols;         /* including id and hash */
+    sqlite3_stmt        *insert;
+    sqlite3_stmt        *tail;          /* last id and hash */
+    sqlite3_stmt        *seq;           /* AUTOINCREMENT high-water mark */
+    int                  loaded;        /* tail read in this transaction */
+    apr_int64_t          next_id;
+    unsigned char        prev[MTLS_HASH_LEN];
+} table_t;
+
+typedef struct {
+    unsigned char sha256[MTLS_HASH_LEN];
+    apr_int64_t   id;                   /* 0: empty slot */
+} cache_slot_t;
+
+struct mtls_store {
+    sqlite3                *db;
+    int                     flags;
+    const mtls_chain_key_t *key;
+    table_t                 t[T_COUNT];
+    sqlite3_stmt           *find_cert;
+    cache_slot_t            cache[CERT_CACHE_SIZE];
+};
+
+int mtls_schema_version(void)
+{
+    return mtls_migrations[MTLS_MIGRATION_COUNT - 1].version;
+}
+
+static void seterr(char *err, apr_size_t errlen, const char *what,
+                   sqlite3 *db)
+{
+    if (err && errlen) {
+        snprintf(err, errlen, "%s: %s", what,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+    }
+}
+
+static int user_version(sqlite3 *db, int *v)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(st);
+    *v = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int mtls_schema_apply(sqlite3 *db, char *err, apr_size_t errlen)
+{
+    int rc, v, i;
+
+    if ((rc = user_version(db, &v)) != SQLITE_OK) {
+        seterr(err, errlen, "reading the schema version", db);
+        return rc;
+    }
+    if (v > mtls_schema_version()) {
+        snprintf(err, errlen, "the database has schema version %d, newer "
+                 "than this build knows (%d): upgrade mod_mtls_audit", v,
+                 mtls_schema_version());
+        return SQLITE_MISMATCH;
+    }
+    if (v == mtls_schema_version()) {
+        return SQLITE_OK;
+    }
+    rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "locking the database to apply the schema", db);
+        return rc;
+    }
+    /* Read again under the lock: another process may have done it. */
+    if ((rc = user_version(db, &v)) != SQLITE_OK) {
+        seterr(err, errlen, "reading the schema version", db);
+        goto leave;
+    }
+    for (i = 0; i < MTLS_MIGRATION_COUNT; i++) {
+        if (mtls_migrations[i].version <= v) {
+            continue;
+        }
+        rc = sqlite3_exec(db, mtls_migrations[i].sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            char what[64];
+            snprintf(what, sizeof(what), "applying schema version %d",
+                     mtls_migrations[i].version);
+            seterr(err, errlen, what, db);
+            goto leave;
+        }
+    }
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "committing the schema", db);
+    }
+leave:
+    if (rc != SQLITE_OK) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+/* Check that table has exactly cols, in order. */
+static int check_columns(mtls_store_t *st, table_t *t, char *err,
+                         apr_size_t errlen)
+{
+    sqlite3_stmt *s;
+    char *sql = sqlite3_mprintf("PRAGMA table_info(\"%w\")", t->name);
+    int i = 0, rc;
+
+    rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "reading the table layout", st->db);
+        return rc;
+    }
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        if (!t->cols[i] || !name || strcmp(name, t->cols[i]) != 0) {
+            break;
+        }
+        i++;
+    }
+    sqlite3_finalize(s);
+    if (i != t->ncols) {
+        snprintf(err, errlen, "table %s does not have the columns this "
+                 "build expects: the database was altered", t->name);
+        return SQLITE_MISMATCH;
+    }
+    return SQLITE_OK;
+}
+
+static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
+                         const char *const *cols, char *err,
+                         apr_size_t errlen)
+{
+    char sql[1024];
+    apr_size_t off;
+    int i, rc;
+
+    t->name = name;
+    t->cols = cols;
+    for (t->ncols = 0; cols[t->ncols]; t->ncols++)
+        ;
+    if ((rc = check_columns(st, t, err, errlen)) != SQLITE_OK) {
+        return rc;
+    }
+    if (st->flags & MTLS_STORE_READONLY) {
+        return SQLITE_OK;
+    }
+    off = (apr_size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", name);
+    for (i = 0; i < t->ncols; i++) {
+        off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, "%s%s",
+                                    i ? "," : "", cols[i]);
+    }
+    off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, ") VALUES(");
+    for (i = 0; i < t->ncols; i++) {
+        off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, "%s?",
+                                    i ? "," : "");
+    }
+    snprintf(sql + off, sizeof(sql) - off, ")");
+    if ((rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                 &t->insert, NULL)) != SQLITE_OK) {
+        goto fail;
+    }
+    snprintf(sql, sizeof(sql),
+             "SELECT id, hash FROM %s ORDER BY id DESC LIMIT 1", name);
+    if ((rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                 &t->tail, NULL)) != SQLITE_OK) {
+        goto fail;
+    }
+    snprintf(sql, sizeof(sql),
+             "SELECT seq FROM sqlite_sequence WHERE name = '%s'", name);
+    if ((rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                 &t->seq, NULL)) != SQLITE_OK) {
+        goto fail;
+    }
+    return SQLITE_OK;
+fail:
+    seterr(err, errlen, "preparing statements", st->db);
+    return rc;
+}
+
+/* Create the file with mode 0640 before SQLite does (it would use 0644). */
+static int create_private(const char *path, char *err, apr_size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return SQLITE_CANTOPEN;
+    }
+    close(fd);
+    return SQLITE_OK;
+}
+
+int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
+                    mtls_store_t **out, char *err, apr_size_t errlen)
+{
+    mtls_store_t *st;
+    int rc, oflags;
+
+    *out = NULL;
+    if (!(st = calloc(1, sizeof(*st)))) {
+        seterr(err, errlen, "opening the database", NULL);
+        return SQLITE_NOMEM;
+    }
+    st->flags = flags;
+    if (flags & MTLS_STORE_READONLY) {
+        oflags = SQLITE_OPEN_READONLY;
+    }
+    else {
+        oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+        if ((rc = create_private(path, err, errlen)) != SQLITE_OK) {
+            free(st);
+            return rc;
+        }
+    }
+    rc = sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "opening the database", st->db);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, busy_timeout_ms);
+    if (!(flags & MTLS_STORE_READONLY)) {
+        rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; "
+                          "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            seterr(err, errlen, "switching the database to WAL", st->db);
+            goto fail;
+        }
+        if ((rc = mtls_schema_apply(st->db, err, errlen)) != SQLITE_OK) {
+            goto fail;
+        }
+    }
+    else {
+        int v;
+        if ((rc = user_version(st->db, &v)) != SQLITE_OK) {
+            seterr(err, errlen, "reading the database", st->db);
+            goto fail;
+        }
+        if (v != mtls_schema_version()) {
+            snprintf(err, errlen, "the database has schema version %d, this "
+                     "build reads version %d", v, mtls_schema_version());
+            rc = SQLITE_MISMATCH;
+            goto fail;
+        }
+    }
+    if ((rc = prepare_table(st, &st->t[T_CERT], "certificates", cert_cols,
+                            err, errlen)) != SQLITE_OK
+        || (rc = prepare_table(st, &st->t[T_HS], "handshakes", hs_cols,
+                               err, errlen)) != SQLITE_OK
+        || (rc = prepare_table(st, &st->t[T_RQ], "requests", rq_cols,
+                               err, errlen)) != SQLITE_OK
+        || (rc = prepare_table(st, &st->t[T_EV], "events", ev_cols,
+                               err, errlen)) != SQLITE_OK) {
+        goto fail;
+    }
+    if (!(flags & MTLS_STORE_READONLY)) {
+        rc = sqlite3_prepare_v3(st->db,
+                                "SELECT id FROM certificates WHERE sha256 = ?",
+                                -1, SQLITE_PREPARE_PERSISTENT, &st->find_cert,
+                                NULL);
+        if (rc != SQLITE_OK) {
+            seterr(err, errlen, "preparing statements", st->db);
+            goto fail;
+        }
+    }
+    *out = st;
+    return SQLITE_OK;
+fail:
+    mtls_store_close(st);
+    return rc;
+}
+
+void mtls_store_set_key(mtls_store_t *st, const mtls_chain_key_t *key)
+{
+    st->key = key;
+}
+
+sqlite3 *mtls_store_db(mtls_store_t *st)
+{
+    return st->db;
+}
+
+void mtls_store_close(mtls_store_t *st)
+{
+    int i;
+
+    if (!st) {
+        return;
+    }
+    for (i = 0; i < T_COUNT; i++) {
+        sqlite3_finalize(st->t[i].insert);
+        sqlite3_finalize(st->t[i].tail);
+        sqlite3_finalize(st->t[i].seq);
+    }
+    sqlite3_finalize(st->find_cert);
+    sqlite3_close_v2(st->db);
+    free(st);
+}
+
+/* Read the tail of t's chain, once per transaction. */
+static int load_tail(table_t *t)
+{
+    apr_int64_t last = 0, seq = 0;
+    int rc;
+
+    if (t->loaded) {
+        return SQLITE_OK;
+    }
+    memset(t->prev, 0, sizeof(t->prev));
+    rc = sqlite3_step(t->tail);
+    if (rc == SQLITE_ROW) {
+        last = sqlite3_column_int64(t->tail, 0);
+        if (sqlite3_column_bytes(t->tail, 1) == MTLS_HASH_LEN) {
+            memcpy(t->prev, sqlite3_column_blob(t->tail, 1), MTLS_HASH_LEN);
+        }
+        rc = SQLITE_OK;
+    }
+    else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(t->tail);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(t->seq);
+    if (rc == SQLITE_ROW) {
+        seq = sqlite3_column_int64(t->seq, 0);
+        rc = SQLITE_OK;
+    }
+    else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(t->seq);
+    t->next_id = (seq > last ? seq : last) + 1;
+    t->loaded = 1;
+    return rc;
+}
+
+static int bind_val(sqlite3_stmt *s, int i, const mtls_val_t *v)
+{
+    switch (v->type) {
+    case MTLS_V_INT:
+        return sqlite3_bind_int64(s, i, v->i);
+    case MTLS_V_REAL:
+        return sqlite3_bind_double(s, i, v->d);
+    case MTLS_V_TEXT:
+        return sqlite3_bind_text(s, i, v->p, (int)v->len, SQLITE_STATIC);
+    case MTLS_V_BLOB:
+        return sqlite3_bind_blob(s, i, v->p, (int)v->len, SQLITE_STATIC);
+    default:
+        return sqlite3_bind_null(s, i);
+    }
+}
+
+/* Append one row to t: vals[0] is the id slot (filled here), vals[1..]
+ * the other columns but hash.  Returns the new id, or 0 with *rc set. */
+static apr_int64_t append(mtls_store_t *st, table_t *t, mtls_val_t *vals,
+                          int *rc)
+{
+    unsigned char h[MTLS_HASH_LEN];
+    int i, n = t->ncols - 1;
+    apr_int64_t id;
+
+    if ((*rc = load_tail(t)) != SQLITE_OK) {
+        return 0;
+    }
+    id = t->next_id;
+    vals[0].type = MTLS_V_INT;
+    vals[0].i = id;
+    if (mtls_chain_hash(st->key, t->name, t->prev, vals, n, h) != 0) {
+        *rc = SQLITE_NOMEM;
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if ((*rc = bind_val(t->insert, i + 1, &vals[i])) != SQLITE_OK) {
+            goto leave;
+        }
+    }
+    if ((*rc = sqlite3_bind_blob(t->insert, n + 1, h, MTLS_HASH_LEN,
+                                 SQLITE_STATIC)) != SQLITE_OK) {
+        goto leave;
+    }
+    *rc = sqlite3_step(t->insert);
+    if (*rc == SQLITE_DONE) {
+        *rc = SQLITE_OK;
+        memcpy(t->prev, h, MTLS_HASH_LEN);
+        t->next_id = id + 1;
+    }
+leave:
+    sqlite3_reset(t->insert);
+    sqlite3_clear_bindings(t->insert);
+    return *rc == SQLITE_OK ? id : 0;
+}
+
+static mtls_val_t v_int(apr_int64_t i)
+{
+    mtls_val_t v = { MTLS_V_INT, i, 0, NULL, 0 };
+    return v;
+}
+
+/* An integer, or NULL when i is below zero (our "not applicable"). */
+static mtls_val_t v_opt(apr_int64_t i)
+{
+    mtls_val_t v = { i < 0 ? MTLS_V_NULL : MTLS_V_INT, i, 0, NULL, 0 };
+    return v;
+}
+
+static mtls_val_t v_text(const char *s)
+{
+    mtls_val_t v = { MTLS_V_NULL, 0, 0, NULL, 0 };
+    if (s) {
+        v.type = MTLS_V_TEXT;
+        v.p = s;
+        v.len = strlen(s);
+    }
+    return v;
+}
+
+/* Text, or NULL for an empty string. */
+static mtls_val_t v_nz(const char *s)
+{
+    return v_text(s && *s ? s : NULL);
+}
+
+static mtls_val_t v_blob(const void *p, apr_size_t len)
+{
+    mtls_val_t v = { p ? MTLS_V_BLOB : MTLS_V_NULL, 0, 0, p, len };
+    return v;
+}
+
+static cache_slot_t *cache_slot(mtls_store_t *st, const unsigned char *sha)
+{
+    unsigned int h = ((unsigned int)sha[0] << 8 | sha[1]) ^ sha[2];
+    return &st->cache[h & (CERT_CACHE_SIZE - 1)];
+}
+
+/* The id of certificate x, stored now if it was not yet.  0 and *rc set
+ * on error. */
+static apr_int64_t cert_id(mtls_store_t *st, X509 *x, apr_int64_t seen_us,
+                           int *rc)
+{
+    mtls_cert_info_t ci;
+    mtls_val_t v[13];
+    cache_slot_t *slot;
+    apr_int64_t id = 0;
+
+    *rc = SQLITE_OK;
+    if (mtls_cert_info(x, &ci) != 0) {
+        return 0;               /* unencodable: stored as no certificate */
+    }
+    slot = cache_slot(st, ci.sha256);
+    if (slot->id && memcmp(slot->sha256, ci.sha256, MTLS_HASH_LEN) == 0) {
+        id = slot->id;
+        goto leave;
+    }
+    sqlite3_bind_blob(st->find_cert, 1, ci.sha256, MTLS_HASH_LEN,
+                      SQLITE_STATIC);
+    *rc = sqlite3_step(st->find_cert);
+    if (*rc == SQLITE_ROW) {
+        id = sqlite3_column_int64(st->find_cert, 0);
+        *rc = SQLITE_OK;
+    }
+    else if (*rc == SQLITE_DONE) {
+        *rc = SQLITE_OK;
+    }
+    sqlite3_reset(st->find_cert);
+    if (*rc != SQLITE_OK) {
+        goto leave;
+    }
+    if (!id) {
+        v[1] = v_blob(ci.sha256, MTLS_HASH_LEN);
+        v[2] = v_text(ci.subject_dn);
+        v[3] = v_text(ci.issuer_dn);
+        v[4] = v_text(ci.serial);
+        v[5] = v_int(ci.not_before);
+        v[6] = v_int(ci.not_after);
+        v[7] = v_text(ci.san);
+        v[8] = v_nz(ci.key_type);
+        v[9] = v_int(ci.key_bits);
+        v[10] = v_nz(ci.sig_alg);
+        v[11] = (st->flags & MTLS_STORE_NO_DER)
+                ? v_blob(NULL, 0) : v_blob(ci.der, (apr_size_t)ci.der_len);
+        v[12] = v_int(seen_us);
+        id = append(st, &st->t[T_CERT], v, rc);
+    }
+    if (id) {
+        memcpy(slot->sha256, ci.sha256, MTLS_HASH_LEN);
+        slot->id = id;
+    }
+leave:
+    mtls_cert_info_clear(&ci);
+    return id;
+}
+
+static int write_handshake(mtls_store_t *st, mtls_item_t *item)
+{
+    mtls_handshake_t *hs = &item->u.hs;
+    const char *verr = NULL;
+    char chain[512];
+    apr_size_t off = 0;
+    apr_int64_t leaf_id = 0, id;
+    mtls_val_t v[24];
+    int rc = SQLITE_OK, i, n;
+
+    if (hs->leaf) {
+        leaf_id = cert_id(st, hs->leaf, hs->time_us, &rc);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+    chain[0] = '\0';
+    n = hs->chain ? sk_X509_num(hs->chain) : 0;
+    for (i = 0; i < n && off < sizeof(chain) - 24; i++) {
+        apr_int64_t cid = cert_id(st, sk_X509_value(hs->chain, i),
+                                  hs->time_us, &rc);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        off += (apr_size_t)snprintf(chain + off, sizeof(chain) - off,
+                                    "%s%" APR_INT64_T_FMT, i ? "," : "[",
+                                    cid);
+    }
+    if (off) {
+        snprintf(chain + off, sizeof(chain) - off, "]");
+    }
+    if (hs->verify_result > 0) {
+        verr = X509_verify_cert_error_string(hs->verify_result);
+    }
+    else if (hs->verify_result == 0) {
+        verr = "ok";
+    }
+    v[1] = v_int(hs->time_us);
+    v[2] = v_nz(hs->server_name);
+    v[3] = v_nz(hs->sni);
+    v[4] = v_nz(hs->client_addr);
+    v[5] = v_opt(hs->client_port);
+    v[6] = v_opt(hs->local_port);
+    v[7] = hs->tls_version ? v_int(hs->tls_version) : v_opt(-1);
+    v[8] = v_nz(hs->cipher);
+    v[9] = v_int(hs->resumed);
+    v[10] = v_int(hs->outcome);
+    v[11] = v_int(hs->kind);
+    v[12] = v_int(hs->verify_mode);
+    v[13] = v_opt(hs->verify_result);
+    v[14] = v_text(verr);
+    v[15] = v_opt(hs->verify_depth);
+    v[16] = v_opt(hs->alert);
+    v[17] = v_opt(hs->alert_received);
+    v[18] = leaf_id ? v_int(leaf_id) : v_opt(-1);
+    v[19] = v_nz(chain);
+    v[20] = v_int(hs->chain_length);
+    v[21] = v_opt(hs->handshake_us);
+    v[22] = v_opt(hs->verify_us);
+    v[23] = v_opt(hs->pid);
+    id = append(st, &st->t[T_HS], v, &rc);
+    if (id && item->link) {
+        item->link->rowid = id;
+    }
+    return rc;
+}
+
+static int write_request(mtls_store_t *st, mtls_item_t *item)
+{
+    mtls_request_t *rq = &item->u.rq;
+    apr_int64_t hid = item->link ? item->link->rowid : 0;
+    mtls_val_t v[8];
+    int rc;
+
+    v[1] = hid ? v_int(hid) : v_opt(-1);
+    v[2] = v_int(rq->time_us);
+    v[3] = v_nz(rq->method);
+    v[4] = v_text(rq->path);
+    v[5] = v_int(rq->status);
+    v[6] = v_int(rq->bytes_sent);
+    v[7] = v_opt(rq->duration_us);
+    append(st, &st->t[T_RQ], v, &rc);
+    return rc;
+}
+
+static int write_event(mtls_store_t *st, mtls_item_t *item)
+{
+    mtls_event_t *ev = &item->u.ev;
+    int is_gap = strcmp(ev->kind, "gap") == 0;
+    mtls_val_t v[11];
+    int rc;
+
+    v[1] = v_int(ev->time_us);
+    v[2] = v_text(ev->kind);
+    v[3] = v_opt(ev->pid);
+    v[4] = v_text(ev->server_version);
+    v[5] = v_text(MTLS_VERSION);
+    v[6] = v_text(OpenSSL_version(OPENSSL_VERSION));
+    v[7] = is_gap ? v_int(ev->lost) : v_opt(-1);
+    v[8] = is_gap ? v_int(ev->gap_start_us) : v_opt(-1);
+    v[9] = is_gap ? v_int(ev->gap_end_us) : v_opt(-1);
+    v[10] = v_text(ev->detail);
+    append(st, &st->t[T_EV], v, &rc);
+    return rc;
+}
+
+static void forget(mtls_store_t *st, mtls_item_t **items, int n)
+{
+    int i;
+
+
+    memset(st->cache, 0, sizeof(st->cache));
+    for (i = 0; i < n; i++) {
+        if (items[i]->type == MTLS_ITEM_HANDSHAKE && items[i]->link) {
+            items[i]->link->rowid = 0;
+        }
+    }
+}
+
+int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
+                     char *err, apr_size_t errlen)
+{
+    int i, rc;
+
+    for (i = 0; i < T_COUNT; i++) {
+        st->t[i].loaded = 0;
+    }
+    rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "starting a write", st->db);
+        return rc;
+    }
+    for (i = 0; i < n && rc == SQLITE_OK; i++) {
+        switch (items[i]->type) {
+        case MTLS_ITEM_HANDSHAKE: rc = write_handshake(st, items[i]); break;
+        case MTLS_ITEM_REQUEST:   rc = write_request(st, items[i]); break;
+        case MTLS_ITEM_EVENT:     rc = write_event(st, items[i]); break;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "writing records", st->db);
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        forget(st, items, n);
+    }
+    return rc;
+}

@@ -1,0 +1,54 @@
+/*
+ * mtls_store.h -- the SQLite store of audit records.
+ *
+ * DESIGN
+ * One mtls_store_t is one SQLite connection, used by one thread: the
+ * writer thread of an httpd child, the parent at start-up, or the tool.
+ * Several processes may write one file: each batch is one BEGIN IMMEDIATE
+ * transaction that reads the tail of each chain, appends, and commits, so
+ * the chains stay linear whatever the interleaving.  Certificates are
+ * stored once per SHA-256; a small cache avoids asking SQLite again for the
+ * ones a child has just seen.  The schema lives in schema/NNN_*.sql, compiled
+ * in, applied and upgraded here by the module and the tool alike.
+ */
+#ifndef MTLS_STORE_H
+#define MTLS_STORE_H
+
+#include "mtls_core.h"
+#include "mtls_chain.h"
+
+#include <sqlite3.h>
+
+typedef struct mtls_store mtls_store_t;
+
+#define MTLS_STORE_READONLY  0x01   /* open read-only, never change schema */
+#define MTLS_STORE_NO_DER    0x02   /* do not keep certificates' DER */
+
+/* The newest schema version this build knows. */
+int mtls_schema_version(void);
+
+/* Apply every migration newer than the database's user_version.  Returns
+ * SQLITE_OK or an error, with a message in err. */
+int mtls_schema_apply(sqlite3 *db, char *err, apr_size_t errlen);
+
+/* Open (creating if needed, unless READONLY) the database at path, in WAL
+ * mode, with busy_timeout_ms of patience for locks, and bring its schema up
+ * to date.  Returns SQLITE_OK and *out, or an error with a message in err
+ * (and *out NULL). */
+int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
+                    mtls_store_t **out, char *err, apr_size_t errlen);
+
+/* The chain key to use from now on (borrowed: must outlive the store). */
+void mtls_store_set_key(mtls_store_t *st, const mtls_chain_key_t *key);
+
+/* Store n items in one transaction.  On success every handshake item's
+ * link holds its row id.  On failure the transaction is rolled back, no
+ * link keeps a row id from it, and the SQLite error is returned (message in
+ * err): the caller still owns the items and may try again. */
+int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
+                     char *err, apr_size_t errlen);
+
+sqlite3 *mtls_store_db(mtls_store_t *st);
+void     mtls_store_close(mtls_store_t *st);
+
+#endif /* MTLS_STORE_H */

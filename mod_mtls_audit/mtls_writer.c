@@ -1,0 +1,307 @@
+/*
+ * mtls_writer.c -- bounded queue and writer thread; see mtls_writer.h.
+ *
+ * The core uses POSIX threads directly rather than APR's: the writer must
+ * outlive no pool and be joinable from a pool cleanup, and pthreads give
+ * exactly that with less ceremony.  Locking: `lock` guards the queue and
+ * the counters; the store is touched only by the writer thread (and by
+ * mtls_writer_start before the thread exists).
+ */
+#include "mtls_writer.h"
+#include "mtls_store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct mtls_writer {
+    mtls_writer_conf_t conf;
+    mtls_store_t      *store;
+    pthread_t          thread;
+    pthread_mutex_t    lock;
+    pthread_cond_t     wake;        /* producers -> writer: work or stop */
+    mtls_item_t       *head, *tail; /* FIFO */
+    int                depth;
+    int                stopping;
+    int                failing;     /* last write failed */
+    apr_int64_t        queued, written, lost;
+    /* losses not yet written as a gap event (guarded by lock) */
+    apr_int64_t        gap_lost, gap_start_us, gap_end_us;
+    char               gap_cause[160];
+};
+
+/* Count n items lost to cause; caller holds the lock. */
+static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause)
+{
+    apr_int64_t now = mtls_now_us();
+
+    w->lost += n;
+    if (w->gap_lost == 0) {
+        w->gap_start_us = now;
+        mtls_strlcpy(w->gap_cause, cause, sizeof(w->gap_cause));
+    }
+    w->gap_lost += n;
+    w->gap_end_us = now;
+}
+
+int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
+{
+    int signal;
+
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping || w->depth >= w->conf.queue_max) {
+        int first = w->gap_lost == 0;
+        count_loss(w, 1, w->stopping ? "writer stopped"
+                                     : "queue full (MTLSAuditQueueSize)");
+        pthread_mutex_unlock(&w->lock);
+        if (first) {
+            mtls_log(MTLS_LOG_ERR, "record lost: %s; losses are counted "
+                     "and stored as a gap", w->stopping
+                     ? "writer stopped" : "queue full");
+        }
+        mtls_item_free(item);
+        return -1;
+    }
+    item->next = NULL;
+    if (w->tail) {
+        w->tail->next = item;
+    }
+    else {
+        w->head = item;
+    }
+    w->tail = item;
+    w->depth++;
+    w->queued++;
+    signal = w->depth == w->conf.batch_max / 2 || w->depth == 1;
+    pthread_mutex_unlock(&w->lock);
+    if (signal) {
+        pthread_cond_signal(&w->wake);
+    }
+    return 0;
+}
+
+int mtls_writer_healthy(mtls_writer_t *w)
+{
+    int ok;
+    pthread_mutex_lock(&w->lock);
+    ok = !w->stopping && !w->failing && w->depth < w->conf.queue_max;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
+void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st)
+{
+    pthread_mutex_lock(&w->lock);
+    st->queued = w->queued;
+    st->written = w->written;
+    st->lost = w->lost;
+    st->depth = w->depth;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* A gap event for the losses counted so far, or NULL if none.  Caller
+ * holds the lock; the counters are cleared only once the event is stored. */
+static mtls_item_t *gap_event(mtls_writer_t *w)
+{
+    mtls_item_t *ev;
+    char detail[256];
+
+    if (w->gap_lost == 0 || !(ev = mtls_item_new(MTLS_ITEM_EVENT))) {
+        return NULL;
+    }
+    ev->u.ev.time_us = mtls_now_us();
+    mtls_strlcpy(ev->u.ev.kind, "gap", sizeof(ev->u.ev.kind));
+    ev->u.ev.pid = w->conf.pid;
+    ev->u.ev.lost = w->gap_lost;
+    ev->u.ev.gap_start_us = w->gap_start_us;
+    ev->u.ev.gap_end_us = w->gap_end_us;
+    snprintf(detail, sizeof(detail), "%s", w->gap_cause);
+    ev->u.ev.detail = strdup(detail);
+    return ev;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Write batch[0..n) (plus a pending gap event), retrying; free them. */
+static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
+{
+    mtls_item_t *gap;
+    char err[256];
+    int attempt, rc = SQLITE_OK, i, m, logged = 0;
+    apr_int64_t gap_lost = 0;
+
+    pthread_mutex_lock(&w->lock);
+    gap = gap_event(w);
+    if (gap) {
+        gap_lost = w->gap_lost;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (gap) {
+        batch[n] = gap;         /* the caller left room for it */
+    }
+    m = n + (gap ? 1 : 0);
+    for (attempt = 0; attempt < w->conf.retries; attempt++) {
+        rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
+        if (rc == SQLITE_OK) {
+            break;
+        }
+        if (!w->failing && !logged) {
+            mtls_log(MTLS_LOG_ERR, "cannot write to %s (%s), retrying",
+                     w->conf.path, err);
+            logged = 1;
+        }
+        sleep_ms(100 * (attempt + 1));
+    }
+    pthread_mutex_lock(&w->lock);
+    if (rc == SQLITE_OK) {
+        w->written += n;
+        if (gap) {
+            /* Losses counted while we wrote stay for the next gap. */
+            w->gap_lost -= gap_lost;
+            if (w->gap_lost == 0) {
+                w->gap_cause[0] = '\0';
+            }
+            else {
+                w->gap_start_us = mtls_now_us();
+            }
+        }
+        if (w->failing) {
+            mtls_log(MTLS_LOG_NOTICE, "writing to %s again", w->conf.path);
+        }
+        w->failing = 0;
+    }
+    else {
+        char cause[160] = "database write failed: ";
+        mtls_strlcpy(cause + strlen(cause), err, sizeof(cause) - strlen(cause));
+        count_loss(w, n, cause);
+        if (!w->failing) {
+            mtls_log(MTLS_LOG_ERR, "dropped %d records after %d tries: %s",
+                     n, w->conf.retries, err);
+        }
+        w->failing = 1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (i = 0; i < m; i++) {
+        mtls_item_free(batch[i]);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    mtls_writer_t *w = arg;
+    mtls_item_t **batch = malloc(sizeof(*batch) * (w->conf.batch_max + 1));
+    struct timespec until;
+    int n;
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        if (!w->stopping && w->depth < w->conf.batch_max / 2) {
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += (long)w->conf.flush_ms * 1000000L;
+            until.tv_sec += until.tv_nsec / 1000000000L;
+            until.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&w->wake, &w->lock, &until);
+        }
+        if (!w->head && (w->gap_lost == 0 || w->failing)) {
+            if (w->stopping) {
+                break;
+            }
+            if (w->gap_lost == 0) {
+                continue;
+            }
+        }
+        for (n = 0; w->head && n < w->conf.batch_max && batch; n++) {
+            batch[n] = w->head;
+            w->head = w->head->next;
+            w->depth--;
+        }
+        if (!w->head) {
+            w->tail = NULL;
+        }
+        pthread_mutex_unlock(&w->lock);
+        if (batch) {
+            write_batch(w, batch, n);
+        }
+        pthread_mutex_lock(&w->lock);
+        if (w->stopping && !w->head) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    free(batch);
+    return NULL;
+}
+
+int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
+                      char *err, apr_size_t errlen)
+{
+    pthread_condattr_t ca;
+    mtls_writer_t *w;
+    int rc;
+
+    *out = NULL;
+    if (!(w = calloc(1, sizeof(*w)))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->conf = *conf;
+    if (w->conf.queue_max < 1) w->conf.queue_max = 1;
+    if (w->conf.batch_max < 1) w->conf.batch_max = 1;
+    if (w->conf.retries < 1) w->conf.retries = 1;
+    if (w->conf.flush_ms < 1) w->conf.flush_ms = 1;
+    rc = mtls_store_open(conf->path, conf->store_flags,
+                         conf->busy_timeout_ms, &w->store, err, errlen);
+    if (rc != SQLITE_OK) {
+        free(w);
+        return -1;
+    }
+    mtls_store_set_key(w->store, conf->key);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        snprintf(err, errlen, "cannot start the writer thread");
+        mtls_store_close(w->store);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+void mtls_writer_stop(mtls_writer_t *w)
+{
+    mtls_writer_stats_t st;
+
+    if (!w) {
+        return;
+    }
+    pthread_mutex_lock(&w->lock);
+    w->stopping = 1;
+    pthread_mutex_unlock(&w->lock);
+    pthread_cond_signal(&w->wake);
+    pthread_join(w->thread, NULL);
+    mtls_writer_stats(w, &st);
+    if (w->gap_lost) {
+        mtls_log(MTLS_LOG_ERR, "stopping with %" APR_INT64_T_FMT " records "
+                 "lost and not recorded as a gap (%s)", w->gap_lost,
+                 w->gap_cause);
+    }
+    mtls_store_close(w->store);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}

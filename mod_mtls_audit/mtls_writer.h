@@ -1,0 +1,61 @@
+/*
+ * mtls_writer.h -- the per-process writer: a bounded queue and one thread
+ * that stores what the queue holds.
+ *
+ * DESIGN (after Redis' bio.c)
+ * Producers (httpd worker threads, in the handshake path) lock, append,
+ * maybe signal, unlock: they never touch SQLite and never wait for it.  The
+ * writer thread wakes when a batch is ready or the flush interval passes,
+ * takes everything queued (up to a batch), writes it in one transaction and
+ * frees it.  A full queue drops the new item and counts it; a batch that
+ * cannot be written after its retries is dropped and counted too.  Whatever
+ * was lost is written as one "gap" event (first and last time, count,
+ * cause) as soon as a write succeeds again: a loss is never silent.
+ * mtls_writer_stop drains the queue to the last item before it returns.
+ */
+#ifndef MTLS_WRITER_H
+#define MTLS_WRITER_H
+
+#include "mtls_core.h"
+#include "mtls_chain.h"
+
+typedef struct mtls_writer mtls_writer_t;
+
+typedef struct {
+    const char             *path;           /* database file */
+    int                     store_flags;    /* MTLS_STORE_* */
+    int                     busy_timeout_ms;/* patience for a locked db */
+    const mtls_chain_key_t *key;            /* borrowed, may be NULL */
+    int                     queue_max;      /* items queued at most */
+    int                     flush_ms;       /* longest wait before a write */
+    int                     batch_max;      /* items per transaction */
+    int                     retries;        /* tries of a failing batch */
+    int                     pid;            /* for gap events */
+} mtls_writer_conf_t;
+
+/* Start a writer thread on conf (copied).  The database is opened in the
+ * calling thread so that errors show at once.  Returns 0 and *out, or -1
+ * with a message in err. */
+int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
+                      char *err, apr_size_t errlen);
+
+/* Queue item; the writer owns it from now on.  Returns 0 when queued, -1
+ * when dropped (queue full or writer stopped); the loss is counted. */
+int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item);
+
+/* Would a push succeed now?  (For MTLSAuditFailMode closed.) */
+int mtls_writer_healthy(mtls_writer_t *w);
+
+typedef struct {
+    apr_int64_t queued;             /* items accepted by push */
+    apr_int64_t written;            /* items stored */
+    apr_int64_t lost;               /* items dropped, all causes */
+    int         depth;              /* items waiting now */
+} mtls_writer_stats_t;
+
+void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st);
+
+/* Write everything queued, stop the thread, close the database, free w. */
+void mtls_writer_stop(mtls_writer_t *w);
+
+#endif /* MTLS_WRITER_H */
