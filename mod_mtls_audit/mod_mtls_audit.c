@@ -126,6 +126,8 @@ typedef struct {
     int           cert_msg;       /* client Certificate: 0 none, 1 empty,
                                      2 with certificates */
     int           eof;            /* the client went away mid-handshake */
+    int           hello_sent;     /* we sent a ServerHello: the version is
+                                     negotiated */
     int           audited;        /* the last record was kept: requests
                                      on this connection are recorded */
     int           refuse;         /* fail closed: record not queued */
@@ -371,6 +373,7 @@ static void open_record(mtls_conn_t *cs, int kind)
     cs->start_mono = mtls_mono_us();
     cs->cert_msg = 0;
     cs->eof = 0;
+    cs->hello_sent = kind == MTLS_HS_POST_HANDSHAKE;
     cs->records++;
 }
 
@@ -393,8 +396,8 @@ static void note_ssl(mtls_conn_t *cs, const SSL *ssl)
                                                  TLSEXT_NAMETYPE_host_name))) {
         mtls_strlcpy(hs->sni, sni, sizeof(hs->sni));
     }
-    v = SSL_version(ssl);
-    if (v >= SSL3_VERSION && v <= TLS1_3_VERSION) {
+    v = SSL_version(ssl);       /* before ServerHello: the highest enabled */
+    if (cs->hello_sent && v >= SSL3_VERSION && v <= TLS1_3_VERSION) {
         hs->tls_version = v;
     }
     cipher = SSL_get_current_cipher(ssl);
@@ -571,11 +574,23 @@ static void msg_cb(int write_p, int version, int content_type,
                  && p[0] == SSL3_AL_FATAL) {
             cs->rec->u.hs.alert_received = p[1];
         }
+        else if (content_type == SSL3_RT_HANDSHAKE && len > 0
+                 && p[0] == SSL3_MT_FINISHED
+                 && cs->rec->u.hs.kind == MTLS_HS_POST_HANDSHAKE) {
+            /* OpenSSL signals no HANDSHAKE_DONE after post-handshake auth;
+             * the client's Finished ends it (its certificate was verified
+             * on arrival, and a failure would have ended the record). */
+            finalize(cs, ssl, FIN_DONE);
+        }
     }
-    else if (content_type == SSL3_RT_HANDSHAKE && len > 0
-             && p[0] == SSL3_MT_CERTIFICATE_REQUEST && !cs->rec
-             && cs->hs_done > 0 && SSL_version(ssl) == TLS1_3_VERSION) {
-        open_record(cs, MTLS_HS_POST_HANDSHAKE);
+    else if (content_type == SSL3_RT_HANDSHAKE && len > 0) {
+        if (p[0] == SSL3_MT_SERVER_HELLO && cs->rec) {
+            cs->hello_sent = 1;
+        }
+        else if (p[0] == SSL3_MT_CERTIFICATE_REQUEST && !cs->rec
+                 && cs->hs_done > 0 && SSL_version(ssl) == TLS1_3_VERSION) {
+            open_record(cs, MTLS_HS_POST_HANDSHAKE);
+        }
     }
 }
 
@@ -610,8 +625,10 @@ static void info_cb(const SSL *ssl, int where, int ret)
             finalize(cs, ssl, FIN_ALERT_RECV);
         }
     }
-    else if ((where & SSL_CB_EXIT) && ret <= 0
-             && SSL_want(ssl) == SSL_NOTHING) {
+    else if ((where & SSL_CB_EXIT) && ret <= 0) {
+        /* OpenSSL clears the error queue when a handshake step starts, and
+         * a step that only waits for data queues no error: an error here
+         * is this handshake's fatal one. */
         unsigned long e = ERR_peek_last_error();
         if (e) {
             if (ERR_GET_LIB(e) == ERR_LIB_SSL
@@ -818,11 +835,29 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
     mtls_store_close(st);
 }
 
+/* Is this the first real configuration of this httpd?  The process pool
+ * survives restarts; the config generation counts the dry run too. */
+static int first_start(server_rec *s)
+{
+    static const char key[] = "mtls_audit_started";
+    void *seen = NULL;
+
+    apr_pool_userdata_get(&seen, key, s->process->pool);
+    if (seen) {
+        return 0;
+    }
+    apr_pool_userdata_set((void *)1, key, apr_pool_cleanup_null,
+                          s->process->pool);
+    return 1;
+}
+
+/* pconf is cleared on every restart (main state DESTROY_CONFIG, and a
+ * "reload" event follows) and destroyed on stop (any other state). */
 static apr_status_t parent_cleanup(void *data)
 {
     server_rec *s = data;
 
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING) {
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_DESTROY_CONFIG) {
         write_event(s, "stop", NULL);
     }
     mtls_chain_key_clear(&g.key);
@@ -908,8 +943,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     chmod(dir, 0750);
     chmod(g.db_path, 0640);
-    write_event(s, ap_state_query(AP_SQ_CONFIG_GEN) == 0 ? "start"
-                                                         : "reload", NULL);
+    write_event(s, first_start(s) ? "start" : "reload", NULL);
     apr_pool_cleanup_register(pconf, s, parent_cleanup,
                               apr_pool_cleanup_null);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, MTLS_LOG_TAG " auditing to %s "

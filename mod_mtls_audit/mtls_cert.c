@@ -54,7 +54,9 @@ char *mtls_name_rfc2253(const X509_NAME *name)
     if (!name || !(bio = BIO_new(BIO_s_mem()))) {
         return NULL;
     }
-    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+    /* mod_ssl's SSL_CLIENT_S_DN: RFC 2253, UTF-8 left as UTF-8. */
+    if (X509_NAME_print_ex(bio, name, 0,
+                           XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0) {
         BIO_free(bio);
         return NULL;
     }

@@ -6,7 +6,8 @@
  * writer can run it off the handshake path and the tool (and the fuzzer)
  * can run it on any bytes.  The formats are those of mod_ssl, so a row can
  * be compared with what mod_ssl puts in SSL_CLIENT_S_DN and friends:
- * subject and issuer as RFC 2253 (X509_NAME_print_ex, XN_FLAG_RFC2253),
+ * subject and issuer as RFC 2253 (X509_NAME_print_ex, XN_FLAG_RFC2253
+ * without escaping UTF-8),
  * serial as upper-case hex, the signature algorithm by OpenSSL's long name.
  */
 #ifndef MTLS_CERT_H

@@ -121,7 +121,7 @@ SELECT h.id,
             WHEN 120 THEN 'no_application_protocol'
             ELSE NULL END AS alert_name,
        h.alert_received,
-       lower(hex(c.sha256)) AS cert_sha256,
+       CASE WHEN c.sha256 IS NOT NULL THEN lower(hex(c.sha256)) END AS cert_sha256,
        c.subject_dn, c.issuer_dn, c.serial,
        strftime('%Y-%m-%dT%H:%M:%SZ', c.not_before, 'unixepoch') AS not_before,
        strftime('%Y-%m-%dT%H:%M:%SZ', c.not_after, 'unixepoch') AS not_after,
@@ -138,13 +138,13 @@ CREATE VIEW v_requests AS
 SELECT r.id, r.handshake_id,
        strftime('%Y-%m-%dT%H:%M:%fZ', r.time_us / 1000000.0, 'unixepoch') AS time_utc,
        r.method, r.path, r.status, r.bytes_sent, r.duration_us,
-       lower(hex(c.sha256)) AS cert_sha256, c.subject_dn
+       CASE WHEN c.sha256 IS NOT NULL THEN lower(hex(c.sha256)) END AS cert_sha256, c.subject_dn
   FROM requests r
   LEFT JOIN handshakes h ON h.id = r.handshake_id
   LEFT JOIN certificates c ON c.id = h.cert_id;
 
 CREATE VIEW v_certificates AS
-SELECT lower(hex(c.sha256)) AS cert_sha256, c.subject_dn, c.issuer_dn, c.serial,
+SELECT CASE WHEN c.sha256 IS NOT NULL THEN lower(hex(c.sha256)) END AS cert_sha256, c.subject_dn, c.issuer_dn, c.serial,
        strftime('%Y-%m-%dT%H:%M:%SZ', c.not_before, 'unixepoch') AS not_before,
        strftime('%Y-%m-%dT%H:%M:%SZ', c.not_after, 'unixepoch') AS not_after,
        c.san, c.key_type, c.key_bits, c.sig_alg,

@@ -1,0 +1,82 @@
+"""A small test runner: tests are functions taking a context; a failed
+assertion or any exception fails the test; after each test the server's
+error log must hold no error the test did not expect.  The last line is
+`N passed, N failed`."""
+import sys
+import time
+import traceback
+
+
+class Registry:
+    def __init__(self):
+        self.tests = []
+
+    def __call__(self, fn=None, expect_errors=(), prefork=True):
+        def add(f):
+            f.expect_errors = expect_errors
+            f.prefork = prefork
+            self.tests.append(f)
+            return f
+        return add(fn) if fn else add
+
+
+class Result:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def merge(self, other):
+        self.passed += other.passed
+        self.failed += other.failed
+        self.failures += other.failures
+
+
+def run(tests, ctx, label, only=None):
+    res = Result()
+    srv = ctx.srv
+    srv.new_errors()            # start-up lines are checked by their own test
+    for t in tests:
+        if only and not any(o in t.__name__ for o in only):
+            continue
+        name = "%s: %s" % (label, t.__name__)
+        t0 = time.time()
+        try:
+            t(ctx)
+            bad = srv.new_errors(t.expect_errors)
+            if bad:
+                raise AssertionError("unexpected errors in the error log:\n  "
+                                     + "\n  ".join(bad))
+            res.passed += 1
+            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Exception as e:   # noqa: BLE001 - every failure is reported
+            srv.new_errors()
+            res.failed += 1
+            res.failures.append(name)
+            print("FAIL %s (%.2fs)" % (name, time.time() - t0), flush=True)
+            detail = traceback.format_exc() if not isinstance(e, AssertionError) \
+                else "".join(traceback.format_exception_only(type(e), e))
+            sys.stdout.write("    " + detail.replace("\n", "\n    ") + "\n")
+    return res
+
+
+def expect(row, **want):
+    """Assert row[k] == v for each k; v may be a callable predicate."""
+    bad = []
+    for k, v in want.items():
+        got = row.get(k)
+        ok = v(got) if callable(v) else got == v
+        if not ok:
+            bad.append("%s: got %r, want %s" % (
+                k, got, getattr(v, "__doc__", None) or repr(v)
+                if callable(v) else repr(v)))
+    if bad:
+        raise AssertionError("row %s:\n      %s" % (row.get("id"),
+                                                   "\n      ".join(bad)))
+
+
+def positive_us(limit=10_000_000):
+    def check(v):
+        return isinstance(v, int) and 0 < v < limit
+    check.__doc__ = "a duration in (0, %d) us" % limit
+    return check

@@ -1,0 +1,297 @@
+"""A scratch Apache httpd: the real Debian apache2 binary with the built
+module, its own ServerRoot, config, PidFile and logs in a temporary
+directory, on 127.0.0.1 ports.  It never touches /etc/apache2 or the
+system service, and is stopped by its own pid.
+"""
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+
+HTTPD = "/usr/sbin/apache2"
+MODULES = "/usr/lib/apache2/modules"
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(TOP, "build")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def static_modules():
+    out = subprocess.run([HTTPD, "-l"], capture_output=True, text=True).stdout
+    return set(l.strip() for l in out.splitlines() if l.strip().endswith(".c"))
+
+
+class Server:
+    def __init__(self, root, pki, mpm="event", extra_global="", user="www-data"):
+        self.root = root
+        self.pki = pki
+        self.mpm = mpm
+        self.port = free_port()          # most scenarios
+        self.port13 = free_port()        # TLS 1.3 only
+        self.db = os.path.join(root, "auditdb", "mtls_audit.db")
+        self.error_log = os.path.join(root, "logs", "error.log")
+        self.vars_log = os.path.join(root, "logs", "ssl_vars.log")
+        self.pidfile = os.path.join(root, "logs", "httpd.pid")
+        self.conf = os.path.join(root, "httpd.conf")
+        self.extra_global = extra_global
+        self.user = user
+        self.err_offset = 0
+        os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(root, "htdocs", "secure"), exist_ok=True)
+        for d in ("", "secure"):
+            with open(os.path.join(root, "htdocs", d, "index.html"), "w") as f:
+                f.write("hello\n")
+        os.chmod(root, 0o755)
+        self.write_conf()
+
+    def load(self, name, mod):
+        if "mod_" + mod + ".c" in static_modules():
+            return ""
+        return "LoadModule %s_module %s/mod_%s.so\n" % (name, MODULES, mod)
+
+    def write_conf(self):
+        p = self.pki
+        root = self.root
+        mods = ""
+        mods += self.load("mpm_%s" % self.mpm, "mpm_%s" % self.mpm)
+        for name in ("authz_core", "mime", "dir", "log_config", "ssl",
+                     "socache_shmcb"):
+            mods += self.load(name, name)
+        mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % BUILD
+        ssl_common = """
+    SSLEngine on
+    SSLCertificateFile {srv_cert}
+    SSLCertificateKeyFile {srv_key}
+    SSLCACertificateFile {ca}
+""".format(srv_cert=p["server"][0], srv_key=p["server"][1],
+           ca=p["root"].cert)
+        conf = """
+ServerRoot "{root}"
+PidFile "{root}/logs/httpd.pid"
+DefaultRuntimeDir "{root}/logs"
+Mutex file:{root}/logs default
+ErrorLog "{root}/logs/error.log"
+LogLevel warn mtls_audit:info
+User {user}
+Group {user}
+ServerName localhost
+Listen 127.0.0.1:{port}
+Listen 127.0.0.1:{port13}
+{mods}
+TypesConfig /etc/mime.types
+DocumentRoot "{root}/htdocs"
+DirectoryIndex index.html
+<Directory "{root}/htdocs">
+    Require all granted
+</Directory>
+StartServers 2
+KeepAliveTimeout 5
+SSLSessionCache shmcb:{root}/logs/ssl_scache(512000)
+SSLRandomSeed startup builtin
+MTLSAuditDatabase {db}
+MTLSAuditFlushInterval 20
+{extra_global}
+LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x|%{{SSL_PROTOCOL}}x|%{{SSL_CIPHER}}x|%{{SSL_SESSION_RESUMED}}x|%{{SSL_CLIENT_VERIFY}}x|%U" sslvars
+
+# The default vhost of the main port: client certificates required.
+<VirtualHost 127.0.0.1:{port}>
+    ServerName localhost
+{ssl}
+    SSLVerifyClient require
+    SSLCARevocationFile {crl}
+    SSLCARevocationCheck leaf
+    MTLSAuditEngine On
+    CustomLog "{root}/logs/ssl_vars.log" sslvars
+</VirtualHost>
+
+# Per-directory client authentication: renegotiation (TLS 1.2) and
+# post-handshake authentication (TLS 1.3).
+<VirtualHost 127.0.0.1:{port}>
+    ServerName perdir.test
+{ssl}
+    SSLVerifyClient none
+    MTLSAuditEngine On
+    <Location /secure>
+        SSLVerifyClient require
+    </Location>
+    CustomLog "{root}/logs/ssl_vars.log" sslvars
+</VirtualHost>
+
+# optional_no_ca: mod_ssl lets some bad certificates through.
+<VirtualHost 127.0.0.1:{port}>
+    ServerName nocheck.test
+{ssl}
+    SSLVerifyClient optional_no_ca
+    MTLSAuditEngine On
+    CustomLog "{root}/logs/ssl_vars.log" sslvars
+</VirtualHost>
+
+# mod_ssl's defaults (SSLVerifyDepth 1), no revocation list.
+<VirtualHost 127.0.0.1:{port}>
+    ServerName depth.test
+{ssl}
+    SSLVerifyClient require
+    MTLSAuditEngine On
+</VirtualHost>
+
+# Not audited: SNI to this vhost leaves no row.
+<VirtualHost 127.0.0.1:{port}>
+    ServerName off.test
+{ssl}
+    SSLVerifyClient require
+    MTLSAuditEngine Off
+</VirtualHost>
+
+# TLS 1.3 only: a TLS 1.2 client is refused.
+<VirtualHost 127.0.0.1:{port13}>
+    ServerName localhost
+{ssl}
+    SSLProtocol TLSv1.3
+    SSLVerifyClient require
+    MTLSAuditEngine On
+</VirtualHost>
+""".format(root=root, port=self.port, port13=self.port13, mods=mods,
+           db=self.db, ssl=ssl_common, crl=p["crl"], user=self.user,
+           extra_global=self.extra_global)
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    # -- process control ----------------------------------------------
+    def httpd(self, *args):
+        return subprocess.run([HTTPD, "-d", self.root, "-f", self.conf] +
+                              list(args), capture_output=True, text=True)
+
+    def pid(self):
+        try:
+            return int(open(self.pidfile).read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def start(self):
+        r = self.httpd("-k", "start")
+        if r.returncode != 0:
+            raise RuntimeError("httpd did not start: %s%s\n%s" %
+                               (r.stdout, r.stderr, self.read_error_log()))
+        for _ in range(100):
+            if self.pid() and self.accepts():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("httpd did not come up:\n" + self.read_error_log())
+
+    def accepts(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def signal(self, sig):
+        pid = self.pid()
+        if pid:
+            os.kill(pid, sig)
+
+    def graceful(self):
+        self.signal(signal.SIGUSR1)
+
+    def stop(self, graceful=False):
+        pid = self.pid()
+        if not pid:
+            return
+        try:
+            os.kill(pid, signal.SIGWINCH if graceful else signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(300):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+    # -- logs ----------------------------------------------------------
+    def read_error_log(self):
+        try:
+            return open(self.error_log, errors="replace").read()
+        except OSError:
+            return ""
+
+    def new_errors(self, expected=()):
+        """Error-log lines at error level or worse since the last call that
+        match none of the `expected` regular expressions."""
+        text = self.read_error_log()
+        new = text[self.err_offset:]
+        self.err_offset = len(text)
+        bad = []
+        for line in new.splitlines():
+            if not re.search(r"\[[a-z_]*:(error|crit|alert|emerg)\]", line):
+                continue
+            if any(re.search(e, line) for e in expected):
+                continue
+            bad.append(line)
+        return bad
+
+    def vars_lines(self):
+        try:
+            with open(self.vars_log, "rb") as f:
+                return [unescape_log(l.rstrip(b"\n")) for l in f]
+        except OSError:
+            return []
+
+    # -- database ------------------------------------------------------
+    def query(self, sql, args=()):
+        con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True,
+                              timeout=10)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute(sql, args)]
+        finally:
+            con.close()
+
+    def max_id(self):
+        return self.query("SELECT coalesce(max(id), 0) AS m FROM handshakes")[0]["m"]
+
+    def wait_rows(self, after, count, timeout=10.0):
+        """Wait until at least `count` handshake rows with id > after exist;
+        returns them (all rows after, ordered by id)."""
+        deadline = time.time() + timeout
+        rows = []
+        while time.time() < deadline:
+            rows = self.query("SELECT * FROM v_handshakes WHERE id > ? "
+                              "ORDER BY id", (after,))
+            if len(rows) >= count:
+                # Let stragglers arrive, to catch rows that should not exist.
+                time.sleep(0.15)
+                return self.query("SELECT * FROM v_handshakes WHERE id > ? "
+                                  "ORDER BY id", (after,))
+            time.sleep(0.02)
+        return rows
+
+
+def unescape_log(raw):
+    """Undo mod_log_config's escaping (\\xhh, \\", \\\\) of a log line."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c == 0x5c and i + 1 < len(raw):
+            n = raw[i + 1]
+            if n == ord("x") and i + 3 < len(raw):
+                out.append(int(raw[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out.append(n)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return out.decode("utf-8", errors="replace")
