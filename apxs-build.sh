@@ -9,11 +9,12 @@
 #   ./apxs-build.sh clean      remove build output
 #
 # Environment: SANITIZE=1 builds with AddressSanitizer and UBSan;
-# CC picks the compiler (default cc).  Output goes to build/.
+# CC picks the compiler (default cc); BUILD_DIR the output directory
+# (default build/).
 set -eu
 
 TOP=$(cd "$(dirname "$0")" && pwd)
-B="$TOP/build"
+B="${BUILD_DIR:-$TOP/build}"
 CC=${CC:-cc}
 WARN="-Wall -Wextra -Werror"
 SAN=""

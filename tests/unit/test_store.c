@@ -1,0 +1,423 @@
+/* The store and the hash chain, on real SQLite files. */
+#include <CUnit/CUnit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "unit.h"
+
+static const char *const subj_a[] = { "CN", "alice", NULL };
+static const char *const subj_b[] = { "CN", "bob", NULL };
+
+const char *unit_db(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s.db", unit_dir, name);
+    unlink(path);
+    return path;
+}
+
+mtls_item_t *unit_handshake(X509 *leaf, int outcome)
+{
+    mtls_item_t *it = mtls_item_new(MTLS_ITEM_HANDSHAKE);
+    mtls_handshake_t *hs = &it->u.hs;
+
+    it->link = mtls_link_new();
+    hs->time_us = mtls_now_us();
+    strcpy(hs->server_name, "www.example");
+    strcpy(hs->sni, "www.example");
+    strcpy(hs->client_addr, "192.0.2.1");
+    hs->client_port = 40000;
+    hs->local_port = 443;
+    hs->tls_version = 0x0304;
+    strcpy(hs->cipher, "TLS_AES_128_GCM_SHA256");
+    hs->outcome = outcome;
+    hs->verify_mode = MTLS_VM_REQUIRE;
+    hs->verify_result = outcome == MTLS_OUT_ACCEPTED ? 0 : 20;
+    hs->verify_depth = 0;
+    hs->handshake_us = 1234;
+    hs->verify_us = 99;
+    hs->pid = 4242;
+    if (leaf) {
+        hs->leaf = leaf;
+        hs->chain_length = 1;
+    }
+    return it;
+}
+
+static mtls_item_t *request(mtls_link_t *link, const char *path)
+{
+    mtls_item_t *it = mtls_item_new(MTLS_ITEM_REQUEST);
+    it->link = mtls_link_ref(link);
+    it->u.rq.time_us = mtls_now_us();
+    strcpy(it->u.rq.method, "GET");
+    it->u.rq.path = strdup(path);
+    it->u.rq.status = 200;
+    it->u.rq.bytes_sent = 12;
+    it->u.rq.duration_us = 50;
+    return it;
+}
+
+static long long scalar(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    long long v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK
+        && sqlite3_step(st) == SQLITE_ROW) {
+        v = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+static char *text(sqlite3 *db, const char *sql)
+{
+    static char buf[1024];
+    sqlite3_stmt *st;
+    buf[0] = '\0';
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK
+        && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+        snprintf(buf, sizeof(buf), "%s", sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return buf;
+}
+
+/* Write a small data set: 3 handshakes (2 with alice's cert, 1 with bob's),
+ * 2 requests, 1 event.  Returns the open store. */
+static mtls_store_t *populate(const char *path, const mtls_chain_key_t *key)
+{
+    mtls_item_t *items[6];
+    X509 *a = unit_cert(subj_a, "ec", 1, "20200101000000Z",
+                        "20300101000000Z", NULL, NULL);
+    X509 *b = unit_cert(subj_b, "ec", 2, "20200101000000Z",
+                        "20300101000000Z", NULL, NULL);
+    mtls_store_t *st;
+    char err[256];
+    int i;
+
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    mtls_store_set_key(st, key);
+    X509_up_ref(a);
+    items[0] = unit_handshake(a, MTLS_OUT_ACCEPTED);
+    items[1] = request(items[0]->link, "/one");
+    items[2] = unit_handshake(a, MTLS_OUT_ACCEPTED);
+    items[3] = request(items[2]->link, "/two");
+    items[4] = unit_handshake(b, MTLS_OUT_REJECTED);
+    items[5] = mtls_item_new(MTLS_ITEM_EVENT);
+    items[5]->u.ev.time_us = mtls_now_us();
+    strcpy(items[5]->u.ev.kind, "start");
+    CU_ASSERT_EQUAL(mtls_store_write(st, items, 6, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(items[0]->link->rowid, 1);
+    CU_ASSERT_EQUAL(items[2]->link->rowid, 2);
+    for (i = 0; i < 6; i++) {
+        mtls_item_free(items[i]);
+    }
+    return st;
+}
+
+static void test_write_and_views(void)
+{
+    const char *path = unit_db("views");
+    mtls_store_t *st = populate(path, NULL);
+    sqlite3 *db = mtls_store_db(st);
+    struct stat sb;
+
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM certificates"), 2);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM v_handshakes"), 3);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT requests FROM v_handshakes "
+                           "WHERE id = 1"), 1);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT path FROM v_requests WHERE "
+                                "handshake_id = 2"), "/two");
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT subject_dn FROM v_requests "
+                                "WHERE id = 1"), "CN=alice");
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT outcome FROM v_handshakes "
+                                "WHERE id = 3"), "rejected");
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT verify_error FROM v_handshakes "
+                                "WHERE id = 3"),
+                           "unable to get local issuer certificate");
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT tls_version FROM v_handshakes "
+                                "WHERE id = 1"), "TLSv1.3");
+    CU_ASSERT_EQUAL(scalar(db, "SELECT accepted FROM v_certificates WHERE "
+                           "subject_dn = 'CN=alice'"), 2);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT rejected FROM v_certificates WHERE "
+                           "subject_dn = 'CN=bob'"), 1);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT not_after FROM v_certificates "
+                                "WHERE subject_dn = 'CN=bob'"),
+                           "2030-01-01T00:00:00Z");
+    CU_ASSERT_EQUAL(strlen(text(db, "SELECT time_utc FROM v_handshakes")),
+                    24);
+    CU_ASSERT_STRING_EQUAL(text(db, "PRAGMA journal_mode"), "wal");
+    CU_ASSERT_EQUAL(scalar(db, "PRAGMA user_version"), mtls_schema_version());
+    CU_ASSERT_EQUAL(stat(path, &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_mode & 0777, 0640);
+    mtls_store_close(st);
+}
+
+static void test_reopen_and_readonly(void)
+{
+    const char *path = unit_db("reopen");
+    mtls_store_t *st = populate(path, NULL), *ro;
+    char err[256];
+
+    mtls_store_close(st);
+    CU_ASSERT_EQUAL(mtls_store_open(path, 0, 1000, &st, err, sizeof(err)),
+                    SQLITE_OK);
+    mtls_store_close(st);
+    CU_ASSERT_EQUAL(mtls_store_open(path, MTLS_STORE_READONLY, 1000, &ro,
+                                    err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(ro), "SELECT count(*) FROM "
+                           "handshakes"), 3);
+    mtls_store_close(ro);
+}
+
+static void test_refuses_foreign_files(void)
+{
+    const char *path = unit_db("foreign");
+    mtls_store_t *st;
+    char err[256];
+    sqlite3 *db;
+    FILE *f;
+
+    f = fopen(path, "w");
+    fputs("this is not a database, just text that is long enough......."
+          "..............................................................",
+          f);
+    fclose(f);
+    CU_ASSERT_NOT_EQUAL(mtls_store_open(path, MTLS_STORE_READONLY, 100, &st,
+                                        err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_PTR_NULL(st);
+
+    path = unit_db("altered");
+    st = populate(path, NULL);
+    mtls_store_close(st);
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, "ALTER TABLE handshakes RENAME COLUMN sni TO sni2",
+                 NULL, NULL, NULL);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(mtls_store_open(path, 0, 100, &st, err, sizeof(err)),
+                    SQLITE_MISMATCH);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "handshakes"));
+
+    path = unit_db("newer");
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(mtls_store_open(path, 0, 100, &st, err, sizeof(err)),
+                    SQLITE_MISMATCH);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "newer"));
+}
+
+static void test_locked_write_rolls_back(void)
+{
+    const char *path = unit_db("locked");
+    mtls_store_t *st = populate(path, NULL);
+    mtls_item_t *it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    char err[256];
+    sqlite3 *other;
+
+    sqlite3_open(path, &other);
+    CU_ASSERT_EQUAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL,
+                                 NULL), SQLITE_OK);
+    CU_ASSERT_NOT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                        SQLITE_OK);
+    CU_ASSERT_EQUAL(it->link->rowid, 0);
+    sqlite3_exec(other, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(other);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(it->link->rowid, 4);
+    mtls_item_free(it);
+    mtls_store_close(st);
+}
+
+/* --- the chain ---------------------------------------------------- */
+
+static int verify(const char *path, const char *table,
+                  const mtls_chain_key_t *key, mtls_chain_result_t *res)
+{
+    sqlite3 *db;
+    int rc;
+    sqlite3_open(path, &db);
+    rc = mtls_chain_verify(db, "main", table, key, res);
+    sqlite3_close(db);
+    return rc;
+}
+
+static void tamper(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_chain_holds(void)
+{
+    static const char *const tables[] = {
+        "certificates", "handshakes", "requests", "events", NULL
+    };
+    const char *path = unit_db("chain-ok");
+    mtls_store_t *st = populate(path, NULL);
+    mtls_chain_result_t res;
+    int i;
+
+    mtls_store_close(st);
+    for (i = 0; tables[i]; i++) {
+        CU_ASSERT_EQUAL(verify(path, tables[i], NULL, &res), SQLITE_OK);
+        CU_ASSERT_EQUAL(res.bad_id, 0);
+        CU_ASSERT(res.rows > 0);
+    }
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.head_id, 3);
+}
+
+static void expect_break(const char *name, const char *sql, long long at)
+{
+    const char *path = unit_db(name);
+    mtls_store_t *st = populate(path, NULL);
+    mtls_chain_result_t res;
+
+    mtls_store_close(st);
+    tamper(path, sql);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, at);
+    if (res.bad_id != at) {
+        fprintf(stderr, "\n%s: broke at %lld, want %lld (%s)\n", name,
+                (long long)res.bad_id, at, res.why);
+    }
+}
+
+static void test_chain_detects_tampering(void)
+{
+    expect_break("t-change", "UPDATE handshakes SET outcome = 1 WHERE id = 3",
+                 3);
+    expect_break("t-change-mid", "UPDATE handshakes SET client_addr = "
+                 "'10.0.0.1' WHERE id = 2", 2);
+    expect_break("t-delete-mid", "DELETE FROM handshakes WHERE id = 2", 3);
+    expect_break("t-insert", "INSERT INTO handshakes(id, time_us, outcome, "
+                 "kind, hash) VALUES (10, 1, 1, 0, zeroblob(32))", 10);
+    /* Reorder: swap the contents of rows 1 and 2, hashes included. */
+    expect_break("t-reorder",
+                 "CREATE TEMP TABLE t AS SELECT * FROM handshakes WHERE id "
+                 "IN (1, 2); DELETE FROM handshakes WHERE id IN (1, 2); "
+                 "INSERT INTO handshakes SELECT CASE id WHEN 1 THEN 2 ELSE 1 "
+                 "END, time_us, server_name, sni, client_addr, client_port, "
+                 "local_port, tls_version, cipher, resumed, outcome, kind, "
+                 "verify_mode, verify_result, verify_error, verify_depth, "
+                 "alert, alert_received, cert_id, chain, chain_length, "
+                 "handshake_us, verify_us, pid, hash FROM t", 1);
+    /* The tail cut and writing resumed: the ids show the hole. */
+    {
+        const char *path = unit_db("t-truncate");
+        mtls_store_t *st = populate(path, NULL);
+        mtls_item_t *it = unit_handshake(NULL, MTLS_OUT_FAILED);
+        mtls_chain_result_t res;
+        char err[256];
+
+        tamper(path, "DELETE FROM handshakes WHERE id = 3");
+        CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                        SQLITE_OK);
+        mtls_item_free(it);
+        mtls_store_close(st);
+        CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+        CU_ASSERT_EQUAL(res.bad_id, 4);
+    }
+}
+
+static void test_chain_with_key(void)
+{
+    unsigned char k[32];
+    mtls_chain_key_t key = { k, sizeof(k) };
+    mtls_chain_key_t wrong = { (unsigned char *)"another key, 32 bytes long...!!",
+                               32 };
+    const char *path = unit_db("chain-key");
+    mtls_store_t *st;
+    mtls_chain_result_t res;
+
+    memset(k, 7, sizeof(k));
+    st = populate(path, &key);
+    mtls_store_close(st);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", &key, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 0);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 1);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", &wrong, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 1);
+}
+
+static void test_chain_hash_encoding(void)
+{
+    unsigned char a[32], b[32], prev[32];
+    mtls_val_t v1[2] = { { MTLS_V_TEXT, 0, 0, "ab", 2 },
+                         { MTLS_V_TEXT, 0, 0, "c", 1 } };
+    mtls_val_t v2[2] = { { MTLS_V_TEXT, 0, 0, "a", 1 },
+                         { MTLS_V_TEXT, 0, 0, "bc", 2 } };
+    mtls_val_t n1 = { MTLS_V_NULL, 0, 0, NULL, 0 };
+    mtls_val_t i0 = { MTLS_V_INT, 0, 0, NULL, 0 };
+
+    memset(prev, 0, sizeof(prev));
+    /* Field boundaries, types and table all count. */
+    mtls_chain_hash(NULL, "t", prev, v1, 2, a);
+    mtls_chain_hash(NULL, "t", prev, v2, 2, b);
+    CU_ASSERT_NOT_EQUAL(memcmp(a, b, 32), 0);
+    mtls_chain_hash(NULL, "t", prev, &n1, 1, a);
+    mtls_chain_hash(NULL, "t", prev, &i0, 1, b);
+    CU_ASSERT_NOT_EQUAL(memcmp(a, b, 32), 0);
+    mtls_chain_hash(NULL, "u", prev, &i0, 1, a);
+    CU_ASSERT_NOT_EQUAL(memcmp(a, b, 32), 0);
+    mtls_chain_hash(NULL, "t", prev, &i0, 1, a);
+    CU_ASSERT_EQUAL(memcmp(a, b, 32), 0);
+}
+
+static void test_key_file(void)
+{
+    char path[512];
+    mtls_chain_key_t key;
+    const char *err;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/short.key", unit_dir);
+    f = fopen(path, "w");
+    fputs("too short", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(mtls_chain_key_load(path, &key, &err), -1);
+    snprintf(path, sizeof(path), "%s/good.key", unit_dir);
+    f = fopen(path, "w");
+    fputs("0123456789abcdef0123456789abcdef", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(mtls_chain_key_load(path, &key, &err), 0);
+    CU_ASSERT_EQUAL(key.len, 32);
+    mtls_chain_key_clear(&key);
+    CU_ASSERT_PTR_NULL(key.key);
+    CU_ASSERT_EQUAL(mtls_chain_key_load("/nonexistent/key", &key, &err), -1);
+}
+
+void add_store_tests(void)
+{
+    CU_pSuite s = CU_add_suite("store", NULL, NULL);
+    CU_add_test(s, "write, views, modes", test_write_and_views);
+    CU_add_test(s, "reopen and read-only", test_reopen_and_readonly);
+    CU_add_test(s, "refuses foreign, altered, newer files",
+                test_refuses_foreign_files);
+    CU_add_test(s, "a locked write rolls back cleanly",
+                test_locked_write_rolls_back);
+}
+
+void add_chain_tests(void)
+{
+    CU_pSuite s = CU_add_suite("chain", NULL, NULL);
+    CU_add_test(s, "an untouched database verifies", test_chain_holds);
+    CU_add_test(s, "change, delete, insert, reorder, truncate are found",
+                test_chain_detects_tampering);
+    CU_add_test(s, "HMAC key", test_chain_with_key);
+    CU_add_test(s, "encoding separates fields, types, tables",
+                test_chain_hash_encoding);
+    CU_add_test(s, "key file", test_key_file);
+}
