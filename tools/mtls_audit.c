@@ -349,7 +349,8 @@ static const char query_help[] =
 "                        [--format table|json|csv] DB...\n"
 "\n"
 "List recorded handshakes (the v_handshakes view), newest first, from one or\n"
-"more databases read as one; the `source` column names the file.\n"
+"more databases read as one; the `source` column names the file.  The table\n"
+"shows the main columns; json and csv carry every column of the view.\n"
 "\n"
 "  --since D, --until D   from / before D: a date (2026-11-28) or an ISO time\n"
 "                         (2026-11-28T10:00:00Z), UTC\n"
@@ -448,7 +449,17 @@ static int cmd_query(int argc, char **argv)
         return rc;
     }
     sql = sqlite3_str_new(ds.db);
-    sqlite3_str_appendall(sql, "SELECT * FROM (");
+    /* A terminal gets the columns that answer "who, when, what happened";
+     * json and csv get every column of the view. */
+    if (fmt == FMT_TABLE) {
+        sqlite3_str_appendf(sql, "SELECT %sid, time_utc, client_addr, sni, "
+                            "tls_version, outcome, verify_result AS vr, "
+                            "alert_name AS alert, subject_dn, requests FROM (",
+                            ds.n > 1 ? "source, " : "");
+    }
+    else {
+        sqlite3_str_appendall(sql, "SELECT * FROM (");
+    }
     for (i = 0; i < ds.n; i++) {
         sqlite3_str_appendf(sql, "%sSELECT %Q AS source, * FROM db%d."
                             "v_handshakes", i ? " UNION ALL " : "", files[i],
