@@ -448,3 +448,25 @@ def tool_query_reads_the_servers_database(ctx):
     assert len(rows) == n and n > 0, (len(rows), n)
     assert all(x["outcome"] == "rejected" and x["source"] == ctx.srv.db
                for x in rows)
+
+
+@test
+def stop_and_graceful_stop_drain_the_queue(ctx):
+    # A writer that would wait a minute before writing: only the drain at
+    # stop can store these rows.
+    import server as server_mod
+    srv = server_mod.Server(os.path.join(ctx.scratch, "drain"), ctx.pki,
+                            mpm=ctx.srv.mpm,
+                            extra_global="MTLSAuditFlushInterval 60000")
+    for stop, graceful in ((1, False), (2, True)):
+        srv.start()
+        for _ in range(10):
+            r = clients.curl(srv, ctx.pki["ec"])
+            assert r.stdout.strip() == "200", r.stdout + r.stderr
+        srv.stop(graceful=graceful)
+        n = srv.query("SELECT count(*) AS n FROM handshakes WHERE outcome = 1")
+        assert n[0]["n"] == 10 * stop, (graceful, n)
+    kinds = [e["kind"] for e in srv.query("SELECT kind FROM events ORDER BY id")]
+    assert kinds == ["start", "stop", "start", "stop"], kinds
+    bad = srv.new_errors()
+    assert not bad, bad
