@@ -86,7 +86,8 @@ build() {
     for f in $CORE; do srcs="$srcs $TOP/mod_mtls_audit/$f"; done
     $CC $CF -o "$B/mtls-audit" "$TOP"/tools/*.c $srcs $LIBS
     $CC $CF -o "$B/unit-tests" "$TOP"/tests/unit/*.c $srcs $LIBS -lcunit
-    echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests"
+    $CC $CF -o "$B/mtls-gen" "$TOP"/bench/gen.c $srcs $LIBS
+    echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests, $B/mtls-gen"
 }
 
 case "${1:-build}" in

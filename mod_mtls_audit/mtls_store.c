@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #define CERT_CACHE_SIZE 1024    /* power of two */
 
@@ -502,14 +503,20 @@ static apr_int64_t cert_id(mtls_store_t *st, X509 *x, apr_int64_t seen_us,
     cache_slot_t *slot;
     apr_int64_t id = 0;
 
+    unsigned char md[MTLS_HASH_LEN];
+    unsigned int mdlen = 0;
+
     *rc = SQLITE_OK;
-    if (mtls_cert_info(x, &ci) != 0) {
+    /* The fingerprint first: a certificate seen before costs a digest. */
+    if (!X509_digest(x, EVP_sha256(), md, &mdlen) || mdlen != MTLS_HASH_LEN) {
         return 0;               /* unencodable: stored as no certificate */
     }
-    slot = cache_slot(st, ci.sha256);
-    if (slot->id && memcmp(slot->sha256, ci.sha256, MTLS_HASH_LEN) == 0) {
-        id = slot->id;
-        goto leave;
+    slot = cache_slot(st, md);
+    if (slot->id && memcmp(slot->sha256, md, MTLS_HASH_LEN) == 0) {
+        return slot->id;
+    }
+    if (mtls_cert_info(x, &ci) != 0) {
+        return 0;
     }
     sqlite3_bind_blob(st->find_cert, 1, ci.sha256, MTLS_HASH_LEN,
                       SQLITE_STATIC);

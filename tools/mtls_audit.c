@@ -1,343 +1,52 @@
 /*
- * mtls_audit.c -- the mtls-audit command-line tool.
+ * mtls_audit.c -- the mtls-audit command-line tool: main and the query,
+ * certs, verify and version commands (report is in report.c).
  *
  * DESIGN
  * A table of subcommands, each with its own --help.  Databases are opened
  * read-only through the same core as the module (schema check, chain
- * code); several files are ATTACHed and read as one data set with a
- * `source` column naming the file.  Every query binds its parameters.
- * Exit codes: 0 ok, 1 a finding (a break in verify), 2 usage, 3 a database
- * or I/O error.  Errors go to stderr prefixed "mtls-audit:".
- *
- * This first version carries `query` and `verify`; reports and the
- * certificate inventory come next (see the issue tracker).
+ * code); several files are ATTACHed and read as one data set, a `source`
+ * column naming the file.  Every query binds its parameters.  Exit codes:
+ * 0 ok, 1 a finding (a FAIL in a report, a break in verify), 2 usage, 3 a
+ * database or I/O error.  Errors go to stderr prefixed "mtls-audit:".
+ * Each read is recorded in the databases it read (PCI DSS 10.2.1.3) when
+ * they can be written.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <sqlite3.h>
 #include <openssl/crypto.h>
 
-#include "mtls_core.h"
-#include "mtls_chain.h"
-#include "mtls_store.h"
+#include "tool.h"
 #include "mtls_cert.h"
+#include "mtls_store.h"
 
-#define EXIT_OK      0
-#define EXIT_FINDING 1
-#define EXIT_USAGE   2
-#define EXIT_DB      3
+int tool_valid_cidr(const char *cidr);
 
-static const char *prog = "mtls-audit";
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void fail(const char *fmt, ...)
+static int bind_named(sqlite3_stmt *st, const char *name, const char *v)
 {
-    va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
+    int i = sqlite3_bind_parameter_index(st, name);
+    return i ? sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT) : SQLITE_OK;
 }
 
-/* Flush stdout and tell whether everything reached it (git's rule). */
-static int finish_output(int code)
+static int bind_int_named(sqlite3_stmt *st, const char *name, apr_int64_t v)
 {
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fail("cannot write the output: %s", strerror(errno));
-        return EXIT_DB;
-    }
-    return code;
+    int i = sqlite3_bind_parameter_index(st, name);
+    return i ? sqlite3_bind_int64(st, i, v) : SQLITE_OK;
 }
 
-/* ------------------------------------------------------------------ */
-/* Opening several databases as one                                     */
-
-typedef struct {
-    sqlite3 *db;
-    int      n;                 /* files attached as db0..db(n-1) */
-    char   **names;
-} dataset_t;
-
-static int open_dataset(dataset_t *ds, char **files, int n)
+static const char *cmdline(int argc, char **argv, char *buf, size_t len)
 {
-    char err[256];
-    int i, rc;
-
-    memset(ds, 0, sizeof(*ds));
-    if (n < 1) {
-        fail("no database given; see --help");
-        return EXIT_USAGE;
+    size_t off = 0;
+    int i;
+    buf[0] = '\0';
+    for (i = 0; i < argc && off + 2 < len; i++) {
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? " " : "",
+                                argv[i]);
     }
-    rc = sqlite3_open_v2(":memory:", &ds->db, SQLITE_OPEN_READWRITE, NULL);
-    if (rc != SQLITE_OK) {
-        fail("cannot start SQLite: %s", sqlite3_errstr(rc));
-        return EXIT_DB;
-    }
-    ds->names = files;
-    for (i = 0; i < n; i++) {
-        mtls_store_t *st;
-        char *sql;
-
-        /* Check each file through the core first: a clear message for a
-         * file that is not ours, and no schema change on a reader. */
-        rc = mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
-                             sizeof(err));
-        if (rc != SQLITE_OK) {
-            fail("%s: %s", files[i], err);
-            return EXIT_DB;
-        }
-        mtls_store_close(st);
-        sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS db%d", files[i],
-                              i);
-        rc = sqlite3_exec(ds->db, sql, NULL, NULL, NULL);
-        sqlite3_free(sql);
-        if (rc != SQLITE_OK) {
-            fail("%s: %s", files[i], sqlite3_errmsg(ds->db));
-            return EXIT_DB;
-        }
-        ds->n++;
-    }
-    return EXIT_OK;
-}
-
-static void close_dataset(dataset_t *ds)
-{
-    sqlite3_close(ds->db);
-}
-
-/* ------------------------------------------------------------------ */
-/* Output                                                               */
-
-typedef enum { FMT_TABLE, FMT_JSON, FMT_CSV } fmt_e;
-
-static void json_str(FILE *f, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    fputc('"', f);
-    for (; *p; p++) {
-        switch (*p) {
-        case '"':  fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '<':  fputs("\\u003c", f); break;
-        case '>':  fputs("\\u003e", f); break;
-        default:
-            if (*p < 0x20) {
-                fprintf(f, "\\u%04x", *p);
-            }
-            else {
-                fputc(*p, f);
-            }
-        }
-    }
-    fputc('"', f);
-}
-
-/* RFC 4180, and a cell a spreadsheet would run as a formula starts with a
- * quote character instead. */
-static void csv_cell(FILE *f, const char *s)
-{
-    int formula = strchr("=+-@\t\r", s[0]) != NULL && s[0];
-    fputc('"', f);
-    if (formula) {
-        fputc('\'', f);
-    }
-    for (; *s; s++) {
-        if (*s == '"') {
-            fputc('"', f);
-        }
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-/* Print every row of stmt in fmt.  Returns the number of rows, or -1 on a
- * database error (reported). */
-static long print_rows(sqlite3_stmt *stmt, fmt_e fmt)
-{
-    int i, n = sqlite3_column_count(stmt), rc;
-    long rows = 0;
-    char ***cells = NULL;
-    int *width = calloc((size_t)n, sizeof(int));
-
-    if (!width) {
-        return -1;
-    }
-    for (i = 0; i < n; i++) {
-        width[i] = (int)strlen(sqlite3_column_name(stmt, i));
-    }
-    if (fmt == FMT_JSON) {
-        fputs("[", stdout);
-    }
-    else if (fmt == FMT_CSV) {
-        for (i = 0; i < n; i++) {
-            if (i) fputc(',', stdout);
-            csv_cell(stdout, sqlite3_column_name(stmt, i));
-        }
-        fputs("\r\n", stdout);
-    }
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (fmt == FMT_JSON) {
-            fputs(rows ? ",\n {" : "\n {", stdout);
-            for (i = 0; i < n; i++) {
-                int t = sqlite3_column_type(stmt, i);
-                if (i) fputs(", ", stdout);
-                json_str(stdout, sqlite3_column_name(stmt, i));
-                fputs(": ", stdout);
-                if (t == SQLITE_NULL) {
-                    fputs("null", stdout);
-                }
-                else if (t == SQLITE_INTEGER) {
-                    printf("%lld", sqlite3_column_int64(stmt, i));
-                }
-                else if (t == SQLITE_FLOAT) {
-                    printf("%.17g", sqlite3_column_double(stmt, i));
-                }
-                else {
-                    json_str(stdout, (const char *)sqlite3_column_text(stmt, i));
-                }
-            }
-            fputs("}", stdout);
-        }
-        else if (fmt == FMT_CSV) {
-            for (i = 0; i < n; i++) {
-                const char *v = (const char *)sqlite3_column_text(stmt, i);
-                if (i) fputc(',', stdout);
-                if (v) csv_cell(stdout, v);
-            }
-            fputs("\r\n", stdout);
-        }
-        else {
-            char **row = malloc(sizeof(char *) * (size_t)n);
-            char ***nc = realloc(cells, sizeof(char **) * (size_t)(rows + 1));
-            if (!row || !nc) {
-                free(row);
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            cells = nc;
-            for (i = 0; i < n; i++) {
-                const char *v = (const char *)sqlite3_column_text(stmt, i);
-                int w;
-                row[i] = strdup(v ? v : "");
-                /* Table cells stay on one line. */
-                for (char *q = row[i]; q && *q; q++) {
-                    if ((unsigned char)*q < 0x20) *q = ' ';
-                }
-                w = row[i] ? (int)strlen(row[i]) : 0;
-                if (w > width[i]) width[i] = w > 60 ? 60 : w;
-            }
-            cells[rows] = row;
-        }
-        rows++;
-    }
-    if (fmt == FMT_JSON) {
-        fputs(rows ? "\n]\n" : "]\n", stdout);
-    }
-    else if (fmt == FMT_TABLE) {
-        long r;
-        for (i = 0; i < n; i++) {
-            printf("%s%-*s", i ? "  " : "", width[i],
-                   sqlite3_column_name(stmt, i));
-        }
-        putchar('\n');
-        for (r = 0; r < rows; r++) {
-            for (i = 0; i < n; i++) {
-                const char *v = cells[r][i] ? cells[r][i] : "";
-                printf("%s%-*.*s", i ? "  " : "", width[i], width[i], v);
-                free(cells[r][i]);
-            }
-            putchar('\n');
-            free(cells[r]);
-        }
-        free(cells);
-    }
-    free(width);
-    if (rc != SQLITE_DONE) {
-        fail("reading the database: %s",
-             sqlite3_errmsg(sqlite3_db_handle(stmt)));
-        return -1;
-    }
-    return rows;
-}
-
-/* ------------------------------------------------------------------ */
-/* Argument helpers                                                     */
-
-static int parse_format(const char *s, fmt_e *out)
-{
-    if (!strcmp(s, "table")) *out = FMT_TABLE;
-    else if (!strcmp(s, "json")) *out = FMT_JSON;
-    else if (!strcmp(s, "csv")) *out = FMT_CSV;
-    else {
-        fail("unknown format '%s': use table, json or csv", s);
-        return -1;
-    }
-    return 0;
-}
-
-/* "2026-11-28" or "2026-11-28T10:00:00[.mmm][Z]" -> microseconds UTC. */
-static int parse_time(const char *s, apr_int64_t *out)
-{
-    struct tm tm;
-    const char *rest;
-    int ms = 0;
-
-    memset(&tm, 0, sizeof(tm));
-    rest = strptime(s, "%Y-%m-%d", &tm);
-    if (!rest) {
-        return -1;
-    }
-    if (*rest == 'T' || *rest == ' ') {
-        rest = strptime(rest + 1, "%H:%M:%S", &tm);
-        if (!rest) {
-            return -1;
-        }
-        if (*rest == '.') {
-            int digits = 0;
-            for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++) {
-                if (digits < 3) ms = ms * 10 + (*rest - '0');
-            }
-            for (; digits < 3; digits++) ms *= 10;
-        }
-        if (*rest == 'Z') {
-            rest++;
-        }
-    }
-    if (*rest) {
-        return -1;
-    }
-    *out = ((apr_int64_t)timegm(&tm) * 1000 + ms) * 1000;
-    return 0;
-}
-
-static int is_help(const char *a)
-{
-    return !strcmp(a, "-h") || !strcmp(a, "--help");
-}
-
-/* Value of option argv[*i] (--opt VALUE or --opt=VALUE); NULL + message
- * when missing. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
-{
-    size_t n = strlen(name);
-    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=') {
-        return argv[*i] + n + 1;
-    }
-    if (*i + 1 >= argc) {
-        fail("%s needs a value", name);
-        return NULL;
-    }
-    return argv[++*i];
+    return buf;
 }
 
 /* ------------------------------------------------------------------ */
@@ -345,113 +54,92 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
 
 static const char query_help[] =
 "usage: mtls-audit query [--since D] [--until D] [--outcome O] [--subject S]\n"
-"                        [--cert SHA256-PREFIX] [--client ADDR] [--limit N]\n"
-"                        [--format table|json|csv] DB...\n"
+"                        [--cert SHA256-PREFIX] [--client ADDR[/BITS]]\n"
+"                        [--limit N] [--format table|json|csv] DB...\n"
 "\n"
 "List recorded handshakes (the v_handshakes view), newest first, from one or\n"
 "more databases read as one; the `source` column names the file.  The table\n"
 "shows the main columns; json and csv carry every column of the view.\n"
+"Filters combine (all must hold).\n"
 "\n"
-"  --since D, --until D   from / before D: a date (2026-11-28) or an ISO time\n"
-"                         (2026-11-28T10:00:00Z), UTC\n"
+"  --since D, --until D   from D / before D: a date (2026-11-28, midnight UTC)\n"
+"                         or an ISO time (2026-11-28T10:00:00Z)\n"
 "  --outcome O            accepted, rejected, no_certificate, failed, aborted\n"
-"  --subject S            subject DN contains S\n"
-"  --cert P               certificate SHA-256 starts with P (hex)\n"
-"  --client ADDR          client address equals ADDR\n"
-"  --limit N              at most N rows (default 100, 0 for all)\n"
+"  --subject S            the subject DN contains S\n"
+"  --cert P               the certificate's SHA-256 starts with P (hex)\n"
+"  --client A             the client address is A, or lies in the block A/BITS\n"
+"  --limit N              at most N rows (default 100; 0 for all)\n"
 "  --format F             table (default), json or csv\n"
 "\n"
 "Exit: 0 ok, 2 usage, 3 database or I/O error.\n";
 
 static int cmd_query(int argc, char **argv)
 {
-    const char *outcome = NULL, *subject = NULL, *cert = NULL, *client = NULL;
-    apr_int64_t since = 0, until = 0;
-    int has_since = 0, has_until = 0, i, rc, nfiles = 0;
-    long limit = 100;
+    const char *since = NULL, *until = NULL, *outcome = NULL, *subject = NULL;
+    const char *cert = NULL, *client = NULL, *limit_s = NULL, *format = NULL;
+    const opt_t opts[] = {
+        { "--since", 1, &since, NULL }, { "--until", 1, &until, NULL },
+        { "--outcome", 1, &outcome, NULL }, { "--subject", 1, &subject, NULL },
+        { "--cert", 1, &cert, NULL }, { "--client", 1, &client, NULL },
+        { "--limit", 1, &limit_s, NULL }, { "--format", 1, &format, NULL },
+        { NULL, 0, NULL, NULL }
+    };
+    apr_int64_t since_us = 0, until_us = 0;
+    long limit = 100, rows;
     fmt_e fmt = FMT_TABLE;
-    char **files = calloc((size_t)argc + 1, sizeof(char *));
-    dataset_t ds;
-    sqlite3_str *sql;
+    char **files, *q, buf[512];
+    int nfiles, rc, i;
     sqlite3_stmt *stmt;
-    char *q;
-    long rows;
+    sqlite3_str *sql;
+    dataset_t ds;
 
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (is_help(a)) {
-            fputs(query_help, stdout);
-            free(files);
-            return finish_output(EXIT_OK);
-        }
-        if (a[0] != '-' || !strcmp(a, "-")) {
-            files[nfiles++] = argv[i];
-            continue;
-        }
-#define OPT(name) (!strncmp(a, name, strlen(name)) \
-                   && (a[strlen(name)] == '\0' || a[strlen(name)] == '='))
-        if (OPT("--since") || OPT("--until")) {
-            int is_since = OPT("--since");
-            if (!(v = opt_value(argc, argv, &i, is_since ? "--since"
-                                                         : "--until"))) {
-                goto usage;
-            }
-            if (parse_time(v, is_since ? &since : &until) != 0) {
-                fail("'%s' is not a date (YYYY-MM-DD) or an ISO time "
-                     "(YYYY-MM-DDTHH:MM:SSZ)", v);
-                goto usage;
-            }
-            *(is_since ? &has_since : &has_until) = 1;
-        }
-        else if (OPT("--outcome")) {
-            if (!(v = opt_value(argc, argv, &i, "--outcome"))) goto usage;
-            if (strcmp(v, "accepted") && strcmp(v, "rejected")
-                && strcmp(v, "no_certificate") && strcmp(v, "failed")
-                && strcmp(v, "aborted")) {
-                fail("unknown outcome '%s': use accepted, rejected, "
-                     "no_certificate, failed or aborted", v);
-                goto usage;
-            }
-            outcome = v;
-        }
-        else if (OPT("--subject")) {
-            if (!(subject = opt_value(argc, argv, &i, "--subject"))) goto usage;
-        }
-        else if (OPT("--cert")) {
-            if (!(cert = opt_value(argc, argv, &i, "--cert"))) goto usage;
-        }
-        else if (OPT("--client")) {
-            if (!(client = opt_value(argc, argv, &i, "--client"))) goto usage;
-        }
-        else if (OPT("--limit")) {
-            char *end;
-            if (!(v = opt_value(argc, argv, &i, "--limit"))) goto usage;
-            errno = 0;
-            limit = strtol(v, &end, 10);
-            if (errno || *end || end == v || limit < 0) {
-                fail("--limit takes a whole number, not '%s'", v);
-                goto usage;
-            }
-        }
-        else if (OPT("--format")) {
-            if (!(v = opt_value(argc, argv, &i, "--format"))) goto usage;
-            if (parse_format(v, &fmt) != 0) goto usage;
-        }
-        else {
-            fail("unknown option '%s'; see 'mtls-audit query --help'", a);
-            goto usage;
-        }
-#undef OPT
+    rc = parse_opts(argc, argv, opts, query_help, "query", &files, &nfiles);
+    if (rc != EXIT_OK) {
+        free(files);
+        return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
+    }
+    rc = EXIT_USAGE;
+    if (since && parse_time(since, &since_us) != 0) {
+        fail("--since '%s' is not a date (YYYY-MM-DD) or an ISO time "
+             "(YYYY-MM-DDTHH:MM:SSZ)", since);
+        goto out;
+    }
+    if (until && parse_time(until, &until_us) != 0) {
+        fail("--until '%s' is not a date (YYYY-MM-DD) or an ISO time "
+             "(YYYY-MM-DDTHH:MM:SSZ)", until);
+        goto out;
+    }
+    if (outcome && strcmp(outcome, "accepted") && strcmp(outcome, "rejected")
+        && strcmp(outcome, "no_certificate") && strcmp(outcome, "failed")
+        && strcmp(outcome, "aborted")) {
+        fail("unknown outcome '%s': use accepted, rejected, no_certificate, "
+             "failed or aborted", outcome);
+        goto out;
+    }
+    if (cert && (!*cert || strspn(cert, "0123456789abcdefABCDEF:")
+                           != strlen(cert))) {
+        fail("--cert takes hexadecimal digits, not '%s'", cert);
+        goto out;
+    }
+    if (client && !tool_valid_cidr(client)) {
+        fail("--client '%s' is not an address or an ADDRESS/BITS block",
+             client);
+        goto out;
+    }
+    if (limit_s && parse_count(limit_s, &limit) != 0) {
+        fail("--limit takes a whole number, not '%s'", limit_s);
+        goto out;
+    }
+    if (format && parse_format(format, "|table|json|csv|", &fmt) != 0) {
+        goto out;
     }
     if ((rc = open_dataset(&ds, files, nfiles)) != EXIT_OK) {
         close_dataset(&ds);
-        free(files);
-        return rc;
+        goto out;
     }
     sql = sqlite3_str_new(ds.db);
-    /* A terminal gets the columns that answer "who, when, what happened";
-     * json and csv get every column of the view. */
     if (fmt == FMT_TABLE) {
+        /* A terminal gets who, when and what happened. */
         sqlite3_str_appendf(sql, "SELECT %sid, time_utc, client_addr, sni, "
                             "tls_version, outcome, verify_result AS vr, "
                             "alert_name AS alert, subject_dn, requests FROM (",
@@ -461,17 +149,17 @@ static int cmd_query(int argc, char **argv)
         sqlite3_str_appendall(sql, "SELECT * FROM (");
     }
     for (i = 0; i < ds.n; i++) {
-        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, * FROM db%d."
-                            "v_handshakes", i ? " UNION ALL " : "", files[i],
-                            i);
+        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.* FROM db%d."
+                            "v_handshakes v JOIN db%d.handshakes h ON h.id = "
+                            "v.id WHERE h.time_us >= :since AND h.time_us < "
+                            ":until", i ? " UNION ALL " : "", files[i], i, i);
     }
     sqlite3_str_appendall(sql, ") WHERE 1");
-    if (has_since) sqlite3_str_appendall(sql, " AND time_utc >= :since");
-    if (has_until) sqlite3_str_appendall(sql, " AND time_utc < :until");
     if (outcome) sqlite3_str_appendall(sql, " AND outcome = :outcome");
     if (subject) sqlite3_str_appendall(sql, " AND instr(subject_dn, :subject) > 0");
-    if (cert) sqlite3_str_appendall(sql, " AND substr(cert_sha256, 1, length(:cert)) = lower(:cert)");
-    if (client) sqlite3_str_appendall(sql, " AND client_addr = :client");
+    if (cert) sqlite3_str_appendall(sql, " AND substr(cert_sha256, 1, "
+                                    "length(:cert)) = :cert");
+    if (client) sqlite3_str_appendall(sql, " AND in_cidr(client_addr, :client)");
     sqlite3_str_appendall(sql, " ORDER BY time_utc DESC, id DESC");
     if (limit > 0) sqlite3_str_appendf(sql, " LIMIT %ld", limit);
     q = sqlite3_str_finish(sql);
@@ -480,50 +168,151 @@ static int cmd_query(int argc, char **argv)
     if (rc != SQLITE_OK) {
         fail("cannot query: %s", sqlite3_errmsg(ds.db));
         close_dataset(&ds);
+        rc = EXIT_DB;
+        goto out;
+    }
+    if (cert) {
+        char low[65];
+        size_t j, k = 0;
+        for (j = 0; cert[j] && k < 64; j++) {
+            if (cert[j] != ':') low[k++] = (char)(cert[j] | 0x20);
+        }
+        low[k] = '\0';
+        bind_named(stmt, ":cert", low);
+    }
+    bind_int_named(stmt, ":since", since ? since_us : 0);
+    bind_int_named(stmt, ":until", until ? until_us : INT64_MAX);
+    bind_named(stmt, ":outcome", outcome);
+    bind_named(stmt, ":subject", subject);
+    bind_named(stmt, ":client", client);
+    rows = print_rows(stdout, stmt, fmt);
+    sqlite3_finalize(stmt);
+    close_dataset(&ds);
+    rc = finish_output(stdout, rows < 0 ? EXIT_DB : EXIT_OK);
+    if (rc == EXIT_OK) {
+        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
+                      NULL);
+    }
+out:
+    free(files);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* certs                                                                */
+
+static const char certs_help[] =
+"usage: mtls-audit certs [--expiring DAYS] [--format table|json|csv] DB...\n"
+"\n"
+"The inventory of every client certificate seen (v_certificates), one row\n"
+"per certificate across all databases given: subject, issuer, serial,\n"
+"fingerprint, key, signature algorithm, validity, days to expiry (negative:\n"
+"expired), first and last seen, accepted and rejected handshakes, and the\n"
+"databases it appears in.  Soonest expiry first.\n"
+"\n"
+"  --expiring DAYS   only certificates that expire within DAYS days from now\n"
+"                    (expired ones included)\n"
+"  --format F        table (default), json or csv\n"
+"\n"
+"Exit: 0 ok, 2 usage, 3 database or I/O error.\n";
+
+static int cmd_certs(int argc, char **argv)
+{
+    const char *expiring = NULL, *format = NULL;
+    const opt_t opts[] = {
+        { "--expiring", 1, &expiring, NULL }, { "--format", 1, &format, NULL },
+        { NULL, 0, NULL, NULL }
+    };
+    long days = -1, rows;
+    fmt_e fmt = FMT_TABLE;
+    char **files, buf[512];
+    int nfiles, rc;
+    sqlite3_stmt *stmt;
+    dataset_t ds;
+    const char *sql;
+
+    rc = parse_opts(argc, argv, opts, certs_help, "certs", &files, &nfiles);
+    if (rc != EXIT_OK) {
+        free(files);
+        return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
+    }
+    if (expiring && parse_count(expiring, &days) != 0) {
+        fail("--expiring takes a number of days, not '%s'", expiring);
+        free(files);
+        return EXIT_USAGE;
+    }
+    if (format && parse_format(format, "|table|json|csv|", &fmt) != 0) {
+        free(files);
+        return EXIT_USAGE;
+    }
+    if ((rc = open_dataset(&ds, files, nfiles)) != EXIT_OK) {
+        close_dataset(&ds);
+        free(files);
+        return rc;
+    }
+    sql = fmt == FMT_TABLE
+        ? "SELECT subject_dn, issuer_dn, serial, substr(cert_sha256, 1, 16) "
+          "AS sha256, key_type || ' ' || key_bits AS key, not_after, "
+          "days_left, last_seen, accepted, rejected FROM inv"
+        : "SELECT * FROM inv";
+    {
+        char *full = sqlite3_mprintf(
+            "WITH use AS (SELECT source, cert_id, min(time_us) AS first_us, "
+            "max(time_us) AS last_us, sum(outcome = 1) AS acc, "
+            "sum(outcome = 2) AS rej FROM hs WHERE cert_id IS NOT NULL "
+            "GROUP BY source, cert_id), "
+            "inv AS (SELECT c.cert_sha256, c.subject_dn, c.issuer_dn, "
+            "c.serial, strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ', c.not_before, "
+            "'unixepoch') AS not_before, strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ', "
+            "c.not_after, 'unixepoch') AS not_after, "
+            "CAST(floor((c.not_after - unixepoch('now')) / 86400.0) AS "
+            "INTEGER) AS days_left, c.san, c.key_type, c.key_bits, c.sig_alg, "
+            "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', min(coalesce(u.first_us, "
+            "c.first_seen_us)) / 1e6, 'unixepoch') AS first_seen, "
+            "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', max(coalesce(u.last_us, "
+            "c.first_seen_us)) / 1e6, 'unixepoch') AS last_seen, "
+            "coalesce(sum(u.acc), 0) AS accepted, coalesce(sum(u.rej), 0) AS "
+            "rejected, group_concat(DISTINCT c.source) AS sources "
+            "FROM certs c LEFT JOIN use u ON u.source = c.source AND "
+            "u.cert_id = c.id GROUP BY c.sha256 "
+            "HAVING :days < 0 OR c.not_after < unixepoch('now') + :days * 86400 "
+            "ORDER BY c.not_after, c.subject_dn) %s", sql);
+        rc = sqlite3_prepare_v2(ds.db, full, -1, &stmt, NULL);
+        sqlite3_free(full);
+    }
+    if (rc != SQLITE_OK) {
+        fail("cannot query: %s", sqlite3_errmsg(ds.db));
+        close_dataset(&ds);
         free(files);
         return EXIT_DB;
     }
-#define BIND_TIME(name, v) do { \
-        char t[96]; time_t s_ = (time_t)((v) / 1000000); struct tm tm_; \
-        gmtime_r(&s_, &tm_); \
-        snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", \
-                 tm_.tm_year + 1900, tm_.tm_mon + 1, tm_.tm_mday, tm_.tm_hour, \
-                 tm_.tm_min, tm_.tm_sec, (int)(((v) / 1000) % 1000)); \
-        sqlite3_bind_text(stmt, sqlite3_bind_parameter_index(stmt, name), t, \
-                          -1, SQLITE_TRANSIENT); } while (0)
-    if (has_since) BIND_TIME(":since", since);
-    if (has_until) BIND_TIME(":until", until);
-#undef BIND_TIME
-    sqlite3_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":outcome"),
-                      outcome, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":subject"),
-                      subject, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":cert"),
-                      cert, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, sqlite3_bind_parameter_index(stmt, ":client"),
-                      client, -1, SQLITE_STATIC);
-    rows = print_rows(stmt, fmt);
+    bind_int_named(stmt, ":days", days);
+    rows = print_rows(stdout, stmt, fmt);
     sqlite3_finalize(stmt);
     close_dataset(&ds);
+    rc = finish_output(stdout, rows < 0 ? EXIT_DB : EXIT_OK);
+    if (rc == EXIT_OK) {
+        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
+                      NULL);
+    }
     free(files);
-    return finish_output(rows < 0 ? EXIT_DB : EXIT_OK);
-usage:
-    free(files);
-    return EXIT_USAGE;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
 /* verify                                                               */
 
 static const char verify_help[] =
-"usage: mtls-audit verify [--key FILE] DB...\n"
+"usage: mtls-audit verify [--key FILE] [--no-record] DB...\n"
 "\n"
 "Walk the hash chain of every audited table (certificates, handshakes,\n"
 "requests, events) of each database.  Names the first row that breaks a\n"
-"chain (changed, deleted, inserted or reordered) and prints each table's\n"
-"head (last id and hash) to compare with an anchor kept elsewhere.\n"
+"chain -- changed, deleted, inserted or moved -- and prints each table's\n"
+"head (last id and hash) to compare with an anchor kept elsewhere: rows cut\n"
+"from the end of a table can only be seen against such an anchor.\n"
 "\n"
-"  --key FILE   the MTLSAuditChainKey file, when the server uses one\n"
+"  --key FILE    the MTLSAuditChainKey file, when the server uses one\n"
+"  --no-record   do not record this check in the databases\n"
 "\n"
 "Exit: 0 every chain holds, 1 a break, 2 usage, 3 database or I/O error.\n";
 
@@ -533,32 +322,19 @@ static int cmd_verify(int argc, char **argv)
         "certificates", "handshakes", "requests", "events", NULL
     };
     const char *keyfile = NULL, *kerr;
+    int no_record = 0;
+    const opt_t opts[] = {
+        { "--key", 1, &keyfile, NULL }, { "--no-record", 0, NULL, &no_record },
+        { NULL, 0, NULL, NULL }
+    };
     mtls_chain_key_t key = { NULL, 0 };
-    int i, t, nfiles = 0, broken = 0, code = EXIT_OK;
-    char **files = calloc((size_t)argc + 1, sizeof(char *));
+    int i, t, nfiles, broken = 0, rc;
+    char **files, buf[512];
 
-    for (i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(verify_help, stdout);
-            free(files);
-            return finish_output(EXIT_OK);
-        }
-        if (!strncmp(argv[i], "--key", 5)
-            && (argv[i][5] == '\0' || argv[i][5] == '=')) {
-            if (!(keyfile = opt_value(argc, argv, &i, "--key"))) {
-                free(files);
-                return EXIT_USAGE;
-            }
-        }
-        else if (argv[i][0] == '-') {
-            fail("unknown option '%s'; see 'mtls-audit verify --help'",
-                 argv[i]);
-            free(files);
-            return EXIT_USAGE;
-        }
-        else {
-            files[nfiles++] = argv[i];
-        }
+    rc = parse_opts(argc, argv, opts, verify_help, "verify", &files, &nfiles);
+    if (rc != EXIT_OK) {
+        free(files);
+        return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
     }
     if (!nfiles) {
         fail("no database given; see 'mtls-audit verify --help'");
@@ -570,26 +346,25 @@ static int cmd_verify(int argc, char **argv)
         free(files);
         return EXIT_DB;
     }
-    for (i = 0; i < nfiles && code != EXIT_DB; i++) {
+    for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
         mtls_store_t *st;
         char err[256];
 
         if (mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
                             sizeof(err)) != SQLITE_OK) {
             fail("%s: %s", files[i], err);
-            code = EXIT_DB;
+            rc = EXIT_DB;
             break;
         }
         printf("%s\n", files[i]);
         for (t = 0; tables[t]; t++) {
             mtls_chain_result_t res;
             char hex[2 * MTLS_HASH_LEN + 1];
-            int rc = mtls_chain_verify(mtls_store_db(st), "main", tables[t],
-                                       &key, &res);
-            if (rc != SQLITE_OK) {
+            if (mtls_chain_verify(mtls_store_db(st), "main", tables[t], &key,
+                                  &res) != SQLITE_OK) {
                 fail("%s: reading %s: %s", files[i], tables[t],
                      sqlite3_errmsg(mtls_store_db(st)));
-                code = EXIT_DB;
+                rc = EXIT_DB;
                 break;
             }
             mtls_hex(res.head, MTLS_HASH_LEN, hex);
@@ -599,19 +374,20 @@ static int cmd_verify(int argc, char **argv)
                        (long long)res.bad_id, res.why);
             }
             else {
-                printf("  %-12s ok  %lld rows  head id %lld  %s\n",
-                       tables[t], (long long)res.rows,
-                       (long long)res.head_id, hex);
+                printf("  %-12s ok  %lld rows  head id %lld  %s\n", tables[t],
+                       (long long)res.rows, (long long)res.head_id, hex);
             }
         }
         mtls_store_close(st);
     }
+    rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);
+    if (rc != EXIT_DB && !no_record) {
+        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
+                      &key);
+    }
     mtls_chain_key_clear(&key);
     free(files);
-    if (code == EXIT_OK && broken) {
-        code = EXIT_FINDING;
-    }
-    return finish_output(code);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -619,20 +395,19 @@ static int cmd_verify(int argc, char **argv)
 static const char main_help[] =
 "usage: mtls-audit COMMAND [OPTIONS] DB...\n"
 "\n"
-"Read the audit databases of mod_mtls_audit.\n"
+"Read the audit databases of mod_mtls_audit.  Several DB files (one per\n"
+"server) are read as one data set.\n"
 "\n"
 "Commands:\n"
+"  report   compliance evidence: --standard pci-dss, hipaa or summary\n"
 "  query    list recorded handshakes, with filters\n"
+"  certs    the inventory of client certificates seen\n"
 "  verify   check the hash chains of the databases\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
-"Exit codes: 0 ok, 1 a finding, 2 usage, 3 a database or I/O error.\n";
-
-typedef struct {
-    const char *name;
-    int (*fn)(int, char **);
-} command_t;
+"Exit codes: 0 ok, 1 a finding (a FAIL in a report, a break in verify),\n"
+"2 usage, 3 a database or I/O error.\n";
 
 static int cmd_version(int argc, char **argv)
 {
@@ -641,11 +416,18 @@ static int cmd_version(int argc, char **argv)
     printf("mtls-audit %s (schema %d, %s, SQLite %s)\n", MTLS_VERSION,
            mtls_schema_version(), OpenSSL_version(OPENSSL_VERSION),
            sqlite3_libversion());
-    return finish_output(EXIT_OK);
+    return finish_output(stdout, EXIT_OK);
 }
 
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+} command_t;
+
 static const command_t commands[] = {
+    { "report",  cmd_report },
     { "query",   cmd_query },
+    { "certs",   cmd_certs },
     { "verify",  cmd_verify },
     { "version", cmd_version },
     { NULL, NULL }
@@ -659,9 +441,10 @@ int main(int argc, char **argv)
         fputs(main_help, stderr);
         return EXIT_USAGE;
     }
-    if (is_help(argv[1])) {
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")
+        || !strcmp(argv[1], "help")) {
         fputs(main_help, stdout);
-        return finish_output(EXIT_OK);
+        return finish_output(stdout, EXIT_OK);
     }
     if (!strcmp(argv[1], "--version")) {
         return cmd_version(argc - 1, argv + 1);

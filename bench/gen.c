@@ -1,0 +1,330 @@
+/*
+ * gen.c -- mtls-gen: write synthetic audit databases through the core's
+ * real write path (mtls_store_write: schema, certificates once, chains),
+ * for the tool's tests (data sets whose statuses are known) and for the
+ * benchmarks (millions of rows).
+ *
+ *   mtls-gen DB < SCRIPT
+ *
+ * SCRIPT, one command per line ('#' starts a comment):
+ *   cert NAME KEY SIG NOT_BEFORE NOT_AFTER SUBJECT...
+ *        KEY: ec | ec160 | rsa1024 | rsa2048     SIG: sha256 | sha1
+ *        times: YYYY-MM-DDTHH:MM:SSZ; SUBJECT: the CN, rest of the line
+ *   hs TIME CERT|- OUTCOME VERSION CIPHER VERIFY CLIENT [MODE]
+ *        OUTCOME: accepted rejected no_certificate failed aborted
+ *        VERSION: 1.0 1.1 1.2 1.3 -      VERIFY: X509_V code or -
+ *        MODE: require (default) optional optional_no_ca none
+ *   req PATH STATUS             a request on the last handshake
+ *   event KIND TIME [LOST]      start, stop, gap (LOST records), ...
+ *   bulk N START END CERTS      N random handshakes (80% accepted, each
+ *                               with one request) between START and END
+ *                               over CERTS certificates, in time order
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "mtls_core.h"
+#include "mtls_store.h"
+
+#define BATCH 5000
+
+typedef struct { char name[64]; X509 *x; } named_t;
+
+static named_t certs[4096];
+static int ncerts;
+static mtls_store_t *st;
+static mtls_item_t *batch[BATCH];
+static int nbatch;
+static mtls_link_t *last_link;
+static apr_int64_t last_time;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "mtls-gen: %s\n", what);
+    exit(2);
+}
+
+static apr_int64_t when(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (!s || !strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+        die("bad time (want YYYY-MM-DDTHH:MM:SSZ)");
+    }
+    return (apr_int64_t)timegm(&tm) * 1000000;
+}
+
+static void flush(void)
+{
+    char err[256];
+    int i;
+
+    if (!nbatch) return;
+    if (mtls_store_write(st, batch, nbatch, err, sizeof(err)) != SQLITE_OK) {
+        die(err);
+    }
+    for (i = 0; i < nbatch; i++) mtls_item_free(batch[i]);
+    nbatch = 0;
+}
+
+static void push(mtls_item_t *it)
+{
+    batch[nbatch++] = it;
+    if (nbatch == BATCH) flush();
+}
+
+static X509 *make_cert(const char *key, const char *sig, const char *nb,
+                       const char *na, const char *cn, long serial)
+{
+    EVP_PKEY *pk;
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    time_t t;
+
+    if (!strcmp(key, "rsa1024")) pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    else if (!strcmp(key, "rsa2048")) pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    else if (!strcmp(key, "ec160")) pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "secp160r1");
+    else pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (!pk) die("cannot make a key of that kind");
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                               (const unsigned char *)"mtls-gen", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, name);
+    X509_NAME_free(name);
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *)"mtls-gen CA", -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_NAME_free(name);
+    t = (time_t)(when(nb) / 1000000);
+    X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &t);
+    t = (time_t)(when(na) / 1000000);
+    X509_time_adj_ex(X509_getm_notAfter(x), 0, 0, &t);
+    X509_set_pubkey(x, pk);
+    X509_sign(x, pk, !strcmp(sig, "sha1") ? EVP_sha1() : EVP_sha256());
+    EVP_PKEY_free(pk);
+    return x;
+}
+
+static X509 *find(const char *name)
+{
+    int i;
+    if (!strcmp(name, "-")) return NULL;
+    for (i = 0; i < ncerts; i++) {
+        if (!strcmp(certs[i].name, name)) return certs[i].x;
+    }
+    die("unknown certificate name");
+    return NULL;
+}
+
+static int outcome_code(const char *s)
+{
+    static const char *const n[] = { "", "accepted", "rejected",
+        "no_certificate", "failed", "aborted" };
+    int i;
+    for (i = 1; i <= 5; i++) if (!strcmp(s, n[i])) return i;
+    die("bad outcome");
+    return 0;
+}
+
+static int version_code(const char *s)
+{
+    if (!strcmp(s, "1.3")) return 0x0304;
+    if (!strcmp(s, "1.2")) return 0x0303;
+    if (!strcmp(s, "1.1")) return 0x0302;
+    if (!strcmp(s, "1.0")) return 0x0301;
+    return 0;
+}
+
+static mtls_item_t *handshake(apr_int64_t t, X509 *x, int outcome, int ver,
+                              const char *cipher, long verify,
+                              const char *client, int mode)
+{
+    mtls_item_t *it = mtls_item_new(MTLS_ITEM_HANDSHAKE);
+    mtls_handshake_t *hs = &it->u.hs;
+
+    it->link = mtls_link_new();
+    hs->time_us = t;
+    strcpy(hs->server_name, "api.example");
+    strcpy(hs->sni, "api.example");
+    mtls_strlcpy(hs->client_addr, client, sizeof(hs->client_addr));
+    hs->client_port = 40000 + (int)(t % 20000);
+    hs->local_port = 443;
+    hs->tls_version = ver;
+    mtls_strlcpy(hs->cipher, strcmp(cipher, "-") ? cipher : "",
+                 sizeof(hs->cipher));
+    hs->outcome = outcome;
+    hs->verify_mode = mode;
+    hs->verify_result = x ? verify : -1;
+    hs->verify_depth = x ? 0 : -1;
+    hs->handshake_us = 1500 + t % 700;
+    hs->verify_us = x ? 80 + t % 40 : -1;
+    hs->pid = 1000 + (int)(t % 4);
+    if (x) {
+        X509_up_ref(x);
+        hs->leaf = x;
+        hs->chain_length = 1;
+    }
+    mtls_link_unref(last_link);
+    last_link = mtls_link_ref(it->link);
+    last_time = t;
+    return it;
+}
+
+static mtls_item_t *request(apr_int64_t t, const char *path, int status)
+{
+    mtls_item_t *it = mtls_item_new(MTLS_ITEM_REQUEST);
+    if (!last_link) die("req before any hs");
+    it->link = mtls_link_ref(last_link);
+    it->u.rq.time_us = t;
+    strcpy(it->u.rq.method, "GET");
+    it->u.rq.path = strdup(path);
+    it->u.rq.status = status;
+    it->u.rq.bytes_sent = 512;
+    it->u.rq.duration_us = 300;
+    return it;
+}
+
+static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
+{
+    static const char *const ciphers[] = {
+        "TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384"
+    };
+    static const char *const paths[] = {
+        "/api/v1/accounts", "/api/v1/payments", "/api/v1/status",
+        "/health", "/api/v1/records/42"
+    };
+    X509 **pool = calloc((size_t)k, sizeof(X509 *));
+    unsigned long long seed = 88172645463325252ULL;
+    apr_int64_t step = (end - start) / (n ? n : 1);
+    long i;
+    int j;
+
+    for (j = 0; j < k; j++) {
+        char cn[64];
+        snprintf(cn, sizeof(cn), "client-%04d", j);
+        pool[j] = make_cert("ec", "sha256", "2025-01-01T00:00:00Z",
+                            j % 50 ? "2028-01-01T00:00:00Z"
+                                   : "2026-12-10T00:00:00Z", cn, 10000 + j);
+    }
+    for (i = 0; i < n; i++) {
+        apr_int64_t t = start + step * i;
+        int roll, outcome, ver;
+        X509 *x;
+        long verify = 0;
+        char client[32];
+
+        seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+        roll = (int)(seed % 100);
+        x = pool[(seed >> 8) % (unsigned)k];
+        snprintf(client, sizeof(client), "10.%d.%d.%d",
+                 (int)((seed >> 20) % 4), (int)((seed >> 28) % 256),
+                 (int)((seed >> 36) % 250) + 1);
+        ver = (seed >> 44) % 5 ? 0x0304 : 0x0303;
+        if (roll < 80) outcome = 1;
+        else if (roll < 90) { outcome = 2; verify = roll % 2 ? 10 : 20; }
+        else if (roll < 95) { outcome = 3; x = NULL; }
+        else if (roll < 98) { outcome = 4; x = NULL; }
+        else { outcome = 5; x = NULL; }
+        push(handshake(t, x, outcome, ver,
+                       ciphers[ver == 0x0303 ? 2 : (seed >> 50) % 2],
+                       verify, client, MTLS_VM_REQUIRE));
+        if (outcome == 1) {
+            push(request(t + 2000, paths[(seed >> 52) % 5], 200));
+        }
+    }
+    for (j = 0; j < k; j++) X509_free(pool[j]);
+    free(pool);
+}
+
+int main(int argc, char **argv)
+{
+    char line[4096], err[256];
+    long lineno = 0;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: mtls-gen DB < SCRIPT\n");
+        return 2;
+    }
+    if (mtls_store_open(argv[1], 0, 10000, &st, err, sizeof(err))
+        != SQLITE_OK) {
+        die(err);
+    }
+    sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
+                 NULL);
+    while (fgets(line, sizeof(line), stdin)) {
+        char *w[12] = { 0 }, *p = line;
+        int n = 0;
+
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#') continue;
+        /* Words split on spaces; a cert's subject is the rest of the line. */
+        while (*p && n < 12) {
+            w[n++] = p;
+            if (n == 7 && !strcmp(w[0], "cert")) break;
+            p += strcspn(p, " ");
+            if (*p) *p++ = '\0';
+        }
+        if (!strcmp(w[0], "cert") && n >= 7) {
+            if (ncerts == 4096) die("too many certificates");
+            mtls_strlcpy(certs[ncerts].name, w[1], sizeof(certs[0].name));
+            certs[ncerts].x = make_cert(w[2], w[3], w[4], w[5], w[6],
+                                        1000 + ncerts);
+            ncerts++;
+        }
+        else if (!strcmp(w[0], "hs") && n >= 8) {
+            int mode = MTLS_VM_REQUIRE;
+            if (n > 8) {
+                mode = !strcmp(w[8], "none") ? MTLS_VM_NONE
+                     : !strcmp(w[8], "optional") ? MTLS_VM_OPTIONAL
+                     : !strcmp(w[8], "optional_no_ca") ? MTLS_VM_OPTIONAL_NO_CA
+                     : MTLS_VM_REQUIRE;
+            }
+            push(handshake(when(w[1]), find(w[2]), outcome_code(w[3]),
+                           version_code(w[4]), w[5],
+                           strcmp(w[6], "-") ? atol(w[6]) : -1, w[7], mode));
+        }
+        else if (!strcmp(w[0], "req") && n >= 3) {
+            push(request(last_time + 1000, w[1], atoi(w[2])));
+        }
+        else if (!strcmp(w[0], "event") && n >= 3) {
+            mtls_item_t *it = mtls_item_new(MTLS_ITEM_EVENT);
+            it->u.ev.time_us = when(w[2]);
+            mtls_strlcpy(it->u.ev.kind, w[1], sizeof(it->u.ev.kind));
+            it->u.ev.pid = 1;
+            it->u.ev.server_version = strdup("Apache/2.4.71 (synthetic)");
+            if (n > 3) {
+                it->u.ev.lost = atol(w[3]);
+                it->u.ev.gap_start_us = it->u.ev.time_us - 60000000;
+                it->u.ev.gap_end_us = it->u.ev.time_us;
+                it->u.ev.detail = strdup("synthetic gap");
+            }
+            push(it);
+        }
+        else if (!strcmp(w[0], "bulk") && n >= 5) {
+            flush();
+            bulk(atol(w[1]), when(w[2]), when(w[3]), atoi(w[4]));
+        }
+        else {
+            fprintf(stderr, "mtls-gen: line %ld: cannot read '%s'\n", lineno,
+                    w[0]);
+            return 2;
+        }
+    }
+    flush();
+    mtls_link_unref(last_link);
+    for (ncerts--; ncerts >= 0; ncerts--) X509_free(certs[ncerts].x);
+    mtls_store_close(st);
+    return 0;
+}

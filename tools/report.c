@@ -1,0 +1,1655 @@
+/*
+ * report.c -- `mtls-audit report`: compliance evidence for PCI DSS v4.0.1,
+ * the HIPAA Security Rule, or a summary.
+ *
+ * DESIGN
+ * A report is a cover (period, scope, records, integrity, the SHA-256 of
+ * each file read, the tool version), an overview (handshakes per day by
+ * outcome, failures by reason, certificate expiry, protocol and suite
+ * breakdown) and a list of checks.  Each check is computed once into a
+ * check_t -- id, title, status, the metric behind the status, the rule
+ * that gave it, and the evidence rows -- and then written in the chosen
+ * format (text, json, csv, html).  The rules are those of COMPLIANCE.md;
+ * each check function states its rule in `rule` so the reader never has
+ * to guess.  HIPAA checks reuse the PCI computations they share.
+ * Every value that comes from a certificate or a client is escaped for
+ * the output format.  Exit 1 when any check FAILs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "tool.h"
+#include "mtls_cert.h"
+#include "mtls_store.h"
+
+#define EVIDENCE_MAX   200      /* rows kept per check */
+#define TEXT_ROWS      10       /* rows shown per check on a terminal */
+#define HTML_ROWS      50
+#define DAY_US         86400000000LL
+#define SHARE_ADDRS    3        /* 8.3.11: addresses per certificate per hour */
+#define FAIL_BURST     10       /* 8.3.4: failures per 30 minutes */
+#define INACTIVE_DAYS  90       /* 8.2.6 */
+#define EXPIRY_DAYS    30       /* 4.2.1.1 */
+#define RETAIN_DAYS    365      /* 10.5.1 */
+
+typedef enum { ST_PASS, ST_FAIL, ST_ATTENTION, ST_MANUAL, ST_NA } status_e;
+static const char *const status_name[] = {
+    "PASS", "FAIL", "ATTENTION", "MANUAL", "N/A"
+};
+/* Worse first: FAIL, ATTENTION, MANUAL, PASS, N/A. */
+static const int severity[] = { 3, 5, 4, 2, 1 };
+
+typedef struct {
+    int     ncols;
+    char  **cols;
+    long    nrows;              /* kept, at most EVIDENCE_MAX */
+    long    total;              /* found */
+    char ***rows;               /* NULL cell: SQL NULL */
+} evidence_t;
+
+typedef struct {
+    char        id[48];
+    char        title[160];
+    int         status;
+    char        metric[1024];
+    char        rule[1024];
+    evidence_t  ev;
+} check_t;
+
+typedef struct {
+    char        path[1024];
+    char        sha256[65];
+    int         verified;       /* chains walked */
+    int         broken;
+    char        integrity[512];
+} file_info_t;
+
+typedef struct {
+    dataset_t    ds;
+    char       **files;
+    int          nfiles;
+    file_info_t *fi;
+    const char  *standard;
+    apr_int64_t  since, until, now;
+    mtls_chain_key_t key;
+    int          no_verify;
+    check_t     *checks;
+    int          nchecks;
+    /* overview */
+    evidence_t   per_day, reasons, versions, expiry, scope;
+    apr_int64_t  n_hs, n_rq, n_ev, n_fail;
+} report_t;
+
+/* ------------------------------------------------------------------ */
+/* SQL helpers: every query sees :since, :until, :now bound.            */
+
+static sqlite3_stmt *prep(report_t *r, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int i;
+
+    if (sqlite3_prepare_v2(r->ds.db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fail("internal query failed: %s", sqlite3_errmsg(r->ds.db));
+        return NULL;
+    }
+    if ((i = sqlite3_bind_parameter_index(st, ":since"))) {
+        sqlite3_bind_int64(st, i, r->since);
+    }
+    if ((i = sqlite3_bind_parameter_index(st, ":until"))) {
+        sqlite3_bind_int64(st, i, r->until);
+    }
+    if ((i = sqlite3_bind_parameter_index(st, ":now"))) {
+        sqlite3_bind_int64(st, i, r->now);
+    }
+    return st;
+}
+
+static int db_error;
+
+static apr_int64_t scalar(report_t *r, const char *sql)
+{
+    sqlite3_stmt *st = prep(r, sql);
+    apr_int64_t v = 0;
+    int rc;
+
+    if (!st) {
+        db_error = 1;
+        return 0;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        v = sqlite3_column_int64(st, 0);
+    }
+    else if (rc != SQLITE_DONE) {
+        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
+        db_error = 1;
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void evidence(report_t *r, evidence_t *ev, const char *sql)
+{
+    sqlite3_stmt *st = prep(r, sql);
+    int i, rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if (!st) {
+        db_error = 1;
+        return;
+    }
+    ev->ncols = sqlite3_column_count(st);
+    ev->cols = calloc((size_t)ev->ncols, sizeof(char *));
+    for (i = 0; i < ev->ncols; i++) {
+        ev->cols[i] = strdup(sqlite3_column_name(st, i));
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ev->total++;
+        if (ev->nrows < EVIDENCE_MAX) {
+            char **row = calloc((size_t)ev->ncols, sizeof(char *));
+            char ***nr = realloc(ev->rows, sizeof(char **)
+                                 * (size_t)(ev->nrows + 1));
+            if (!row || !nr) {
+                free(row);
+                if (nr) ev->rows = nr;
+                break;
+            }
+            ev->rows = nr;
+            for (i = 0; i < ev->ncols; i++) {
+                const unsigned char *t = sqlite3_column_text(st, i);
+                row[i] = t ? strdup((const char *)t) : NULL;
+            }
+            ev->rows[ev->nrows++] = row;
+        }
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
+        db_error = 1;
+    }
+    sqlite3_finalize(st);
+}
+
+static void evidence_free(evidence_t *ev)
+{
+    long r;
+    int i;
+    for (r = 0; r < ev->nrows; r++) {
+        for (i = 0; i < ev->ncols; i++) free(ev->rows[r][i]);
+        free(ev->rows[r]);
+    }
+    for (i = 0; i < ev->ncols; i++) free(ev->cols[i]);
+    free(ev->rows);
+    free(ev->cols);
+    memset(ev, 0, sizeof(*ev));
+}
+
+static check_t *add_check(report_t *r, const char *id, const char *title)
+{
+    check_t *c = &r->checks[r->nchecks++];
+    memset(c, 0, sizeof(*c));
+    mtls_strlcpy(c->id, id, sizeof(c->id));
+    mtls_strlcpy(c->title, title, sizeof(c->title));
+    c->status = ST_NA;
+    return c;
+}
+
+static void say(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+#define METRIC(c, ...) say((c)->metric, sizeof((c)->metric), __VA_ARGS__)
+#define RULE(c, ...)   say((c)->rule, sizeof((c)->rule), __VA_ARGS__)
+
+/* Period and common filters. */
+#define P_HS " time_us >= :since AND time_us < :until "
+#define VNAME "CASE tls_version WHEN 772 THEN 'TLSv1.3' WHEN 771 THEN " \
+    "'TLSv1.2' WHEN 770 THEN 'TLSv1.1' WHEN 769 THEN 'TLSv1' WHEN 768 THEN " \
+    "'SSLv3' ELSE NULL END"
+#define OUTNAME(col) "CASE " col " WHEN 1 THEN 'accepted' WHEN 2 THEN " \
+    "'rejected' WHEN 3 THEN 'no_certificate' WHEN 4 THEN 'failed' WHEN 5 " \
+    "THEN 'aborted' END"
+#define ISO(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col " / 1000000, 'unixepoch')"
+#define ISOS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
+
+/* ------------------------------------------------------------------ */
+/* Checks shared by the standards                                       */
+
+/* PCI 4.2.1, HIPAA 164.312(e): protocol, suite and certificate of every
+ * accepted handshake. */
+static void chk_crypto(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc, bad_suite, weak_suite, unverified, revocation;
+
+    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
+    bad_suite = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
+                       "= 1 AND suite_class(tls_version, cipher) = 2");
+    weak_suite = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
+                        "= 1 AND suite_class(tls_version, cipher) = 1");
+    unverified = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
+                        "= 1 AND cert_id IS NOT NULL AND verify_result != 0");
+    /* Evidence that revocation is checked: an error only a CRL or OCSP
+     * check can give, ever. */
+    revocation = scalar(r, "SELECT count(*) FROM hs WHERE verify_result IN "
+                        "(3, 8, 11, 12, 13, 14, 15, 16, 23, 33, 34, 35, 36, "
+                        "39, 40, 41, 42, 44)");
+    RULE(c, "FAIL: an accepted handshake used SSLv3/TLS 1.0, a NULL, EXPORT, "
+         "RC4, DES/3DES or anonymous suite, or a certificate that did not "
+         "verify (untrusted, expired, revoked). ATTENTION: TLS 1.1, CBC, "
+         "static-RSA or ChaCha20 suites, or no sign of revocation checking "
+         "(no CRL/OCSP error ever recorded). PASS: every accepted handshake "
+         "TLS 1.2/1.3 with an ECDHE/DHE AES-GCM/CCM suite and a verified "
+         "certificate. N/A: nothing accepted in the period.");
+    METRIC(c, "%lld accepted handshakes: %lld with a prohibited protocol or "
+           "suite, %lld deprecated, %lld with an unverified certificate; "
+           "revocation-check evidence: %s", (long long)acc,
+           (long long)bad_suite, (long long)weak_suite, (long long)unverified,
+           revocation ? "yes" : "none");
+    if (!acc) c->status = ST_NA;
+    else if (bad_suite || unverified) c->status = ST_FAIL;
+    else if (weak_suite || !revocation) c->status = ST_ATTENTION;
+    else c->status = ST_PASS;
+    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, "
+             "CASE suite_class(tls_version, cipher) WHEN 0 THEN 'approved' "
+             "WHEN 1 THEN 'deprecated' ELSE 'prohibited' END AS grade, "
+             "suite_why(tls_version, cipher) AS why, count(*) AS accepted, "
+             "sum(cert_id IS NOT NULL AND verify_result != 0) AS unverified "
+             "FROM hs WHERE" P_HS "AND outcome = 1 GROUP BY tls_version, "
+             "cipher ORDER BY suite_class(tls_version, cipher) DESC, "
+             "accepted DESC");
+}
+
+static void chk_inventory(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t n, weak, expired_acc, expiring, new_issuers;
+
+#define CERT_USED "FROM hs WHERE" P_HS "AND outcome = 1 AND cert_id IS NOT NULL"
+#define WEAK "((key_type IN ('RSA', 'RSA-PSS') AND key_bits < 2048) OR " \
+    "(key_type = 'EC' AND key_bits < 224) OR key_type = 'DSA' OR " \
+    "lower(sig_alg) LIKE '%sha1%' OR lower(sig_alg) LIKE '%md5%')"
+    n = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED);
+    weak = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED " AND " WEAK);
+    expired_acc = scalar(r, "SELECT count(*) " CERT_USED " AND (time_us / "
+                         "1000000 > not_after OR time_us / 1000000 < "
+                         "not_before)");
+    expiring = scalar(r, "SELECT count(DISTINCT sha256) FROM hs WHERE" P_HS
+                      "AND cert_id IS NOT NULL AND outcome = 1 AND not_after "
+                      ">= :now / 1000000 AND not_after < :now / 1000000 + "
+                      "30 * 86400");
+    new_issuers = scalar(r, "SELECT count(*) FROM (SELECT issuer_dn, "
+                         "min(time_us) AS first FROM hs WHERE cert_id IS NOT "
+                         "NULL AND outcome = 1 GROUP BY issuer_dn) WHERE "
+                         "first >= :since AND first < :until AND "
+                         "(SELECT min(time_us) FROM hs) < :since");
+    RULE(c, "FAIL: a certificate with an RSA key under 2048 bits, an EC key "
+         "under 224 bits, a DSA key or a SHA-1/MD5 signature was accepted, "
+         "or a certificate was accepted outside its validity. ATTENTION: an "
+         "accepted certificate expires within %d days, or an issuer was "
+         "first seen in the period. PASS otherwise. N/A: no certificate "
+         "accepted.", EXPIRY_DAYS);
+    METRIC(c, "%lld certificates accepted: %lld weak, %lld handshakes "
+           "accepted outside validity, %lld expiring within %d days, %lld new "
+           "issuers", (long long)n, (long long)weak, (long long)expired_acc,
+           (long long)expiring, EXPIRY_DAYS, (long long)new_issuers);
+    if (!n) c->status = ST_NA;
+    else if (weak || expired_acc) c->status = ST_FAIL;
+    else if (expiring || new_issuers) c->status = ST_ATTENTION;
+    else c->status = ST_PASS;
+    evidence(r, &c->ev, "SELECT subject_dn, issuer_dn, serial, cert_sha256, "
+             "key_type, key_bits, sig_alg, " ISOS("not_after") " AS not_after, "
+             "CAST(floor((not_after - :now / 1000000) / 86400.0) AS INTEGER) "
+             "AS days_left, " ISO("min(time_us)") " AS first_seen, "
+             ISO("max(time_us)") " AS last_seen, count(*) AS accepted, "
+             "CASE WHEN " WEAK " THEN 'weak' WHEN max(time_us) / 1000000 > "
+             "not_after THEN 'accepted expired' WHEN not_after < :now / "
+             "1000000 + 30 * 86400 THEN 'expiring' ELSE '' END AS finding "
+             CERT_USED " GROUP BY sha256 ORDER BY finding DESC, not_after");
+}
+
+static void chk_protocols(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc, bad, weak;
+
+    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
+    bad = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
+                 "AND suite_class(tls_version, cipher) = 2");
+    weak = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
+                  "AND suite_class(tls_version, cipher) = 1");
+    RULE(c, "FAIL: a prohibited protocol or suite was accepted. ATTENTION: "
+         "a deprecated one was. PASS: all approved (graded as 4.2.1). N/A: "
+         "nothing accepted.");
+    METRIC(c, "%lld accepted: %lld prohibited, %lld deprecated",
+           (long long)acc, (long long)bad, (long long)weak);
+    c->status = !acc ? ST_NA : bad ? ST_FAIL : weak ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, "
+             "coalesce(sni, '') AS sni, count(*) AS handshakes, "
+             ISO("min(time_us)") " AS first_seen, " ISO("max(time_us)")
+             " AS last_seen FROM hs WHERE" P_HS "AND outcome = 1 GROUP BY "
+             "tls_version, cipher, sni ORDER BY handshakes DESC");
+}
+
+/* PCI 8.2.1, HIPAA 164.312(a): requests served without a verified
+ * certificate. */
+static void chk_identity(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t reqs, bad, hs;
+
+    hs = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS);
+    reqs = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400");
+    bad = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400 "
+                 "AND (cert_id IS NULL OR verify_result IS NULL OR "
+                 "verify_result != 0)");
+    RULE(c, "FAIL: a request was answered (status below 400) on a connection "
+         "without a verified client certificate. PASS: none. N/A: no "
+         "handshake in the period.");
+    METRIC(c, "%lld requests answered, %lld of them without a verified "
+           "certificate", (long long)reqs, (long long)bad);
+    c->status = !hs ? ST_NA : bad ? ST_FAIL : ST_PASS;
+    evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, "
+             "server_name, client_addr, method, path, status, "
+             "coalesce(subject_dn, '') AS subject_dn, verify_result FROM rq "
+             "WHERE" P_HS "AND status < 400 AND (cert_id IS NULL OR "
+             "verify_result IS NULL OR verify_result != 0) ORDER BY time_us");
+}
+
+static void chk_sharing(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc, n;
+
+#define SHARED "SELECT cert_sha256, subject_dn, " \
+    "strftime('%Y-%m-%dT%H:00Z', time_us / 1000000, 'unixepoch') AS hour, " \
+    "count(DISTINCT client_addr) AS addresses, " \
+    "group_concat(DISTINCT client_addr) AS from_addresses FROM hs WHERE" \
+    P_HS "AND outcome = 1 AND cert_id IS NOT NULL GROUP BY sha256, " \
+    "time_us / 3600000000 HAVING addresses > 3"
+    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
+                 "AND cert_id IS NOT NULL");
+    n = scalar(r, "SELECT count(*) FROM (" SHARED ")");
+    RULE(c, "ATTENTION: one certificate was accepted from more than %d "
+         "client addresses within one clock hour (a shared or copied "
+         "credential, or clients behind changing NAT). PASS: none. N/A: no "
+         "certificate accepted.", SHARE_ADDRS);
+    METRIC(c, "%lld certificate-hours above %d addresses", (long long)n,
+           SHARE_ADDRS);
+    c->status = !acc ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, SHARED " ORDER BY addresses DESC");
+}
+
+static void chk_inactive(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t any, n;
+
+#define INACTIVE "SELECT subject_dn, cert_sha256, " ISO("max(time_us)") \
+    " AS last_accepted, " ISOS("not_after") " AS not_after FROM hs WHERE " \
+    "outcome = 1 AND cert_id IS NOT NULL AND time_us < :until GROUP BY " \
+    "sha256 HAVING max(time_us) < :until - 90 * 86400000000 AND not_after " \
+    "> :until / 1000000"
+    any = scalar(r, "SELECT count(*) FROM hs WHERE outcome = 1 AND cert_id "
+                 "IS NOT NULL AND time_us < :until");
+    n = scalar(r, "SELECT count(*) FROM (" INACTIVE ")");
+    RULE(c, "ATTENTION: a certificate still valid at the end of the period "
+         "was last accepted more than %d days before it (an inactive "
+         "identity to disable). PASS: none. N/A: no certificate ever "
+         "accepted.", INACTIVE_DAYS);
+    METRIC(c, "%lld valid certificates unused for more than %d days",
+           (long long)n, INACTIVE_DAYS);
+    c->status = !any ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, INACTIVE " ORDER BY last_accepted");
+}
+
+/* PCI 8.3.4, HIPAA 164.308(a)(5)(ii)(C): bursts of failures. */
+static void chk_bursts(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t fails, n;
+
+#define BURSTS "SELECT 'client ' || client_addr AS who, " \
+    "strftime('%Y-%m-%dT%H:%M:00Z', (time_us / 1800000000) * 1800, " \
+    "'unixepoch') AS window_start, count(*) AS failures FROM hs WHERE" P_HS \
+    "AND outcome IN (2, 3) GROUP BY client_addr, time_us / 1800000000 " \
+    "HAVING failures > 10 UNION ALL SELECT 'certificate ' || " \
+    "coalesce(subject_dn, cert_sha256), strftime('%Y-%m-%dT%H:%M:00Z', " \
+    "(time_us / 1800000000) * 1800, 'unixepoch'), count(*) FROM hs WHERE" \
+    P_HS "AND outcome = 2 AND cert_id IS NOT NULL GROUP BY sha256, " \
+    "time_us / 1800000000 HAVING count(*) > 10"
+    fails = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome IN "
+                   "(2, 3)");
+    n = scalar(r, "SELECT count(*) FROM (" BURSTS ")");
+    RULE(c, "ATTENTION: more than %d rejected or certificate-less attempts "
+         "from one client address, or with one certificate, within a "
+         "30-minute window. PASS: none. N/A: no handshake in the period.",
+         FAIL_BURST);
+    METRIC(c, "%lld failed attempts; %lld bursts above %d per 30 minutes",
+           (long long)fails, (long long)n, FAIL_BURST);
+    c->status = !r->n_hs ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, BURSTS " ORDER BY failures DESC");
+}
+
+static void chk_logging(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS
+                             "AND outcome = 1");
+
+    RULE(c, "ATTENTION: handshakes were accepted but no request was recorded "
+         "(MTLSAuditRequests Off: individual access is not captured). PASS: "
+         "handshakes and requests are recorded. N/A: no handshake.");
+    METRIC(c, "%lld handshakes (%lld accepted) and %lld requests recorded",
+           (long long)r->n_hs, (long long)acc, (long long)r->n_rq);
+    c->status = !r->n_hs ? ST_NA : (acc && !r->n_rq) ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, "SELECT source, server_name, count(*) AS handshakes, "
+             "sum(outcome = 1) AS accepted FROM hs WHERE" P_HS
+             "GROUP BY source, server_name ORDER BY handshakes DESC");
+}
+
+static void chk_invalid_logged(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    int long_window = r->until - r->since >= 30 * DAY_US;
+
+    RULE(c, "PASS: failed attempts are recorded with reason, client and SNI. "
+         "ATTENTION: not one failed attempt over a window of 30 days or more "
+         "(is the module auditing the right hosts?). N/A: no handshake.");
+    METRIC(c, "%lld failed attempts recorded over %lld days",
+           (long long)r->n_fail,
+           (long long)((r->until - r->since) / DAY_US));
+    c->status = !r->n_hs ? ST_NA
+              : (!r->n_fail && long_window) ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, "SELECT " OUTNAME("outcome") " AS outcome, "
+             "coalesce(verify_error, '') AS verify_error, coalesce(alert, '') "
+             "AS alert, client_addr, coalesce(sni, '') AS sni, count(*) AS "
+             "attempts FROM hs WHERE" P_HS "AND outcome != 1 GROUP BY "
+             "outcome, verify_error, alert, client_addr, sni ORDER BY "
+             "attempts DESC");
+}
+
+static void chk_credential_changes(report_t *r, const char *id,
+                                   const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t n;
+
+#define CHANGES "SELECT subject_dn, cert_sha256, issuer_dn, " \
+    ISO("first") " AS first_seen FROM (SELECT subject_dn, cert_sha256, " \
+    "issuer_dn, min(time_us) AS first FROM hs WHERE cert_id IS NOT NULL " \
+    "AND outcome = 1 GROUP BY sha256) f WHERE first >= :since AND first < " \
+    ":until AND EXISTS (SELECT 1 FROM hs o WHERE o.subject_dn = " \
+    "f.subject_dn AND o.cert_sha256 != f.cert_sha256 AND o.outcome = 1 AND " \
+    "o.time_us < f.first)"
+    n = scalar(r, "SELECT count(*) FROM (" CHANGES ")");
+    RULE(c, "Informational: certificates first accepted in the period for a "
+         "subject already known with another certificate (a renewal or a "
+         "new key) are listed. PASS when they are recorded; N/A with no "
+         "handshake.");
+    METRIC(c, "%lld credential changes recorded", (long long)n);
+    c->status = r->n_hs ? ST_PASS : ST_NA;
+    evidence(r, &c->ev, CHANGES " ORDER BY first_seen");
+}
+
+static void chk_log_access(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t n = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'access'");
+
+    RULE(c, "PASS: reads of the audit database by mtls-audit are recorded "
+         "(access events). ATTENTION: none recorded (the tool could not "
+         "write the database, or it is read by other means only).");
+    METRIC(c, "%lld recorded reads", (long long)n);
+    c->status = n ? ST_PASS : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, "
+             "detail FROM ev WHERE kind = 'access' AND" P_HS
+             "ORDER BY time_us DESC");
+}
+
+static void chk_lifecycle(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t starts = scalar(r, "SELECT count(*) FROM ev WHERE kind = "
+                                "'start' AND time_us < :until");
+
+    RULE(c, "PASS: the starts, reloads and stops of auditing are recorded "
+         "(with server, module and OpenSSL versions). ATTENTION: no start "
+         "recorded.");
+    METRIC(c, "%lld starts recorded; %lld lifecycle events in the period",
+           (long long)starts, (long long)scalar(r, "SELECT count(*) FROM ev "
+           "WHERE kind IN ('start', 'reload', 'stop') AND" P_HS));
+    c->status = starts ? ST_PASS : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, kind, "
+             "server_version, module_version, openssl_version FROM ev WHERE "
+             "kind IN ('start', 'reload', 'stop') AND" P_HS
+             "ORDER BY time_us");
+}
+
+static void chk_fields(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t full;
+
+    full = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND client_addr "
+                  "IS NOT NULL AND server_name IS NOT NULL AND outcome IS NOT "
+                  "NULL AND (outcome != 1 OR cert_id IS NOT NULL)");
+    RULE(c, "PASS: every handshake row has when, origin (client address), "
+         "resource (server), outcome and, when accepted, who (certificate). "
+         "ATTENTION: below 100%%. N/A: no handshake.");
+    METRIC(c, "%lld of %lld rows complete (%.2f%%)", (long long)full,
+           (long long)r->n_hs, r->n_hs ? 100.0 * (double)full
+           / (double)r->n_hs : 100.0);
+    c->status = !r->n_hs ? ST_NA : full == r->n_hs ? ST_PASS : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT id, source, " ISO("time_us") " AS time_utc, "
+             "client_addr, server_name, " OUTNAME("outcome") " AS outcome, "
+             "CASE kind WHEN 0 THEN 'initial' WHEN 1 THEN 'renegotiation' "
+             "ELSE 'post_handshake' END AS kind, verify_mode FROM hs WHERE"
+             P_HS "AND NOT (client_addr IS NOT NULL AND server_name IS NOT "
+             "NULL AND outcome IS NOT NULL AND (outcome != 1 OR cert_id IS "
+             "NOT NULL)) ORDER BY time_us");
+}
+
+static void chk_permissions(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    evidence_t *ev = &c->ev;
+    int i, k, bad = 0;
+    static const char *const suffix[] = { "", "-wal", "-shm", "(dir)" };
+
+    ev->ncols = 4;
+    ev->cols = calloc(4, sizeof(char *));
+    ev->cols[0] = strdup("path");
+    ev->cols[1] = strdup("owner");
+    ev->cols[2] = strdup("mode");
+    ev->cols[3] = strdup("finding");
+    for (i = 0; i < r->nfiles; i++) {
+        for (k = 0; k < 4; k++) {
+            char path[1100], mode[16], owner[96];
+            struct stat sb;
+            struct passwd *pw;
+            struct group *gr;
+            char **row;
+            const char *finding = "";
+
+            if (k == 3) {
+                char *slash;
+                snprintf(path, sizeof(path), "%s", r->files[i]);
+                slash = strrchr(path, '/');
+                if (slash) *slash = '\0'; else strcpy(path, ".");
+            }
+            else {
+                snprintf(path, sizeof(path), "%s%s", r->files[i], suffix[k]);
+            }
+            if (stat(path, &sb) != 0) {
+                continue;
+            }
+            if (k == 3 ? (sb.st_mode & 0002) != 0 : (sb.st_mode & 0006) != 0) {
+                finding = k == 3 ? "world-writable directory"
+                                 : "readable or writable by others";
+                bad++;
+            }
+            pw = getpwuid(sb.st_uid);
+            gr = getgrgid(sb.st_gid);
+            snprintf(owner, sizeof(owner), "%s:%s", pw ? pw->pw_name : "?",
+                     gr ? gr->gr_name : "?");
+            snprintf(mode, sizeof(mode), "%04o", (unsigned)(sb.st_mode & 07777));
+            row = calloc(4, sizeof(char *));
+            row[0] = strdup(path);
+            row[1] = strdup(owner);
+            row[2] = strdup(mode);
+            row[3] = strdup(finding);
+            ev->rows = realloc(ev->rows, sizeof(char **) * (size_t)(ev->nrows + 1));
+            ev->rows[ev->nrows++] = row;
+            ev->total++;
+        }
+    }
+    RULE(c, "FAIL: a database file (or its WAL) can be read or written by "
+         "others, or its directory written by others. PASS otherwise (only "
+         "the run user and its group reach the log).");
+    METRIC(c, "%d findings over %d files", bad, r->nfiles);
+    c->status = bad ? ST_FAIL : ST_PASS;
+}
+
+static void chk_integrity(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    evidence_t *ev = &c->ev;
+    int i, broken = 0;
+
+    ev->ncols = 3;
+    ev->cols = calloc(3, sizeof(char *));
+    ev->cols[0] = strdup("database");
+    ev->cols[1] = strdup("sha256");
+    ev->cols[2] = strdup("integrity");
+    for (i = 0; i < r->nfiles; i++) {
+        char **row = calloc(3, sizeof(char *));
+        row[0] = strdup(r->fi[i].path);
+        row[1] = strdup(r->fi[i].sha256);
+        row[2] = strdup(r->fi[i].integrity);
+        ev->rows = realloc(ev->rows, sizeof(char **) * (size_t)(ev->nrows + 1));
+        ev->rows[ev->nrows++] = row;
+        ev->total++;
+        broken += r->fi[i].broken;
+    }
+    RULE(c, "FAIL: a hash chain is broken (a row changed, removed, inserted "
+         "or moved) or ids jump. ATTENTION: the chains hold but their heads "
+         "were not compared with an anchor kept outside the database (see "
+         "'mtls-audit verify'). MANUAL: not verified (--no-verify).");
+    if (r->no_verify) {
+        METRIC(c, "not verified (--no-verify)");
+        c->status = ST_MANUAL;
+    }
+    else {
+        METRIC(c, "%d of %d databases with a broken chain", broken,
+               r->nfiles);
+        c->status = broken ? ST_FAIL : ST_ATTENTION;
+    }
+}
+
+static void chk_retention(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t first, last, pruned, span;
+
+    first = scalar(r, "SELECT min(time_us) FROM hs");
+    last = scalar(r, "SELECT max(time_us) FROM hs");
+    pruned = scalar(r, "SELECT count(*) FROM (SELECT source, min(id) AS m "
+                    "FROM hs GROUP BY source) WHERE m > 1");
+    span = first && last ? (last - first) / DAY_US : 0;
+    RULE(c, "PASS: the records span %d days or more. FAIL: shorter, and the "
+         "oldest rows were removed (first id above 1). ATTENTION: shorter, "
+         "and nothing removed (a younger log). N/A: no records.",
+         RETAIN_DAYS);
+    METRIC(c, "%lld days from the oldest to the newest record; %s",
+           (long long)span, pruned ? "older rows were removed"
+                                   : "nothing removed from the start");
+    c->status = !first ? ST_NA : span >= RETAIN_DAYS ? ST_PASS
+              : pruned ? ST_FAIL : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT source, min(id) AS first_id, "
+             ISO("min(time_us)") " AS oldest, " ISO("max(time_us)")
+             " AS newest, count(*) AS handshakes, (max(time_us) - "
+             "min(time_us)) / 86400000000 AS span_days, 90 - (SELECT "
+             "count(DISTINCT time_us / 86400000000) FROM hs h2 WHERE "
+             "h2.source = hs.source AND h2.time_us >= :until - 90 * "
+             "86400000000 AND h2.time_us < :until) AS days_without_data_of_90 "
+             "FROM hs GROUP BY source");
+}
+
+static void chk_clock(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t back, nyv;
+
+#define BACKWARDS "SELECT source, pid, id, " ISO("time_us") " AS time_utc, " \
+    ISO("prev") " AS previous FROM (SELECT source, pid, id, time_us, " \
+    "lag(time_us) OVER (PARTITION BY source, pid ORDER BY id) AS prev FROM " \
+    "hs WHERE" P_HS ") WHERE time_us < prev - 1000000"
+    back = scalar(r, "SELECT count(*) FROM (" BACKWARDS ")");
+    nyv = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND verify_result "
+                 "= 9");
+    RULE(c, "ATTENTION: time went backwards by more than 1 s between rows of "
+         "one httpd child, or certificates were refused as 'not yet valid' "
+         "(a sign of a client or server clock off). MANUAL otherwise: the "
+         "database cannot prove the clocks are synchronised (check NTP).");
+    METRIC(c, "%lld backward steps, %lld 'not yet valid' refusals",
+           (long long)back, (long long)nyv);
+    c->status = (back || nyv) ? ST_ATTENTION : ST_MANUAL;
+    evidence(r, &c->ev, BACKWARDS " ORDER BY id");
+}
+
+static void chk_gaps(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t gaps, lost;
+    int i, broken = 0;
+
+    gaps = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'gap' AND" P_HS);
+    lost = scalar(r, "SELECT coalesce(sum(lost), 0) FROM ev WHERE kind = "
+                  "'gap' AND" P_HS);
+    for (i = 0; i < r->nfiles; i++) {
+        broken += r->fi[i].broken;
+    }
+    RULE(c, "FAIL: records are missing without explanation (a broken chain "
+         "or a jump in ids). ATTENTION: the module recorded gaps (records it "
+         "could not write, with their cause). PASS: none.");
+    METRIC(c, "%lld gap events, %lld records lost; %d databases with "
+           "unexplained missing rows", (long long)gaps, (long long)lost,
+           broken);
+    c->status = broken ? ST_FAIL : gaps ? ST_ATTENTION : ST_PASS;
+    evidence(r, &c->ev, "SELECT source, " ISO("gap_start_us") " AS gap_start, "
+             ISO("gap_end_us") " AS gap_end, lost, detail AS cause FROM ev "
+             "WHERE kind = 'gap' AND" P_HS "ORDER BY time_us");
+}
+
+static void chk_pan(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t n;
+
+    n = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND has_pan(path)");
+    RULE(c, "FAIL: a recorded request path holds a Luhn-valid run of 13-19 "
+         "digits (a card number stored in the audit log). PASS: none. N/A: "
+         "no request recorded. (Query strings are never recorded.)");
+    METRIC(c, "%lld of %lld recorded paths hold a card number", (long long)n,
+           (long long)r->n_rq);
+    c->status = !r->n_rq ? ST_NA : n ? ST_FAIL : ST_PASS;
+    evidence(r, &c->ev, "SELECT source, id, " ISO("time_us") " AS time_utc, "
+             "mask_pan(path) AS path_masked FROM rq WHERE" P_HS
+             "AND has_pan(path) ORDER BY time_us");
+}
+
+static void chk_aead(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc, aead;
+
+    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
+    aead = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
+                  "AND is_aead(cipher)");
+    RULE(c, "PASS: every accepted connection used an AEAD suite (GCM, CCM, "
+         "ChaCha20-Poly1305), which protects integrity. ATTENTION: some did "
+         "not. N/A: nothing accepted.");
+    METRIC(c, "%lld of %lld accepted connections AEAD (%.2f%%)",
+           (long long)aead, (long long)acc,
+           acc ? 100.0 * (double)aead / (double)acc : 100.0);
+    c->status = !acc ? ST_NA : aead == acc ? ST_PASS : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, count(*) "
+             "AS accepted FROM hs WHERE" P_HS "AND outcome = 1 AND NOT "
+             "is_aead(cipher) GROUP BY tls_version, cipher");
+}
+
+static void chk_authn(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t acc, verified;
+
+    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
+    verified = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = "
+                      "1 AND cert_id IS NOT NULL AND verify_result = 0");
+    RULE(c, "PASS: every accepted connection authenticated the client with a "
+         "verified certificate. FAIL: some did not (no certificate, or one "
+         "that did not verify). Failures by reason are listed. N/A: nothing "
+         "accepted.");
+    METRIC(c, "%lld of %lld accepted connections with a verified "
+           "certificate (%.2f%%)", (long long)verified, (long long)acc,
+           acc ? 100.0 * (double)verified / (double)acc : 100.0);
+    c->status = !acc ? ST_NA : verified == acc ? ST_PASS : ST_FAIL;
+    evidence(r, &c->ev, "SELECT " OUTNAME("outcome") " AS outcome, "
+             "coalesce(verify_error, 'no certificate') AS reason, count(*) AS "
+             "handshakes FROM hs WHERE" P_HS "AND NOT (outcome = 1 AND cert_id "
+             "IS NOT NULL AND verify_result = 0) GROUP BY outcome, reason "
+             "ORDER BY handshakes DESC");
+}
+
+static void chk_review(report_t *r, const char *id, const char *title)
+{
+    check_t *c = add_check(r, id, title);
+    apr_int64_t n = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'access' "
+                           "AND detail LIKE '%report%' AND" P_HS);
+
+    RULE(c, "PASS: reports were run on this data in the period (a recorded "
+         "review). ATTENTION: none before this one.");
+    METRIC(c, "%lld earlier reports in the period", (long long)n);
+    c->status = n ? ST_PASS : ST_ATTENTION;
+    evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, "
+             "detail FROM ev WHERE kind = 'access' AND detail LIKE '%report%' "
+             "AND" P_HS "ORDER BY time_us DESC");
+}
+
+static void chk_manual(report_t *r, const char *id, const char *title,
+                       const char *rule)
+{
+    check_t *c = add_check(r, id, title);
+    RULE(c, "%s", rule);
+    METRIC(c, "not provable from the audit database");
+    c->status = ST_MANUAL;
+}
+
+/* Two checks' worst status under one citation. */
+static void merge_last_two(report_t *r, const char *id, const char *title)
+{
+    check_t *a = &r->checks[r->nchecks - 2], *b = &r->checks[r->nchecks - 1];
+    char metric[sizeof(a->metric)], rule[sizeof(a->rule)];
+
+    snprintf(metric, sizeof(metric), "%.300s; %.300s", a->metric, b->metric);
+    snprintf(rule, sizeof(rule), "The worse of: (%s) %.280s / (%s) %.280s",
+             a->id, a->rule, b->id, b->rule);
+    if (severity[b->status] > severity[a->status]) {
+        a->status = b->status;
+    }
+    if (a->ev.nrows == 0 && b->ev.nrows) {
+        evidence_t t = a->ev;
+        a->ev = b->ev;
+        b->ev = t;
+    }
+    mtls_strlcpy(a->id, id, sizeof(a->id));
+    mtls_strlcpy(a->title, title, sizeof(a->title));
+    mtls_strlcpy(a->metric, metric, sizeof(a->metric));
+    mtls_strlcpy(a->rule, rule, sizeof(a->rule));
+    evidence_free(&b->ev);
+    r->nchecks--;
+}
+
+static void run_pci(report_t *r)
+{
+    chk_crypto(r, "4.2.1", "Strong cryptography and trusted, valid "
+               "certificates in transit");
+    chk_inventory(r, "4.2.1.1", "Inventory of trusted keys and certificates");
+    chk_protocols(r, "12.3.3", "Protocols and cipher suites in use");
+    chk_identity(r, "8.2.1", "Unique identity before access");
+    chk_sharing(r, "8.3.11", "Authentication factors are not shared");
+    chk_inactive(r, "8.2.6", "Inactive identities (90 days)");
+    chk_bursts(r, "8.3.4", "Repeated failed authentication attempts");
+    chk_logging(r, "10.2.1", "Audit logs enabled and capturing individual "
+                "access (10.2.1.1, 10.2.1.2)");
+    chk_invalid_logged(r, "10.2.1.4", "Invalid logical access attempts are "
+                       "logged");
+    chk_credential_changes(r, "10.2.1.5", "Changes of identification "
+                           "credentials are logged");
+    chk_log_access(r, "10.2.1.3", "Access to the audit logs is logged");
+    chk_lifecycle(r, "10.2.1.6", "Starting and stopping of audit logging is "
+                  "logged");
+    chk_fields(r, "10.2.2", "Each entry: who, what, when, outcome, origin, "
+               "resource");
+    chk_permissions(r, "10.3.1-10.3.2", "Audit logs readable only by those "
+                    "who need them, protected from change");
+    chk_integrity(r, "10.3.4", "Changes to audit logs are detected");
+    chk_retention(r, "10.5.1", "Audit log history retained for 12 months");
+    chk_clock(r, "10.6", "Time synchronisation (10.6.1-10.6.3)");
+    chk_gaps(r, "10.7.2", "Failures of critical security controls, audit "
+             "logging included, are detected");
+    chk_pan(r, "3.5.1", "Card numbers are unreadable wherever stored, logs "
+            "included");
+}
+
+static void run_hipaa(report_t *r)
+{
+    chk_identity(r, "164.312(a)(1), (a)(2)(i)", "Access control: unique user "
+                 "identification");
+    chk_fields(r, "tmp1", "");
+    chk_integrity(r, "tmp2", "");
+    merge_last_two(r, "164.312(b)", "Audit controls: activity is recorded "
+                   "and examinable");
+    chk_aead(r, "164.312(c)(1), (c)(2)", "Integrity of ePHI in transit "
+             "(addressable)");
+    chk_authn(r, "164.312(d)", "Person or entity authentication");
+    chk_crypto(r, "164.312(e)(1), (e)(2)(i), (e)(2)(ii)", "Transmission "
+               "security: integrity controls and encryption (addressable), "
+               "graded against NIST SP 800-52r2");
+    chk_review(r, "164.308(a)(1)(ii)(D)", "Information system activity "
+               "review");
+    chk_bursts(r, "164.308(a)(5)(ii)(C)", "Log-in monitoring (addressable)");
+    chk_manual(r, "164.316(b)(2)(i)", "Retain documentation for 6 years",
+               "MANUAL: keep this report (signed, with the SHA-256 of the "
+               "databases on its cover) for six years. The HIPAA Security "
+               "Rule sets no retention period for the audit log itself.");
+}
+
+static void run_summary(report_t *r)
+{
+    chk_integrity(r, "integrity", "The audit databases are intact");
+    chk_gaps(r, "completeness", "No record lost without trace");
+    chk_identity(r, "identity", "Every request had a verified client "
+                 "certificate");
+    chk_crypto(r, "transport", "Protocols, suites and certificates accepted");
+    chk_inventory(r, "certificates", "Client certificates: strength and "
+                  "expiry");
+}
+
+/* ------------------------------------------------------------------ */
+/* Cover data                                                           */
+
+static int file_sha256(const char *path, char out[65])
+{
+    unsigned char buf[65536], md[32];
+    unsigned int mdlen;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    FILE *f = fopen(path, "rb");
+    size_t n;
+
+    if (!f || !ctx) {
+        if (f) fclose(f);
+        EVP_MD_CTX_free(ctx);
+        return -1;
+    }
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        EVP_DigestUpdate(ctx, buf, n);
+    }
+    fclose(f);
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    mtls_hex(md, 32, out);
+    return 0;
+}
+
+static int verify_files(report_t *r)
+{
+    static const char *const tables[] = {
+        "certificates", "handshakes", "requests", "events", NULL
+    };
+    int i, t;
+
+    for (i = 0; i < r->nfiles; i++) {
+        file_info_t *fi = &r->fi[i];
+        mtls_store_t *st;
+        char err[256];
+        size_t off = 0;
+
+        mtls_strlcpy(fi->path, r->files[i], sizeof(fi->path));
+        if (file_sha256(r->files[i], fi->sha256) != 0) {
+            fail("%s: %s", r->files[i], strerror(errno));
+            return EXIT_DB;
+        }
+        if (r->no_verify) {
+            snprintf(fi->integrity, sizeof(fi->integrity), "not verified");
+            continue;
+        }
+        if (mtls_store_open(r->files[i], MTLS_STORE_READONLY, 5000, &st, err,
+                            sizeof(err)) != SQLITE_OK) {
+            fail("%s: %s", r->files[i], err);
+            return EXIT_DB;
+        }
+        for (t = 0; tables[t]; t++) {
+            mtls_chain_result_t res;
+            if (mtls_chain_verify(mtls_store_db(st), "main", tables[t],
+                                  &r->key, &res) != SQLITE_OK) {
+                fail("%s: %s", r->files[i], sqlite3_errmsg(mtls_store_db(st)));
+                mtls_store_close(st);
+                return EXIT_DB;
+            }
+            if (res.bad_id) {
+                fi->broken = 1;
+                off += (size_t)snprintf(fi->integrity + off,
+                                        sizeof(fi->integrity) - off,
+                                        "%s%s broken at id %lld", off ? "; " : "",
+                                        tables[t], (long long)res.bad_id);
+            }
+            if (off >= sizeof(fi->integrity)) {
+                off = sizeof(fi->integrity) - 1;
+            }
+        }
+        if (!fi->broken) {
+            snprintf(fi->integrity, sizeof(fi->integrity),
+                     "hash chains verified");
+        }
+        fi->verified = 1;
+        mtls_store_close(st);
+    }
+    return EXIT_OK;
+}
+
+static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const char *s = (const char *)sqlite3_value_text(argv[0]);
+    char *out;
+    size_t i, n, run = 0;
+    (void)argc;
+
+    if (!s) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    n = strlen(s);
+    out = sqlite3_malloc64(n + 1);
+    if (!out) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    /* Keep the last four digits of each digit run, mask the rest. */
+    for (i = 0; i <= n; i++) {
+        if (i < n && s[i] >= '0' && s[i] <= '9') {
+            run++;
+            continue;
+        }
+        if (run) {
+            size_t k;
+            for (k = i - run; k < i; k++) {
+                out[k] = (i - k > 4 && run >= 13) ? '*' : s[k];
+            }
+            run = 0;
+        }
+        if (i < n) out[i] = s[i];
+    }
+    out[n] = '\0';
+    sqlite3_result_text(ctx, out, (int)n, sqlite3_free);
+}
+
+static void overview(report_t *r)
+{
+    r->n_hs = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS);
+    r->n_rq = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS);
+    r->n_ev = scalar(r, "SELECT count(*) FROM ev WHERE" P_HS);
+    r->n_fail = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS
+                       "AND outcome != 1");
+    evidence(r, &r->per_day, "SELECT date(time_us / 1000000, 'unixepoch') AS "
+             "day, sum(outcome = 1) AS accepted, sum(outcome = 2) AS rejected, "
+             "sum(outcome = 3) AS no_certificate, sum(outcome = 4) AS failed, "
+             "sum(outcome = 5) AS aborted FROM hs WHERE" P_HS
+             "GROUP BY day ORDER BY day");
+    evidence(r, &r->reasons, "SELECT " OUTNAME("outcome") " AS outcome, "
+             "coalesce(verify_error, '') AS reason, CASE alert WHEN 40 THEN "
+             "'handshake_failure' WHEN 42 THEN 'bad_certificate' WHEN 43 THEN "
+             "'unsupported_certificate' WHEN 44 THEN 'certificate_revoked' "
+             "WHEN 45 THEN 'certificate_expired' WHEN 46 THEN "
+             "'certificate_unknown' WHEN 48 THEN 'unknown_ca' WHEN 70 THEN "
+             "'protocol_version' WHEN 116 THEN 'certificate_required' ELSE "
+             "coalesce(alert, '') END AS alert, count(*) AS attempts FROM hs "
+             "WHERE" P_HS "AND outcome != 1 GROUP BY outcome, verify_error, "
+             "alert ORDER BY attempts DESC");
+    evidence(r, &r->versions, "SELECT " VNAME " AS tls_version, cipher, "
+             "count(*) AS handshakes, sum(outcome = 1) AS accepted FROM hs "
+             "WHERE" P_HS "GROUP BY tls_version, cipher ORDER BY handshakes "
+             "DESC");
+    evidence(r, &r->expiry, "SELECT CASE WHEN not_after < :now / 1000000 "
+             "THEN 'expired' WHEN not_after < :now / 1000000 + 30 * 86400 "
+             "THEN 'within 30 days' WHEN not_after < :now / 1000000 + 90 * "
+             "86400 THEN '31-90 days' ELSE 'more than 90 days' END AS "
+             "expiry, count(DISTINCT sha256) AS certificates FROM hs WHERE"
+             P_HS "AND cert_id IS NOT NULL GROUP BY expiry ORDER BY "
+             "min(not_after)");
+    evidence(r, &r->scope, "SELECT source, coalesce(server_name, '') AS "
+             "server_name, count(*) AS handshakes FROM hs WHERE" P_HS
+             "GROUP BY source, server_name ORDER BY source, server_name");
+}
+
+/* ------------------------------------------------------------------ */
+/* Writers                                                              */
+
+static const char *cell(const char *s)
+{
+    return s ? s : "";
+}
+
+static void text_table(FILE *f, const evidence_t *ev, long max)
+{
+    int i, *w;
+    long r;
+
+    if (!ev->nrows) {
+        fputs("    (no rows)\n", f);
+        return;
+    }
+    w = calloc((size_t)ev->ncols, sizeof(int));
+    for (i = 0; i < ev->ncols; i++) {
+        w[i] = (int)strlen(ev->cols[i]);
+        for (r = 0; r < ev->nrows && r < max; r++) {
+            int l = (int)strlen(cell(ev->rows[r][i]));
+            if (l > w[i]) w[i] = l > 48 ? 48 : l;
+        }
+    }
+    fputs("   ", f);
+    for (i = 0; i < ev->ncols; i++) fprintf(f, " %-*s", w[i], ev->cols[i]);
+    fputc('\n', f);
+    for (r = 0; r < ev->nrows && r < max; r++) {
+        fputs("   ", f);
+        for (i = 0; i < ev->ncols; i++) {
+            const char *v = cell(ev->rows[r][i]);
+            int k;
+            fputc(' ', f);
+            /* One line per row; control characters become '?'. */
+            for (k = 0; k < w[i] && v[k]; k++) {
+                fputc((unsigned char)v[k] < 0x20 ? '?' : v[k], f);
+            }
+            if (i < ev->ncols - 1) {
+                for (; k < w[i]; k++) fputc(' ', f);
+            }
+        }
+        fputc('\n', f);
+    }
+    if (ev->total > r) {
+        fprintf(f, "    ... %ld more rows (--format json, csv or html has up "
+                "to %d)\n", ev->total - r, EVIDENCE_MAX);
+    }
+    free(w);
+}
+
+static const char *standard_title(const char *s)
+{
+    if (!strcmp(s, "pci-dss")) return "PCI DSS v4.0.1 (requirement numbers of v4.0.1)";
+    if (!strcmp(s, "hipaa")) return "HIPAA Security Rule (45 CFR Part 164, Subpart C)";
+    return "Summary";
+}
+
+static const char hipaa_note[] =
+    "Readiness note, not a status: the HIPAA Security Rule NPRM of January "
+    "2025 (all specifications required; encryption, MFA and an asset "
+    "inventory) was not final when this tool was written. A client "
+    "certificate is one factor: mTLS alone is not MFA.";
+
+static void write_text(FILE *f, report_t *r)
+{
+    char a[32], b[32], c[32];
+    int i, counts[5] = { 0 };
+
+    fprintf(f, "mod_mtls_audit report: %s\n", standard_title(r->standard));
+    fprintf(f, "  period:    %s to %s (UTC)\n", format_time(r->since, a),
+            format_time(r->until, b));
+    fprintf(f, "  generated: %s by mtls-audit %s\n", format_time(r->now, c),
+            MTLS_VERSION);
+    fprintf(f, "  records:   %lld handshakes (%lld failed), %lld requests, "
+            "%lld events\n", (long long)r->n_hs, (long long)r->n_fail,
+            (long long)r->n_rq, (long long)r->n_ev);
+    for (i = 0; i < r->nfiles; i++) {
+        fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n",
+                r->fi[i].path, r->fi[i].sha256, r->fi[i].integrity);
+    }
+    fputs("  scope:\n", f);
+    text_table(f, &r->scope, 50);
+    for (i = 0; i < r->nchecks; i++) counts[r->checks[i].status]++;
+    fprintf(f, "\nstatuses: %d PASS, %d FAIL, %d ATTENTION, %d MANUAL, %d N/A\n",
+            counts[ST_PASS], counts[ST_FAIL], counts[ST_ATTENTION],
+            counts[ST_MANUAL], counts[ST_NA]);
+    fputs("\nfailures by reason:\n", f);
+    text_table(f, &r->reasons, 20);
+    fputs("\nprotocols and suites:\n", f);
+    text_table(f, &r->versions, 20);
+    fputs("\ncertificates by expiry:\n", f);
+    text_table(f, &r->expiry, 10);
+    for (i = 0; i < r->nchecks; i++) {
+        check_t *k = &r->checks[i];
+        fprintf(f, "\n[%s] %s  %s\n", status_name[k->status], k->id,
+                k->title);
+        fprintf(f, "  metric: %s\n  rule:   %s\n", k->metric, k->rule);
+        if (k->ev.ncols) {
+            fprintf(f, "  evidence (%ld rows):\n", k->ev.total);
+            text_table(f, &k->ev, TEXT_ROWS);
+        }
+    }
+    if (!strcmp(r->standard, "hipaa")) {
+        fprintf(f, "\n%s\n", hipaa_note);
+    }
+}
+
+static void json_evidence(FILE *f, const evidence_t *ev)
+{
+    long r;
+    int i;
+
+    fputs("[", f);
+    for (r = 0; r < ev->nrows; r++) {
+        fputs(r ? ",\n      {" : "\n      {", f);
+        for (i = 0; i < ev->ncols; i++) {
+            if (i) fputs(", ", f);
+            json_str(f, ev->cols[i]);
+            fputs(": ", f);
+            if (ev->rows[r][i]) json_str(f, ev->rows[r][i]);
+            else fputs("null", f);
+        }
+        fputs("}", f);
+    }
+    fputs(ev->nrows ? "\n    ]" : "]", f);
+}
+
+static void write_json(FILE *f, report_t *r)
+{
+    char a[32];
+    int i;
+
+    fputs("{\n  \"report\": {\n    \"standard\": ", f);
+    json_str(f, r->standard);
+    fputs(",\n    \"title\": ", f);
+    json_str(f, standard_title(r->standard));
+    fprintf(f, ",\n    \"since\": \"%s\"", format_time(r->since, a));
+    fprintf(f, ",\n    \"until\": \"%s\"", format_time(r->until, a));
+    fprintf(f, ",\n    \"generated\": \"%s\"", format_time(r->now, a));
+    fprintf(f, ",\n    \"tool_version\": \"%s\"", MTLS_VERSION);
+    fprintf(f, ",\n    \"records\": {\"handshakes\": %lld, \"failed\": %lld, "
+            "\"requests\": %lld, \"events\": %lld}", (long long)r->n_hs,
+            (long long)r->n_fail, (long long)r->n_rq, (long long)r->n_ev);
+    fputs(",\n    \"databases\": [", f);
+    for (i = 0; i < r->nfiles; i++) {
+        fputs(i ? ", {\"path\": " : "{\"path\": ", f);
+        json_str(f, r->fi[i].path);
+        fprintf(f, ", \"sha256\": \"%s\", \"integrity\": ", r->fi[i].sha256);
+        json_str(f, r->fi[i].integrity);
+        fprintf(f, ", \"chain_broken\": %s}", r->fi[i].broken ? "true"
+                                                              : "false");
+    }
+    fputs("],\n    \"scope\": ", f);
+    json_evidence(f, &r->scope);
+    fputs(",\n    \"per_day\": ", f);
+    json_evidence(f, &r->per_day);
+    fputs(",\n    \"failures_by_reason\": ", f);
+    json_evidence(f, &r->reasons);
+    fputs(",\n    \"protocols_and_suites\": ", f);
+    json_evidence(f, &r->versions);
+    fputs(",\n    \"certificate_expiry\": ", f);
+    json_evidence(f, &r->expiry);
+    if (!strcmp(r->standard, "hipaa")) {
+        fputs(",\n    \"note\": ", f);
+        json_str(f, hipaa_note);
+    }
+    fputs("\n  },\n  \"checks\": [", f);
+    for (i = 0; i < r->nchecks; i++) {
+        check_t *k = &r->checks[i];
+        fputs(i ? ",\n  {" : "\n  {", f);
+        fputs("\"id\": ", f);
+        json_str(f, k->id);
+        fputs(", \"title\": ", f);
+        json_str(f, k->title);
+        fprintf(f, ", \"status\": \"%s\", \"metric\": ", status_name[k->status]);
+        json_str(f, k->metric);
+        fputs(", \"rule\": ", f);
+        json_str(f, k->rule);
+        fprintf(f, ",\n    \"evidence_total\": %ld, \"evidence\": ",
+                k->ev.total);
+        json_evidence(f, &k->ev);
+        fputs("}", f);
+    }
+    fputs("\n  ]\n}\n", f);
+}
+
+static void write_csv(FILE *f, report_t *r)
+{
+    int i;
+    fputs("\"id\",\"title\",\"status\",\"metric\",\"rule\",\"evidence_rows\"\r\n",
+          f);
+    for (i = 0; i < r->nchecks; i++) {
+        check_t *k = &r->checks[i];
+        csv_cell(f, k->id);
+        fputc(',', f);
+        csv_cell(f, k->title);
+        fputc(',', f);
+        csv_cell(f, status_name[k->status]);
+        fputc(',', f);
+        csv_cell(f, k->metric);
+        fputc(',', f);
+        csv_cell(f, k->rule);
+        fprintf(f, ",%ld\r\n", k->ev.total);
+    }
+}
+
+static void html_table(FILE *f, const evidence_t *ev, long max)
+{
+    long r;
+    int i;
+
+    if (!ev->nrows) {
+        fputs("<p class=\"none\">No rows.</p>\n", f);
+        return;
+    }
+    fputs("<table><thead><tr>", f);
+    for (i = 0; i < ev->ncols; i++) {
+        fputs("<th>", f);
+        html_text(f, ev->cols[i]);
+        fputs("</th>", f);
+    }
+    fputs("</tr></thead><tbody>\n", f);
+    for (r = 0; r < ev->nrows && r < max; r++) {
+        fputs("<tr>", f);
+        for (i = 0; i < ev->ncols; i++) {
+            fputs("<td>", f);
+            html_text(f, cell(ev->rows[r][i]));
+            fputs("</td>", f);
+        }
+        fputs("</tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+    if (ev->total > r) {
+        fprintf(f, "<p class=\"more\">%ld more rows not shown (the JSON "
+                "format carries up to %d).</p>\n", ev->total - r,
+                EVIDENCE_MAX);
+    }
+}
+
+/* Handshakes per day by outcome, as stacked bars of inline SVG. */
+static void html_chart(FILE *f, const evidence_t *d)
+{
+    static const char *const colour[] = {
+        "#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#546e7a"
+    };
+    static const char *const label[] = {
+        "accepted", "rejected", "no_certificate", "failed", "aborted"
+    };
+    const int W = 900, H = 220, left = 50, bottom = 30;
+    double max = 1, bw;
+    long r;
+    int k;
+
+    for (r = 0; r < d->nrows; r++) {
+        double s = 0;
+        for (k = 1; k <= 5; k++) s += atof(cell(d->rows[r][k]));
+        if (s > max) max = s;
+    }
+    bw = d->nrows ? (double)(W - left - 10) / (double)d->nrows : 0;
+    fprintf(f, "<svg class=\"chart\" viewBox=\"0 0 %d %d\" role=\"img\" "
+            "aria-label=\"Handshakes per day by outcome\" "
+            "xmlns=\"http://www.w3.org/2000/svg\">\n", W, H + 40);
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#888\"/>"
+            "\n", left, H - bottom, W - 10, H - bottom);
+    fprintf(f, "<text x=\"%d\" y=\"12\" font-size=\"11\" text-anchor=\"end\">"
+            "%.0f</text>\n", left - 4, max);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">"
+            "0</text>\n", left - 4, H - bottom);
+    for (r = 0; r < d->nrows; r++) {
+        double y = H - bottom, x = left + bw * (double)r;
+        for (k = 1; k <= 5; k++) {
+            double v = atof(cell(d->rows[r][k]));
+            double h = v / max * (double)(H - bottom - 10);
+            if (v <= 0) continue;
+            y -= h;
+            fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                    "height=\"%.1f\" fill=\"%s\"><title>", x + bw * 0.1, y,
+                    bw * 0.8 > 1 ? bw * 0.8 : 1, h, colour[k - 1]);
+            html_text(f, cell(d->rows[r][0]));
+            fprintf(f, " %s: %.0f</title></rect>\n", label[k - 1], v);
+        }
+        if (d->nrows <= 31 || r % (d->nrows / 12 + 1) == 0) {
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"9\" "
+                    "text-anchor=\"middle\">", x + bw / 2, H - bottom + 12);
+            html_text(f, cell(d->rows[r][0]) + 5);
+            fputs("</text>\n", f);
+        }
+    }
+    for (k = 0; k < 5; k++) {
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" "
+                "fill=\"%s\"/><text x=\"%d\" y=\"%d\" font-size=\"11\">%s"
+                "</text>\n", left + k * 150, H + 8, colour[k],
+                left + k * 150 + 14, H + 17, label[k]);
+    }
+    fputs("</svg>\n", f);
+}
+
+static const char html_style[] =
+"body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;"
+"color:#1b1f23;margin:0 auto;max-width:1100px;padding:24px}"
+"h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;"
+"border-bottom:1px solid #d0d7de;padding-bottom:4px}"
+"h3{font-size:15px;margin:18px 0 4px}"
+"table{border-collapse:collapse;width:100%;margin:6px 0 10px;font-size:12px}"
+"th,td{border:1px solid #d0d7de;padding:3px 6px;text-align:left;"
+"vertical-align:top;word-break:break-word}th{background:#f6f8fa}"
+".cover td:first-child{width:150px;font-weight:600}"
+".st{display:inline-block;min-width:78px;text-align:center;border-radius:3px;"
+"padding:1px 6px;font-weight:700;font-size:12px;color:#fff}"
+".PASS{background:#2e7d32}.FAIL{background:#c62828}"
+".ATTENTION{background:#ef6c00}.MANUAL{background:#1565c0}"
+".NA{background:#757575}.check{border:1px solid #d0d7de;border-radius:6px;"
+"padding:8px 12px;margin:12px 0;page-break-inside:avoid}"
+".metric{font-weight:600}.rule{color:#57606a;font-size:12px}"
+".none,.more{color:#57606a;font-size:12px}.chart{width:100%;height:auto}"
+".summary td{text-align:center;font-size:16px}code{font-size:12px}"
+"@media print{body{max-width:none;padding:0;font-size:11px}"
+"h2{page-break-after:avoid}.check{page-break-inside:avoid}"
+"a{color:inherit;text-decoration:none}}";
+
+static void write_html(FILE *f, report_t *r)
+{
+    char a[32], b[32], c[32];
+    int i, counts[5] = { 0 };
+
+    for (i = 0; i < r->nchecks; i++) counts[r->checks[i].status]++;
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+          "<meta name=\"viewport\" content=\"width=device-width\">"
+          "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src "
+          "'none'; style-src 'unsafe-inline'; img-src data:\">"
+          "<title>mTLS audit report: ", f);
+    html_text(f, standard_title(r->standard));
+    fprintf(f, "</title><style>%s</style></head><body>\n", html_style);
+    fputs("<header id=\"cover\"><h1>mTLS audit report</h1><p>", f);
+    html_text(f, standard_title(r->standard));
+    fputs("</p><table class=\"cover\">", f);
+    fprintf(f, "<tr><td>Period</td><td>%s to %s (UTC)</td></tr>",
+            format_time(r->since, a), format_time(r->until, b));
+    fprintf(f, "<tr><td>Generated</td><td>%s by mtls-audit %s</td></tr>",
+            format_time(r->now, c), MTLS_VERSION);
+    fprintf(f, "<tr><td>Records</td><td>%lld handshakes (%lld failed), %lld "
+            "requests, %lld events</td></tr>", (long long)r->n_hs,
+            (long long)r->n_fail, (long long)r->n_rq, (long long)r->n_ev);
+    for (i = 0; i < r->nfiles; i++) {
+        fputs("<tr><td>Database</td><td><code>", f);
+        html_text(f, r->fi[i].path);
+        fprintf(f, "</code><br>SHA-256 <code>%s</code><br>", r->fi[i].sha256);
+        html_text(f, r->fi[i].integrity);
+        fputs("</td></tr>", f);
+    }
+    fputs("</table><h3>Scope: servers seen</h3>\n", f);
+    html_table(f, &r->scope, HTML_ROWS);
+    fputs("</header>\n<section id=\"summary\"><h2>Summary of statuses</h2>"
+          "<table class=\"summary\"><tr>", f);
+    for (i = 0; i < 5; i++) {
+        fprintf(f, "<td><span class=\"st %s\">%s</span><br>%d</td>",
+                i == ST_NA ? "NA" : status_name[i], status_name[i], counts[i]);
+    }
+    fputs("</tr></table><table><thead><tr><th>Requirement</th><th>Status</th>"
+          "<th>Metric</th></tr></thead><tbody>", f);
+    for (i = 0; i < r->nchecks; i++) {
+        check_t *k = &r->checks[i];
+        fprintf(f, "<tr><td><a href=\"#c%d\">", i);
+        html_text(f, k->id);
+        fputs(" ", f);
+        html_text(f, k->title);
+        fprintf(f, "</a></td><td><span class=\"st %s\">%s</span></td><td>",
+                k->status == ST_NA ? "NA" : status_name[k->status],
+                status_name[k->status]);
+        html_text(f, k->metric);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</tbody></table></section>\n<section id=\"per-day\"><h2>"
+          "Handshakes per day by outcome</h2>\n", f);
+    html_chart(f, &r->per_day);
+    fputs("</section>\n<section id=\"failures\"><h2>Failures by reason</h2>\n",
+          f);
+    html_table(f, &r->reasons, HTML_ROWS);
+    fputs("</section>\n<section id=\"certificates\"><h2>Certificate inventory"
+          "</h2><h3>By expiry</h3>\n", f);
+    html_table(f, &r->expiry, HTML_ROWS);
+    for (i = 0; i < r->nchecks; i++) {
+        if (!strcmp(r->checks[i].id, "4.2.1.1")
+            || !strcmp(r->checks[i].id, "certificates")) {
+            fputs("<h3>Certificates accepted in the period</h3>\n", f);
+            html_table(f, &r->checks[i].ev, HTML_ROWS);
+        }
+    }
+    fputs("</section>\n<section id=\"protocols\"><h2>TLS versions and cipher "
+          "suites</h2>\n", f);
+    html_table(f, &r->versions, HTML_ROWS);
+    fputs("</section>\n<section id=\"requirements\"><h2>Requirements</h2>\n",
+          f);
+    for (i = 0; i < r->nchecks; i++) {
+        check_t *k = &r->checks[i];
+        fprintf(f, "<div class=\"check\" id=\"c%d\"><h3><span class=\"st %s\">"
+                "%s</span> ", i, k->status == ST_NA ? "NA"
+                : status_name[k->status], status_name[k->status]);
+        html_text(f, k->id);
+        fputs(" &mdash; ", f);
+        html_text(f, k->title);
+        fputs("</h3><p class=\"metric\">", f);
+        html_text(f, k->metric);
+        fputs("</p><p class=\"rule\">Rule: ", f);
+        html_text(f, k->rule);
+        fputs("</p>\n", f);
+        if (k->ev.ncols) {
+            fprintf(f, "<p class=\"more\">Evidence: %ld rows.</p>\n",
+                    k->ev.total);
+            html_table(f, &k->ev, HTML_ROWS);
+        }
+        fputs("</div>\n", f);
+    }
+    fputs("</section>\n", f);
+    if (!strcmp(r->standard, "hipaa")) {
+        fputs("<section id=\"notes\"><h2>Notes</h2><p>", f);
+        html_text(f, hipaa_note);
+        fputs("</p></section>\n", f);
+    }
+    fputs("<footer><p class=\"more\">Statuses: PASS, FAIL, ATTENTION (a "
+          "finding to look at), MANUAL (the database cannot prove it), N/A "
+          "(nothing to judge). Produced by mtls-audit from the mod_mtls_audit "
+          "database(s) above.</p></footer>\n</body></html>\n", f);
+}
+
+/* ------------------------------------------------------------------ */
+
+static const char report_help[] =
+"usage: mtls-audit report --standard pci-dss|hipaa|summary [--since D]\n"
+"                         [--until D] [--format text|json|csv|html]\n"
+"                         [-o FILE] [--key FILE] [--no-verify] DB...\n"
+"\n"
+"Compliance evidence over the period [--since, --until) (default: the 30\n"
+"days up to now, UTC).  The cover states the period, the servers seen, the\n"
+"number of records, the integrity of each database and its SHA-256, and\n"
+"the tool version; then, for each requirement, a status (PASS, FAIL,\n"
+"ATTENTION, MANUAL, N/A), the metric behind it, the rule that gave it and\n"
+"the rows that prove it.\n"
+"\n"
+"  --standard S     pci-dss (PCI DSS v4.0.1), hipaa (45 CFR 164), summary\n"
+"  --since D        start of the period: a date or an ISO time, UTC\n"
+"  --until D        end of the period (excluded)\n"
+"  --format F       text (default), json, csv (one row per check) or html\n"
+"                   (one self-contained file; prints as a clean PDF)\n"
+"  -o FILE          write to FILE instead of standard output\n"
+"  --key FILE       the MTLSAuditChainKey file, to verify HMAC chains\n"
+"  --no-verify      skip the hash-chain walk (10.3.4 becomes MANUAL)\n"
+"\n"
+"Exit: 0 no FAIL, 1 a check FAILs, 2 usage, 3 database or I/O error.\n";
+
+int cmd_report(int argc, char **argv)
+{
+    const char *standard = NULL, *since = NULL, *until = NULL, *format = NULL;
+    const char *outfile = NULL, *keyfile = NULL, *kerr;
+    int no_verify = 0;
+    const opt_t opts[] = {
+        { "--standard", 1, &standard, NULL }, { "--since", 1, &since, NULL },
+        { "--until", 1, &until, NULL }, { "--format", 1, &format, NULL },
+        { "-o", 1, &outfile, NULL }, { "--output", 1, &outfile, NULL },
+        { "--key", 1, &keyfile, NULL },
+        { "--no-verify", 0, NULL, &no_verify }, { NULL, 0, NULL, NULL }
+    };
+    report_t r;
+    fmt_e fmt = FMT_TEXT;
+    FILE *out = stdout;
+    char **files, detail[600];
+    int nfiles, rc, i, any_fail = 0;
+
+    memset(&r, 0, sizeof(r));
+    rc = parse_opts(argc, argv, opts, report_help, "report", &files, &nfiles);
+    if (rc != EXIT_OK) {
+        free(files);
+        return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
+    }
+    rc = EXIT_USAGE;
+    if (!standard) {
+        fail("--standard is required: pci-dss, hipaa or summary");
+        goto out;
+    }
+    if (strcmp(standard, "pci-dss") && strcmp(standard, "hipaa")
+        && strcmp(standard, "summary")) {
+        fail("unknown standard '%s': use pci-dss, hipaa or summary",
+             standard);
+        goto out;
+    }
+    r.standard = standard;
+    r.now = mtls_now_us();
+    r.until = r.now;
+    if (until && parse_time(until, &r.until) != 0) {
+        fail("--until '%s' is not a date (YYYY-MM-DD) or an ISO time", until);
+        goto out;
+    }
+    r.since = r.until - 30 * DAY_US;
+    if (since && parse_time(since, &r.since) != 0) {
+        fail("--since '%s' is not a date (YYYY-MM-DD) or an ISO time", since);
+        goto out;
+    }
+    if (r.since >= r.until) {
+        fail("the period is empty: --since must come before --until");
+        goto out;
+    }
+    if (format && parse_format(format, "|text|json|csv|html|", &fmt) != 0) {
+        goto out;
+    }
+    if (!nfiles) {
+        fail("no database given; see 'mtls-audit report --help'");
+        goto out;
+    }
+    if (keyfile && mtls_chain_key_load(keyfile, &r.key, &kerr) != 0) {
+        fail("%s: %s", keyfile, kerr);
+        rc = EXIT_DB;
+        goto out;
+    }
+    r.files = files;
+    r.nfiles = nfiles;
+    r.no_verify = no_verify;
+    if ((rc = open_dataset(&r.ds, files, nfiles)) != EXIT_OK) {
+        goto out;
+    }
+    sqlite3_create_function(r.ds.db, "mask_pan", 1,
+                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                            mask_fn, NULL, NULL);
+    r.fi = calloc((size_t)nfiles, sizeof(file_info_t));
+    r.checks = calloc(40, sizeof(check_t));
+    if (!r.fi || !r.checks) {
+        fail("out of memory");
+        rc = EXIT_DB;
+        goto out;
+    }
+    if ((rc = verify_files(&r)) != EXIT_OK) {
+        goto out;
+    }
+    db_error = 0;
+    overview(&r);
+    if (!strcmp(standard, "pci-dss")) run_pci(&r);
+    else if (!strcmp(standard, "hipaa")) run_hipaa(&r);
+    else run_summary(&r);
+    if (db_error) {
+        rc = EXIT_DB;
+        goto out;
+    }
+    if (outfile && !(out = fopen(outfile, "w"))) {
+        fail("cannot write %s: %s", outfile, strerror(errno));
+        rc = EXIT_DB;
+        goto out;
+    }
+    switch (fmt) {
+    case FMT_JSON: write_json(out, &r); break;
+    case FMT_CSV:  write_csv(out, &r); break;
+    case FMT_HTML: write_html(out, &r); break;
+    default:       write_text(out, &r); break;
+    }
+    for (i = 0; i < r.nchecks; i++) {
+        any_fail |= r.checks[i].status == ST_FAIL;
+    }
+    rc = finish_output(out, any_fail ? EXIT_FINDING : EXIT_OK);
+    if (out != stdout && fclose(out) != 0) {
+        fail("cannot write %s: %s", outfile, strerror(errno));
+        rc = EXIT_DB;
+    }
+    out = stdout;
+    if (rc != EXIT_DB) {
+        close_dataset(&r.ds);
+        snprintf(detail, sizeof(detail), "mtls-audit report --standard %s "
+                 "(%d checks, exit %d)", standard, r.nchecks, rc);
+        record_access(files, nfiles, detail, &r.key);
+    }
+out:
+    if (r.ds.db) {
+        close_dataset(&r.ds);
+    }
+    if (r.checks) {
+        for (i = 0; i < r.nchecks; i++) evidence_free(&r.checks[i].ev);
+    }
+    evidence_free(&r.per_day);
+    evidence_free(&r.reasons);
+    evidence_free(&r.versions);
+    evidence_free(&r.expiry);
+    evidence_free(&r.scope);
+    free(r.checks);
+    free(r.fi);
+    mtls_chain_key_clear(&r.key);
+    free(files);
+    return rc;
+}

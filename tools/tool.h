@@ -1,0 +1,90 @@
+/*
+ * tool.h -- shared pieces of the mtls-audit tool: exit codes, errors,
+ * option parsing, the data set (several databases read as one), output
+ * formats, and the SQL functions the queries use.
+ */
+#ifndef MTLS_TOOL_H
+#define MTLS_TOOL_H
+
+#include <stdio.h>
+#include <sqlite3.h>
+
+#include "mtls_core.h"
+#include "mtls_chain.h"
+
+#define EXIT_OK      0
+#define EXIT_FINDING 1
+#define EXIT_USAGE   2
+#define EXIT_DB      3
+
+/* "mtls-audit: " + message on stderr. */
+void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Flush stdout (or out); a short write turns code into EXIT_DB (git's
+ * rule: a report cut short must not exit 0). */
+int finish_output(FILE *out, int code);
+
+/* ---- options ---- */
+typedef struct {
+    const char  *name;          /* "--since" */
+    int          takes_value;
+    const char **value;         /* where the value goes */
+    int         *flag;          /* set to 1 when present */
+} opt_t;
+
+/* Parse argv[1..]: options from opts (--opt VALUE or --opt=VALUE), the
+ * rest are files.  Returns EXIT_OK, EXIT_USAGE (reported), or -1 when
+ * --help was asked (help printed: the caller returns EXIT_OK). */
+int parse_opts(int argc, char **argv, const opt_t *opts, const char *help,
+               const char *cmd, char ***files, int *nfiles);
+
+/* "2026-11-28" or "2026-11-28T10:00:00[.mmm]Z" -> microseconds, UTC. */
+int parse_time(const char *s, apr_int64_t *out);
+/* Microseconds -> "2026-11-28T10:00:00.000Z" (buf of 32). */
+const char *format_time(apr_int64_t us, char *buf);
+int parse_count(const char *s, long *out);
+
+/* ---- output ---- */
+typedef enum { FMT_TABLE, FMT_JSON, FMT_CSV, FMT_TEXT, FMT_HTML } fmt_e;
+
+int  parse_format(const char *s, const char *allowed, fmt_e *out);
+void json_str(FILE *f, const char *s);
+void csv_cell(FILE *f, const char *s);
+void html_text(FILE *f, const char *s);
+/* Print every row of stmt; returns rows printed or -1 on error. */
+long print_rows(FILE *f, sqlite3_stmt *stmt, fmt_e fmt);
+
+/* ---- the data set ---- */
+typedef struct {
+    sqlite3  *db;               /* :memory:, with db0..dbN attached */
+    int       n;
+    char    **files;
+} dataset_t;
+
+/* Open files as one data set, read-only, with the temporary views
+ *   hs(source, handshake columns, cert columns)   rq(source, request
+ *   columns, handshake outcome/verify_result, cert sha256/subject)
+ *   ev(source, events)   certs(source, certificates without der)
+ * and the SQL functions in_cidr(addr, cidr), has_pan(text),
+ * suite_class(version, cipher), is_aead(cipher).  Returns EXIT_OK or an
+ * exit code (reported). */
+int  open_dataset(dataset_t *ds, char **files, int n);
+void close_dataset(dataset_t *ds);
+
+/* Record that this command read the files (PCI DSS 10.2.1.3): an
+ * "access" event in each database we may write without breaking its
+ * chain.  Quietly skips files it cannot write; says so on stderr. */
+void record_access(char **files, int n, const char *what,
+                   const mtls_chain_key_t *key);
+
+/* Suite grading (NIST SP 800-52r2, PCI DSS): 0 approved, 1 deprecated
+ * (ATTENTION), 2 prohibited (FAIL); *why names the reason. */
+int grade_suite(int version, const char *cipher, const char **why);
+int cipher_is_aead(const char *cipher);
+/* A Luhn-valid run of 13 to 19 digits in s (spaces or dashes allowed
+ * between digits)? */
+int has_pan(const char *s);
+
+int cmd_report(int argc, char **argv);
+
+#endif /* MTLS_TOOL_H */
