@@ -3,6 +3,7 @@
 #
 #   ./apxs-build.sh            build the module, the tool and the unit tests
 #   ./apxs-build.sh deps       install the Debian packages the build needs
+#                              (test also installs chromium)
 #   ./apxs-build.sh demo       deps + build, then run the module on a
 #                              scratch server and show what it recorded
 #   ./apxs-build.sh test       deps + build, then run every test
@@ -23,10 +24,11 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
+TEST_PKGS="chromium"   # the HTML report is rendered in headless Chromium
 
 deps() {
     missing=""
-    for p in $PKGS; do
+    for p in $PKGS ${1:-}; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
             || missing="$missing $p"
     done
@@ -94,7 +96,7 @@ case "${1:-build}" in
     build) build ;;
     deps)  deps ;;
     demo)  deps; build; exec python3 "$TOP/tests/demo.py" ;;
-    test)  deps; build; exec sh "$TOP/tests/run-all.sh" ;;
+    test)  deps "$TEST_PKGS"; build; exec sh "$TOP/tests/run-all.sh" ;;
     clean) rm -rf "$B" ;;
     *) echo "usage: $0 [build|deps|demo|test|clean]" >&2; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ Generates a test CA and client certificates, starts the real apache2 with
 the built module on a free 127.0.0.1 port (its own ServerRoot, config and
 PidFile: /etc/apache2 is never touched), makes a few handshakes with curl
 -- accepted, no certificate, expired, untrusted -- then shows what was
-recorded with `mtls-audit query` and `mtls-audit verify`, and stops the
+recorded with `mtls-audit query`, `verify` and `report`, and stops the
 server.  Pass --keep to keep the scratch directory and its database."""
 import os
 import shutil
@@ -60,6 +60,10 @@ def main():
                     "FROM v_requests"])
     print("\n$ mtls-audit verify %s" % srv.db)
     rc = subprocess.run([tool, "verify", srv.db]).returncode
+    print("\n$ mtls-audit report --standard summary %s" % srv.db)
+    r = subprocess.run([tool, "report", "--standard", "summary", srv.db])
+    if r.returncode not in (0, 1):
+        rc = r.returncode
     if keep:
         print("\ndemo: kept %s" % scratch)
     else:

@@ -114,9 +114,30 @@ static sqlite3_stmt *prep(report_t *r, const char *sql)
 }
 
 static int db_error;
+static int timing = -1;         /* MTLS_AUDIT_TIMING=1: time each query */
+
+static void time_query(const char *sql, double t0)
+{
+    struct timespec ts;
+    if (timing < 0) {
+        timing = getenv("MTLS_AUDIT_TIMING") != NULL;
+    }
+    if (!timing) return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fprintf(stderr, "%8.3f s  %.110s\n",
+            (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 - t0, sql);
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static apr_int64_t scalar(report_t *r, const char *sql)
 {
+    double t0 = mono();
     sqlite3_stmt *st = prep(r, sql);
     apr_int64_t v = 0;
     int rc;
@@ -134,11 +155,13 @@ static apr_int64_t scalar(report_t *r, const char *sql)
         db_error = 1;
     }
     sqlite3_finalize(st);
+    time_query(sql, t0);
     return v;
 }
 
 static void evidence(report_t *r, evidence_t *ev, const char *sql)
 {
+    double t0 = mono();
     sqlite3_stmt *st = prep(r, sql);
     int i, rc;
 
@@ -176,6 +199,7 @@ static void evidence(report_t *r, evidence_t *ev, const char *sql)
         db_error = 1;
     }
     sqlite3_finalize(st);
+    time_query(sql, t0);
 }
 
 static void evidence_free(evidence_t *ev)
@@ -993,11 +1017,13 @@ static int verify_files(report_t *r)
     return EXIT_OK;
 }
 
+/* mask_pan(path): each run of 13-19 digits (single spaces or dashes
+ * allowed between them, as in has_pan) keeps its last four digits only. */
 static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     const char *s = (const char *)sqlite3_value_text(argv[0]);
     char *out;
-    size_t i, n, run = 0;
+    size_t i, n, start = 0, digits = 0;
     (void)argc;
 
     if (!s) {
@@ -1010,22 +1036,29 @@ static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         sqlite3_result_error_nomem(ctx);
         return;
     }
-    /* Keep the last four digits of each digit run, mask the rest. */
+    memcpy(out, s, n + 1);
     for (i = 0; i <= n; i++) {
-        if (i < n && s[i] >= '0' && s[i] <= '9') {
-            run++;
+        int d = i < n && s[i] >= '0' && s[i] <= '9';
+        int sep = i < n && digits && (s[i] == ' ' || s[i] == '-')
+                  && s[i + 1] >= '0' && s[i + 1] <= '9';
+        if (d) {
+            if (!digits) start = i;
+            digits++;
             continue;
         }
-        if (run) {
-            size_t k;
-            for (k = i - run; k < i; k++) {
-                out[k] = (i - k > 4 && run >= 13) ? '*' : s[k];
-            }
-            run = 0;
+        if (sep) {
+            continue;
         }
-        if (i < n) out[i] = s[i];
+        if (digits >= 13 && digits <= 19) {
+            size_t k, seen = 0;
+            for (k = start; k < i; k++) {
+                if (s[k] >= '0' && s[k] <= '9' && seen++ < digits - 4) {
+                    out[k] = '*';
+                }
+            }
+        }
+        digits = 0;
     }
-    out[n] = '\0';
     sqlite3_result_text(ctx, out, (int)n, sqlite3_free);
 }
 

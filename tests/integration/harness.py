@@ -11,10 +11,11 @@ class Registry:
     def __init__(self):
         self.tests = []
 
-    def __call__(self, fn=None, expect_errors=(), prefork=True):
+    def __call__(self, fn=None, expect_errors=(), once=False):
+        """Register a test; once=True: run it under the first MPM only."""
         def add(f):
             f.expect_errors = expect_errors
-            f.prefork = prefork
+            f.once = once
             self.tests.append(f)
             return f
         return add(fn) if fn else add
@@ -32,12 +33,14 @@ class Result:
         self.failures += other.failures
 
 
-def run(tests, ctx, label, only=None):
+def run(tests, ctx, label, only=None, first=True):
     res = Result()
     srv = ctx.srv
     srv.new_errors()            # start-up lines are checked by their own test
     for t in tests:
         if only and not any(o in t.__name__ for o in only):
+            continue
+        if t.once and not first:
             continue
         name = "%s: %s" % (label, t.__name__)
         t0 = time.time()

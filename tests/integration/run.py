@@ -20,6 +20,7 @@ import pki              # noqa: E402
 import server           # noqa: E402
 import test_capture     # noqa: E402
 import test_load        # noqa: E402
+import test_tool        # noqa: E402
 
 
 class Context:
@@ -41,7 +42,7 @@ def main():
     try:
         print("generating the test PKI in %s" % scratch, flush=True)
         p = pki.make_pki(os.path.join(scratch, "pki"))
-        for mpm in args.mpm.split(","):
+        for n, mpm in enumerate(args.mpm.split(",")):
             ctx = Context()
             ctx.pki = p
             ctx.scratch = os.path.join(scratch, mpm)
@@ -57,10 +58,11 @@ def main():
                 print("%s %s: start-up without errors%s" % (
                     "FAIL" if bad else "PASS", mpm,
                     "\n    " + "\n    ".join(bad) if bad else ""), flush=True)
-                tests = test_capture.test.tests
+                tests = test_capture.test.tests + test_tool.test.tests
                 if not args.no_load:
                     tests = tests + test_load.test.tests
-                total.merge(harness.run(tests, ctx, mpm, args.only))
+                total.merge(harness.run(tests, ctx, mpm, args.only,
+                                        first=n == 0))
             finally:
                 ctx.srv.stop()
     finally:

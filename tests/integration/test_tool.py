@@ -1,0 +1,523 @@
+"""The mtls-audit tool: on the database the real server wrote, and on
+generated data sets (written by build/mtls-gen through the core's own
+write path) whose expected statuses are known."""
+import csv
+import datetime
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+
+from harness import Registry
+
+test = Registry()
+
+GEN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "build", "mtls-gen")
+
+
+def iso(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+DAY = datetime.timedelta(days=1)
+SINCE = iso(NOW - 20 * DAY)[:10]
+GOOD = "TLS_AES_256_GCM_SHA384"
+
+
+def private_dir(ctx, name):
+    d = os.path.join(ctx.scratch, "tool", name)
+    os.makedirs(d, exist_ok=True)
+    os.chmod(os.path.join(ctx.scratch, "tool"), 0o700)
+    return d
+
+
+def gen(ctx, name, script):
+    """A database from a mtls-gen script; returns its path."""
+    db = os.path.join(private_dir(ctx, "data"), name + ".db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    r = subprocess.run([GEN, db], input=script, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    return db
+
+
+def base_script(extra="", certs=""):
+    """A clean month: a good certificate, accepted TLS 1.3 handshakes with
+    requests, a few failures, a start event."""
+    lines = [
+        "cert good ec sha256 %s %s good-client" % (iso(NOW - 400 * DAY),
+                                                  iso(NOW + 400 * DAY)),
+        certs,
+        "event start %s" % iso(NOW - 15 * DAY),
+    ]
+    for i in range(5):
+        t = NOW - (10 - i) * DAY
+        lines.append("hs %s good accepted 1.3 %s 0 10.0.0.%d" % (iso(t), GOOD,
+                                                                 i + 1))
+        lines.append("req /api/v1/items/%d 200" % i)
+        lines.append("hs %s - no_certificate 1.3 %s - 10.9.0.%d" % (
+            iso(t + datetime.timedelta(minutes=5)), GOOD, i + 1))
+    lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def report(ctx, db, standard="pci-dss", fmt="json", extra=()):
+    args = [ctx.tool, "report", "--standard", standard, "--since", SINCE,
+            "--format", fmt] + list(extra) + (db if isinstance(db, list) else [db])
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def checks(r):
+    assert r.returncode in (0, 1), (r.returncode, r.stderr)
+    doc = json.loads(r.stdout)
+    return {c["id"]: c for c in doc["checks"]}, doc
+
+
+def status(r, cid):
+    c, _ = checks(r)
+    return c[cid]["status"]
+
+
+@test(once=True)
+def report_clean_month_has_no_fail_and_exits_0(ctx):
+    db = gen(ctx, "clean", base_script())
+    r = report(ctx, db)
+    c, doc = checks(r)
+    assert r.returncode == 0, [(k, v["status"]) for k, v in c.items()
+                               if v["status"] == "FAIL"]
+    assert c["4.2.1.1"]["status"] == "PASS", c["4.2.1.1"]
+    assert c["12.3.3"]["status"] == "PASS"
+    assert c["8.2.1"]["status"] == "PASS"
+    assert c["3.5.1"]["status"] == "PASS"
+    assert c["10.6"]["status"] == "MANUAL"
+    assert doc["report"]["records"]["handshakes"] == 10
+    for k, v in c.items():
+        for field in ("id", "title", "status", "metric", "rule", "evidence"):
+            assert field in v, (k, field)
+        assert v["status"] in ("PASS", "FAIL", "ATTENTION", "MANUAL", "N/A")
+
+
+@test(once=True)
+def tls10_acceptance_fails_4_2_1(ctx):
+    db = gen(ctx, "tls10", base_script(
+        "hs %s good accepted 1.0 ECDHE-RSA-AES256-SHA 0 10.0.0.9" %
+        iso(NOW - 3 * DAY)))
+    r = report(ctx, db)
+    assert r.returncode == 1
+    c, _ = checks(r)
+    assert c["4.2.1"]["status"] == "FAIL", c["4.2.1"]
+    assert c["12.3.3"]["status"] == "FAIL"
+    assert any(e["tls_version"] == "TLSv1" and e["grade"] == "prohibited"
+               for e in c["4.2.1"]["evidence"]), c["4.2.1"]["evidence"]
+
+
+@test(once=True)
+def expired_certificate_accepted_under_optional_no_ca_fails(ctx):
+    db = gen(ctx, "expired", base_script(
+        "hs %s old accepted 1.3 %s 10 10.0.0.7 optional_no_ca" %
+        (iso(NOW - 2 * DAY), GOOD),
+        certs="cert old ec sha256 %s %s expired-client" % (
+            iso(NOW - 800 * DAY), iso(NOW - 100 * DAY))))
+    r = report(ctx, db)
+    assert r.returncode == 1
+    c, _ = checks(r)
+    assert c["4.2.1"]["status"] == "FAIL", c["4.2.1"]["metric"]
+    assert c["4.2.1.1"]["status"] == "FAIL", c["4.2.1.1"]["metric"]
+    assert "1 handshakes accepted outside validity" in c["4.2.1.1"]["metric"]
+    h, _ = checks(report(ctx, db, "hipaa"))
+    assert h["164.312(d)"]["status"] == "FAIL"
+
+
+@test(once=True)
+def certificate_expiring_in_10_days_is_attention(ctx):
+    db = gen(ctx, "expiring", base_script(
+        "hs %s soon accepted 1.3 %s 0 10.0.0.8\nreq /x 200" %
+        (iso(NOW - 1 * DAY), GOOD),
+        certs="cert soon ec sha256 %s %s soon-client" % (
+            iso(NOW - 300 * DAY), iso(NOW + 10 * DAY))))
+    r = report(ctx, db)
+    c, _ = checks(r)
+    assert c["4.2.1.1"]["status"] == "ATTENTION", c["4.2.1.1"]
+    ev = [e for e in c["4.2.1.1"]["evidence"] if e["finding"] == "expiring"]
+    assert len(ev) == 1 and ev[0]["subject_dn"] == "CN=soon-client,O=mtls-gen"
+    assert int(ev[0]["days_left"]) in (9, 10)
+    # certs --expiring lists it, and only it.
+    r = subprocess.run([ctx.tool, "certs", "--expiring", "30", "--format",
+                        "json", db], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["subject_dn"] for x in rows] == ["CN=soon-client,O=mtls-gen"]
+    assert rows[0]["accepted"] == 1
+    r = subprocess.run([ctx.tool, "certs", "--format", "json", db],
+                       capture_output=True, text=True)
+    assert len(json.loads(r.stdout)) == 2
+
+
+@test(once=True)
+def card_number_in_a_path_fails_3_5_1_and_is_masked(ctx):
+    db = gen(ctx, "pan", base_script(
+        "hs %s good accepted 1.3 %s 0 10.0.0.5\nreq /pay/4111-1111-1111-1111/"
+        "ok 200\nreq /order/1234567890123456 200" % (iso(NOW - DAY), GOOD)))
+    for fmt in ("json", "text", "html", "csv"):
+        r = report(ctx, db, fmt=fmt)
+        assert r.returncode == 1, (fmt, r.stderr)
+        assert "4111-1111-1111-1111" not in r.stdout, fmt
+    c, _ = checks(report(ctx, db))
+    assert c["3.5.1"]["status"] == "FAIL"
+    assert "1 of" in c["3.5.1"]["metric"], c["3.5.1"]["metric"]
+    assert c["3.5.1"]["evidence"][0]["path_masked"] == \
+        "/pay/****-****-****-1111/ok", c["3.5.1"]["evidence"]
+    clean = gen(ctx, "nopan", base_script(
+        "hs %s good accepted 1.3 %s 0 10.0.0.5\nreq /order/1234567890123456 "
+        "200" % (iso(NOW - DAY), GOOD)))
+    assert status(report(ctx, clean), "3.5.1") == "PASS"
+
+
+@test(once=True)
+def retention_10_5_1(ctx):
+    young = gen(ctx, "young", base_script())
+    assert status(report(ctx, young), "10.5.1") == "ATTENTION"
+    lines = ["cert good ec sha256 %s %s c" % (iso(NOW - 900 * DAY),
+                                             iso(NOW + 400 * DAY)),
+             "event start %s" % iso(NOW - 400 * DAY)]
+    for d in (400, 200, 5):
+        lines.append("hs %s good accepted 1.3 %s 0 10.0.0.1\nreq /a 200" % (
+            iso(NOW - d * DAY), GOOD))
+    old = gen(ctx, "old", "\n".join(lines) + "\n")
+    assert status(report(ctx, old), "10.5.1") == "PASS"
+    pruned = gen(ctx, "pruned", base_script())
+    con = sqlite3.connect(pruned)
+    con.execute("DELETE FROM handshakes WHERE id <= 2")
+    con.commit()
+    con.close()
+    r = report(ctx, pruned)
+    assert status(r, "10.5.1") == "FAIL"
+
+
+@test(once=True)
+def tampered_row_fails_10_3_4_and_verify_exits_1(ctx):
+    db = gen(ctx, "tamper", base_script())
+    assert status(report(ctx, db), "10.3.4") == "ATTENTION"
+    r = subprocess.run([ctx.tool, "verify", "--no-record", db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    con = sqlite3.connect(db)
+    con.execute("UPDATE handshakes SET outcome = 1 WHERE id = 4")
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", db],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "handshakes   BROKEN at id 4" in r.stdout, r.stdout
+    r = report(ctx, db)
+    assert r.returncode == 1
+    c, doc = checks(r)
+    assert c["10.3.4"]["status"] == "FAIL"
+    assert c["10.7.2"]["status"] == "FAIL"
+    assert doc["report"]["databases"][0]["chain_broken"] is True
+
+
+@test(once=True)
+def hostile_fields_are_escaped_in_every_format(ctx):
+    hostile = '=HYPERLINK("http://evil")<script>alert(1)</script>;\'q\' Zoë'
+    db = gen(ctx, "hostile", base_script(
+        "hs %s evil accepted 1.3 %s 0 =1+1\nreq /<img src=x>/\"q\" 200" % (
+            iso(NOW - DAY), GOOD),
+        certs="cert evil ec sha256 %s %s %s" % (
+            iso(NOW - 10 * DAY), iso(NOW + 20 * DAY), hostile)))
+    r = report(ctx, db, fmt="html")
+    assert r.returncode in (0, 1), r.stderr
+    assert "<script>" not in r.stdout and "<img" not in r.stdout
+    # RFC 2253 escapes < and > with a backslash; HTML escapes the rest.
+    assert "\\&lt;script\\&gt;" in r.stdout and "Zoë" in r.stdout
+    # JSON keeps the exact text.
+    c, _ = checks(report(ctx, db))
+    subjects = [e.get("subject_dn") for e in c["4.2.1.1"]["evidence"]]
+    assert any(s and "\\<script\\>alert(1)\\</script\\>" in s and "Zoë" in s
+               for s in subjects), subjects
+    # CSV: a cell that would start a formula starts with a quote instead.
+    r = subprocess.run([ctx.tool, "query", "--format", "csv", "--limit", "0",
+                        db], capture_output=True, text=True)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    evil = [x for x in rows if "1+1" in x["client_addr"]]
+    assert evil and evil[0]["client_addr"] == "'=1+1", evil
+    assert any("<script" in (x["subject_dn"] or "") for x in rows)
+    r = subprocess.run([ctx.tool, "query", "--format", "json", db],
+                       capture_output=True, text=True)
+    assert "<script" not in r.stdout          # \u003c in JSON
+    assert any("<script" in (x["subject_dn"] or "")
+               for x in json.loads(r.stdout))
+
+
+@test(once=True)
+def hostile_real_certificates_from_the_server(ctx):
+    # The server's database holds the <script> subject and 122 SANs.
+    for fmt in ("html", "json", "text", "csv"):
+        r = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                            "--format", fmt, ctx.srv.db], capture_output=True,
+                           text=True)
+        assert r.returncode in (0, 1), (fmt, r.returncode, r.stderr)
+        if fmt == "html":
+            assert "<script>" not in r.stdout
+    r = subprocess.run([ctx.tool, "certs", "--format", "json", ctx.srv.db],
+                       capture_output=True, text=True)
+    certs = json.loads(r.stdout)
+    many = [c for c in certs if c["subject_dn"] == "CN=many-sans"]
+    assert many and many[0]["san"].count("DNS:") == 120, many
+
+
+@test(once=True)
+def broken_inputs_exit_3_with_a_clear_error(ctx):
+    d = private_dir(ctx, "broken")
+    junk = os.path.join(d, "junk.db")
+    with open(junk, "wb") as f:
+        f.write(os.urandom(8192))
+    other = os.path.join(d, "other.db")
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    good = gen(ctx, "fortrunc", base_script())
+    trunc = os.path.join(d, "trunc.db")
+    with open(good, "rb") as f:
+        data = f.read()
+    with open(trunc, "wb") as f:
+        f.write(data[:len(data) // 3])
+    empty = os.path.join(d, "empty.db")
+    open(empty, "w").close()
+    for path in (junk, other, trunc, empty, os.path.join(d, "missing.db")):
+        for cmd in (["query"], ["certs"], ["verify"],
+                    ["report", "--standard", "summary"]):
+            r = subprocess.run([ctx.tool] + cmd + [path], capture_output=True,
+                               text=True)
+            assert r.returncode == 3, (cmd, path, r.returncode, r.stdout,
+                                       r.stderr)
+            assert r.stderr.startswith("mtls-audit: "), r.stderr
+            assert "Traceback" not in r.stderr
+    assert not os.path.exists(os.path.join(d, "missing.db"))
+
+
+@test(once=True)
+def exit_codes_and_usage_errors(ctx):
+    db = gen(ctx, "codes", base_script())
+    bad = gen(ctx, "codes-fail", base_script(
+        "hs %s good accepted 1.0 RC4-SHA 0 10.0.0.9" % iso(NOW - DAY)))
+    cases = [
+        ([ctx.tool, "report", "--standard", "summary", db], 0),
+        ([ctx.tool, "report", "--standard", "pci-dss", bad], 1),
+        ([ctx.tool], 2),
+        ([ctx.tool, "frobnicate"], 2),
+        ([ctx.tool, "report", db], 2),
+        ([ctx.tool, "report", "--standard", "sox", db], 2),
+        ([ctx.tool, "report", "--standard", "hipaa", "--format", "pdf", db], 2),
+        ([ctx.tool, "report", "--standard", "hipaa", "--since", "yesterday",
+          db], 2),
+        ([ctx.tool, "report", "--standard", "hipaa", "--since", "2026-02-30x",
+          db], 2),
+        ([ctx.tool, "report", "--standard", "hipaa", "--since", "2026-11-20",
+          "--until", "2026-11-01", db], 2),
+        ([ctx.tool, "query", "--limit", "-3", db], 2),
+        ([ctx.tool, "query", "--client", "10.0.0.0/33", db], 2),
+        ([ctx.tool, "query", "--outcome", "maybe", db], 2),
+        ([ctx.tool, "query", "--bogus", db], 2),
+        ([ctx.tool, "query"], 2),
+        ([ctx.tool, "certs", "--expiring", "soon", db], 2),
+        ([ctx.tool, "verify"], 2),
+        ([ctx.tool, "query", "/nonexistent/x.db"], 3),
+        ([ctx.tool, "report", "--standard", "pci-dss", "-o",
+          "/nonexistent/dir/r.html", db], 3),
+    ]
+    for args, want in cases:
+        r = subprocess.run(args, capture_output=True, text=True)
+        assert r.returncode == want, (args[1:], r.returncode, want, r.stderr)
+        if want in (2, 3):
+            assert r.stderr.startswith("mtls-audit: ") or \
+                r.stderr.startswith("usage:"), (args[1:], r.stderr)
+    # A full disk: the report must not exit 0.
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([ctx.tool, "report", "--standard", "summary",
+                                db], stdout=full, stderr=subprocess.PIPE,
+                               text=True)
+        assert r.returncode == 3, r.returncode
+
+
+@test(once=True)
+def query_filters_combine(ctx):
+    db = gen(ctx, "filters", base_script(
+        "cert x ec sha256 %s %s other-client\n" % (iso(NOW - 9 * DAY),
+                                                  iso(NOW + 99 * DAY)) +
+        "hs %s x rejected 1.3 %s 20 192.168.7.9\n" % (iso(NOW - 2 * DAY), GOOD)
+        + "hs %s x accepted 1.2 ECDHE-ECDSA-AES256-GCM-SHA384 0 2001:db8::5" %
+        iso(NOW - DAY)))
+
+    def q(*args):
+        r = subprocess.run([ctx.tool, "query", "--format", "json", "--limit",
+                            "0"] + list(args) + [db], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert len(q()) == 12
+    assert len(q("--outcome", "no_certificate")) == 5
+    assert len(q("--client", "10.0.0.0/24")) == 5
+    assert len(q("--client", "10.0.0.0/8")) == 10
+    assert len(q("--client", "192.168.7.9")) == 1
+    assert len(q("--client", "2001:db8::/32")) == 1
+    assert len(q("--subject", "other-client")) == 2
+    assert len(q("--subject", "other-client", "--outcome", "accepted")) == 1
+    prefix = q("--subject", "good-client")[0]["cert_sha256"][:10]
+    assert len(q("--cert", prefix.upper())) == 5
+    since = iso(NOW - 3 * DAY)
+    assert len(q("--since", since)) == 2
+    assert len(q("--since", since[:10], "--until", iso(NOW - DAY))) >= 1
+    rows = q("--since", iso(NOW - 30 * DAY))
+    assert rows == sorted(rows, key=lambda x: x["time_utc"], reverse=True)
+
+
+@test(once=True)
+def several_databases_read_as_one(ctx):
+    a = gen(ctx, "multi-a", base_script())
+    b = gen(ctx, "multi-b", base_script(
+        "hs %s good rejected 1.3 %s 10 10.5.5.5" % (iso(NOW - DAY), GOOD)))
+    r = subprocess.run([ctx.tool, "query", "--format", "json", "--limit", "0",
+                        a, b], capture_output=True, text=True)
+    rows = json.loads(r.stdout)
+    assert len(rows) == 21 and {x["source"] for x in rows} == {a, b}
+    c, doc = checks(report(ctx, [a, b]))
+    assert doc["report"]["records"]["handshakes"] == 21
+    assert {d["path"] for d in doc["report"]["databases"]} == {a, b}
+    assert all(len(d["sha256"]) == 64 for d in doc["report"]["databases"])
+    assert {s["source"] for s in doc["report"]["scope"]} == {a, b}
+
+
+@test(once=True)
+def reads_are_recorded_as_access_events(ctx):
+    db = gen(ctx, "access", base_script())
+    subprocess.run([ctx.tool, "query", db], capture_output=True)
+    subprocess.run([ctx.tool, "report", "--standard", "summary", db],
+                   capture_output=True)
+    con = sqlite3.connect(db)
+    ev = [r[0] for r in con.execute("SELECT detail FROM events WHERE kind = "
+                                    "'access' ORDER BY id")]
+    con.close()
+    assert len(ev) == 2 and "query" in ev[0] and "report" in ev[1], ev
+    assert status(report(ctx, db), "10.2.1.3") == "PASS"
+    r = subprocess.run([ctx.tool, "verify", db], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout
+
+
+@test(once=True)
+def report_formats_on_the_servers_database(ctx):
+    db = ctx.srv.db
+    for std in ("pci-dss", "hipaa", "summary"):
+        for fmt in ("text", "json", "csv", "html"):
+            r = subprocess.run([ctx.tool, "report", "--standard", std,
+                                "--format", fmt, db], capture_output=True,
+                               text=True)
+            assert r.returncode in (0, 1), (std, fmt, r.returncode, r.stderr)
+            if fmt == "json":
+                doc = json.loads(r.stdout)
+                n = ctx.srv.query("SELECT count(*) AS n FROM handshakes")[0]["n"]
+                assert doc["report"]["records"]["handshakes"] <= n
+                ids = [c["id"] for c in doc["checks"]]
+                if std == "pci-dss":
+                    for want in ("4.2.1", "4.2.1.1", "12.3.3", "8.2.1",
+                                 "8.3.11", "8.2.6", "8.3.4", "10.2.1",
+                                 "10.2.1.4", "10.2.1.5", "10.2.1.3",
+                                 "10.2.1.6", "10.2.2", "10.3.1-10.3.2",
+                                 "10.3.4", "10.5.1", "10.6", "10.7.2",
+                                 "3.5.1"):
+                        assert want in ids, want
+                    c = {x["id"]: x for x in doc["checks"]}
+                    assert c["10.2.1.6"]["status"] == "PASS"
+                    assert c["10.3.1-10.3.2"]["status"] == "PASS", \
+                        c["10.3.1-10.3.2"]
+                if std == "hipaa":
+                    assert "note" in doc["report"]
+                    assert "164.312(b)" in ids and "164.316(b)(2)(i)" in ids
+            if fmt == "csv":
+                rows = list(csv.reader(io.StringIO(r.stdout)))
+                assert rows[0] == ["id", "title", "status", "metric", "rule",
+                                   "evidence_rows"]
+            if fmt == "text":
+                assert "period:" in r.stdout and "sha256" in r.stdout
+
+
+@test(once=True)
+def html_report_renders_in_chromium(ctx):
+    browser = shutil.which("chromium")
+    assert browser, "chromium is not installed (./apxs-build.sh deps)"
+    d = private_dir(ctx, "html")
+    os.chmod(d, 0o755)
+    os.chmod(os.path.dirname(d), 0o755)
+    db = gen(ctx, "html", base_script(
+        "hs %s good rejected 1.2 ECDHE-ECDSA-AES128-SHA256 10 10.0.0.4" %
+        iso(NOW - 4 * DAY)))
+    html = os.path.join(d, "report.html")
+    r = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                        "--format", "html", "--since", SINCE, "-o", html, db],
+                       capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr
+    text = open(html).read()
+    assert not re.search(r"<script|<link|@import|url\(|https?://(?!evil)",
+                         text.replace("http://www.w3.org/2000/svg", "")), \
+        "the report loads something from outside"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync",
+             "--user-data-dir=" + os.path.join(d, "profile")]
+    url = "file://" + html
+    png = os.path.join(d, "report.png")
+    pdf = os.path.join(d, "report.pdf")
+    for extra in (["--screenshot=" + png, "--window-size=1200,2400"],
+                  ["--print-to-pdf=" + pdf, "--no-pdf-header-footer"]):
+        r = subprocess.run([browser] + flags + extra + [url],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(png) > 20000
+    with open(pdf, "rb") as f:
+        assert f.read(5) == b"%PDF-"
+    assert os.path.getsize(pdf) > 10000
+    r = subprocess.run([browser] + flags + ["--dump-dom", url],
+                       capture_output=True, text=True, timeout=120)
+    dom = r.stdout
+    for section in ("cover", "summary", "per-day", "failures",
+                    "certificates", "protocols", "requirements"):
+        assert 'id="%s"' % section in dom, section
+    assert "<svg" in dom and "<rect" in dom
+    assert dom.count('class="check"') == 19, dom.count('class="check"')
+
+
+@test(once=True)
+def help_matches_the_man_page(ctx):
+    top = os.path.dirname(os.path.dirname(ctx.tool))
+    man = open(os.path.join(top, "tools", "mtls-audit.1")).read()
+    man_text = man.replace("\\-", "-").replace("\\fB", "").replace("\\fR", "")\
+        .replace("\\fI", "")
+    r = subprocess.run([ctx.tool, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage:" in r.stdout
+    for cmd in ("report", "query", "certs", "verify"):
+        r = subprocess.run([ctx.tool, cmd, "--help"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0 and r.stdout.startswith("usage: mtls-audit "
+                                                         + cmd), r.stdout
+        for opt in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+|-o)\b",
+                                  r.stdout)):
+            assert opt in man_text, (cmd, opt)
+        assert cmd in man_text
+        assert re.search(r"^Exit: 0 .*2 usage, 3 database", r.stdout, re.M), \
+            r.stdout
+    readme = open(os.path.join(top, "README.md")).read()
+    for cmd in ("report", "query", "certs", "verify"):
+        assert "mtls-audit " + cmd in readme, cmd
