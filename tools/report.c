@@ -87,6 +87,12 @@ typedef struct {
     /* overview */
     evidence_t   per_day, reasons, versions, expiry, scope;
     apr_int64_t  n_hs, n_rq, n_ev, n_fail;
+    /* counts over the period's handshakes, from one pass (see facts()) */
+    struct {
+        apr_int64_t accepted, bad_suite, weak_suite, unverified, with_cert,
+                    verified, aead, complete, not_yet_valid, revocation,
+                    failures, outside_validity;
+    } f;
 } report_t;
 
 /* ------------------------------------------------------------------ */
@@ -259,23 +265,16 @@ static void chk_crypto(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t acc, bad_suite, weak_suite, unverified, revocation;
 
-    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
-    bad_suite = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
-                       "= 1 AND suite_class(tls_version, cipher) = 2");
-    weak_suite = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
-                        "= 1 AND suite_class(tls_version, cipher) = 1");
-    unverified = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome "
-                        "= 1 AND cert_id IS NOT NULL AND verify_result != 0");
-    /* Evidence that revocation is checked: an error only a CRL or OCSP
-     * check can give, ever. */
-    revocation = scalar(r, "SELECT count(*) FROM hs WHERE verify_result IN "
-                        "(3, 8, 11, 12, 13, 14, 15, 16, 23, 33, 34, 35, 36, "
-                        "39, 40, 41, 42, 44)");
+    acc = r->f.accepted;
+    bad_suite = r->f.bad_suite;
+    weak_suite = r->f.weak_suite;
+    unverified = r->f.unverified;
+    revocation = r->f.revocation;
     RULE(c, "FAIL: an accepted handshake used SSLv3/TLS 1.0, a NULL, EXPORT, "
          "RC4, DES/3DES or anonymous suite, or a certificate that did not "
          "verify (untrusted, expired, revoked). ATTENTION: TLS 1.1, CBC, "
          "static-RSA or ChaCha20 suites, or no sign of revocation checking "
-         "(no CRL/OCSP error ever recorded). PASS: every accepted handshake "
+         "(no CRL/OCSP error recorded in the period). PASS: every accepted handshake "
          "TLS 1.2/1.3 with an ECDHE/DHE AES-GCM/CCM suite and a verified "
          "certificate. N/A: nothing accepted in the period.");
     METRIC(c, "%lld accepted handshakes: %lld with a prohibited protocol or "
@@ -308,9 +307,7 @@ static void chk_inventory(report_t *r, const char *id, const char *title)
     "lower(sig_alg) LIKE '%sha1%' OR lower(sig_alg) LIKE '%md5%')"
     n = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED);
     weak = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED " AND " WEAK);
-    expired_acc = scalar(r, "SELECT count(*) " CERT_USED " AND (time_us / "
-                         "1000000 > not_after OR time_us / 1000000 < "
-                         "not_before)");
+    expired_acc = r->f.outside_validity;
     expiring = scalar(r, "SELECT count(DISTINCT sha256) FROM hs WHERE" P_HS
                       "AND cert_id IS NOT NULL AND outcome = 1 AND not_after "
                       ">= :now / 1000000 AND not_after < :now / 1000000 + "
@@ -350,11 +347,9 @@ static void chk_protocols(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t acc, bad, weak;
 
-    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
-    bad = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
-                 "AND suite_class(tls_version, cipher) = 2");
-    weak = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
-                  "AND suite_class(tls_version, cipher) = 1");
+    acc = r->f.accepted;
+    bad = r->f.bad_suite;
+    weak = r->f.weak_suite;
     RULE(c, "FAIL: a prohibited protocol or suite was accepted. ATTENTION: "
          "a deprecated one was. PASS: all approved (graded as 4.2.1). N/A: "
          "nothing accepted.");
@@ -375,7 +370,7 @@ static void chk_identity(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t reqs, bad, hs;
 
-    hs = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS);
+    hs = r->n_hs;
     reqs = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400");
     bad = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400 "
                  "AND (cert_id IS NULL OR verify_result IS NULL OR "
@@ -404,9 +399,9 @@ static void chk_sharing(report_t *r, const char *id, const char *title)
     "group_concat(DISTINCT client_addr) AS from_addresses FROM hs WHERE" \
     P_HS "AND outcome = 1 AND cert_id IS NOT NULL GROUP BY sha256, " \
     "time_us / 3600000000 HAVING addresses > 3"
-    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
-                 "AND cert_id IS NOT NULL");
-    n = scalar(r, "SELECT count(*) FROM (" SHARED ")");
+    acc = r->f.with_cert;
+    evidence(r, &c->ev, SHARED " ORDER BY addresses DESC");
+    n = c->ev.total;
     RULE(c, "ATTENTION: one certificate was accepted from more than %d "
          "client addresses within one clock hour (a shared or copied "
          "credential, or clients behind changing NAT). PASS: none. N/A: no "
@@ -414,7 +409,6 @@ static void chk_sharing(report_t *r, const char *id, const char *title)
     METRIC(c, "%lld certificate-hours above %d addresses", (long long)n,
            SHARE_ADDRS);
     c->status = !acc ? ST_NA : n ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, SHARED " ORDER BY addresses DESC");
 }
 
 static void chk_inactive(report_t *r, const char *id, const char *title)
@@ -429,7 +423,8 @@ static void chk_inactive(report_t *r, const char *id, const char *title)
     "> :until / 1000000"
     any = scalar(r, "SELECT count(*) FROM hs WHERE outcome = 1 AND cert_id "
                  "IS NOT NULL AND time_us < :until");
-    n = scalar(r, "SELECT count(*) FROM (" INACTIVE ")");
+    evidence(r, &c->ev, INACTIVE " ORDER BY last_accepted");
+    n = c->ev.total;
     RULE(c, "ATTENTION: a certificate still valid at the end of the period "
          "was last accepted more than %d days before it (an inactive "
          "identity to disable). PASS: none. N/A: no certificate ever "
@@ -437,7 +432,6 @@ static void chk_inactive(report_t *r, const char *id, const char *title)
     METRIC(c, "%lld valid certificates unused for more than %d days",
            (long long)n, INACTIVE_DAYS);
     c->status = !any ? ST_NA : n ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, INACTIVE " ORDER BY last_accepted");
 }
 
 /* PCI 8.3.4, HIPAA 164.308(a)(5)(ii)(C): bursts of failures. */
@@ -455,9 +449,9 @@ static void chk_bursts(report_t *r, const char *id, const char *title)
     "(time_us / 1800000000) * 1800, 'unixepoch'), count(*) FROM hs WHERE" \
     P_HS "AND outcome = 2 AND cert_id IS NOT NULL GROUP BY sha256, " \
     "time_us / 1800000000 HAVING count(*) > 10"
-    fails = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome IN "
-                   "(2, 3)");
-    n = scalar(r, "SELECT count(*) FROM (" BURSTS ")");
+    fails = r->f.failures;
+    evidence(r, &c->ev, BURSTS " ORDER BY failures DESC");
+    n = c->ev.total;
     RULE(c, "ATTENTION: more than %d rejected or certificate-less attempts "
          "from one client address, or with one certificate, within a "
          "30-minute window. PASS: none. N/A: no handshake in the period.",
@@ -465,14 +459,12 @@ static void chk_bursts(report_t *r, const char *id, const char *title)
     METRIC(c, "%lld failed attempts; %lld bursts above %d per 30 minutes",
            (long long)fails, (long long)n, FAIL_BURST);
     c->status = !r->n_hs ? ST_NA : n ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, BURSTS " ORDER BY failures DESC");
 }
 
 static void chk_logging(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS
-                             "AND outcome = 1");
+    apr_int64_t acc = r->f.accepted;
 
     RULE(c, "ATTENTION: handshakes were accepted but no request was recorded "
          "(MTLSAuditRequests Off: individual access is not captured). PASS: "
@@ -519,14 +511,14 @@ static void chk_credential_changes(report_t *r, const char *id,
     ":until AND EXISTS (SELECT 1 FROM hs o WHERE o.subject_dn = " \
     "f.subject_dn AND o.cert_sha256 != f.cert_sha256 AND o.outcome = 1 AND " \
     "o.time_us < f.first)"
-    n = scalar(r, "SELECT count(*) FROM (" CHANGES ")");
+    evidence(r, &c->ev, CHANGES " ORDER BY first_seen");
+    n = c->ev.total;
     RULE(c, "Informational: certificates first accepted in the period for a "
          "subject already known with another certificate (a renewal or a "
          "new key) are listed. PASS when they are recorded; N/A with no "
          "handshake.");
     METRIC(c, "%lld credential changes recorded", (long long)n);
     c->status = r->n_hs ? ST_PASS : ST_NA;
-    evidence(r, &c->ev, CHANGES " ORDER BY first_seen");
 }
 
 static void chk_log_access(report_t *r, const char *id, const char *title)
@@ -568,9 +560,7 @@ static void chk_fields(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t full;
 
-    full = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND client_addr "
-                  "IS NOT NULL AND server_name IS NOT NULL AND outcome IS NOT "
-                  "NULL AND (outcome != 1 OR cert_id IS NOT NULL)");
+    full = r->f.complete;
     RULE(c, "PASS: every handshake row has when, origin (client address), "
          "resource (server), outcome and, when accepted, who (certificate). "
          "ATTENTION: below 100%%. N/A: no handshake.");
@@ -722,9 +712,9 @@ static void chk_clock(report_t *r, const char *id, const char *title)
     ISO("prev") " AS previous FROM (SELECT source, pid, id, time_us, " \
     "lag(time_us) OVER (PARTITION BY source, pid ORDER BY id) AS prev FROM " \
     "hs WHERE" P_HS ") WHERE time_us < prev - 1000000"
-    back = scalar(r, "SELECT count(*) FROM (" BACKWARDS ")");
-    nyv = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND verify_result "
-                 "= 9");
+    evidence(r, &c->ev, BACKWARDS " ORDER BY id");
+    back = c->ev.total;
+    nyv = r->f.not_yet_valid;
     RULE(c, "ATTENTION: time went backwards by more than 1 s between rows of "
          "one httpd child, or certificates were refused as 'not yet valid' "
          "(a sign of a client or server clock off). MANUAL otherwise: the "
@@ -732,7 +722,6 @@ static void chk_clock(report_t *r, const char *id, const char *title)
     METRIC(c, "%lld backward steps, %lld 'not yet valid' refusals",
            (long long)back, (long long)nyv);
     c->status = (back || nyv) ? ST_ATTENTION : ST_MANUAL;
-    evidence(r, &c->ev, BACKWARDS " ORDER BY id");
 }
 
 static void chk_gaps(report_t *r, const char *id, const char *title)
@@ -781,9 +770,8 @@ static void chk_aead(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t acc, aead;
 
-    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
-    aead = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1 "
-                  "AND is_aead(cipher)");
+    acc = r->f.accepted;
+    aead = r->f.aead;
     RULE(c, "PASS: every accepted connection used an AEAD suite (GCM, CCM, "
          "ChaCha20-Poly1305), which protects integrity. ATTENTION: some did "
          "not. N/A: nothing accepted.");
@@ -801,9 +789,8 @@ static void chk_authn(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t acc, verified;
 
-    acc = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = 1");
-    verified = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS "AND outcome = "
-                      "1 AND cert_id IS NOT NULL AND verify_result = 0");
+    acc = r->f.accepted;
+    verified = r->f.verified;
     RULE(c, "PASS: every accepted connection authenticated the client with a "
          "verified certificate. FAIL: some did not (no certificate, or one "
          "that did not verify). Failures by reason are listed. N/A: nothing "
@@ -1062,13 +1049,56 @@ static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, out, (int)n, sqlite3_free);
 }
 
+/* One pass over the period's handshakes for every count the checks
+ * share.  Revocation evidence: an error only a CRL or OCSP check gives. */
+static void facts(report_t *r)
+{
+    sqlite3_stmt *st = prep(r, "SELECT count(*), sum(outcome = 1), "
+        "sum(outcome = 1 AND suite_class(tls_version, cipher) = 2), "
+        "sum(outcome = 1 AND suite_class(tls_version, cipher) = 1), "
+        "sum(outcome = 1 AND cert_id IS NOT NULL AND verify_result != 0), "
+        "sum(outcome = 1 AND cert_id IS NOT NULL), "
+        "sum(outcome = 1 AND cert_id IS NOT NULL AND verify_result = 0), "
+        "sum(outcome = 1 AND is_aead(cipher)), "
+        "sum(client_addr IS NOT NULL AND server_name IS NOT NULL AND outcome "
+        "IS NOT NULL AND (outcome != 1 OR cert_id IS NOT NULL)), "
+        "sum(verify_result = 9), "
+        "sum(verify_result IN (3, 8, 11, 12, 13, 14, 15, 16, 23, 33, 34, 35, "
+        "36, 39, 40, 41, 42, 44)), sum(outcome IN (2, 3)), "
+        "sum(outcome = 1 AND cert_id IS NOT NULL AND (time_us / 1000000 > "
+        "not_after OR time_us / 1000000 < not_before)), sum(outcome != 1) "
+        "FROM hs WHERE" P_HS);
+    apr_int64_t *out[] = {
+        &r->n_hs, &r->f.accepted, &r->f.bad_suite, &r->f.weak_suite,
+        &r->f.unverified, &r->f.with_cert, &r->f.verified, &r->f.aead,
+        &r->f.complete, &r->f.not_yet_valid, &r->f.revocation,
+        &r->f.failures, &r->f.outside_validity, &r->n_fail
+    };
+    double t0 = mono();
+    unsigned i;
+
+    if (!st) {
+        db_error = 1;
+        return;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        for (i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+            *out[i] = sqlite3_column_int64(st, (int)i);
+        }
+    }
+    else {
+        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
+        db_error = 1;
+    }
+    sqlite3_finalize(st);
+    time_query("facts", t0);
+}
+
 static void overview(report_t *r)
 {
-    r->n_hs = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS);
+    facts(r);
     r->n_rq = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS);
     r->n_ev = scalar(r, "SELECT count(*) FROM ev WHERE" P_HS);
-    r->n_fail = scalar(r, "SELECT count(*) FROM hs WHERE" P_HS
-                       "AND outcome != 1");
     evidence(r, &r->per_day, "SELECT date(time_us / 1000000, 'unixepoch') AS "
              "day, sum(outcome = 1) AS accepted, sum(outcome = 2) AS rejected, "
              "sum(outcome = 3) AS no_certificate, sum(outcome = 4) AS failed, "

@@ -1,0 +1,40 @@
+#!/bin/sh
+# bench/report-bench.sh -- time every mtls-audit report over a large
+# generated database: 30 days and 365 days, with and without the
+# hash-chain walk; prints seconds and peak memory (RSS).
+#
+#   bench/report-bench.sh [ROWS]     (default 10000000; 1000000 for a short run)
+#
+# The database is written by build/mtls-gen through the core's own write
+# path (ROWS handshakes over 365 days, 1000 certificates, a request per
+# accepted handshake) into $BENCH_DIR (default /tmp/mtls-bench), and kept
+# there for the next run.  Build first: ./apxs-build.sh
+set -eu
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+ROWS=${1:-10000000}
+DIR=${BENCH_DIR:-/tmp/mtls-bench}
+DB="$DIR/report-$ROWS.db"
+TOOL="$TOP/build/mtls-audit"
+mkdir -p "$DIR"
+chmod 700 "$DIR"
+if [ ! -s "$DB" ]; then
+    echo "generating $ROWS handshakes into $DB"
+    /usr/bin/time -f "generated in %e s, peak %M KB" sh -c \
+        "echo 'bulk $ROWS 2025-11-28T00:00:00Z 2026-11-27T00:00:00Z 1000' | '$TOP/build/mtls-gen' '$DB'"
+fi
+ls -l "$DB"
+printf '%-9s %-8s %-10s %9s %10s\n' standard period verify seconds peak_MB
+for days in 30 365; do
+    for std in pci-dss hipaa summary; do
+        for v in --no-verify verify; do
+            flag=$v
+            [ "$v" = verify ] && flag=""
+            out=$( { /usr/bin/time -f "%e %M" "$TOOL" report --standard "$std" \
+                --since "$(date -u -d "2026-11-27 - $days days" +%Y-%m-%d)" \
+                --until 2026-11-27 $flag "$DB" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+            set -- $out
+            printf '%-9s %-8s %-10s %9s %10d\n' "$std" "${days}d" "$v" "$1" $(( $2 / 1024 ))
+        done
+    done
+done
+/usr/bin/time -f "verify alone: %e s, peak %M KB" "$TOOL" verify --no-record "$DB" >/dev/null
