@@ -651,6 +651,19 @@ static int make_views(dataset_t *ds)
     return exec_str(ds->db, s);
 }
 
+static const struct {
+    const char *name;
+    int         args;
+    void      (*fn)(sqlite3_context *, int, sqlite3_value **);
+} functions[] = {
+    { "has_pan", 1, fn_has_pan },
+    { "suite_class", 2, fn_suite_class },
+    { "suite_why", 2, fn_suite_why },
+    { "is_aead", 1, fn_is_aead },
+    { "in_cidr", 2, fn_in_cidr },
+    { NULL, 0, NULL }
+};
+
 int open_dataset(dataset_t *ds, char **files, int n)
 {
     char err[256];
@@ -696,21 +709,11 @@ int open_dataset(dataset_t *ds, char **files, int n)
         ds->n++;
     }
     sqlite3_busy_timeout(ds->db, 5000);
-    sqlite3_create_function(ds->db, "has_pan", 1,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            fn_has_pan, NULL, NULL);
-    sqlite3_create_function(ds->db, "suite_class", 2,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            fn_suite_class, NULL, NULL);
-    sqlite3_create_function(ds->db, "suite_why", 2,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            fn_suite_why, NULL, NULL);
-    sqlite3_create_function(ds->db, "is_aead", 1,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            fn_is_aead, NULL, NULL);
-    sqlite3_create_function(ds->db, "in_cidr", 2,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            fn_in_cidr, NULL, NULL);
+    for (i = 0; functions[i].name; i++) {
+        sqlite3_create_function(ds->db, functions[i].name, functions[i].args,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                functions[i].fn, NULL, NULL);
+    }
     if ((rc = make_views(ds)) != SQLITE_OK) {
         fail("cannot read the databases as one: %s", sqlite3_errmsg(ds->db));
         return EXIT_DB;

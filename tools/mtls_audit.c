@@ -49,6 +49,25 @@ static const char *cmdline(int argc, char **argv, char *buf, size_t len)
     return buf;
 }
 
+/* Print stmt's rows, close the data set and, if all went out, record the
+ * read in the databases.  Returns the exit code. */
+static int list_and_record(sqlite3_stmt *stmt, fmt_e fmt, dataset_t *ds,
+                           char **files, int nfiles, int argc, char **argv)
+{
+    char buf[512];
+    long rows = print_rows(stdout, stmt, fmt);
+    int rc;
+
+    sqlite3_finalize(stmt);
+    close_dataset(ds);
+    rc = finish_output(stdout, rows < 0 ? EXIT_DB : EXIT_OK);
+    if (rc == EXIT_OK) {
+        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
+                      NULL);
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* query                                                                */
 
@@ -85,9 +104,9 @@ static int cmd_query(int argc, char **argv)
         { NULL, 0, NULL, NULL }
     };
     apr_int64_t since_us = 0, until_us = 0;
-    long limit = 100, rows;
+    long limit = 100;
     fmt_e fmt = FMT_TABLE;
-    char **files, *q, buf[512];
+    char **files, *q;
     int nfiles, rc, i;
     sqlite3_stmt *stmt;
     sqlite3_str *sql;
@@ -185,14 +204,7 @@ static int cmd_query(int argc, char **argv)
     bind_named(stmt, ":outcome", outcome);
     bind_named(stmt, ":subject", subject);
     bind_named(stmt, ":client", client);
-    rows = print_rows(stdout, stmt, fmt);
-    sqlite3_finalize(stmt);
-    close_dataset(&ds);
-    rc = finish_output(stdout, rows < 0 ? EXIT_DB : EXIT_OK);
-    if (rc == EXIT_OK) {
-        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
-                      NULL);
-    }
+    rc = list_and_record(stmt, fmt, &ds, files, nfiles, argc, argv);
 out:
     free(files);
     return rc;
@@ -223,9 +235,9 @@ static int cmd_certs(int argc, char **argv)
         { "--expiring", 1, &expiring, NULL }, { "--format", 1, &format, NULL },
         { NULL, 0, NULL, NULL }
     };
-    long days = -1, rows;
+    long days = -1;
     fmt_e fmt = FMT_TABLE;
-    char **files, buf[512];
+    char **files;
     int nfiles, rc;
     sqlite3_stmt *stmt;
     dataset_t ds;
@@ -287,14 +299,7 @@ static int cmd_certs(int argc, char **argv)
         return EXIT_DB;
     }
     bind_int_named(stmt, ":days", days);
-    rows = print_rows(stdout, stmt, fmt);
-    sqlite3_finalize(stmt);
-    close_dataset(&ds);
-    rc = finish_output(stdout, rows < 0 ? EXIT_DB : EXIT_OK);
-    if (rc == EXIT_OK) {
-        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
-                      NULL);
-    }
+    rc = list_and_record(stmt, fmt, &ds, files, nfiles, argc, argv);
     free(files);
     return rc;
 }

@@ -765,20 +765,25 @@ static void chk_pan(report_t *r, const char *id, const char *title)
              "AND has_pan(path) ORDER BY time_us");
 }
 
+/* A check whose status is the share of accepted connections that meet
+ * a bar: PASS at 100%, `below` under it, N/A with none accepted. */
+static void share_check(check_t *c, apr_int64_t part, apr_int64_t whole,
+                        const char *what, int below)
+{
+    METRIC(c, "%lld of %lld accepted connections %s (%.2f%%)",
+           (long long)part, (long long)whole, what,
+           whole ? 100.0 * (double)part / (double)whole : 100.0);
+    c->status = !whole ? ST_NA : part == whole ? ST_PASS : below;
+}
+
 static void chk_aead(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc, aead;
 
-    acc = r->f.accepted;
-    aead = r->f.aead;
     RULE(c, "PASS: every accepted connection used an AEAD suite (GCM, CCM, "
          "ChaCha20-Poly1305), which protects integrity. ATTENTION: some did "
          "not. N/A: nothing accepted.");
-    METRIC(c, "%lld of %lld accepted connections AEAD (%.2f%%)",
-           (long long)aead, (long long)acc,
-           acc ? 100.0 * (double)aead / (double)acc : 100.0);
-    c->status = !acc ? ST_NA : aead == acc ? ST_PASS : ST_ATTENTION;
+    share_check(c, r->f.aead, r->f.accepted, "AEAD", ST_ATTENTION);
     evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, count(*) "
              "AS accepted FROM hs WHERE" P_HS "AND outcome = 1 AND NOT "
              "is_aead(cipher) GROUP BY tls_version, cipher");
@@ -787,18 +792,13 @@ static void chk_aead(report_t *r, const char *id, const char *title)
 static void chk_authn(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc, verified;
 
-    acc = r->f.accepted;
-    verified = r->f.verified;
     RULE(c, "PASS: every accepted connection authenticated the client with a "
          "verified certificate. FAIL: some did not (no certificate, or one "
          "that did not verify). Failures by reason are listed. N/A: nothing "
          "accepted.");
-    METRIC(c, "%lld of %lld accepted connections with a verified "
-           "certificate (%.2f%%)", (long long)verified, (long long)acc,
-           acc ? 100.0 * (double)verified / (double)acc : 100.0);
-    c->status = !acc ? ST_NA : verified == acc ? ST_PASS : ST_FAIL;
+    share_check(c, r->f.verified, r->f.accepted, "with a verified "
+                "certificate", ST_FAIL);
     evidence(r, &c->ev, "SELECT " OUTNAME("outcome") " AS outcome, "
              "coalesce(verify_error, 'no certificate') AS reason, count(*) AS "
              "handshakes FROM hs WHERE" P_HS "AND NOT (outcome = 1 AND cert_id "
