@@ -15,11 +15,19 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+/* The encoding of one row is built in a per-thread buffer that grows as
+ * needed and is kept, and hashed with a per-thread digest context and a
+ * SHA-256 fetched once: OpenSSL 3 would otherwise look the algorithm up
+ * and allocate a context for every row. */
 typedef struct {
     unsigned char *buf;
     apr_size_t     len, cap;
     int            oom;
 } enc_t;
+
+static __thread enc_t   tls_enc;
+static __thread EVP_MD_CTX *tls_ctx;
+static __thread EVP_MD *tls_sha256;
 
 static void enc_put(enc_t *e, const void *p, apr_size_t n)
 {
@@ -87,30 +95,47 @@ static int enc_finish(const mtls_chain_key_t *key, enc_t *e,
                       unsigned char out[MTLS_HASH_LEN])
 {
     unsigned int olen = MTLS_HASH_LEN;
-    int ok;
 
     if (e->oom) {
-        free(e->buf);
+        e->oom = 0;
         return -1;
     }
     if (key && key->key) {
-        ok = HMAC(EVP_sha256(), key->key, (int)key->len, e->buf, e->len,
-                  out, &olen) != NULL;
+        return HMAC(EVP_sha256(), key->key, (int)key->len, e->buf, e->len,
+                    out, &olen) != NULL ? 0 : -1;
     }
-    else {
-        ok = EVP_Digest(e->buf, e->len, out, &olen, EVP_sha256(), NULL);
+    if (!tls_sha256 && !(tls_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
+        return -1;
     }
-    free(e->buf);
-    return ok ? 0 : -1;
+    if (!tls_ctx && !(tls_ctx = EVP_MD_CTX_new())) {
+        return -1;
+    }
+    return EVP_DigestInit_ex(tls_ctx, tls_sha256, NULL)
+           && EVP_DigestUpdate(tls_ctx, e->buf, e->len)
+           && EVP_DigestFinal_ex(tls_ctx, out, &olen) ? 0 : -1;
 }
 
-static void enc_start(enc_t *e, const char *table,
-                      const unsigned char prev[MTLS_HASH_LEN])
+static enc_t *enc_start(const char *table,
+                        const unsigned char prev[MTLS_HASH_LEN])
 {
     static const unsigned char zero[MTLS_HASH_LEN];
-    memset(e, 0, sizeof(*e));
+    enc_t *e = &tls_enc;
+
+    e->len = 0;
+    e->oom = 0;
     enc_put(e, prev ? prev : zero, MTLS_HASH_LEN);
     enc_put(e, table, strlen(table) + 1);
+    return e;
+}
+
+void mtls_chain_thread_done(void)
+{
+    free(tls_enc.buf);
+    memset(&tls_enc, 0, sizeof(tls_enc));
+    EVP_MD_CTX_free(tls_ctx);
+    tls_ctx = NULL;
+    EVP_MD_free(tls_sha256);
+    tls_sha256 = NULL;
 }
 
 int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
@@ -118,31 +143,41 @@ int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
                     const mtls_val_t *vals, int n,
                     unsigned char out[MTLS_HASH_LEN])
 {
-    enc_t e;
+    enc_t *e = enc_start(table, prev);
     int i;
 
-    enc_start(&e, table, prev);
     for (i = 0; i < n; i++) {
-        enc_val(&e, &vals[i]);
+        enc_val(e, &vals[i]);
     }
-    return enc_finish(key, &e, out);
+    return enc_finish(key, e, out);
 }
 
-int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
-                         const unsigned char prev[MTLS_HASH_LEN],
-                         sqlite3_stmt *stmt,
-                         unsigned char out[MTLS_HASH_LEN],
-                         unsigned char stored[MTLS_HASH_LEN],
-                         int *has_stored)
+/* Index of the column named "hash" in stmt's result, or -1. */
+static int hash_column(sqlite3_stmt *stmt)
+{
+    int i, n = sqlite3_column_count(stmt);
+    for (i = 0; i < n; i++) {
+        if (strcmp(sqlite3_column_name(stmt, i), "hash") == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int hash_row(const mtls_chain_key_t *key, const char *table,
+                    const unsigned char prev[MTLS_HASH_LEN],
+                    sqlite3_stmt *stmt, int hcol,
+                    unsigned char out[MTLS_HASH_LEN],
+                    unsigned char stored[MTLS_HASH_LEN], int *has_stored)
 {
     int i, n = sqlite3_column_count(stmt);
     mtls_val_t v;
-    enc_t e;
+    enc_t *e;
 
     *has_stored = 0;
-    enc_start(&e, table, prev);
+    e = enc_start(table, prev);
     for (i = 0; i < n; i++) {
-        if (strcmp(sqlite3_column_name(stmt, i), "hash") == 0) {
+        if (i == hcol) {
             if (sqlite3_column_type(stmt, i) == SQLITE_BLOB
                 && sqlite3_column_bytes(stmt, i) == MTLS_HASH_LEN) {
                 memcpy(stored, sqlite3_column_blob(stmt, i), MTLS_HASH_LEN);
@@ -174,9 +209,20 @@ int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
             v.type = MTLS_V_NULL;
             break;
         }
-        enc_val(&e, &v);
+        enc_val(e, &v);
     }
-    return enc_finish(key, &e, out);
+    return enc_finish(key, e, out);
+}
+
+int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
+                         const unsigned char prev[MTLS_HASH_LEN],
+                         sqlite3_stmt *stmt,
+                         unsigned char out[MTLS_HASH_LEN],
+                         unsigned char stored[MTLS_HASH_LEN],
+                         int *has_stored)
+{
+    return hash_row(key, table, prev, stmt, hash_column(stmt), out, stored,
+                    has_stored);
 }
 
 int mtls_chain_key_load(const char *path, mtls_chain_key_t *key,
@@ -228,7 +274,7 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
     unsigned char stored[MTLS_HASH_LEN];
     sqlite3_stmt *stmt = NULL;
     apr_int64_t last_id = 0, id;
-    int rc, has;
+    int rc, has, hcol;
     char *sql;
 
     memset(res, 0, sizeof(*res));
@@ -243,11 +289,12 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
     if (rc != SQLITE_OK) {
         return rc;
     }
+    hcol = hash_column(stmt);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         id = sqlite3_column_int64(stmt, 0);
         res->rows++;
-        if (mtls_chain_hash_stmt(key, table, prev, stmt, calc, stored,
-                                 &has) != 0) {
+        if (hash_row(key, table, prev, stmt, hcol, calc, stored,
+                     &has) != 0) {
             rc = SQLITE_NOMEM;
             break;
         }

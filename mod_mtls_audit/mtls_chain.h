@@ -62,6 +62,10 @@ int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
                          unsigned char stored[MTLS_HASH_LEN],
                          int *has_stored);
 
+/* Free the calling thread's hashing buffer and digest context (kept
+ * between rows for speed).  Call when a thread that hashed rows ends. */
+void mtls_chain_thread_done(void);
+
 /* Read a key file (at least 16 bytes, at most 4096; surrounding white
  * space is part of the key).  Returns 0, or -1 with *err set to a static
  * message. */

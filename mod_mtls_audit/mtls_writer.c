@@ -9,6 +9,7 @@
  */
 #include "mtls_writer.h"
 #include "mtls_store.h"
+#include "mtls_chain.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -238,6 +239,7 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&w->lock);
     free(batch);
+    mtls_chain_thread_done();
     return NULL;
 }
 

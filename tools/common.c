@@ -675,7 +675,9 @@ int open_dataset(dataset_t *ds, char **files, int n)
         fail("no database given; see --help");
         return EXIT_USAGE;
     }
-    rc = sqlite3_open_v2(":memory:", &ds->db, SQLITE_OPEN_READWRITE, NULL);
+    /* One thread uses this connection: no mutexes. */
+    rc = sqlite3_open_v2(":memory:", &ds->db, SQLITE_OPEN_READWRITE
+                         | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         fail("cannot start SQLite: %s", sqlite3_errstr(rc));
         return EXIT_DB;

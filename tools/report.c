@@ -28,17 +28,12 @@
 #include <openssl/evp.h>
 
 #include "tool.h"
+#include "scan.h"
 #include "mtls_cert.h"
 #include "mtls_store.h"
 
-#define EVIDENCE_MAX   200      /* rows kept per check */
 #define TEXT_ROWS      10       /* rows shown per check on a terminal */
 #define HTML_ROWS      50
-#define DAY_US         86400000000LL
-#define SHARE_ADDRS    3        /* 8.3.11: addresses per certificate per hour */
-#define FAIL_BURST     10       /* 8.3.4: failures per 30 minutes */
-#define INACTIVE_DAYS  90       /* 8.2.6 */
-#define EXPIRY_DAYS    30       /* 4.2.1.1 */
 #define RETAIN_DAYS    365      /* 10.5.1 */
 
 typedef enum { ST_PASS, ST_FAIL, ST_ATTENTION, ST_MANUAL, ST_NA } status_e;
@@ -47,14 +42,6 @@ static const char *const status_name[] = {
 };
 /* Worse first: FAIL, ATTENTION, MANUAL, PASS, N/A. */
 static const int severity[] = { 3, 5, 4, 2, 1 };
-
-typedef struct {
-    int     ncols;
-    char  **cols;
-    long    nrows;              /* kept, at most EVIDENCE_MAX */
-    long    total;              /* found */
-    char ***rows;               /* NULL cell: SQL NULL */
-} evidence_t;
 
 typedef struct {
     char        id[48];
@@ -84,15 +71,10 @@ typedef struct {
     int          no_verify;
     check_t     *checks;
     int          nchecks;
-    /* overview */
+    scan_t       s;             /* the period, read once (scan.c) */
+    /* overview: tables borrowed from s */
     evidence_t   per_day, reasons, versions, expiry, scope;
     apr_int64_t  n_hs, n_rq, n_ev, n_fail;
-    /* counts over the period's handshakes, from one pass (see facts()) */
-    struct {
-        apr_int64_t accepted, bad_suite, weak_suite, unverified, with_cert,
-                    verified, aead, complete, not_yet_valid, revocation,
-                    failures, outside_validity;
-    } f;
 } report_t;
 
 /* ------------------------------------------------------------------ */
@@ -165,61 +147,38 @@ static apr_int64_t scalar(report_t *r, const char *sql)
     return v;
 }
 
+/* Evidence from a (small) query over the events. */
 static void evidence(report_t *r, evidence_t *ev, const char *sql)
 {
     double t0 = mono();
     sqlite3_stmt *st = prep(r, sql);
-    int i, rc;
+    const char *cols[16], *vals[16];
+    int i, n, rc;
 
     memset(ev, 0, sizeof(*ev));
     if (!st) {
         db_error = 1;
         return;
     }
-    ev->ncols = sqlite3_column_count(st);
-    ev->cols = calloc((size_t)ev->ncols, sizeof(char *));
-    for (i = 0; i < ev->ncols; i++) {
-        ev->cols[i] = strdup(sqlite3_column_name(st, i));
+    n = sqlite3_column_count(st);
+    if (n > 15) n = 15;
+    for (i = 0; i < n; i++) {
+        cols[i] = sqlite3_column_name(st, i);
     }
+    cols[n] = NULL;
+    ev_init(ev, cols);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ev->total++;
-        if (ev->nrows < EVIDENCE_MAX) {
-            char **row = calloc((size_t)ev->ncols, sizeof(char *));
-            char ***nr = realloc(ev->rows, sizeof(char **)
-                                 * (size_t)(ev->nrows + 1));
-            if (!row || !nr) {
-                free(row);
-                if (nr) ev->rows = nr;
-                break;
-            }
-            ev->rows = nr;
-            for (i = 0; i < ev->ncols; i++) {
-                const unsigned char *t = sqlite3_column_text(st, i);
-                row[i] = t ? strdup((const char *)t) : NULL;
-            }
-            ev->rows[ev->nrows++] = row;
+        for (i = 0; i < n; i++) {
+            vals[i] = (const char *)sqlite3_column_text(st, i);
         }
+        ev_add(ev, vals);
     }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    if (rc != SQLITE_DONE) {
         fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
         db_error = 1;
     }
     sqlite3_finalize(st);
     time_query(sql, t0);
-}
-
-static void evidence_free(evidence_t *ev)
-{
-    long r;
-    int i;
-    for (r = 0; r < ev->nrows; r++) {
-        for (i = 0; i < ev->ncols; i++) free(ev->rows[r][i]);
-        free(ev->rows[r]);
-    }
-    for (i = 0; i < ev->ncols; i++) free(ev->cols[i]);
-    free(ev->rows);
-    free(ev->cols);
-    memset(ev, 0, sizeof(*ev));
 }
 
 static check_t *add_check(report_t *r, const char *id, const char *title)
@@ -258,65 +217,51 @@ static void say(char *buf, size_t len, const char *fmt, ...)
 /* ------------------------------------------------------------------ */
 /* Checks shared by the standards                                       */
 
+/* Copy a table of the scan as a check's evidence. */
+static void take(check_t *c, evidence_t *ev)
+{
+    evidence_t copy;
+    long r;
+
+    ev_init(&copy, (const char *const *)ev->cols);
+    for (r = 0; r < ev->nrows; r++) {
+        ev_add(&copy, (const char *const *)ev->rows[r]);
+    }
+    copy.total = ev->total;
+    c->ev = copy;
+}
+
 /* PCI 4.2.1, HIPAA 164.312(e): protocol, suite and certificate of every
  * accepted handshake. */
 static void chk_crypto(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc, bad_suite, weak_suite, unverified, revocation;
+    scan_t *s = &r->s;
 
-    acc = r->f.accepted;
-    bad_suite = r->f.bad_suite;
-    weak_suite = r->f.weak_suite;
-    unverified = r->f.unverified;
-    revocation = r->f.revocation;
     RULE(c, "FAIL: an accepted handshake used SSLv3/TLS 1.0, a NULL, EXPORT, "
          "RC4, DES/3DES or anonymous suite, or a certificate that did not "
          "verify (untrusted, expired, revoked). ATTENTION: TLS 1.1, CBC, "
          "static-RSA or ChaCha20 suites, or no sign of revocation checking "
-         "(no CRL/OCSP error recorded in the period). PASS: every accepted handshake "
-         "TLS 1.2/1.3 with an ECDHE/DHE AES-GCM/CCM suite and a verified "
-         "certificate. N/A: nothing accepted in the period.");
+         "(no CRL/OCSP error recorded in the period). PASS: every accepted "
+         "handshake TLS 1.2/1.3 with an ECDHE/DHE AES-GCM/CCM suite and a "
+         "verified certificate. N/A: nothing accepted in the period.");
     METRIC(c, "%lld accepted handshakes: %lld with a prohibited protocol or "
            "suite, %lld deprecated, %lld with an unverified certificate; "
-           "revocation-check evidence: %s", (long long)acc,
-           (long long)bad_suite, (long long)weak_suite, (long long)unverified,
-           revocation ? "yes" : "none");
-    if (!acc) c->status = ST_NA;
-    else if (bad_suite || unverified) c->status = ST_FAIL;
-    else if (weak_suite || !revocation) c->status = ST_ATTENTION;
+           "revocation-check evidence: %s", (long long)s->accepted,
+           (long long)s->bad_suite, (long long)s->weak_suite,
+           (long long)s->unverified, s->revocation ? "yes" : "none");
+    if (!s->accepted) c->status = ST_NA;
+    else if (s->bad_suite || s->unverified) c->status = ST_FAIL;
+    else if (s->weak_suite || !s->revocation) c->status = ST_ATTENTION;
     else c->status = ST_PASS;
-    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, "
-             "CASE suite_class(tls_version, cipher) WHEN 0 THEN 'approved' "
-             "WHEN 1 THEN 'deprecated' ELSE 'prohibited' END AS grade, "
-             "suite_why(tls_version, cipher) AS why, count(*) AS accepted, "
-             "sum(cert_id IS NOT NULL AND verify_result != 0) AS unverified "
-             "FROM hs WHERE" P_HS "AND outcome = 1 GROUP BY tls_version, "
-             "cipher ORDER BY suite_class(tls_version, cipher) DESC, "
-             "accepted DESC");
+    take(c, &s->crypto);
 }
 
 static void chk_inventory(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t n, weak, expired_acc, expiring, new_issuers;
+    scan_t *s = &r->s;
 
-#define CERT_USED "FROM hs WHERE" P_HS "AND outcome = 1 AND cert_id IS NOT NULL"
-#define WEAK "((key_type IN ('RSA', 'RSA-PSS') AND key_bits < 2048) OR " \
-    "(key_type = 'EC' AND key_bits < 224) OR key_type = 'DSA' OR " \
-    "lower(sig_alg) LIKE '%sha1%' OR lower(sig_alg) LIKE '%md5%')"
-    n = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED);
-    weak = scalar(r, "SELECT count(DISTINCT sha256) " CERT_USED " AND " WEAK);
-    expired_acc = r->f.outside_validity;
-    expiring = scalar(r, "SELECT count(DISTINCT sha256) FROM hs WHERE" P_HS
-                      "AND cert_id IS NOT NULL AND outcome = 1 AND not_after "
-                      ">= :now / 1000000 AND not_after < :now / 1000000 + "
-                      "30 * 86400");
-    new_issuers = scalar(r, "SELECT count(*) FROM (SELECT issuer_dn, "
-                         "min(time_us) AS first FROM hs WHERE cert_id IS NOT "
-                         "NULL AND outcome = 1 GROUP BY issuer_dn) WHERE "
-                         "first >= :since AND first < :until AND "
-                         "(SELECT min(time_us) FROM hs) < :since");
     RULE(c, "FAIL: a certificate with an RSA key under 2048 bits, an EC key "
          "under 224 bits, a DSA key or a SHA-1/MD5 signature was accepted, "
          "or a certificate was accepted outside its validity. ATTENTION: an "
@@ -325,42 +270,30 @@ static void chk_inventory(report_t *r, const char *id, const char *title)
          "accepted.", EXPIRY_DAYS);
     METRIC(c, "%lld certificates accepted: %lld weak, %lld handshakes "
            "accepted outside validity, %lld expiring within %d days, %lld new "
-           "issuers", (long long)n, (long long)weak, (long long)expired_acc,
-           (long long)expiring, EXPIRY_DAYS, (long long)new_issuers);
-    if (!n) c->status = ST_NA;
-    else if (weak || expired_acc) c->status = ST_FAIL;
-    else if (expiring || new_issuers) c->status = ST_ATTENTION;
+           "issuers", (long long)s->certs_accepted, (long long)s->certs_weak,
+           (long long)s->outside_validity, (long long)s->certs_expiring,
+           EXPIRY_DAYS, (long long)s->new_issuers);
+    if (!s->certs_accepted) c->status = ST_NA;
+    else if (s->certs_weak || s->outside_validity) c->status = ST_FAIL;
+    else if (s->certs_expiring || s->new_issuers) c->status = ST_ATTENTION;
     else c->status = ST_PASS;
-    evidence(r, &c->ev, "SELECT subject_dn, issuer_dn, serial, cert_sha256, "
-             "key_type, key_bits, sig_alg, " ISOS("not_after") " AS not_after, "
-             "CAST(floor((not_after - :now / 1000000) / 86400.0) AS INTEGER) "
-             "AS days_left, " ISO("min(time_us)") " AS first_seen, "
-             ISO("max(time_us)") " AS last_seen, count(*) AS accepted, "
-             "CASE WHEN " WEAK " THEN 'weak' WHEN max(time_us) / 1000000 > "
-             "not_after THEN 'accepted expired' WHEN not_after < :now / "
-             "1000000 + 30 * 86400 THEN 'expiring' ELSE '' END AS finding "
-             CERT_USED " GROUP BY sha256 ORDER BY finding DESC, not_after");
+    take(c, &s->inventory);
 }
 
 static void chk_protocols(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc, bad, weak;
+    scan_t *s = &r->s;
 
-    acc = r->f.accepted;
-    bad = r->f.bad_suite;
-    weak = r->f.weak_suite;
     RULE(c, "FAIL: a prohibited protocol or suite was accepted. ATTENTION: "
          "a deprecated one was. PASS: all approved (graded as 4.2.1). N/A: "
          "nothing accepted.");
     METRIC(c, "%lld accepted: %lld prohibited, %lld deprecated",
-           (long long)acc, (long long)bad, (long long)weak);
-    c->status = !acc ? ST_NA : bad ? ST_FAIL : weak ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, "
-             "coalesce(sni, '') AS sni, count(*) AS handshakes, "
-             ISO("min(time_us)") " AS first_seen, " ISO("max(time_us)")
-             " AS last_seen FROM hs WHERE" P_HS "AND outcome = 1 GROUP BY "
-             "tls_version, cipher, sni ORDER BY handshakes DESC");
+           (long long)s->accepted, (long long)s->bad_suite,
+           (long long)s->weak_suite);
+    c->status = !s->accepted ? ST_NA : s->bad_suite ? ST_FAIL
+              : s->weak_suite ? ST_ATTENTION : ST_PASS;
+    take(c, &s->suites_sni);
 }
 
 /* PCI 8.2.1, HIPAA 164.312(a): requests served without a verified
@@ -368,157 +301,113 @@ static void chk_protocols(report_t *r, const char *id, const char *title)
 static void chk_identity(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t reqs, bad, hs;
+    scan_t *s = &r->s;
 
-    hs = r->n_hs;
-    reqs = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400");
-    bad = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND status < 400 "
-                 "AND (cert_id IS NULL OR verify_result IS NULL OR "
-                 "verify_result != 0)");
     RULE(c, "FAIL: a request was answered (status below 400) on a connection "
          "without a verified client certificate. PASS: none. N/A: no "
          "handshake in the period.");
     METRIC(c, "%lld requests answered, %lld of them without a verified "
-           "certificate", (long long)reqs, (long long)bad);
-    c->status = !hs ? ST_NA : bad ? ST_FAIL : ST_PASS;
-    evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, "
-             "server_name, client_addr, method, path, status, "
-             "coalesce(subject_dn, '') AS subject_dn, verify_result FROM rq "
-             "WHERE" P_HS "AND status < 400 AND (cert_id IS NULL OR "
-             "verify_result IS NULL OR verify_result != 0) ORDER BY time_us");
+           "certificate", (long long)s->answered,
+           (long long)s->unauthenticated);
+    c->status = !s->n_hs ? ST_NA : s->unauthenticated ? ST_FAIL : ST_PASS;
+    take(c, &s->unauth_ev);
 }
 
 static void chk_sharing(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc, n;
+    scan_t *s = &r->s;
 
-#define SHARED "SELECT cert_sha256, subject_dn, " \
-    "strftime('%Y-%m-%dT%H:00Z', time_us / 1000000, 'unixepoch') AS hour, " \
-    "count(DISTINCT client_addr) AS addresses, " \
-    "group_concat(DISTINCT client_addr) AS from_addresses FROM hs WHERE" \
-    P_HS "AND outcome = 1 AND cert_id IS NOT NULL GROUP BY sha256, " \
-    "time_us / 3600000000 HAVING addresses > 3"
-    acc = r->f.with_cert;
-    evidence(r, &c->ev, SHARED " ORDER BY addresses DESC");
-    n = c->ev.total;
     RULE(c, "ATTENTION: one certificate was accepted from more than %d "
          "client addresses within one clock hour (a shared or copied "
          "credential, or clients behind changing NAT). PASS: none. N/A: no "
          "certificate accepted.", SHARE_ADDRS);
-    METRIC(c, "%lld certificate-hours above %d addresses", (long long)n,
+    METRIC(c, "%ld certificate-hours above %d addresses", s->shared.total,
            SHARE_ADDRS);
-    c->status = !acc ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+    c->status = !s->with_cert ? ST_NA : s->shared.total ? ST_ATTENTION
+                                                        : ST_PASS;
+    take(c, &s->shared);
 }
 
 static void chk_inactive(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t any, n;
+    scan_t *s = &r->s;
 
-#define INACTIVE "SELECT subject_dn, cert_sha256, " ISO("max(time_us)") \
-    " AS last_accepted, " ISOS("not_after") " AS not_after FROM hs WHERE " \
-    "outcome = 1 AND cert_id IS NOT NULL AND time_us < :until GROUP BY " \
-    "sha256 HAVING max(time_us) < :until - 90 * 86400000000 AND not_after " \
-    "> :until / 1000000"
-    any = scalar(r, "SELECT count(*) FROM hs WHERE outcome = 1 AND cert_id "
-                 "IS NOT NULL AND time_us < :until");
-    evidence(r, &c->ev, INACTIVE " ORDER BY last_accepted");
-    n = c->ev.total;
     RULE(c, "ATTENTION: a certificate still valid at the end of the period "
          "was last accepted more than %d days before it (an inactive "
-         "identity to disable). PASS: none. N/A: no certificate ever "
-         "accepted.", INACTIVE_DAYS);
+         "identity to disable). PASS: none. N/A: no certificate accepted in "
+         "the period or the %d days before it.", INACTIVE_DAYS,
+         INACTIVE_DAYS);
     METRIC(c, "%lld valid certificates unused for more than %d days",
-           (long long)n, INACTIVE_DAYS);
-    c->status = !any ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+           (long long)s->inactive, INACTIVE_DAYS);
+    c->status = (!s->with_cert && !s->inactive) ? ST_NA
+              : s->inactive ? ST_ATTENTION : ST_PASS;
+    take(c, &s->inactive_ev);
 }
 
 /* PCI 8.3.4, HIPAA 164.308(a)(5)(ii)(C): bursts of failures. */
 static void chk_bursts(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t fails, n;
+    scan_t *s = &r->s;
 
-#define BURSTS "SELECT 'client ' || client_addr AS who, " \
-    "strftime('%Y-%m-%dT%H:%M:00Z', (time_us / 1800000000) * 1800, " \
-    "'unixepoch') AS window_start, count(*) AS failures FROM hs WHERE" P_HS \
-    "AND outcome IN (2, 3) GROUP BY client_addr, time_us / 1800000000 " \
-    "HAVING failures > 10 UNION ALL SELECT 'certificate ' || " \
-    "coalesce(subject_dn, cert_sha256), strftime('%Y-%m-%dT%H:%M:00Z', " \
-    "(time_us / 1800000000) * 1800, 'unixepoch'), count(*) FROM hs WHERE" \
-    P_HS "AND outcome = 2 AND cert_id IS NOT NULL GROUP BY sha256, " \
-    "time_us / 1800000000 HAVING count(*) > 10"
-    fails = r->f.failures;
-    evidence(r, &c->ev, BURSTS " ORDER BY failures DESC");
-    n = c->ev.total;
     RULE(c, "ATTENTION: more than %d rejected or certificate-less attempts "
          "from one client address, or with one certificate, within a "
          "30-minute window. PASS: none. N/A: no handshake in the period.",
          FAIL_BURST);
-    METRIC(c, "%lld failed attempts; %lld bursts above %d per 30 minutes",
-           (long long)fails, (long long)n, FAIL_BURST);
-    c->status = !r->n_hs ? ST_NA : n ? ST_ATTENTION : ST_PASS;
+    METRIC(c, "%lld failed attempts; %ld bursts above %d per 30 minutes",
+           (long long)s->failures, s->bursts.total, FAIL_BURST);
+    c->status = !s->n_hs ? ST_NA : s->bursts.total ? ST_ATTENTION : ST_PASS;
+    take(c, &s->bursts);
 }
 
 static void chk_logging(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t acc = r->f.accepted;
+    scan_t *s = &r->s;
 
     RULE(c, "ATTENTION: handshakes were accepted but no request was recorded "
          "(MTLSAuditRequests Off: individual access is not captured). PASS: "
          "handshakes and requests are recorded. N/A: no handshake.");
     METRIC(c, "%lld handshakes (%lld accepted) and %lld requests recorded",
-           (long long)r->n_hs, (long long)acc, (long long)r->n_rq);
-    c->status = !r->n_hs ? ST_NA : (acc && !r->n_rq) ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, "SELECT source, server_name, count(*) AS handshakes, "
-             "sum(outcome = 1) AS accepted FROM hs WHERE" P_HS
-             "GROUP BY source, server_name ORDER BY handshakes DESC");
+           (long long)s->n_hs, (long long)s->accepted, (long long)s->n_rq);
+    c->status = !s->n_hs ? ST_NA
+              : (s->accepted && !s->n_rq) ? ST_ATTENTION : ST_PASS;
+    take(c, &s->scope);
 }
 
 static void chk_invalid_logged(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    int long_window = r->until - r->since >= 30 * DAY_US;
+    scan_t *s = &r->s;
+    int long_window = s->until - s->since >= 30 * DAY_US;
 
     RULE(c, "PASS: failed attempts are recorded with reason, client and SNI. "
          "ATTENTION: not one failed attempt over a window of 30 days or more "
          "(is the module auditing the right hosts?). N/A: no handshake.");
     METRIC(c, "%lld failed attempts recorded over %lld days",
-           (long long)r->n_fail,
-           (long long)((r->until - r->since) / DAY_US));
-    c->status = !r->n_hs ? ST_NA
-              : (!r->n_fail && long_window) ? ST_ATTENTION : ST_PASS;
-    evidence(r, &c->ev, "SELECT " OUTNAME("outcome") " AS outcome, "
-             "coalesce(verify_error, '') AS verify_error, coalesce(alert, '') "
-             "AS alert, client_addr, coalesce(sni, '') AS sni, count(*) AS "
-             "attempts FROM hs WHERE" P_HS "AND outcome != 1 GROUP BY "
-             "outcome, verify_error, alert, client_addr, sni ORDER BY "
-             "attempts DESC");
+           (long long)s->n_fail,
+           (long long)((s->until - s->since) / DAY_US));
+    c->status = !s->n_hs ? ST_NA
+              : (!s->n_fail && long_window) ? ST_ATTENTION : ST_PASS;
+    take(c, &s->invalid);
 }
 
 static void chk_credential_changes(report_t *r, const char *id,
                                    const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t n;
+    scan_t *s = &r->s;
 
-#define CHANGES "SELECT subject_dn, cert_sha256, issuer_dn, " \
-    ISO("first") " AS first_seen FROM (SELECT subject_dn, cert_sha256, " \
-    "issuer_dn, min(time_us) AS first FROM hs WHERE cert_id IS NOT NULL " \
-    "AND outcome = 1 GROUP BY sha256) f WHERE first >= :since AND first < " \
-    ":until AND EXISTS (SELECT 1 FROM hs o WHERE o.subject_dn = " \
-    "f.subject_dn AND o.cert_sha256 != f.cert_sha256 AND o.outcome = 1 AND " \
-    "o.time_us < f.first)"
-    evidence(r, &c->ev, CHANGES " ORDER BY first_seen");
-    n = c->ev.total;
-    RULE(c, "Informational: certificates first accepted in the period for a "
+    RULE(c, "Informational: certificates first seen in the period for a "
          "subject already known with another certificate (a renewal or a "
          "new key) are listed. PASS when they are recorded; N/A with no "
          "handshake.");
-    METRIC(c, "%lld credential changes recorded", (long long)n);
-    c->status = r->n_hs ? ST_PASS : ST_NA;
+    METRIC(c, "%lld credential changes recorded",
+           (long long)s->credential_changes);
+    c->status = s->n_hs ? ST_PASS : ST_NA;
+    take(c, &s->changes);
 }
 
 static void chk_log_access(report_t *r, const char *id, const char *title)
@@ -545,58 +434,54 @@ static void chk_lifecycle(report_t *r, const char *id, const char *title)
     RULE(c, "PASS: the starts, reloads and stops of auditing are recorded "
          "(with server, module and OpenSSL versions). ATTENTION: no start "
          "recorded.");
-    METRIC(c, "%lld starts recorded; %lld lifecycle events in the period",
-           (long long)starts, (long long)scalar(r, "SELECT count(*) FROM ev "
-           "WHERE kind IN ('start', 'reload', 'stop') AND" P_HS));
-    c->status = starts ? ST_PASS : ST_ATTENTION;
     evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, kind, "
              "server_version, module_version, openssl_version FROM ev WHERE "
              "kind IN ('start', 'reload', 'stop') AND" P_HS
              "ORDER BY time_us");
+    METRIC(c, "%lld starts recorded; %ld lifecycle events in the period",
+           (long long)starts, c->ev.total);
+    c->status = starts ? ST_PASS : ST_ATTENTION;
 }
 
 static void chk_fields(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t full;
+    scan_t *s = &r->s;
 
-    full = r->f.complete;
     RULE(c, "PASS: every handshake row has when, origin (client address), "
          "resource (server), outcome and, when accepted, who (certificate). "
          "ATTENTION: below 100%%. N/A: no handshake.");
-    METRIC(c, "%lld of %lld rows complete (%.2f%%)", (long long)full,
-           (long long)r->n_hs, r->n_hs ? 100.0 * (double)full
-           / (double)r->n_hs : 100.0);
-    c->status = !r->n_hs ? ST_NA : full == r->n_hs ? ST_PASS : ST_ATTENTION;
-    evidence(r, &c->ev, "SELECT id, source, " ISO("time_us") " AS time_utc, "
-             "client_addr, server_name, " OUTNAME("outcome") " AS outcome, "
-             "CASE kind WHEN 0 THEN 'initial' WHEN 1 THEN 'renegotiation' "
-             "ELSE 'post_handshake' END AS kind, verify_mode FROM hs WHERE"
-             P_HS "AND NOT (client_addr IS NOT NULL AND server_name IS NOT "
-             "NULL AND outcome IS NOT NULL AND (outcome != 1 OR cert_id IS "
-             "NOT NULL)) ORDER BY time_us");
+    METRIC(c, "%lld of %lld rows complete (%.2f%%)", (long long)s->complete,
+           (long long)s->n_hs, s->n_hs ? 100.0 * (double)s->complete
+           / (double)s->n_hs : 100.0);
+    c->status = !s->n_hs ? ST_NA
+              : s->complete == s->n_hs ? ST_PASS : ST_ATTENTION;
+    take(c, &s->incomplete);
+}
+
+/* One evidence row per file. */
+static void file_row(evidence_t *ev, const char *a, const char *b,
+                     const char *c3, const char *d)
+{
+    const char *row[4] = { a, b, c3, d };
+    ev_add(ev, row);
 }
 
 static void chk_permissions(report_t *r, const char *id, const char *title)
 {
-    check_t *c = add_check(r, id, title);
-    evidence_t *ev = &c->ev;
-    int i, k, bad = 0;
+    static const char *const cols[] = { "path", "owner", "mode", "finding",
+                                        NULL };
     static const char *const suffix[] = { "", "-wal", "-shm", "(dir)" };
+    check_t *c = add_check(r, id, title);
+    int i, k, bad = 0;
 
-    ev->ncols = 4;
-    ev->cols = calloc(4, sizeof(char *));
-    ev->cols[0] = strdup("path");
-    ev->cols[1] = strdup("owner");
-    ev->cols[2] = strdup("mode");
-    ev->cols[3] = strdup("finding");
+    ev_init(&c->ev, cols);
     for (i = 0; i < r->nfiles; i++) {
         for (k = 0; k < 4; k++) {
             char path[1100], mode[16], owner[96];
             struct stat sb;
             struct passwd *pw;
             struct group *gr;
-            char **row;
             const char *finding = "";
 
             if (k == 3) {
@@ -621,14 +506,7 @@ static void chk_permissions(report_t *r, const char *id, const char *title)
             snprintf(owner, sizeof(owner), "%s:%s", pw ? pw->pw_name : "?",
                      gr ? gr->gr_name : "?");
             snprintf(mode, sizeof(mode), "%04o", (unsigned)(sb.st_mode & 07777));
-            row = calloc(4, sizeof(char *));
-            row[0] = strdup(path);
-            row[1] = strdup(owner);
-            row[2] = strdup(mode);
-            row[3] = strdup(finding);
-            ev->rows = realloc(ev->rows, sizeof(char **) * (size_t)(ev->nrows + 1));
-            ev->rows[ev->nrows++] = row;
-            ev->total++;
+            file_row(&c->ev, path, owner, mode, finding);
         }
     }
     RULE(c, "FAIL: a database file (or its WAL) can be read or written by "
@@ -640,23 +518,16 @@ static void chk_permissions(report_t *r, const char *id, const char *title)
 
 static void chk_integrity(report_t *r, const char *id, const char *title)
 {
+    static const char *const cols[] = { "database", "sha256", "integrity",
+                                        NULL };
     check_t *c = add_check(r, id, title);
-    evidence_t *ev = &c->ev;
     int i, broken = 0;
 
-    ev->ncols = 3;
-    ev->cols = calloc(3, sizeof(char *));
-    ev->cols[0] = strdup("database");
-    ev->cols[1] = strdup("sha256");
-    ev->cols[2] = strdup("integrity");
+    ev_init(&c->ev, cols);
     for (i = 0; i < r->nfiles; i++) {
-        char **row = calloc(3, sizeof(char *));
-        row[0] = strdup(r->fi[i].path);
-        row[1] = strdup(r->fi[i].sha256);
-        row[2] = strdup(r->fi[i].integrity);
-        ev->rows = realloc(ev->rows, sizeof(char **) * (size_t)(ev->nrows + 1));
-        ev->rows[ev->nrows++] = row;
-        ev->total++;
+        const char *row[3] = { r->fi[i].path, r->fi[i].sha256,
+                               r->fi[i].integrity };
+        ev_add(&c->ev, row);
         broken += r->fi[i].broken;
     }
     RULE(c, "FAIL: a hash chain is broken (a row changed, removed, inserted "
@@ -676,13 +547,40 @@ static void chk_integrity(report_t *r, const char *id, const char *title)
 
 static void chk_retention(report_t *r, const char *id, const char *title)
 {
+    static const char *const cols[] = { "source", "first_id", "oldest",
+        "newest", "span_days", "days_without_data_of_last_90", NULL };
     check_t *c = add_check(r, id, title);
-    apr_int64_t first, last, pruned, span;
+    apr_int64_t first = 0, last = 0, pruned = 0, span;
+    int i;
 
-    first = scalar(r, "SELECT min(time_us) FROM hs");
-    last = scalar(r, "SELECT max(time_us) FROM hs");
-    pruned = scalar(r, "SELECT count(*) FROM (SELECT source, min(id) AS m "
-                    "FROM hs GROUP BY source) WHERE m > 1");
+    ev_init(&c->ev, cols);
+    for (i = 0; i < r->ds.n; i++) {
+        char sql[256], a[32], b[32], n1[24], n2[24], n3[24];
+        apr_int64_t f, l, m;
+        const char *row[6];
+        snprintf(sql, sizeof(sql), "SELECT min(time_us) FROM db%d.handshakes",
+                 i);
+        f = scalar(r, sql);
+        snprintf(sql, sizeof(sql), "SELECT max(time_us) FROM db%d.handshakes",
+                 i);
+        l = scalar(r, sql);
+        snprintf(sql, sizeof(sql), "SELECT min(id) FROM db%d.handshakes", i);
+        m = scalar(r, sql);
+        if (!f) continue;
+        if (!first || f < first) first = f;
+        if (l > last) last = l;
+        pruned += m > 1;
+        row[0] = r->files[i];
+        snprintf(n1, sizeof(n1), "%lld", (long long)m);
+        row[1] = n1;
+        row[2] = format_time(f, a);
+        row[3] = format_time(l, b);
+        snprintf(n2, sizeof(n2), "%lld", (long long)((l - f) / DAY_US));
+        row[4] = n2;
+        snprintf(n3, sizeof(n3), "%lld", (long long)r->s.empty_days[i]);
+        row[5] = n3;
+        ev_add(&c->ev, row);
+    }
     span = first && last ? (last - first) / DAY_US : 0;
     RULE(c, "PASS: the records span %d days or more. FAIL: shorter, and the "
          "oldest rows were removed (first id above 1). ATTENTION: shorter, "
@@ -693,76 +591,57 @@ static void chk_retention(report_t *r, const char *id, const char *title)
                                    : "nothing removed from the start");
     c->status = !first ? ST_NA : span >= RETAIN_DAYS ? ST_PASS
               : pruned ? ST_FAIL : ST_ATTENTION;
-    evidence(r, &c->ev, "SELECT source, min(id) AS first_id, "
-             ISO("min(time_us)") " AS oldest, " ISO("max(time_us)")
-             " AS newest, count(*) AS handshakes, (max(time_us) - "
-             "min(time_us)) / 86400000000 AS span_days, 90 - (SELECT "
-             "count(DISTINCT time_us / 86400000000) FROM hs h2 WHERE "
-             "h2.source = hs.source AND h2.time_us >= :until - 90 * "
-             "86400000000 AND h2.time_us < :until) AS days_without_data_of_90 "
-             "FROM hs GROUP BY source");
 }
 
 static void chk_clock(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t back, nyv;
+    scan_t *s = &r->s;
 
-#define BACKWARDS "SELECT source, pid, id, " ISO("time_us") " AS time_utc, " \
-    ISO("prev") " AS previous FROM (SELECT source, pid, id, time_us, " \
-    "lag(time_us) OVER (PARTITION BY source, pid ORDER BY id) AS prev FROM " \
-    "hs WHERE" P_HS ") WHERE time_us < prev - 1000000"
-    evidence(r, &c->ev, BACKWARDS " ORDER BY id");
-    back = c->ev.total;
-    nyv = r->f.not_yet_valid;
     RULE(c, "ATTENTION: time went backwards by more than 1 s between rows of "
          "one httpd child, or certificates were refused as 'not yet valid' "
          "(a sign of a client or server clock off). MANUAL otherwise: the "
          "database cannot prove the clocks are synchronised (check NTP).");
     METRIC(c, "%lld backward steps, %lld 'not yet valid' refusals",
-           (long long)back, (long long)nyv);
-    c->status = (back || nyv) ? ST_ATTENTION : ST_MANUAL;
+           (long long)s->backwards, (long long)s->not_yet_valid);
+    c->status = (s->backwards || s->not_yet_valid) ? ST_ATTENTION : ST_MANUAL;
+    take(c, &s->backwards_ev);
 }
 
 static void chk_gaps(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t gaps, lost;
+    apr_int64_t lost;
     int i, broken = 0;
 
-    gaps = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'gap' AND" P_HS);
     lost = scalar(r, "SELECT coalesce(sum(lost), 0) FROM ev WHERE kind = "
                   "'gap' AND" P_HS);
     for (i = 0; i < r->nfiles; i++) {
         broken += r->fi[i].broken;
     }
-    RULE(c, "FAIL: records are missing without explanation (a broken chain "
-         "or a jump in ids). ATTENTION: the module recorded gaps (records it "
-         "could not write, with their cause). PASS: none.");
-    METRIC(c, "%lld gap events, %lld records lost; %d databases with "
-           "unexplained missing rows", (long long)gaps, (long long)lost,
-           broken);
-    c->status = broken ? ST_FAIL : gaps ? ST_ATTENTION : ST_PASS;
     evidence(r, &c->ev, "SELECT source, " ISO("gap_start_us") " AS gap_start, "
              ISO("gap_end_us") " AS gap_end, lost, detail AS cause FROM ev "
              "WHERE kind = 'gap' AND" P_HS "ORDER BY time_us");
+    RULE(c, "FAIL: records are missing without explanation (a broken chain "
+         "or a jump in ids). ATTENTION: the module recorded gaps (records it "
+         "could not write, with their cause). PASS: none.");
+    METRIC(c, "%ld gap events, %lld records lost; %d databases with "
+           "unexplained missing rows", c->ev.total, (long long)lost, broken);
+    c->status = broken ? ST_FAIL : c->ev.total ? ST_ATTENTION : ST_PASS;
 }
 
 static void chk_pan(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t n;
+    scan_t *s = &r->s;
 
-    n = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS "AND has_pan(path)");
     RULE(c, "FAIL: a recorded request path holds a Luhn-valid run of 13-19 "
          "digits (a card number stored in the audit log). PASS: none. N/A: "
          "no request recorded. (Query strings are never recorded.)");
-    METRIC(c, "%lld of %lld recorded paths hold a card number", (long long)n,
-           (long long)r->n_rq);
-    c->status = !r->n_rq ? ST_NA : n ? ST_FAIL : ST_PASS;
-    evidence(r, &c->ev, "SELECT source, id, " ISO("time_us") " AS time_utc, "
-             "mask_pan(path) AS path_masked FROM rq WHERE" P_HS
-             "AND has_pan(path) ORDER BY time_us");
+    METRIC(c, "%lld of %lld recorded paths hold a card number",
+           (long long)s->pan, (long long)s->n_rq);
+    c->status = !s->n_rq ? ST_NA : s->pan ? ST_FAIL : ST_PASS;
+    take(c, &s->pan_ev);
 }
 
 /* A check whose status is the share of accepted connections that meet
@@ -783,10 +662,8 @@ static void chk_aead(report_t *r, const char *id, const char *title)
     RULE(c, "PASS: every accepted connection used an AEAD suite (GCM, CCM, "
          "ChaCha20-Poly1305), which protects integrity. ATTENTION: some did "
          "not. N/A: nothing accepted.");
-    share_check(c, r->f.aead, r->f.accepted, "AEAD", ST_ATTENTION);
-    evidence(r, &c->ev, "SELECT " VNAME " AS tls_version, cipher, count(*) "
-             "AS accepted FROM hs WHERE" P_HS "AND outcome = 1 AND NOT "
-             "is_aead(cipher) GROUP BY tls_version, cipher");
+    share_check(c, r->s.aead, r->s.accepted, "AEAD", ST_ATTENTION);
+    take(c, &r->s.non_aead);
 }
 
 static void chk_authn(report_t *r, const char *id, const char *title)
@@ -797,28 +674,22 @@ static void chk_authn(report_t *r, const char *id, const char *title)
          "verified certificate. FAIL: some did not (no certificate, or one "
          "that did not verify). Failures by reason are listed. N/A: nothing "
          "accepted.");
-    share_check(c, r->f.verified, r->f.accepted, "with a verified "
+    share_check(c, r->s.verified, r->s.accepted, "with a verified "
                 "certificate", ST_FAIL);
-    evidence(r, &c->ev, "SELECT " OUTNAME("outcome") " AS outcome, "
-             "coalesce(verify_error, 'no certificate') AS reason, count(*) AS "
-             "handshakes FROM hs WHERE" P_HS "AND NOT (outcome = 1 AND cert_id "
-             "IS NOT NULL AND verify_result = 0) GROUP BY outcome, reason "
-             "ORDER BY handshakes DESC");
+    take(c, &r->s.not_verified);
 }
 
 static void chk_review(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
-    apr_int64_t n = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'access' "
-                           "AND detail LIKE '%report%' AND" P_HS);
 
     RULE(c, "PASS: reports were run on this data in the period (a recorded "
          "review). ATTENTION: none before this one.");
-    METRIC(c, "%lld earlier reports in the period", (long long)n);
-    c->status = n ? ST_PASS : ST_ATTENTION;
     evidence(r, &c->ev, "SELECT " ISO("time_us") " AS time_utc, source, "
              "detail FROM ev WHERE kind = 'access' AND detail LIKE '%report%' "
              "AND" P_HS "ORDER BY time_us DESC");
+    METRIC(c, "%ld earlier reports in the period", c->ev.total);
+    c->status = c->ev.total ? ST_PASS : ST_ATTENTION;
 }
 
 static void chk_manual(report_t *r, const char *id, const char *title,
@@ -1049,85 +920,19 @@ static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, out, (int)n, sqlite3_free);
 }
 
-/* One pass over the period's handshakes for every count the checks
- * share.  Revocation evidence: an error only a CRL or OCSP check gives. */
-static void facts(report_t *r)
-{
-    sqlite3_stmt *st = prep(r, "SELECT count(*), sum(outcome = 1), "
-        "sum(outcome = 1 AND suite_class(tls_version, cipher) = 2), "
-        "sum(outcome = 1 AND suite_class(tls_version, cipher) = 1), "
-        "sum(outcome = 1 AND cert_id IS NOT NULL AND verify_result != 0), "
-        "sum(outcome = 1 AND cert_id IS NOT NULL), "
-        "sum(outcome = 1 AND cert_id IS NOT NULL AND verify_result = 0), "
-        "sum(outcome = 1 AND is_aead(cipher)), "
-        "sum(client_addr IS NOT NULL AND server_name IS NOT NULL AND outcome "
-        "IS NOT NULL AND (outcome != 1 OR cert_id IS NOT NULL)), "
-        "sum(verify_result = 9), "
-        "sum(verify_result IN (3, 8, 11, 12, 13, 14, 15, 16, 23, 33, 34, 35, "
-        "36, 39, 40, 41, 42, 44)), sum(outcome IN (2, 3)), "
-        "sum(outcome = 1 AND cert_id IS NOT NULL AND (time_us / 1000000 > "
-        "not_after OR time_us / 1000000 < not_before)), sum(outcome != 1) "
-        "FROM hs WHERE" P_HS);
-    apr_int64_t *out[] = {
-        &r->n_hs, &r->f.accepted, &r->f.bad_suite, &r->f.weak_suite,
-        &r->f.unverified, &r->f.with_cert, &r->f.verified, &r->f.aead,
-        &r->f.complete, &r->f.not_yet_valid, &r->f.revocation,
-        &r->f.failures, &r->f.outside_validity, &r->n_fail
-    };
-    double t0 = mono();
-    unsigned i;
-
-    if (!st) {
-        db_error = 1;
-        return;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        for (i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
-            *out[i] = sqlite3_column_int64(st, (int)i);
-        }
-    }
-    else {
-        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
-        db_error = 1;
-    }
-    sqlite3_finalize(st);
-    time_query("facts", t0);
-}
-
 static void overview(report_t *r)
 {
-    facts(r);
-    r->n_rq = scalar(r, "SELECT count(*) FROM rq WHERE" P_HS);
+    scan_t *s = &r->s;
+
+    r->n_hs = s->n_hs;
+    r->n_fail = s->n_fail;
+    r->n_rq = s->n_rq;
     r->n_ev = scalar(r, "SELECT count(*) FROM ev WHERE" P_HS);
-    evidence(r, &r->per_day, "SELECT date(time_us / 1000000, 'unixepoch') AS "
-             "day, sum(outcome = 1) AS accepted, sum(outcome = 2) AS rejected, "
-             "sum(outcome = 3) AS no_certificate, sum(outcome = 4) AS failed, "
-             "sum(outcome = 5) AS aborted FROM hs WHERE" P_HS
-             "GROUP BY day ORDER BY day");
-    evidence(r, &r->reasons, "SELECT " OUTNAME("outcome") " AS outcome, "
-             "coalesce(verify_error, '') AS reason, CASE alert WHEN 40 THEN "
-             "'handshake_failure' WHEN 42 THEN 'bad_certificate' WHEN 43 THEN "
-             "'unsupported_certificate' WHEN 44 THEN 'certificate_revoked' "
-             "WHEN 45 THEN 'certificate_expired' WHEN 46 THEN "
-             "'certificate_unknown' WHEN 48 THEN 'unknown_ca' WHEN 70 THEN "
-             "'protocol_version' WHEN 116 THEN 'certificate_required' ELSE "
-             "coalesce(alert, '') END AS alert, count(*) AS attempts FROM hs "
-             "WHERE" P_HS "AND outcome != 1 GROUP BY outcome, verify_error, "
-             "alert ORDER BY attempts DESC");
-    evidence(r, &r->versions, "SELECT " VNAME " AS tls_version, cipher, "
-             "count(*) AS handshakes, sum(outcome = 1) AS accepted FROM hs "
-             "WHERE" P_HS "GROUP BY tls_version, cipher ORDER BY handshakes "
-             "DESC");
-    evidence(r, &r->expiry, "SELECT CASE WHEN not_after < :now / 1000000 "
-             "THEN 'expired' WHEN not_after < :now / 1000000 + 30 * 86400 "
-             "THEN 'within 30 days' WHEN not_after < :now / 1000000 + 90 * "
-             "86400 THEN '31-90 days' ELSE 'more than 90 days' END AS "
-             "expiry, count(DISTINCT sha256) AS certificates FROM hs WHERE"
-             P_HS "AND cert_id IS NOT NULL GROUP BY expiry ORDER BY "
-             "min(not_after)");
-    evidence(r, &r->scope, "SELECT source, coalesce(server_name, '') AS "
-             "server_name, count(*) AS handshakes FROM hs WHERE" P_HS
-             "GROUP BY source, server_name ORDER BY source, server_name");
+    r->per_day = s->per_day;
+    r->reasons = s->reasons;
+    r->versions = s->suites;
+    r->expiry = s->expiry;
+    r->scope = s->scope;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1664,6 +1469,12 @@ int cmd_report(int argc, char **argv)
         goto out;
     }
     db_error = 0;
+    r.s.since = r.since;
+    r.s.until = r.until;
+    r.s.now = r.now;
+    if ((rc = scan_period(&r.ds, &r.s)) != EXIT_OK) {
+        goto out;
+    }
     overview(&r);
     if (!strcmp(standard, "pci-dss")) run_pci(&r);
     else if (!strcmp(standard, "hipaa")) run_hipaa(&r);
@@ -1705,11 +1516,7 @@ out:
     if (r.checks) {
         for (i = 0; i < r.nchecks; i++) evidence_free(&r.checks[i].ev);
     }
-    evidence_free(&r.per_day);
-    evidence_free(&r.reasons);
-    evidence_free(&r.versions);
-    evidence_free(&r.expiry);
-    evidence_free(&r.scope);
+    scan_free(&r.s);
     free(r.checks);
     free(r.fi);
     mtls_chain_key_clear(&r.key);
