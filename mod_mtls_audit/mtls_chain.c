@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
 
 #include <openssl/evp.h>
@@ -270,6 +271,15 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
                       const mtls_chain_key_t *key,
                       mtls_chain_result_t *res)
 {
+    return mtls_chain_verify_range(db, schema, table, key, 0, INT64_MAX,
+                                   res);
+}
+
+int mtls_chain_verify_range(sqlite3 *db, const char *schema,
+                            const char *table, const mtls_chain_key_t *key,
+                            apr_int64_t lo, apr_int64_t hi,
+                            mtls_chain_result_t *res)
+{
     unsigned char prev[MTLS_HASH_LEN], calc[MTLS_HASH_LEN];
     unsigned char stored[MTLS_HASH_LEN];
     sqlite3_stmt *stmt = NULL;
@@ -279,8 +289,29 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
 
     memset(res, 0, sizeof(*res));
     memset(prev, 0, sizeof(prev));
-    sql = sqlite3_mprintf("SELECT * FROM \"%w\".\"%w\" ORDER BY id",
-                          schema ? schema : "main", table);
+    schema = schema ? schema : "main";
+    if (lo > 1) {
+        /* Start from the stored hash of the row before the range: that
+         * row is checked by whoever walks the range below. */
+        sql = sqlite3_mprintf("SELECT id, hash FROM \"%w\".\"%w\" WHERE id < "
+                              "?1 ORDER BY id DESC LIMIT 1", schema, table);
+        rc = sql ? sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+                 : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        sqlite3_bind_int64(stmt, 1, lo);
+        if (sqlite3_step(stmt) == SQLITE_ROW) {
+            last_id = sqlite3_column_int64(stmt, 0);
+            if (sqlite3_column_bytes(stmt, 1) == MTLS_HASH_LEN) {
+                memcpy(prev, sqlite3_column_blob(stmt, 1), MTLS_HASH_LEN);
+            }
+        }
+        sqlite3_finalize(stmt);
+    }
+    sql = sqlite3_mprintf("SELECT * FROM \"%w\".\"%w\" WHERE id BETWEEN ?1 "
+                          "AND ?2 ORDER BY id", schema, table);
     if (!sql) {
         return SQLITE_NOMEM;
     }
@@ -289,6 +320,8 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
     if (rc != SQLITE_OK) {
         return rc;
     }
+    sqlite3_bind_int64(stmt, 1, lo);
+    sqlite3_bind_int64(stmt, 2, hi);
     hcol = hash_column(stmt);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         id = sqlite3_column_int64(stmt, 0);

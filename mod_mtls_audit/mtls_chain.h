@@ -88,4 +88,13 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
                       const mtls_chain_key_t *key,
                       mtls_chain_result_t *res);
 
+/* The same over the rows with lo <= id <= hi, starting from the stored
+ * hash of the row before lo: ranges can be walked in parallel and their
+ * results merged (rows add up, the first break wins, the head is the
+ * highest range's). */
+int mtls_chain_verify_range(sqlite3 *db, const char *schema,
+                            const char *table, const mtls_chain_key_t *key,
+                            apr_int64_t lo, apr_int64_t hi,
+                            mtls_chain_result_t *res);
+
 #endif /* MTLS_CHAIN_H */

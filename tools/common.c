@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -804,4 +806,127 @@ void record_access(char **files, int n, const char *what,
         }
         mtls_store_close(st);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Chain walks                                                          */
+
+const char *const chain_tables[CHAIN_TABLES] = {
+    "certificates", "handshakes", "requests", "events"
+};
+
+/* One thread's share: every table, over [lo[t], hi[t]]. */
+typedef struct {
+    const char             *path;
+    const mtls_chain_key_t *key;
+    apr_int64_t             lo[CHAIN_TABLES], hi[CHAIN_TABLES];
+    mtls_chain_result_t     res[CHAIN_TABLES];
+    int                     rc;
+    char                    err[256];
+} walk_t;
+
+static void *walk(void *arg)
+{
+    walk_t *w = arg;
+    mtls_store_t *st = NULL;
+    int t;
+
+    w->rc = mtls_store_open(w->path, MTLS_STORE_READONLY, 5000, &st, w->err,
+                            sizeof(w->err));
+    for (t = 0; w->rc == SQLITE_OK && t < CHAIN_TABLES; t++) {
+        if (w->lo[t] > w->hi[t]) continue;
+        w->rc = mtls_chain_verify_range(mtls_store_db(st), "main",
+                                        chain_tables[t], w->key, w->lo[t],
+                                        w->hi[t], &w->res[t]);
+        if (w->rc != SQLITE_OK) {
+            snprintf(w->err, sizeof(w->err), "reading %s: %s",
+                     chain_tables[t], sqlite3_errmsg(mtls_store_db(st)));
+        }
+    }
+    mtls_store_close(st);
+    mtls_chain_thread_done();
+    return NULL;
+}
+
+/* Highest id of each table, to split the walk in two. */
+static int max_ids(const char *path, apr_int64_t max[CHAIN_TABLES],
+                   char *err, size_t errlen)
+{
+    mtls_store_t *st;
+    int t, rc;
+
+    rc = mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err, errlen);
+    for (t = 0; rc == SQLITE_OK && t < CHAIN_TABLES; t++) {
+        sqlite3_stmt *q;
+        char *sql = sqlite3_mprintf("SELECT coalesce(max(id), 0) FROM \"%w\"",
+                                    chain_tables[t]);
+        max[t] = 0;
+        if (sqlite3_prepare_v2(mtls_store_db(st), sql, -1, &q, NULL)
+            == SQLITE_OK) {
+            if (sqlite3_step(q) == SQLITE_ROW) {
+                max[t] = sqlite3_column_int64(q, 0);
+            }
+            sqlite3_finalize(q);
+        }
+        sqlite3_free(sql);
+    }
+    if (rc == SQLITE_OK) {
+        mtls_store_close(st);
+    }
+    return rc;
+}
+
+int verify_file(const char *path, const mtls_chain_key_t *key,
+                mtls_chain_result_t res[CHAIN_TABLES], char *err,
+                size_t errlen)
+{
+    apr_int64_t max[CHAIN_TABLES];
+    walk_t *w = calloc(2, sizeof(walk_t));
+    pthread_t th;
+    int t, rc, threaded;
+
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return SQLITE_NOMEM;
+    }
+    if ((rc = max_ids(path, max, err, errlen)) != SQLITE_OK) {
+        free(w);
+        return rc;
+    }
+    /* Each table in two halves by id, one half per core. */
+    for (t = 0; t < CHAIN_TABLES; t++) {
+        apr_int64_t mid = max[t] / 2;
+        w[0].lo[t] = 0;
+        w[0].hi[t] = mid;
+        w[1].lo[t] = mid + 1;
+        w[1].hi[t] = INT64_MAX;
+    }
+    w[0].path = w[1].path = path;
+    w[0].key = w[1].key = key;
+    threaded = pthread_create(&th, NULL, walk, &w[1]) == 0;
+    walk(&w[0]);
+    if (threaded) {
+        pthread_join(th, NULL);
+    }
+    else {
+        walk(&w[1]);
+    }
+    if (w[0].rc != SQLITE_OK || w[1].rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", w[0].rc != SQLITE_OK ? w[0].err
+                                                         : w[1].err);
+        rc = w[0].rc != SQLITE_OK ? w[0].rc : w[1].rc;
+        free(w);
+        return rc;
+    }
+    for (t = 0; t < CHAIN_TABLES; t++) {
+        mtls_chain_result_t *a = &w[0].res[t], *b = &w[1].res[t];
+        res[t] = b->rows ? *b : *a;
+        res[t].rows = a->rows + b->rows;
+        if (a->bad_id) {
+            res[t].bad_id = a->bad_id;
+            memcpy(res[t].why, a->why, sizeof(a->why));
+        }
+    }
+    free(w);
+    return SQLITE_OK;
 }

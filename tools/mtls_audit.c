@@ -323,9 +323,6 @@ static const char verify_help[] =
 
 static int cmd_verify(int argc, char **argv)
 {
-    static const char *const tables[] = {
-        "certificates", "handshakes", "requests", "events", NULL
-    };
     const char *keyfile = NULL, *kerr;
     int no_record = 0;
     const opt_t opts[] = {
@@ -352,38 +349,29 @@ static int cmd_verify(int argc, char **argv)
         return EXIT_DB;
     }
     for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
-        mtls_store_t *st;
+        mtls_chain_result_t res[CHAIN_TABLES];
         char err[256];
 
-        if (mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
-                            sizeof(err)) != SQLITE_OK) {
+        if (verify_file(files[i], &key, res, err, sizeof(err)) != SQLITE_OK) {
             fail("%s: %s", files[i], err);
             rc = EXIT_DB;
             break;
         }
         printf("%s\n", files[i]);
-        for (t = 0; tables[t]; t++) {
-            mtls_chain_result_t res;
+        for (t = 0; t < CHAIN_TABLES; t++) {
             char hex[2 * MTLS_HASH_LEN + 1];
-            if (mtls_chain_verify(mtls_store_db(st), "main", tables[t], &key,
-                                  &res) != SQLITE_OK) {
-                fail("%s: reading %s: %s", files[i], tables[t],
-                     sqlite3_errmsg(mtls_store_db(st)));
-                rc = EXIT_DB;
-                break;
-            }
-            mtls_hex(res.head, MTLS_HASH_LEN, hex);
-            if (res.bad_id) {
+            mtls_hex(res[t].head, MTLS_HASH_LEN, hex);
+            if (res[t].bad_id) {
                 broken = 1;
-                printf("  %-12s BROKEN at id %lld: %s\n", tables[t],
-                       (long long)res.bad_id, res.why);
+                printf("  %-12s BROKEN at id %lld: %s\n", chain_tables[t],
+                       (long long)res[t].bad_id, res[t].why);
             }
             else {
-                printf("  %-12s ok  %lld rows  head id %lld  %s\n", tables[t],
-                       (long long)res.rows, (long long)res.head_id, hex);
+                printf("  %-12s ok  %lld rows  head id %lld  %s\n",
+                       chain_tables[t], (long long)res[t].rows,
+                       (long long)res[t].head_id, hex);
             }
         }
-        mtls_store_close(st);
     }
     rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);
     if (rc != EXIT_DB && !no_record) {

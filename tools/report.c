@@ -821,14 +821,11 @@ static int file_sha256(const char *path, char out[65])
 
 static int verify_files(report_t *r)
 {
-    static const char *const tables[] = {
-        "certificates", "handshakes", "requests", "events", NULL
-    };
     int i, t;
 
     for (i = 0; i < r->nfiles; i++) {
         file_info_t *fi = &r->fi[i];
-        mtls_store_t *st;
+        mtls_chain_result_t res[CHAIN_TABLES];
         char err[256];
         size_t off = 0;
 
@@ -841,25 +838,19 @@ static int verify_files(report_t *r)
             snprintf(fi->integrity, sizeof(fi->integrity), "not verified");
             continue;
         }
-        if (mtls_store_open(r->files[i], MTLS_STORE_READONLY, 5000, &st, err,
-                            sizeof(err)) != SQLITE_OK) {
+        if (verify_file(r->files[i], &r->key, res, err, sizeof(err))
+            != SQLITE_OK) {
             fail("%s: %s", r->files[i], err);
             return EXIT_DB;
         }
-        for (t = 0; tables[t]; t++) {
-            mtls_chain_result_t res;
-            if (mtls_chain_verify(mtls_store_db(st), "main", tables[t],
-                                  &r->key, &res) != SQLITE_OK) {
-                fail("%s: %s", r->files[i], sqlite3_errmsg(mtls_store_db(st)));
-                mtls_store_close(st);
-                return EXIT_DB;
-            }
-            if (res.bad_id) {
+        for (t = 0; t < CHAIN_TABLES; t++) {
+            if (res[t].bad_id) {
                 fi->broken = 1;
                 off += (size_t)snprintf(fi->integrity + off,
                                         sizeof(fi->integrity) - off,
-                                        "%s%s broken at id %lld", off ? "; " : "",
-                                        tables[t], (long long)res.bad_id);
+                                        "%s%s broken at id %lld",
+                                        off ? "; " : "", chain_tables[t],
+                                        (long long)res[t].bad_id);
             }
             if (off >= sizeof(fi->integrity)) {
                 off = sizeof(fi->integrity) - 1;
@@ -870,7 +861,6 @@ static int verify_files(report_t *r)
                      "hash chains verified");
         }
         fi->verified = 1;
-        mtls_store_close(st);
     }
     return EXIT_OK;
 }
