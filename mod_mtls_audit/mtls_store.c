@@ -72,6 +72,9 @@ typedef struct {
 struct mtls_store {
     sqlite3                *db;
     int                     flags;
+    char                   *path;
+    dev_t                   dev;        /* the file we opened */
+    ino_t                   ino;
     const mtls_chain_key_t *key;
     table_t                 t[T_COUNT];
     sqlite3_stmt           *find_cert;
@@ -312,6 +315,14 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                err, errlen)) != SQLITE_OK) {
         goto fail;
     }
+    {
+        struct stat sb;
+        st->path = strdup(path);
+        if (stat(path, &sb) == 0) {
+            st->dev = sb.st_dev;
+            st->ino = sb.st_ino;
+        }
+    }
     if (!(flags & MTLS_STORE_READONLY)) {
         rc = sqlite3_prepare_v3(st->db,
                                 "SELECT id FROM certificates WHERE sha256 = ?",
@@ -353,7 +364,18 @@ void mtls_store_close(mtls_store_t *st)
     }
     sqlite3_finalize(st->find_cert);
     sqlite3_close_v2(st->db);
+    free(st->path);
     free(st);
+}
+
+int mtls_store_file_gone(mtls_store_t *st)
+{
+    struct stat sb;
+
+    if (!st->path || stat(st->path, &sb) != 0) {
+        return 1;
+    }
+    return sb.st_dev != st->dev || sb.st_ino != st->ino;
 }
 
 /* Read the tail of t's chain, once per transaction. */

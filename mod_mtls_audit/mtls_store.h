@@ -48,6 +48,11 @@ void mtls_store_set_key(mtls_store_t *st, const mtls_chain_key_t *key);
 int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
                      char *err, apr_size_t errlen);
 
+/* Was the file this store writes removed or replaced (another file at its
+ * path) since it was opened?  SQLite would go on writing to the removed
+ * file, where nobody will ever read it. */
+int mtls_store_file_gone(mtls_store_t *st);
+
 sqlite3 *mtls_store_db(mtls_store_t *st);
 void     mtls_store_close(mtls_store_t *st);
 

@@ -32,14 +32,21 @@ struct mtls_writer {
     apr_int64_t        queued, written, lost;
     /* losses not yet written as a gap event (guarded by lock) */
     apr_int64_t        gap_lost, gap_start_us, gap_end_us;
+    apr_int64_t        gap_by_type[4];  /* by mtls_item_type_e */
     char               gap_cause[160];
 };
 
-/* Count n items lost to cause; caller holds the lock. */
-static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause)
+/* Count n items lost to cause; caller holds the lock.  The items (when
+ * known) say which kinds were lost. */
+static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause,
+                       mtls_item_t **items)
 {
-    apr_int64_t now = mtls_now_us();
+    apr_int64_t now = mtls_now_us(), i;
 
+    for (i = 0; i < n; i++) {
+        int t = items ? items[i]->type : MTLS_ITEM_HANDSHAKE;
+        w->gap_by_type[t > 0 && t < 4 ? t : 0]++;
+    }
     w->lost += n;
     if (w->gap_lost == 0) {
         w->gap_start_us = now;
@@ -57,7 +64,8 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
     if (w->stopping || w->depth >= w->conf.queue_max) {
         int first = w->gap_lost == 0;
         count_loss(w, 1, w->stopping ? "writer stopped"
-                                     : "queue full (MTLSAuditQueueSize)");
+                                     : "queue full (MTLSAuditQueueSize)",
+                   &item);
         pthread_mutex_unlock(&w->lock);
         if (first) {
             mtls_log(MTLS_LOG_ERR, "record lost: %s; losses are counted "
@@ -120,7 +128,11 @@ static mtls_item_t *gap_event(mtls_writer_t *w)
     ev->u.ev.lost = w->gap_lost;
     ev->u.ev.gap_start_us = w->gap_start_us;
     ev->u.ev.gap_end_us = w->gap_end_us;
-    snprintf(detail, sizeof(detail), "%s", w->gap_cause);
+    snprintf(detail, sizeof(detail), "%s (%lld handshakes, %lld requests, "
+             "%lld events)", w->gap_cause,
+             (long long)w->gap_by_type[MTLS_ITEM_HANDSHAKE],
+             (long long)w->gap_by_type[MTLS_ITEM_REQUEST],
+             (long long)w->gap_by_type[MTLS_ITEM_EVENT]);
     ev->u.ev.detail = strdup(detail);
     return ev;
 }
@@ -130,6 +142,43 @@ static void sleep_ms(int ms)
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+/* If the database file was removed or replaced behind our back, start
+ * writing to (a new file at) its path again, and say so in it: records
+ * written to a removed file are lost to every reader. */
+static void follow_file(mtls_writer_t *w)
+{
+    mtls_store_t *st;
+    mtls_item_t *ev;
+    char err[256];
+
+    if (!mtls_store_file_gone(w->store)) {
+        return;
+    }
+    if (mtls_store_open(w->conf.path, w->conf.store_flags,
+                        w->conf.busy_timeout_ms, &st, err, sizeof(err))
+        != SQLITE_OK) {
+        return;     /* the write below fails and is counted */
+    }
+    mtls_log(MTLS_LOG_ERR, "%s was removed or replaced while in use; "
+             "recording goes on in the file now at that path",
+             w->conf.path);
+    mtls_store_close(w->store);
+    w->store = st;
+    mtls_store_set_key(w->store, w->conf.key);
+    if ((ev = mtls_item_new(MTLS_ITEM_EVENT))) {
+        ev->u.ev.time_us = mtls_now_us();
+        mtls_strlcpy(ev->u.ev.kind, "reopen", sizeof(ev->u.ev.kind));
+        ev->u.ev.pid = w->conf.pid;
+        ev->u.ev.detail = strdup("the database file was removed or replaced "
+                                 "while the server wrote it; earlier records "
+                                 "are not in this file");
+        if (mtls_store_write(w->store, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
+            mtls_log(MTLS_LOG_ERR, "cannot record the reopen: %s", err);
+        }
+        mtls_item_free(ev);
+    }
 }
 
 /* Write batch[0..n) (plus a pending gap event), retrying; free them. */
@@ -151,6 +200,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     }
     m = n + (gap ? 1 : 0);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
+        follow_file(w);
         rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
         if (rc == SQLITE_OK) {
             break;
@@ -170,6 +220,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             w->gap_lost -= gap_lost;
             if (w->gap_lost == 0) {
                 w->gap_cause[0] = '\0';
+                memset(w->gap_by_type, 0, sizeof(w->gap_by_type));
             }
             else {
                 w->gap_start_us = mtls_now_us();
@@ -183,7 +234,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     else {
         char cause[160] = "database write failed: ";
         mtls_strlcpy(cause + strlen(cause), err, sizeof(cause) - strlen(cause));
-        count_loss(w, n, cause);
+        count_loss(w, n, cause, batch);
         if (!w->failing) {
             mtls_log(MTLS_LOG_ERR, "dropped %d records after %d tries: %s",
                      n, w->conf.retries, err);

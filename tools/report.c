@@ -619,14 +619,17 @@ static void chk_gaps(report_t *r, const char *id, const char *title)
     for (i = 0; i < r->nfiles; i++) {
         broken += r->fi[i].broken;
     }
-    evidence(r, &c->ev, "SELECT source, " ISO("gap_start_us") " AS gap_start, "
-             ISO("gap_end_us") " AS gap_end, lost, detail AS cause FROM ev "
-             "WHERE kind = 'gap' AND" P_HS "ORDER BY time_us");
+    evidence(r, &c->ev, "SELECT source, kind, " ISO("coalesce(gap_start_us, "
+             "time_us)") " AS start, " ISO("coalesce(gap_end_us, time_us)")
+             " AS end, lost, detail AS cause FROM ev WHERE kind IN ('gap', "
+             "'reopen') AND" P_HS "ORDER BY time_us");
     RULE(c, "FAIL: records are missing without explanation (a broken chain "
          "or a jump in ids). ATTENTION: the module recorded gaps (records it "
-         "could not write, with their cause). PASS: none.");
-    METRIC(c, "%ld gap events, %lld records lost; %d databases with "
-           "unexplained missing rows", c->ev.total, (long long)lost, broken);
+         "could not write, with their cause) or found its database file "
+         "removed or replaced. PASS: none.");
+    METRIC(c, "%ld gap or reopen events, %lld records lost; %d databases "
+           "with unexplained missing rows", c->ev.total, (long long)lost,
+           broken);
     c->status = broken ? ST_FAIL : c->ev.total ? ST_ATTENTION : ST_PASS;
 }
 

@@ -21,6 +21,7 @@ import server           # noqa: E402
 import test_capture     # noqa: E402
 import test_load        # noqa: E402
 import test_tool        # noqa: E402
+import test_faults      # noqa: E402
 
 
 class Context:
@@ -58,7 +59,8 @@ def main():
                 print("%s %s: start-up without errors%s" % (
                     "FAIL" if bad else "PASS", mpm,
                     "\n    " + "\n    ".join(bad) if bad else ""), flush=True)
-                tests = test_capture.test.tests + test_tool.test.tests
+                tests = (test_capture.test.tests + test_tool.test.tests
+                         + test_faults.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,

@@ -144,6 +144,43 @@ static void test_overflow_is_counted_and_recorded(void)
               >= 1);
 }
 
+static void test_follows_a_removed_file(void)
+{
+    const char *path = unit_db("removed");
+    char saved[512];
+    mtls_writer_conf_t c;
+    mtls_writer_t *w;
+    char err[256];
+    int i;
+
+    snprintf(saved, sizeof(saved), "%s", path);
+    c = conf(saved);
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    for (i = 0; i < 5; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    usleep(200000);
+    CU_ASSERT_EQUAL(count(saved, "SELECT count(*) FROM handshakes"), 5);
+    /* Somebody removes the database (and its WAL) while we write. */
+    unlink(saved);
+    {
+        char wal[600];
+        snprintf(wal, sizeof(wal), "%s-wal", saved);
+        unlink(wal);
+        snprintf(wal, sizeof(wal), "%s-shm", saved);
+        unlink(wal);
+    }
+    for (i = 0; i < 7; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    mtls_writer_stop(w);
+    /* The records after the removal are in a new file at the same path,
+     * which says what happened. */
+    CU_ASSERT_EQUAL(count(saved, "SELECT count(*) FROM handshakes"), 7);
+    CU_ASSERT_EQUAL(count(saved, "SELECT count(*) FROM events WHERE kind = "
+                          "'reopen'"), 1);
+}
+
 static void test_start_fails_clearly(void)
 {
     mtls_writer_conf_t c = conf("/nonexistent-dir/x.db");
@@ -175,6 +212,8 @@ void add_writer_tests(void)
                 test_many_producers_drain_on_stop);
     CU_add_test(s, "overflow and a locked database become a gap",
                 test_overflow_is_counted_and_recorded);
+    CU_add_test(s, "a removed database file is followed, and said so",
+                test_follows_a_removed_file);
     CU_add_test(s, "a bad path fails at start with its name",
                 test_start_fails_clearly);
     CU_add_test(s, "link reference counts", test_links);

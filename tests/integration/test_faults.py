@@ -1,0 +1,153 @@
+"""Faults, on purpose, against the real server: the database removed while
+in use, locked by another process, unwritable under MTLSAuditFailMode
+closed.  Each test runs its own server so that what it breaks stays
+broken for it alone.  The rule throughout: the server serves as
+configured, and every handshake is either stored or counted as lost."""
+import os
+import re
+import sqlite3
+import threading
+import time
+
+import clients
+import server as server_mod
+from harness import Registry
+
+test = Registry()
+
+WRITE_ERRORS = (r"mtls_audit: cannot write to", r"mtls_audit: dropped",
+                r"mtls_audit: record lost", r"mtls_audit: writing to .* again",
+                r"refusing a request")
+
+
+def own_server(ctx, name, extra=""):
+    srv = server_mod.Server(os.path.join(ctx.scratch, name), ctx.pki,
+                            mpm=ctx.srv.mpm, extra_global=extra)
+    srv.start()
+    return srv
+
+
+def ok(srv, cert):
+    r = clients.curl(srv, cert)
+    return r.stdout.strip()
+
+
+def count(db, sql):
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+def wait_for(fn, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
+@test(once=True, expect_errors=(r"was removed or replaced while in use",))
+def database_removed_while_serving(ctx):
+    srv = own_server(ctx, "removed")
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == 3)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(srv.db + suffix):
+                os.unlink(srv.db + suffix)
+        for _ in range(4):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        # The four are in a new file at the same path, which says why.
+        assert wait_for(lambda: os.path.exists(srv.db) and count(
+            srv.db, "SELECT count(*) FROM handshakes") == 4), \
+            "the records after the removal were not stored"
+        assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
+                     "'reopen'") >= 1
+        assert os.stat(srv.db).st_mode & 0o007 == 0
+    finally:
+        srv.stop()
+    assert any("was removed or replaced" in l
+               for l in srv.read_error_log().splitlines())
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True, expect_errors=WRITE_ERRORS)
+def database_locked_by_another_process(ctx):
+    srv = own_server(ctx, "locked", "MTLSAuditBusyTimeout 500")
+    try:
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == 1)
+        holder = sqlite3.connect(srv.db, timeout=10, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        statuses = []
+        t0 = time.time()
+        try:
+            while time.time() - t0 < 5:
+                statuses.append(ok(srv, ctx.pki["ec"]))
+                time.sleep(0.25)
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        # Open mode: served all along.
+        assert statuses and all(s == "200" for s in statuses), statuses
+        # Recording resumes by itself; every handshake is stored or counted.
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        attempts = 1 + len(statuses) + 1
+
+        def lost_handshakes():
+            con = sqlite3.connect("file:%s?mode=ro" % srv.db, uri=True)
+            details = [r[0] for r in con.execute(
+                "SELECT detail FROM events WHERE kind = 'gap'")]
+            con.close()
+            return sum(int(re.search(r"\((\d+) handshakes", d).group(1))
+                       for d in details)
+
+        def settled():
+            stored = count(srv.db, "SELECT count(*) FROM handshakes")
+            lost = lost_handshakes()
+            return (stored, lost) if stored + lost == attempts else None
+        got = wait_for(settled, 30)
+        assert got, (count(srv.db, "SELECT count(*) FROM handshakes"),
+                     lost_handshakes(), attempts)
+        stored, lost = got
+        if lost:
+            assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
+                         "'gap' AND detail LIKE '%database%'") >= 1
+    finally:
+        srv.stop()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True, expect_errors=WRITE_ERRORS)
+def fail_closed_refuses_then_recovers(ctx):
+    srv = own_server(ctx, "closed", "MTLSAuditFailMode closed\n"
+                     "MTLSAuditBusyTimeout 100")
+    try:
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        holder = sqlite3.connect(srv.db, timeout=10, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            # Handshakes go on; once the writer knows it cannot write, no
+            # request is served on an unrecorded connection.
+            refused = wait_for(lambda: ok(srv, ctx.pki["ec"]) == "503", 20)
+            assert refused, "no request was refused while the database " \
+                            "was locked"
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert wait_for(lambda: ok(srv, ctx.pki["ec"]) == "200", 30), \
+            "requests were not served again once the database was writable"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM events "
+                                      "WHERE kind = 'gap'") >= 1, 20)
+        log = srv.read_error_log()
+        assert "MTLSAuditFailMode closed" in log
+    finally:
+        srv.stop()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
