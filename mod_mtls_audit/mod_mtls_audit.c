@@ -77,6 +77,7 @@ module AP_MODULE_DECLARE_DATA mtls_audit_module;
 #define DEFAULT_QUEUE       8192
 #define DEFAULT_FLUSH_MS    200
 #define DEFAULT_BUSY_MS     5000
+#define DEFAULT_ANCHOR_S    3600
 #define BATCH_MAX           512
 #define WRITE_RETRIES       5
 #define MAX_PATH_LEN        2048
@@ -91,6 +92,7 @@ typedef struct {
     int         flush_ms;         /* MTLSAuditFlushInterval, -1 (200) */
     int         busy_ms;          /* MTLSAuditBusyTimeout, -1 (5000) */
     const char *key_file;         /* MTLSAuditChainKey, NULL none */
+    int         anchor_s;         /* MTLSAuditAnchorInterval, -1 (3600) */
     int         verify_cfg;       /* SSLVerifyClient of this vhost, as
                                      found in the config tree; -1 unknown */
 } srv_conf_t;
@@ -153,6 +155,7 @@ static void *create_srv(apr_pool_t *p, server_rec *s)
     sc->queue_size = -1;
     sc->flush_ms = -1;
     sc->busy_ms = -1;
+    sc->anchor_s = -1;
     sc->verify_cfg = -1;
     return sc;
 }
@@ -174,6 +177,7 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(flush_ms);
     MERGE_INT(busy_ms);
     MERGE_PTR(key_file);
+    MERGE_INT(anchor_s);
     sc->verify_cfg = -1;
     return sc;
 }
@@ -261,6 +265,27 @@ static const char *set_number(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_anchor(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v;
+    char *end;
+    (void)dc;
+
+    if (err) {
+        return err;
+    }
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (errno || *end || end == arg || v < 0 || v > 31536000) {
+        return apr_psprintf(cmd->pool, "MTLSAuditAnchorInterval: '%s' is not "
+                            "a number of seconds from 0 (never) to 31536000",
+                            arg);
+    }
+    srv_conf(cmd->server)->anchor_s = (int)v;
+    return NULL;
+}
+
 #define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)
 
 static const command_rec cmds[] = {
@@ -288,6 +313,9 @@ static const command_rec cmds[] = {
     AP_INIT_TAKE1("MTLSAuditBusyTimeout", set_number, OFF(busy_ms),
                   RSRC_CONF, "milliseconds to wait for a locked database "
                   "(default 5000)"),
+    AP_INIT_TAKE1("MTLSAuditAnchorInterval", set_anchor, NULL, RSRC_CONF,
+                  "seconds between anchors (chain heads) in the error log, "
+                  "besides start and stop; 0 for none (default 3600)"),
     AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
                   "file with the secret key of the HMAC hash chain "
                   "(default none: plain SHA-256)"),
@@ -832,6 +860,17 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         }
         mtls_item_free(ev);
     }
+    /* The heads, after the event, go to the log: an anchor kept outside
+     * the database for 'mtls-audit verify --anchor'. */
+    {
+        mtls_anchor_t a;
+        char line[1024];
+        if (mtls_anchor_read(mtls_store_db(st), &a) == SQLITE_OK) {
+            mtls_anchor_format(g.db_path, &a, line, sizeof(line));
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG " %s "
+                         "(%s)", line, kind);
+        }
+    }
     mtls_store_close(st);
 }
 
@@ -981,6 +1020,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.batch_max = BATCH_MAX;
     wc.retries = WRITE_RETRIES;
     wc.pid = (int)getpid();
+    wc.anchor_s = msc->anchor_s >= 0 ? msc->anchor_s : DEFAULT_ANCHOR_S;
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "start the writer on %s: %s", g.db_path, err);

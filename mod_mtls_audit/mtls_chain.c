@@ -356,3 +356,149 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
     memcpy(res->head, prev, MTLS_HASH_LEN);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
+
+/* ------------------------------------------------------------------ */
+/* Anchors                                                              */
+
+const char *const mtls_anchor_tables[MTLS_ANCHOR_TABLES] = {
+    "certificates", "handshakes", "requests", "events"
+};
+
+int mtls_anchor_read(sqlite3 *db, mtls_anchor_t *a)
+{
+    int t, rc = SQLITE_OK;
+
+    memset(a, 0, sizeof(*a));
+    for (t = 0; t < MTLS_ANCHOR_TABLES && rc == SQLITE_OK; t++) {
+        sqlite3_stmt *st;
+        char *sql = sqlite3_mprintf("SELECT id, hash FROM \"%w\" ORDER BY id "
+                                    "DESC LIMIT 1", mtls_anchor_tables[t]);
+        rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            break;
+        }
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            a->id[t] = sqlite3_column_int64(st, 0);
+            if (sqlite3_column_bytes(st, 1) == MTLS_HASH_LEN) {
+                memcpy(a->hash[t], sqlite3_column_blob(st, 1), MTLS_HASH_LEN);
+            }
+        }
+        rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+    }
+    return rc;
+}
+
+void mtls_anchor_format(const char *path, const mtls_anchor_t *a, char *buf,
+                        apr_size_t len)
+{
+    apr_size_t off;
+    int t, i;
+
+    off = (apr_size_t)snprintf(buf, len, "anchor %s", path);
+    for (t = 0; t < MTLS_ANCHOR_TABLES && off < len; t++) {
+        off += (apr_size_t)snprintf(buf + off, len - off, " %s=%" 
+                                    APR_INT64_T_FMT ":", mtls_anchor_tables[t],
+                                    a->id[t]);
+        for (i = 0; i < MTLS_HASH_LEN && off + 2 < len; i++) {
+            off += (apr_size_t)snprintf(buf + off, len - off, "%02x",
+                                        a->hash[t][i]);
+        }
+    }
+}
+
+static int unhex(const char *s, unsigned char *out, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        unsigned int v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1) {
+            return -1;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+int mtls_anchor_parse(const char *line, char *path, apr_size_t pathlen,
+                      mtls_anchor_t *a)
+{
+    const char *p = strstr(line, "anchor "), *end;
+    int t;
+
+    if (!p) {
+        return -1;
+    }
+    p += 7;
+    end = strstr(p, " certificates=");
+    if (!end || (apr_size_t)(end - p) >= pathlen) {
+        return -1;
+    }
+    memcpy(path, p, (size_t)(end - p));
+    path[end - p] = '\0';
+    memset(a, 0, sizeof(*a));
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        char key[32];
+        const char *q;
+        long long id;
+        snprintf(key, sizeof(key), " %s=", mtls_anchor_tables[t]);
+        if (!(q = strstr(end, key))) {
+            return -1;
+        }
+        q += strlen(key);
+        if (sscanf(q, "%lld:", &id) != 1 || !(q = strchr(q, ':'))
+            || strspn(q + 1, "0123456789abcdef") < 2 * MTLS_HASH_LEN
+            || unhex(q + 1, a->hash[t], MTLS_HASH_LEN) != 0) {
+            return -1;
+        }
+        a->id[t] = id;
+    }
+    return 0;
+}
+
+int mtls_anchor_check(sqlite3 *db, const mtls_anchor_t *a, int *bad_table,
+                      char *why, apr_size_t whylen)
+{
+    int t, rc = SQLITE_OK;
+
+    *bad_table = -1;
+    for (t = 0; t < MTLS_ANCHOR_TABLES && rc == SQLITE_OK; t++) {
+        sqlite3_stmt *st;
+        char *sql;
+
+        if (a->id[t] == 0) {
+            continue;           /* empty then: nothing to hold */
+        }
+        sql = sqlite3_mprintf("SELECT hash FROM \"%w\" WHERE id = ?1",
+                              mtls_anchor_tables[t]);
+        rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            break;
+        }
+        sqlite3_bind_int64(st, 1, a->id[t]);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            snprintf(why, whylen, "anchored row %" APR_INT64_T_FMT " is "
+                     "missing: rows were removed from the end", a->id[t]);
+            *bad_table = t;
+        }
+        else if (rc == SQLITE_ROW
+                 && (sqlite3_column_bytes(st, 0) != MTLS_HASH_LEN
+                     || memcmp(sqlite3_column_blob(st, 0), a->hash[t],
+                               MTLS_HASH_LEN) != 0)) {
+            snprintf(why, whylen, "anchored row %" APR_INT64_T_FMT " has "
+                     "another hash than its anchor: the table was rewritten",
+                     a->id[t]);
+            *bad_table = t;
+        }
+        rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+        if (*bad_table >= 0) {
+            break;
+        }
+    }
+    return rc;
+}

@@ -97,4 +97,39 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
                             apr_int64_t lo, apr_int64_t hi,
                             mtls_chain_result_t *res);
 
+/*
+ * Anchors: the head (last id and hash) of each audited table, written
+ * outside the database -- to the error log -- so that rows removed from
+ * the end of a table can be found later:
+ *   anchor <db path> certificates=<id>:<hex> handshakes=<id>:<hex>
+ *          requests=<id>:<hex> events=<id>:<hex>
+ * (one line).  An anchor holds when each named row still exists with that
+ * hash.
+ */
+#define MTLS_ANCHOR_TABLES 4
+extern const char *const mtls_anchor_tables[MTLS_ANCHOR_TABLES];
+
+typedef struct {
+    apr_int64_t   id[MTLS_ANCHOR_TABLES];     /* 0: table empty */
+    unsigned char hash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+} mtls_anchor_t;
+
+/* Read the heads of db's tables.  Returns SQLITE_OK or an error. */
+int mtls_anchor_read(sqlite3 *db, mtls_anchor_t *a);
+
+/* "anchor <path> certificates=..." into buf. */
+void mtls_anchor_format(const char *path, const mtls_anchor_t *a, char *buf,
+                        apr_size_t len);
+
+/* Find an anchor in a line (of an error log, say).  Returns 0 and fills
+ * *a and path (up to pathlen bytes), or -1 when the line holds none. */
+int mtls_anchor_parse(const char *line, char *path, apr_size_t pathlen,
+                      mtls_anchor_t *a);
+
+/* Does the anchor hold in db?  Returns SQLITE_OK and sets *bad_table to
+ * the index of the first table whose anchored row is missing or changed
+ * (-1 if none) and why. */
+int mtls_anchor_check(sqlite3 *db, const mtls_anchor_t *a, int *bad_table,
+                      char *why, apr_size_t whylen);
+
 #endif /* MTLS_CHAIN_H */

@@ -34,6 +34,7 @@ struct mtls_writer {
     apr_int64_t        gap_lost, gap_start_us, gap_end_us;
     apr_int64_t        gap_by_type[4];  /* by mtls_item_type_e */
     char               gap_cause[160];
+    apr_int64_t        last_anchor_us;  /* writer thread only */
 };
 
 /* Count n items lost to cause; caller holds the lock.  The items (when
@@ -181,12 +182,26 @@ static void follow_file(mtls_writer_t *w)
     }
 }
 
+/* Write the chain heads to the log: an anchor kept outside the database
+ * (see mtls_chain.h). */
+static void log_anchor(mtls_writer_t *w)
+{
+    mtls_anchor_t a;
+    char line[1024];
+
+    w->last_anchor_us = mtls_now_us();
+    if (mtls_anchor_read(mtls_store_db(w->store), &a) == SQLITE_OK) {
+        mtls_anchor_format(w->conf.path, &a, line, sizeof(line));
+        mtls_log(MTLS_LOG_NOTICE, "%s", line);
+    }
+}
+
 /* Write batch[0..n) (plus a pending gap event), retrying; free them. */
 static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
     char err[256];
-    int attempt, rc = SQLITE_OK, i, m, logged = 0;
+    int attempt, rc = SQLITE_OK, i, m, logged = 0, anchor_now = 0;
     apr_int64_t gap_lost = 0;
 
     pthread_mutex_lock(&w->lock);
@@ -230,6 +245,8 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             mtls_log(MTLS_LOG_NOTICE, "writing to %s again", w->conf.path);
         }
         w->failing = 0;
+        anchor_now = w->conf.anchor_s > 0 && mtls_now_us() - w->last_anchor_us
+                     >= (apr_int64_t)w->conf.anchor_s * 1000000;
     }
     else {
         char cause[160] = "database write failed: ";
@@ -244,6 +261,9 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     pthread_mutex_unlock(&w->lock);
     for (i = 0; i < m; i++) {
         mtls_item_free(batch[i]);
+    }
+    if (anchor_now) {
+        log_anchor(w);
     }
 }
 
@@ -318,6 +338,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
         return -1;
     }
     mtls_store_set_key(w->store, conf->key);
+    w->last_anchor_us = mtls_now_us();  /* the parent anchored at start */
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -31,6 +31,8 @@ typedef struct {
     int                     batch_max;      /* items per transaction */
     int                     retries;        /* tries of a failing batch */
     int                     pid;            /* for gap events */
+    int                     anchor_s;       /* log the chain heads every
+                                               anchor_s seconds; 0 never */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the

@@ -930,3 +930,65 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
     free(w);
     return SQLITE_OK;
 }
+
+/* ------------------------------------------------------------------ */
+/* Anchors                                                              */
+
+int check_anchors(const char *anchors, const char *db, int any_path,
+                  const mtls_chain_key_t *key, int *found, char *msg,
+                  size_t msglen)
+{
+    mtls_store_t *st;
+    char line[4096], path[2048], err[256], why[256];
+    long lineno = 0;
+    FILE *f;
+    int rc = 0;
+    (void)key;
+
+    *found = 0;
+    if (!(f = fopen(anchors, "r"))) {
+        snprintf(msg, msglen, "cannot read %s: %s", anchors, strerror(errno));
+        return -1;
+    }
+    if (mtls_store_open(db, MTLS_STORE_READONLY, 5000, &st, err, sizeof(err))
+        != SQLITE_OK) {
+        fclose(f);
+        snprintf(msg, msglen, "%s", err);
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        mtls_anchor_t a;
+        int bad;
+
+        lineno++;
+        if (!strstr(line, "mtls_audit: anchor ")
+            || mtls_anchor_parse(line, path, sizeof(path), &a) != 0
+            || (!any_path && strcmp(path, db) != 0)) {
+            continue;
+        }
+        (*found)++;
+        if (mtls_anchor_check(mtls_store_db(st), &a, &bad, why, sizeof(why))
+            != SQLITE_OK) {
+            snprintf(msg, msglen, "reading %s: %s", db,
+                     sqlite3_errmsg(mtls_store_db(st)));
+            rc = -1;
+            break;
+        }
+        if (bad >= 0) {
+            snprintf(msg, msglen, "%s: %s (anchor at line %ld of %s)",
+                     mtls_anchor_tables[bad], why, lineno, anchors);
+            rc = 1;
+            break;
+        }
+    }
+    fclose(f);
+    mtls_store_close(st);
+    if (rc == 0 && !*found) {
+        snprintf(msg, msglen, "no anchor for %s in %s", db, anchors);
+        rc = 1;
+    }
+    else if (rc == 0) {
+        snprintf(msg, msglen, "%d anchors from %s hold", *found, anchors);
+    }
+    return rc;
+}

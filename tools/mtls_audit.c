@@ -308,7 +308,7 @@ static int cmd_certs(int argc, char **argv)
 /* verify                                                               */
 
 static const char verify_help[] =
-"usage: mtls-audit verify [--key FILE] [--no-record] DB...\n"
+"usage: mtls-audit verify [--key FILE] [--anchor FILE] [--no-record] DB...\n"
 "\n"
 "Walk the hash chain of every audited table (certificates, handshakes,\n"
 "requests, events) of each database.  Names the first row that breaks a\n"
@@ -316,18 +316,22 @@ static const char verify_help[] =
 "head (last id and hash) to compare with an anchor kept elsewhere: rows cut\n"
 "from the end of a table can only be seen against such an anchor.\n"
 "\n"
-"  --key FILE    the MTLSAuditChainKey file, when the server uses one\n"
-"  --no-record   do not record this check in the databases\n"
+"  --key FILE     the MTLSAuditChainKey file, when the server uses one\n"
+"  --anchor FILE  also check the anchors (chain heads) the module wrote to\n"
+"                 its error log, FILE: rows removed from the end of a table\n"
+"                 are found only this way.  With one DB every anchor in\n"
+"                 FILE is checked; with several, those naming each DB's path\n"
+"  --no-record    do not record this check in the databases\n"
 "\n"
 "Exit: 0 every chain holds, 1 a break, 2 usage, 3 database or I/O error.\n";
 
 static int cmd_verify(int argc, char **argv)
 {
-    const char *keyfile = NULL, *kerr;
+    const char *keyfile = NULL, *kerr, *anchor = NULL;
     int no_record = 0;
     const opt_t opts[] = {
         { "--key", 1, &keyfile, NULL }, { "--no-record", 0, NULL, &no_record },
-        { NULL, 0, NULL, NULL }
+        { "--anchor", 1, &anchor, NULL }, { NULL, 0, NULL, NULL }
     };
     mtls_chain_key_t key = { NULL, 0 };
     int i, t, nfiles, broken = 0, rc;
@@ -371,6 +375,18 @@ static int cmd_verify(int argc, char **argv)
                        chain_tables[t], (long long)res[t].rows,
                        (long long)res[t].head_id, hex);
             }
+        }
+        if (anchor) {
+            char msg[1024];
+            int found, a = check_anchors(anchor, files[i], nfiles == 1, &key,
+                                         &found, msg, sizeof(msg));
+            if (a < 0) {
+                fail("%s", msg);
+                rc = EXIT_DB;
+                break;
+            }
+            printf("  %-12s %s  %s\n", "anchors", a ? "BROKEN" : "ok", msg);
+            broken |= a;
         }
     }
     rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);

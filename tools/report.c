@@ -57,6 +57,7 @@ typedef struct {
     char        sha256[65];
     int         verified;       /* chains walked */
     int         broken;
+    int         anchored;       /* 1: anchors hold, -1: one does not */
     char        integrity[512];
 } file_info_t;
 
@@ -69,6 +70,7 @@ typedef struct {
     apr_int64_t  since, until, now;
     mtls_chain_key_t key;
     int          no_verify;
+    const char  *anchor;        /* --anchor FILE, or NULL */
     check_t     *checks;
     int          nchecks;
     scan_t       s;             /* the period, read once (scan.c) */
@@ -531,17 +533,26 @@ static void chk_integrity(report_t *r, const char *id, const char *title)
         broken += r->fi[i].broken;
     }
     RULE(c, "FAIL: a hash chain is broken (a row changed, removed, inserted "
-         "or moved) or ids jump. ATTENTION: the chains hold but their heads "
-         "were not compared with an anchor kept outside the database (see "
-         "'mtls-audit verify'). MANUAL: not verified (--no-verify).");
+         "or moved), ids jump, or an anchor kept outside the database (the "
+         "chain heads the module writes to its error log) does not hold. "
+         "PASS: the chains hold and every database's anchors (--anchor) "
+         "hold. ATTENTION: the chains hold but were not compared with an "
+         "anchor. MANUAL: not verified (--no-verify).");
     if (r->no_verify) {
         METRIC(c, "not verified (--no-verify)");
         c->status = ST_MANUAL;
     }
     else {
-        METRIC(c, "%d of %d databases with a broken chain", broken,
-               r->nfiles);
-        c->status = broken ? ST_FAIL : ST_ATTENTION;
+        int anchored = 0, anchor_bad = 0;
+        for (i = 0; i < r->nfiles; i++) {
+            anchored += r->fi[i].anchored == 1;
+            anchor_bad += r->fi[i].anchored == -1;
+        }
+        METRIC(c, "%d of %d databases with a broken chain; %d anchored, %d "
+               "with an anchor that does not hold", broken, r->nfiles,
+               anchored, anchor_bad);
+        c->status = (broken || anchor_bad) ? ST_FAIL
+                  : anchored == r->nfiles ? ST_PASS : ST_ATTENTION;
     }
 }
 
@@ -862,6 +873,20 @@ static int verify_files(report_t *r)
         if (!fi->broken) {
             snprintf(fi->integrity, sizeof(fi->integrity),
                      "hash chains verified");
+        }
+        if (r->anchor) {
+            char msg[1024];
+            int found, a = check_anchors(r->anchor, r->files[i],
+                                         r->nfiles == 1, &r->key, &found,
+                                         msg, sizeof(msg));
+            size_t l = strlen(fi->integrity);
+            if (a < 0) {
+                fail("%s", msg);
+                return EXIT_DB;
+            }
+            fi->anchored = a == 0 ? 1 : found ? -1 : 0;
+            snprintf(fi->integrity + l, sizeof(fi->integrity) - l, "; %s%s",
+                     a ? "ANCHOR BROKEN: " : "", msg);
         }
         fi->verified = 1;
     }
@@ -1359,7 +1384,8 @@ static void write_html(FILE *f, report_t *r)
 static const char report_help[] =
 "usage: mtls-audit report --standard pci-dss|hipaa|summary [--since D]\n"
 "                         [--until D] [--format text|json|csv|html]\n"
-"                         [-o FILE] [--key FILE] [--no-verify] DB...\n"
+"                         [-o FILE] [--key FILE] [--anchor FILE]\n"
+"                         [--no-verify] DB...\n"
 "\n"
 "Compliance evidence over the period [--since, --until) (default: the 30\n"
 "days up to now, UTC).  The cover states the period, the servers seen, the\n"
@@ -1375,6 +1401,8 @@ static const char report_help[] =
 "                   (one self-contained file; prints as a clean PDF)\n"
 "  -o FILE          write to FILE instead of standard output\n"
 "  --key FILE       the MTLSAuditChainKey file, to verify HMAC chains\n"
+"  --anchor FILE    the server's error log: check the chain heads it holds\n"
+"                   (10.3.4 can PASS only with anchors)\n"
 "  --no-verify      skip the hash-chain walk (10.3.4 becomes MANUAL)\n"
 "\n"
 "Exit: 0 no FAIL, 1 a check FAILs, 2 usage, 3 database or I/O error.\n";
@@ -1382,13 +1410,13 @@ static const char report_help[] =
 int cmd_report(int argc, char **argv)
 {
     const char *standard = NULL, *since = NULL, *until = NULL, *format = NULL;
-    const char *outfile = NULL, *keyfile = NULL, *kerr;
+    const char *outfile = NULL, *keyfile = NULL, *kerr, *anchor = NULL;
     int no_verify = 0;
     const opt_t opts[] = {
         { "--standard", 1, &standard, NULL }, { "--since", 1, &since, NULL },
         { "--until", 1, &until, NULL }, { "--format", 1, &format, NULL },
         { "-o", 1, &outfile, NULL }, { "--output", 1, &outfile, NULL },
-        { "--key", 1, &keyfile, NULL },
+        { "--key", 1, &keyfile, NULL }, { "--anchor", 1, &anchor, NULL },
         { "--no-verify", 0, NULL, &no_verify }, { NULL, 0, NULL, NULL }
     };
     report_t r;
@@ -1445,6 +1473,7 @@ int cmd_report(int argc, char **argv)
     r.files = files;
     r.nfiles = nfiles;
     r.no_verify = no_verify;
+    r.anchor = anchor;
     if ((rc = open_dataset(&r.ds, files, nfiles)) != EXIT_OK) {
         goto out;
     }

@@ -97,6 +97,15 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
                 mtls_chain_result_t res[CHAIN_TABLES], char *err,
                 size_t errlen);
 
+/* Check the anchors for db found in the text file anchors (an error log):
+ * those naming db's path, or all of them when any_path.  Returns 0 when
+ * at least one anchor was found and all hold (*found set), 1 when one
+ * does not hold or none was found (msg says which), -1 when the file
+ * cannot be read or db not opened (msg says why). */
+int check_anchors(const char *anchors, const char *db, int any_path,
+                  const mtls_chain_key_t *key, int *found, char *msg,
+                  size_t msglen);
+
 int cmd_report(int argc, char **argv);
 
 #endif /* MTLS_TOOL_H */

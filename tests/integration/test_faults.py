@@ -151,3 +151,59 @@ def fail_closed_refuses_then_recovers(ctx):
     finally:
         srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def anchors_in_the_error_log_find_a_cut_tail(ctx):
+    import shutil
+    import subprocess
+    srv = own_server(ctx, "anchors", "MTLSAuditAnchorInterval 1")
+    try:
+        for _ in range(5):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        time.sleep(1.2)
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == 6)
+    finally:
+        srv.stop()
+    log = srv.read_error_log()
+    anchors = [l for l in log.splitlines() if "mtls_audit: anchor " in l]
+    assert any("(start)" in l for l in anchors), anchors
+    assert any("(stop)" in l for l in anchors), anchors
+    assert any("handshakes=6:" in l for l in anchors), anchors
+    r = subprocess.run([ctx.tool, "verify", "--no-record", "--anchor",
+                        srv.error_log, srv.db], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "anchors      ok" in r.stdout, r.stdout
+    rep = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                          "--format", "json", "--anchor", srv.error_log,
+                          srv.db], capture_output=True, text=True)
+    import json
+    c = {x["id"]: x for x in json.loads(rep.stdout)["checks"]}
+    assert c["10.3.4"]["status"] == "PASS", c["10.3.4"]
+    # Cut the last two handshakes from a copy: the chain alone cannot
+    # tell, the anchor can.
+    cut = os.path.join(ctx.scratch, "anchors", "cut.db")
+    shutil.copy(srv.db, cut)
+    con = sqlite3.connect(cut)
+    con.execute("DELETE FROM handshakes WHERE id > 4")
+    con.execute("UPDATE sqlite_sequence SET seq = 4 WHERE name = "
+                "'handshakes'")
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", cut],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    r = subprocess.run([ctx.tool, "verify", "--no-record", "--anchor",
+                        srv.error_log, cut], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "anchors      BROKEN" in r.stdout and "missing" in r.stdout, \
+        r.stdout
+    rep = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                          "--format", "json", "--anchor", srv.error_log, cut],
+                         capture_output=True, text=True)
+    assert rep.returncode == 1
+    c = {x["id"]: x for x in json.loads(rep.stdout)["checks"]}
+    assert c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
