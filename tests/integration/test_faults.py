@@ -207,3 +207,43 @@ def anchors_in_the_error_log_find_a_cut_tail(ctx):
     c = {x["id"]: x for x in json.loads(rep.stdout)["checks"]}
     assert c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def chain_key_makes_an_hmac_chain(ctx):
+    import subprocess
+    key = os.path.join(ctx.scratch, "chain.key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(key, 0o600)                # read by root, before the switch
+    srv = own_server(ctx, "hmac", "MTLSAuditChainKey %s" % key)
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == 3)
+    finally:
+        srv.stop()
+    # Without the key the chain cannot be checked (nor rebuilt); with it,
+    # it holds.
+    r = subprocess.run([ctx.tool, "verify", "--no-record", srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "handshakes   BROKEN at id 1" in r.stdout, \
+        r.stdout
+    r = subprocess.run([ctx.tool, "verify", "--no-record", "--key", key,
+                        srv.db], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # A read without the key is not recorded (it would break the chain)...
+    r = subprocess.run([ctx.tool, "query", srv.db], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "give --key" in r.stderr, r.stderr
+    # ...with the key it is, and the chain still holds.
+    r = subprocess.run([ctx.tool, "verify", "--key", key, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
+                 "'access'") == 1
+    r = subprocess.run([ctx.tool, "verify", "--no-record", "--key", key,
+                        srv.db], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
