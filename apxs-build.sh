@@ -7,6 +7,7 @@
 #   ./apxs-build.sh demo       deps + build, then run the module on a
 #                              scratch server and show what it recorded
 #   ./apxs-build.sh test       deps + build, then run every test
+#   ./apxs-build.sh fuzz       build the libFuzzer targets (clang)
 #   ./apxs-build.sh clean      remove build output
 #
 # Environment: SANITIZE=1 builds with AddressSanitizer and UBSan;
@@ -24,7 +25,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
-TEST_PKGS="chromium"   # the HTML report is rendered in headless Chromium
+TEST_PKGS="chromium clang libclang-rt-14-dev"  # HTML report rendering; fuzzing
 
 deps() {
     missing=""
@@ -92,11 +93,33 @@ build() {
     echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests, $B/mtls-gen"
 }
 
+# libFuzzer targets (clang): build-fuzz/fuzz_cert, build-fuzz/fuzz_args.
+fuzz_build() {
+    FB="$TOP/build-fuzz"
+    mkdir -p "$FB"
+    BUILD_DIR="$FB" gen_schema_only
+    FF="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $WARN"
+    FI="$(apr-1-config --includes) -I$TOP/mod_mtls_audit -I$TOP/tools -I$FB"
+    FL="$(apr-1-config --link-ld) -lsqlite3 -lssl -lcrypto -lpthread"
+    srcs=""
+    for f in $CORE; do srcs="$srcs $TOP/mod_mtls_audit/$f"; done
+    clang $FF $FI -o "$FB/fuzz_cert" "$TOP/tests/fuzz/fuzz_cert.c" $srcs $FL
+    clang $FF $FI -o "$FB/fuzz_args" "$TOP/tests/fuzz/fuzz_args.c" \
+        "$TOP/tools/common.c" $srcs $FL
+    echo "apxs-build.sh: built $FB/fuzz_cert, $FB/fuzz_args"
+}
+
+gen_schema_only() {
+    B="$BUILD_DIR"
+    gen_schema
+}
+
 case "${1:-build}" in
     build) build ;;
     deps)  deps ;;
     demo)  deps; build; exec python3 "$TOP/tests/demo.py" ;;
     test)  deps "$TEST_PKGS"; build; exec sh "$TOP/tests/run-all.sh" ;;
-    clean) rm -rf "$B" ;;
+    fuzz)  fuzz_build ;;
+    clean) rm -rf "$B" "$TOP/build-asan" "$TOP/build-fuzz" ;;
     *) echo "usage: $0 [build|deps|demo|test|clean]" >&2; exit 2 ;;
 esac

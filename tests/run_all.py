@@ -5,15 +5,21 @@ line over all of them; exit 1 on any failure.
   1. the CUnit unit tests of the core (build/unit-tests);
   2. the same unit tests built with AddressSanitizer and UBSan
      (build-asan/), failing on any sanitizer report;
-  3. the integration tests: the real apache2 with the built module, real
+  3. the libFuzzer targets (certificate parsing, the tool's argument and
+     date parsing), each for MTLS_FUZZ_SECONDS (default 30) from the seed
+     corpus in tests/fuzz/corpus, after replaying tests/fuzz/regressions;
+  4. the integration tests: the real apache2 with the built module, real
      OpenSSL clients, under the event and prefork MPMs, with the load test.
 
 Options are passed to the integration tests (e.g. --only NAME, --mpm event).
 """
+import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +63,49 @@ def main():
         p, f = cunit(os.path.join(TOP, "build-asan", "unit-tests"), senv)
         passed += p
         failed += f
+
+    print("== fuzzing", flush=True)
+    b = subprocess.run([os.path.join(TOP, "apxs-build.sh"), "fuzz"],
+                       capture_output=True, text=True)
+    if b.returncode != 0:
+        sys.stdout.write(b.stdout + b.stderr)
+        failed += 1
+    else:
+        seconds = os.environ.get("MTLS_FUZZ_SECONDS", "30")
+        for target, corpus in (("fuzz_cert", "cert"), ("fuzz_args", "args")):
+            exe = os.path.join(TOP, "build-fuzz", target)
+            work = tempfile.mkdtemp(prefix="mtls-fuzz-")
+            regress = sorted(glob.glob(os.path.join(
+                TOP, "tests", "fuzz", "regressions", target + "-*")))
+            ok = True
+            if regress:
+                r = subprocess.run([exe] + regress, capture_output=True,
+                                   text=True)
+                ok = r.returncode == 0
+                if not ok:
+                    sys.stdout.write(r.stderr[-4000:])
+            if ok:
+                r = subprocess.run([exe, "-max_total_time=" + seconds,
+                                    "-print_final_stats=1",
+                                    "-artifact_prefix=" + work + "/", work,
+                                    os.path.join(TOP, "tests", "fuzz",
+                                                 "corpus", corpus)],
+                                   capture_output=True, text=True)
+                ok = r.returncode == 0
+                runs = re.search(r"stat::number_of_executed_units: (\d+)",
+                                 r.stderr)
+                if not ok:
+                    sys.stdout.write(r.stderr[-4000:])
+                    print("fuzz: crash inputs kept in %s" % work)
+            print("%s %s (%s s, %s runs, %d regression inputs)" % (
+                "PASS" if ok else "FAIL", target, seconds,
+                runs.group(1) if ok and runs else "?", len(regress)),
+                flush=True)
+            if ok:
+                shutil.rmtree(work, ignore_errors=True)
+                passed += 1
+            else:
+                failed += 1
 
     print("== integration tests", flush=True)
     proc = subprocess.Popen([sys.executable, "-u",
