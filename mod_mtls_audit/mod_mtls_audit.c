@@ -832,6 +832,33 @@ static apr_status_t make_private_dir(apr_pool_t *p, const char *dir)
     return APR_SUCCESS;
 }
 
+/* Refuse a database that others could replace or that belongs to someone
+ * else: a directory writable by others, a file owned by another user. */
+static apr_status_t check_location(server_rec *s, const char *dir,
+                                   const char *path)
+{
+    struct stat sb;
+
+    if (stat(dir, &sb) == 0 && (sb.st_mode & S_IWOTH)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s: its directory %s is writable by "
+                     "others (mode %04o), so anyone could remove or replace "
+                     "the audit log: make it 0750 or choose another "
+                     "directory", path, dir, (unsigned)(sb.st_mode & 07777));
+        return APR_EACCES;
+    }
+    if (stat(path, &sb) == 0 && sb.st_uid != 0
+        && sb.st_uid != ap_unixd_config.user_id) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s is owned by uid %u, neither root "
+                     "nor the user httpd runs as (uid %u): refusing to write "
+                     "an audit log someone else owns", path,
+                     (unsigned)sb.st_uid, (unsigned)ap_unixd_config.user_id);
+        return APR_EACCES;
+    }
+    return APR_SUCCESS;
+}
+
 /* Write one lifecycle event from the parent. */
 static void write_event(server_rec *s, const char *kind, const char *detail)
 {
@@ -947,6 +974,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if ((rv = make_private_dir(ptemp, dir)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MTLS_LOG_TAG
                      " cannot create the database directory %s", dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((rv = check_location(s, dir, g.db_path)) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, errbuf,

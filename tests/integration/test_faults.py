@@ -247,3 +247,35 @@ def chain_key_makes_an_hmac_chain(ctx):
                         srv.db], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def unsafe_database_locations_are_refused_at_start(ctx):
+    import pwd
+    # A directory anyone can write to.
+    srv = server_mod.Server(os.path.join(ctx.scratch, "worldwritable"),
+                            ctx.pki, mpm=ctx.srv.mpm)
+    os.makedirs(os.path.dirname(srv.db))
+    os.chmod(os.path.dirname(srv.db), 0o777)
+    try:
+        srv.start()
+        srv.stop()
+        raise AssertionError("httpd started with a world-writable "
+                             "database directory")
+    except RuntimeError as e:
+        assert "writable by others" in str(e), str(e)[-2000:]
+    # A database that belongs to another user.
+    srv = server_mod.Server(os.path.join(ctx.scratch, "foreign"), ctx.pki,
+                            mpm=ctx.srv.mpm)
+    os.makedirs(os.path.dirname(srv.db), mode=0o750)
+    open(srv.db, "w").close()
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chown(srv.db, nobody, -1)
+    try:
+        srv.start()
+        srv.stop()
+        raise AssertionError("httpd started with a database owned by "
+                             "another user")
+    except RuntimeError as e:
+        assert "owned by uid %d" % nobody in str(e), str(e)[-2000:]
+    assert srv.pid() is None or not os.path.exists("/proc/%d" % srv.pid())

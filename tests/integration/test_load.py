@@ -4,8 +4,10 @@ handshakes the clients attempted, exactly, outcome by outcome.
 
 The clients use Python's ssl module, which is OpenSSL: each attempt is a
 fresh TCP connection that sends a ClientHello (no session reuse)."""
+import os
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
@@ -112,3 +114,75 @@ def load_mixed_with_graceful_restart(ctx):
     lost = ctx.srv.query("SELECT coalesce(sum(lost), 0) AS n FROM events "
                          "WHERE kind = 'gap'")[0]["n"]
     assert lost == 0, lost
+
+
+SOAK_SECONDS = int(os.environ.get("MTLS_SOAK_SECONDS", "60"))
+
+
+@test(once=True, expect_errors=(r"AH02039: Certificate Verification: Error",))
+def soak_with_graceful_restart_every_5_seconds(ctx):
+    """16 clients making full handshakes (good, expired, untrusted, none)
+    for MTLS_SOAK_SECONDS (default 60) while the server restarts
+    gracefully every 5 s: afterwards rows = attempts, exactly, and the
+    chains verify."""
+    srv = ctx.srv
+    contexts = {}
+    for kind in KINDS:
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        c.load_verify_locations(ctx.pki["root"].cert)
+        c.options |= ssl.OP_NO_TICKET
+        if kind:
+            c.load_cert_chain(*ctx.pki[kind])
+        contexts[kind] = c
+    counts = {k: 0 for k in KINDS}
+    lock = threading.Lock()
+    after = srv.max_id()
+    deadline = time.time() + SOAK_SECONDS
+
+    def worker(n):
+        i = 0
+        while time.time() < deadline:
+            kind = KINDS[(n + i) % len(KINDS)]
+            i += 1
+            if attempt(srv, kind, contexts):
+                with lock:
+                    counts[kind] += 1
+
+    ts = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in ts:
+        t.start()
+    restarts = 0
+    while time.time() < deadline - 1:
+        time.sleep(5)
+        srv.graceful()
+        restarts += 1
+    for t in ts:
+        t.join()
+    attempted = sum(counts.values())
+    want = {}
+    for k, n in counts.items():
+        want[WANT[k]] = want.get(WANT[k], 0) + n
+    names = {1: "accepted", 2: "rejected", 3: "no_certificate", 4: "failed",
+             5: "aborted"}
+    got = {}
+    end = time.time() + 60
+    while time.time() < end:
+        rows = srv.query("SELECT outcome, count(*) AS n FROM handshakes "
+                         "WHERE id > ? GROUP BY outcome", (after,))
+        got = {names[r["outcome"]]: r["n"] for r in rows}
+        if sum(got.values()) >= attempted:
+            time.sleep(0.5)
+            rows = srv.query("SELECT outcome, count(*) AS n FROM handshakes "
+                             "WHERE id > ? GROUP BY outcome", (after,))
+            got = {names[r["outcome"]]: r["n"] for r in rows}
+            break
+        time.sleep(0.2)
+    assert attempted > 100 and restarts >= SOAK_SECONDS // 5 - 2, \
+        (attempted, restarts)
+    assert got == want, "rows by outcome %r, attempts %r (total %d, %d " \
+        "graceful restarts)" % (got, want, attempted, restarts)
+    r = subprocess.run([ctx.tool, "verify", "--no-record", srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    print("    soak: %d handshakes in %d s, %d graceful restarts" % (
+        attempted, SOAK_SECONDS, restarts))
