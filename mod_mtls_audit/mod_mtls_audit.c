@@ -242,48 +242,45 @@ static const char *set_fail_mode(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
-/* A whole number in [lo, hi] for the int field at cmd->info. */
-static const char *set_number(cmd_parms *cmd, void *dc, const char *arg)
+/* A whole number in [lo, hi] into *out, or a message naming the
+ * directive. */
+static const char *parse_number(cmd_parms *cmd, const char *arg,
+                                apr_int64_t lo, apr_int64_t hi, int *out)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    srv_conf_t *sc = srv_conf(cmd->server);
-    int off = (int)(apr_uintptr_t)cmd->info;
     apr_int64_t v;
     char *end;
-    (void)dc;
 
     if (err) {
         return err;
     }
     errno = 0;
     v = apr_strtoi64(arg, &end, 10);
-    if (errno || *end || end == arg || v < 1 || v > 10000000) {
+    if (errno || *end || end == arg || v < lo || v > hi) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a whole number from "
-                            "1 to 10000000", cmd->cmd->name, arg);
+                            "%" APR_INT64_T_FMT " to %" APR_INT64_T_FMT,
+                            cmd->cmd->name, arg, lo, hi);
     }
-    *(int *)((char *)sc + off) = (int)v;
+    *out = (int)v;
     return NULL;
 }
 
+/* MTLSAuditQueueSize, FlushInterval, BusyTimeout: the int field at
+ * cmd->info. */
+static const char *set_number(cmd_parms *cmd, void *dc, const char *arg)
+{
+    int off = (int)(apr_uintptr_t)cmd->info;
+    (void)dc;
+    return parse_number(cmd, arg, 1, 10000000,
+                        (int *)((char *)srv_conf(cmd->server) + off));
+}
+
+/* Seconds between anchors; 0: only at start, reload and stop. */
 static const char *set_anchor(cmd_parms *cmd, void *dc, const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    apr_int64_t v;
-    char *end;
     (void)dc;
-
-    if (err) {
-        return err;
-    }
-    errno = 0;
-    v = apr_strtoi64(arg, &end, 10);
-    if (errno || *end || end == arg || v < 0 || v > 31536000) {
-        return apr_psprintf(cmd->pool, "MTLSAuditAnchorInterval: '%s' is not "
-                            "a number of seconds from 0 (never) to 31536000",
-                            arg);
-    }
-    srv_conf(cmd->server)->anchor_s = (int)v;
-    return NULL;
+    return parse_number(cmd, arg, 0, 31536000,
+                        &srv_conf(cmd->server)->anchor_s);
 }
 
 #define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)

@@ -605,52 +605,48 @@ static int exec_str(sqlite3 *db, sqlite3_str *s)
     return rc;
 }
 
+/* CREATE TEMP VIEW name AS the UNION ALL of arm, printed once per
+ * database with (its file name, its index, its index, its index). */
+static int union_view(dataset_t *ds, const char *name, const char *arm)
+{
+    sqlite3_str *s = sqlite3_str_new(ds->db);
+    int i;
+
+    sqlite3_str_appendf(s, "CREATE TEMP VIEW %s AS ", name);
+    for (i = 0; i < ds->n; i++) {
+        if (i) sqlite3_str_appendall(s, " UNION ALL ");
+        sqlite3_str_appendf(s, arm, ds->files[i], i, i, i);
+    }
+    return exec_str(ds->db, s);
+}
+
 static int make_views(dataset_t *ds)
 {
-    sqlite3_str *s;
-    int i, rc;
+    int rc;
 
-    s = sqlite3_str_new(ds->db);
-    sqlite3_str_appendall(s, "CREATE TEMP VIEW hs AS ");
-    for (i = 0; i < ds->n; i++) {
-        sqlite3_str_appendf(s, "%sSELECT %Q AS source, h.*, c.sha256, "
+    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*, c.sha256, "
             "lower(hex(c.sha256)) AS cert_sha256, c.subject_dn, c.issuer_dn, "
             "c.serial, c.not_before, c.not_after, c.key_type, c.key_bits, "
             "c.sig_alg FROM db%d.handshakes h LEFT JOIN db%d.certificates c "
-            "ON c.id = h.cert_id", i ? " UNION ALL " : "", ds->files[i], i, i);
+            "ON c.id = h.cert_id")) != SQLITE_OK) {
+        return rc;
     }
-    if ((rc = exec_str(ds->db, s)) != SQLITE_OK) return rc;
-
-    s = sqlite3_str_new(ds->db);
-    sqlite3_str_appendall(s, "CREATE TEMP VIEW rq AS ");
-    for (i = 0; i < ds->n; i++) {
-        sqlite3_str_appendf(s, "%sSELECT %Q AS source, r.*, h.outcome AS "
+    if ((rc = union_view(ds, "rq", "SELECT %Q AS source, r.*, h.outcome AS "
             "hs_outcome, h.verify_result, h.cert_id, h.server_name, "
             "h.client_addr, lower(hex(c.sha256)) AS cert_sha256, c.subject_dn "
             "FROM db%d.requests r LEFT JOIN db%d.handshakes h ON h.id = "
-            "r.handshake_id LEFT JOIN db%d.certificates c ON c.id = h.cert_id",
-            i ? " UNION ALL " : "", ds->files[i], i, i, i);
+            "r.handshake_id LEFT JOIN db%d.certificates c ON c.id = "
+            "h.cert_id")) != SQLITE_OK) {
+        return rc;
     }
-    if ((rc = exec_str(ds->db, s)) != SQLITE_OK) return rc;
-
-    s = sqlite3_str_new(ds->db);
-    sqlite3_str_appendall(s, "CREATE TEMP VIEW ev AS ");
-    for (i = 0; i < ds->n; i++) {
-        sqlite3_str_appendf(s, "%sSELECT %Q AS source, * FROM db%d.events",
-                            i ? " UNION ALL " : "", ds->files[i], i);
+    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, * FROM "
+                         "db%d.events")) != SQLITE_OK) {
+        return rc;
     }
-    if ((rc = exec_str(ds->db, s)) != SQLITE_OK) return rc;
-
-    s = sqlite3_str_new(ds->db);
-    sqlite3_str_appendall(s, "CREATE TEMP VIEW certs AS ");
-    for (i = 0; i < ds->n; i++) {
-        sqlite3_str_appendf(s, "%sSELECT %Q AS source, id, sha256, "
+    return union_view(ds, "certs", "SELECT %Q AS source, id, sha256, "
             "lower(hex(sha256)) AS cert_sha256, subject_dn, issuer_dn, serial, "
             "not_before, not_after, san, key_type, key_bits, sig_alg, "
-            "first_seen_us FROM db%d.certificates",
-            i ? " UNION ALL " : "", ds->files[i], i);
-    }
-    return exec_str(ds->db, s);
+            "first_seen_us FROM db%d.certificates");
 }
 
 static const struct {

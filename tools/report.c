@@ -893,50 +893,6 @@ static int verify_files(report_t *r)
     return EXIT_OK;
 }
 
-/* mask_pan(path): each run of 13-19 digits (single spaces or dashes
- * allowed between them, as in has_pan) keeps its last four digits only. */
-static void mask_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    const char *s = (const char *)sqlite3_value_text(argv[0]);
-    char *out;
-    size_t i, n, start = 0, digits = 0;
-    (void)argc;
-
-    if (!s) {
-        sqlite3_result_null(ctx);
-        return;
-    }
-    n = strlen(s);
-    out = sqlite3_malloc64(n + 1);
-    if (!out) {
-        sqlite3_result_error_nomem(ctx);
-        return;
-    }
-    memcpy(out, s, n + 1);
-    for (i = 0; i <= n; i++) {
-        int d = i < n && s[i] >= '0' && s[i] <= '9';
-        int sep = i < n && digits && (s[i] == ' ' || s[i] == '-')
-                  && s[i + 1] >= '0' && s[i + 1] <= '9';
-        if (d) {
-            if (!digits) start = i;
-            digits++;
-            continue;
-        }
-        if (sep) {
-            continue;
-        }
-        if (digits >= 13 && digits <= 19) {
-            size_t k, seen = 0;
-            for (k = start; k < i; k++) {
-                if (s[k] >= '0' && s[k] <= '9' && seen++ < digits - 4) {
-                    out[k] = '*';
-                }
-            }
-        }
-        digits = 0;
-    }
-    sqlite3_result_text(ctx, out, (int)n, sqlite3_free);
-}
 
 static void overview(report_t *r)
 {
@@ -1477,9 +1433,6 @@ int cmd_report(int argc, char **argv)
     if ((rc = open_dataset(&r.ds, files, nfiles)) != EXIT_OK) {
         goto out;
     }
-    sqlite3_create_function(r.ds.db, "mask_pan", 1,
-                            SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                            mask_fn, NULL, NULL);
     r.fi = calloc((size_t)nfiles, sizeof(file_info_t));
     r.checks = calloc(40, sizeof(check_t));
     if (!r.fi || !r.checks) {

@@ -411,3 +411,24 @@ def disk_full_then_space_again(ctx):
             os.unlink(filler)
         subprocess.run(["umount", mnt])
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def bad_directive_values_fail_configtest_with_file_and_line(ctx):
+    cases = [
+        ("MTLSAuditQueueSize lots", "MTLSAuditQueueSize: 'lots' is not a "
+         "whole number from 1 to 10000000"),
+        ("MTLSAuditFlushInterval 0", "MTLSAuditFlushInterval: '0'"),
+        ("MTLSAuditAnchorInterval -5", "MTLSAuditAnchorInterval: '-5'"),
+        ("MTLSAuditFailMode sometimes", "MTLSAuditFailMode: 'sometimes' is "
+         "neither 'open' nor 'closed'"),
+        ("MTLSAuditEngine maybe", "MTLSAuditEngine must be On or Off"),
+    ]
+    for i, (line, want) in enumerate(cases):
+        srv = server_mod.Server(os.path.join(ctx.scratch, "conf%d" % i),
+                                ctx.pki, mpm=ctx.srv.mpm, extra_global=line)
+        r = srv.httpd("-t")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, (line, out)
+        assert want in out, (line, out)
+        assert "httpd.conf" in out and re.search(r"line \d+", out), out

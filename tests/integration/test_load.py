@@ -48,9 +48,9 @@ def attempt(srv, kind, contexts):
     return True
 
 
-def load_run(ctx, threads=THREADS, per_thread=PER_THREAD, restarts=1,
-             duration=None):
-    srv = ctx.srv
+def client_contexts(ctx):
+    """One OpenSSL client context per kind of client, without tickets:
+    every attempt is a full handshake."""
     contexts = {}
     for kind in KINDS:
         c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -59,6 +59,12 @@ def load_run(ctx, threads=THREADS, per_thread=PER_THREAD, restarts=1,
         if kind:
             c.load_cert_chain(*ctx.pki[kind])
         contexts[kind] = c
+    return contexts
+
+
+def load_run(ctx, threads=THREADS, per_thread=PER_THREAD, restarts=1):
+    srv = ctx.srv
+    contexts = client_contexts(ctx)
     counts = {k: 0 for k in KINDS}
     lock = threading.Lock()
     done = [0]
@@ -126,14 +132,7 @@ def soak_with_graceful_restart_every_5_seconds(ctx):
     gracefully every 5 s: afterwards rows = attempts, exactly, and the
     chains verify."""
     srv = ctx.srv
-    contexts = {}
-    for kind in KINDS:
-        c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        c.load_verify_locations(ctx.pki["root"].cert)
-        c.options |= ssl.OP_NO_TICKET
-        if kind:
-            c.load_cert_chain(*ctx.pki[kind])
-        contexts[kind] = c
+    contexts = client_contexts(ctx)
     counts = {k: 0 for k in KINDS}
     lock = threading.Lock()
     after = srv.max_id()
