@@ -62,6 +62,9 @@
 #include "mtls_chain.h"
 #include "mtls_store.h"
 #include "mtls_writer.h"
+#include "mtls_slots.h"
+
+#include "apr_shm.h"
 
 /* mod_ssl's OpenSSL hooks; Debian's apache2-dev lacks mod_ssl_openssl.h,
  * so we declare the two we use exactly as mod_ssl does. */
@@ -106,8 +109,9 @@ static struct {
     const char       *db_path;      /* absolute */
     mtls_chain_key_t  key;
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
+    mtls_slots_t     *slots;        /* per-child counters, shared */
     int               lost_noted;   /* "no writer" logged */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0 };
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, NULL, 0 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -914,6 +918,35 @@ static int first_start(server_rec *s)
     return 1;
 }
 
+/* The counters that let a surviving child count what a killed one lost:
+ * anonymous shared memory from the process pool, made once, before the
+ * first fork, kept across restarts. */
+static void shared_slots(server_rec *s)
+{
+    static const char key[] = "mtls_audit_slots";
+    apr_size_t size = mtls_slots_size(1024);
+    apr_shm_t *shm = NULL;
+    void *seen = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get(&seen, key, s->process->pool);
+    if (seen) {
+        g.slots = seen;
+        return;
+    }
+    rv = apr_shm_create(&shm, size, NULL, s->process->pool);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, MTLS_LOG_TAG " no "
+                     "shared memory for the per-child counters: records "
+                     "lost with a killed child will not be counted");
+        return;
+    }
+    memset(apr_shm_baseaddr_get(shm), 0, size);
+    g.slots = mtls_slots_init(apr_shm_baseaddr_get(shm), 1024);
+    apr_pool_userdata_set(g.slots, key, apr_pool_cleanup_null,
+                          s->process->pool);
+}
+
 /* pconf is cleared on every restart (main state DESTROY_CONFIG, and a
  * "reload" event follows) and destroyed on stop (any other state). */
 static apr_status_t parent_cleanup(void *data)
@@ -1009,6 +1042,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     chmod(dir, 0750);
     chmod(g.db_path, 0640);
+    if (!g.slots) {
+        shared_slots(s);
+    }
     write_event(s, first_start(s) ? "start" : "reload", NULL);
     apr_pool_cleanup_register(pconf, s, parent_cleanup,
                               apr_pool_cleanup_null);
@@ -1048,6 +1084,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.retries = WRITE_RETRIES;
     wc.pid = (int)getpid();
     wc.anchor_s = msc->anchor_s >= 0 ? msc->anchor_s : DEFAULT_ANCHOR_S;
+    wc.slots = g.slots;
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "start the writer on %s: %s", g.db_path, err);

@@ -35,7 +35,10 @@ struct mtls_writer {
     apr_int64_t        gap_by_type[4];  /* by mtls_item_type_e */
     char               gap_cause[160];
     apr_int64_t        last_anchor_us;  /* writer thread only */
+    mtls_slot_t       *slot;            /* our counters in shared memory */
 };
+
+#define REAP_MAX 8      /* dead processes recorded per batch */
 
 /* Count n items lost to cause; caller holds the lock.  The items (when
  * known) say which kinds were lost. */
@@ -86,6 +89,7 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
     w->tail = item;
     w->depth++;
     w->queued++;
+    mtls_slot_queued(w->slot);
     signal = w->depth == w->conf.batch_max / 2 || w->depth == 1;
     pthread_mutex_unlock(&w->lock);
     if (signal) {
@@ -196,7 +200,46 @@ static void log_anchor(mtls_writer_t *w)
     }
 }
 
-/* Write batch[0..n) (plus a pending gap event), retrying; free them. */
+/* Gap events for processes that died with records still queued (found
+ * through the shared counters), into out[0..REAP_MAX); returns how many. */
+static int reap_dead(mtls_writer_t *w, mtls_item_t **out)
+{
+    apr_uint64_t lost;
+    apr_int64_t since;
+    apr_uint32_t pid;
+    int n = 0;
+
+    while (n < REAP_MAX && w->conf.slots
+           && (pid = mtls_slots_reap(w->conf.slots, &lost, &since)) != 0) {
+        mtls_item_t *ev;
+        char detail[200];
+
+        if (lost == 0 || !(ev = mtls_item_new(MTLS_ITEM_EVENT))) {
+            continue;
+        }
+        mtls_log(MTLS_LOG_ERR, "httpd process %u ended without writing %llu "
+                 "records (killed or crashed); recording them as lost", pid,
+                 (unsigned long long)lost);
+        ev->u.ev.time_us = mtls_now_us();
+        mtls_strlcpy(ev->u.ev.kind, "gap", sizeof(ev->u.ev.kind));
+        ev->u.ev.pid = (int)pid;
+        ev->u.ev.lost = (apr_int64_t)lost;
+        ev->u.ev.gap_start_us = since;
+        ev->u.ev.gap_end_us = ev->u.ev.time_us;
+        snprintf(detail, sizeof(detail), "process %u ended (killed or "
+                 "crashed) with records not written (%llu records: "
+                 "handshakes, requests and events; at most one batch of "
+                 "them may in fact be stored)", pid,
+                 (unsigned long long)lost);
+        ev->u.ev.detail = strdup(detail);
+        out[n++] = ev;
+    }
+    return n;
+}
+
+/* Write batch[0..n) (plus a pending gap event and the gaps of dead
+ * processes: the caller leaves 1 + REAP_MAX free places), retrying; free
+ * them. */
 static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
@@ -214,6 +257,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         batch[n] = gap;         /* the caller left room for it */
     }
     m = n + (gap ? 1 : 0);
+    m += reap_dead(w, batch + m);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
         follow_file(w);
         rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
@@ -227,6 +271,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         }
         sleep_ms(100 * (attempt + 1));
     }
+    mtls_slot_settled(w->slot, (apr_uint64_t)n);   /* stored or counted */
     pthread_mutex_lock(&w->lock);
     if (rc == SQLITE_OK) {
         w->written += n;
@@ -270,7 +315,9 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 static void *writer_main(void *arg)
 {
     mtls_writer_t *w = arg;
-    mtls_item_t **batch = malloc(sizeof(*batch) * (w->conf.batch_max + 1));
+    mtls_item_t **batch = malloc(sizeof(*batch)
+                                 * (size_t)(w->conf.batch_max + 1 + REAP_MAX));
+    apr_int64_t last_reap = 0;
     struct timespec until;
     int n;
 
@@ -286,6 +333,26 @@ static void *writer_main(void *arg)
         if (!w->head && (w->gap_lost == 0 || w->failing)) {
             if (w->stopping) {
                 break;
+            }
+            /* Idle: now and then, look for processes that died with
+             * records in their queues. */
+            if (w->gap_lost == 0 && w->conf.slots
+                && mtls_now_us() - last_reap > 1000000) {
+                int k;
+                last_reap = mtls_now_us();
+                pthread_mutex_unlock(&w->lock);
+                k = batch ? reap_dead(w, batch) : 0;
+                if (k) {
+                    char err[256];
+                    if (mtls_store_write(w->store, batch, k, err, sizeof(err))
+                        != SQLITE_OK) {
+                        mtls_log(MTLS_LOG_ERR, "cannot record the loss of "
+                                 "a dead process: %s", err);
+                    }
+                    while (k) mtls_item_free(batch[--k]);
+                }
+                pthread_mutex_lock(&w->lock);
+                continue;
             }
             if (w->gap_lost == 0) {
                 continue;
@@ -339,6 +406,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     }
     mtls_store_set_key(w->store, conf->key);
     w->last_anchor_us = mtls_now_us();  /* the parent anchored at start */
+    w->slot = mtls_slots_claim(conf->slots, (apr_uint32_t)conf->pid);
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -375,6 +443,7 @@ void mtls_writer_stop(mtls_writer_t *w)
                  w->gap_cause);
     }
     mtls_store_close(w->store);
+    mtls_slots_release(w->slot);        /* everything settled */
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w);

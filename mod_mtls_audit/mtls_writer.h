@@ -18,6 +18,7 @@
 
 #include "mtls_core.h"
 #include "mtls_chain.h"
+#include "mtls_slots.h"
 
 typedef struct mtls_writer mtls_writer_t;
 
@@ -33,6 +34,7 @@ typedef struct {
     int                     pid;            /* for gap events */
     int                     anchor_s;       /* log the chain heads every
                                                anchor_s seconds; 0 never */
+    mtls_slots_t           *slots;          /* shared counters, or NULL */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the

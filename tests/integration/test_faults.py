@@ -432,3 +432,63 @@ def bad_directive_values_fail_configtest_with_file_and_line(ctx):
         assert r.returncode != 0, (line, out)
         assert want in out, (line, out)
         assert "httpd.conf" in out and re.search(r"line \d+", out), out
+
+
+@test(once=True, expect_errors=(r"ended without writing",) + WRITE_ERRORS)
+def kill_9_of_a_child_is_counted_never_silent(ctx):
+    import signal
+    import subprocess
+    srv = own_server(ctx, "kill9")
+    done = [False]
+    answered = [0]
+    lock = threading.Lock()
+
+    def worker():
+        while not done[0]:
+            if ok(srv, ctx.pki["ec"]) == "200":
+                with lock:
+                    answered[0] += 1
+
+    ts = [threading.Thread(target=worker) for _ in range(6)]
+    for t in ts:
+        t.start()
+    time.sleep(1)
+    # Hold the database so that queues fill, then kill one child hard.
+    holder = sqlite3.connect(srv.db, timeout=10, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    time.sleep(1)
+    children = [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(srv.pid())], capture_output=True,
+        text=True).stdout.split()]
+    assert children, "no httpd children"
+    victim = children[0]
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.5)
+    holder.execute("COMMIT")
+    holder.close()
+    time.sleep(1.5)
+    done[0] = True
+    for t in ts:
+        t.join()
+    srv.stop()
+    gaps = sqlite3.connect(srv.db).execute(
+        "SELECT pid, lost, detail FROM events WHERE kind = 'gap' AND "
+        "detail LIKE '%killed or crashed%'").fetchall()
+    assert gaps and gaps[0][0] == victim and gaps[0][1] > 0, gaps
+    # What the others served is all there; what the victim could not
+    # write is counted, never a silent hole.
+    stored = count(srv.db, "SELECT count(*) FROM handshakes WHERE outcome = 1")
+    lost = sum(g[1] for g in gaps)
+    assert stored + lost >= answered[0], (stored, lost, answered[0])
+    r = subprocess.run([ctx.tool, "verify", "--no-record", srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    rep = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                          "--format", "json", srv.db], capture_output=True,
+                         text=True)
+    import json
+    c = {x["id"]: x for x in json.loads(rep.stdout)["checks"]}
+    assert c["10.7.2"]["status"] == "ATTENTION", c["10.7.2"]
+    assert any("killed or crashed" in (e.get("cause") or "")
+               for e in c["10.7.2"]["evidence"]), c["10.7.2"]["evidence"]
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())

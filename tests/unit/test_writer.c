@@ -2,7 +2,11 @@
  * counted gaps. */
 #include <CUnit/CUnit.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -181,6 +185,71 @@ static void test_follows_a_removed_file(void)
                           "'reopen'"), 1);
 }
 
+/* A process that dies with records in its queue: another writer finds
+ * it through the shared counters and records the loss. */
+static void test_killed_process_is_counted(void)
+{
+    const char *path = unit_db("killed");
+    char saved[512];
+    size_t size = mtls_slots_size(16);
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    mtls_slots_t *slots;
+    mtls_writer_conf_t c;
+    mtls_writer_t *w;
+    char err[256];
+    pid_t pid;
+    int status;
+
+    CU_ASSERT_FATAL(mem != MAP_FAILED);
+    memset(mem, 0, size);
+    slots = mtls_slots_init(mem, 16);
+    snprintf(saved, sizeof(saved), "%s", path);
+    c = conf(saved);
+    c.slots = slots;
+    {   /* create the database first */
+        mtls_writer_t *w0;
+        CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w0, err, sizeof(err)),
+                              0);
+        mtls_writer_stop(w0);
+    }
+    pid = fork();
+    if (pid == 0) {
+        sqlite3 *locker;
+        int i;
+        /* Keep the writer from writing, queue 100 records, die hard. */
+        sqlite3_open(saved, &locker);
+        sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        c.pid = (int)getpid();
+        c.busy_timeout_ms = 10000;
+        if (mtls_writer_start(&c, &w, err, sizeof(err)) != 0) _exit(2);
+        for (i = 0; i < 100; i++) {
+            mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+        }
+        usleep(100000);
+        kill(getpid(), SIGKILL);
+        _exit(3);
+    }
+    CU_ASSERT_FATAL(pid > 0);
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* A surviving writer notices within a second or two of idling. */
+    c.pid = (int)getpid();
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    {
+        int i;
+        for (i = 0; i < 50 && count(saved, "SELECT count(*) FROM events "
+                                    "WHERE kind = 'gap'") < 1; i++) {
+            usleep(100000);
+        }
+    }
+    mtls_writer_stop(w);
+    CU_ASSERT_EQUAL(count(saved, "SELECT count(*) FROM handshakes"), 0);
+    CU_ASSERT_EQUAL(count(saved, "SELECT sum(lost) FROM events WHERE kind = "
+                          "'gap' AND detail LIKE '%killed or crashed%'"), 100);
+    munmap(mem, size);
+}
+
 static void test_start_fails_clearly(void)
 {
     mtls_writer_conf_t c = conf("/nonexistent-dir/x.db");
@@ -214,6 +283,8 @@ void add_writer_tests(void)
                 test_overflow_is_counted_and_recorded);
     CU_add_test(s, "a removed database file is followed, and said so",
                 test_follows_a_removed_file);
+    CU_add_test(s, "a process killed with records queued is counted",
+                test_killed_process_is_counted);
     CU_add_test(s, "a bad path fails at start with its name",
                 test_start_fails_clearly);
     CU_add_test(s, "link reference counts", test_links);
