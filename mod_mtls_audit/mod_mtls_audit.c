@@ -111,7 +111,8 @@ static struct {
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
     mtls_slots_t     *slots;        /* per-child counters, shared */
     int               lost_noted;   /* "no writer" logged */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, NULL, 0 };
+    volatile int      refusing;     /* fail closed: refusing connections */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, NULL, 0, 0 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -744,12 +745,38 @@ static apr_status_t conn_cleanup(void *data)
     return APR_SUCCESS;
 }
 
+static apr_status_t free_refused_ssl(void *data)
+{
+    SSL_free(data);
+    return APR_SUCCESS;
+}
+
 static int ssl_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
 {
     mtls_conn_t *cs;
 
     if (is_proxy || !g.any_engine || g.ssl_idx < 0) {
         return DECLINED;
+    }
+    /* Fail closed: while records cannot be queued or written, refuse new
+     * connections before their handshake.  mod_ssl then aborts the
+     * connection without the cleanup that would free ssl: ours does. */
+    if (srv_conf(g.main_server)->fail_closed == 1
+        && (!g.writer || !mtls_writer_healthy(g.writer))) {
+        if (!g.refusing) {
+            g.refusing = 1;
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, MTLS_LOG_TAG
+                          " refusing new connections: their records cannot "
+                          "be written (MTLSAuditFailMode closed)");
+        }
+        apr_pool_cleanup_register(c->pool, ssl, free_refused_ssl,
+                                  apr_pool_cleanup_null);
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (g.refusing) {
+        g.refusing = 0;
+        ap_log_cerror(APLOG_MARK, APLOG_NOTICE, 0, c, MTLS_LOG_TAG
+                      " accepting connections again: records are written");
     }
     cs = apr_pcalloc(c->pool, sizeof(*cs));
     cs->c = c;

@@ -28,7 +28,12 @@ static char *bio_take(BIO *bio)
     len = BIO_get_mem_data(bio, &data);
     out = malloc((size_t)len + 1);
     if (out) {
-        memcpy(out, data, (size_t)len);
+        if (len > 0 && data) {          /* an empty BIO has no data at all */
+            memcpy(out, data, (size_t)len);
+        }
+        else {
+            len = 0;
+        }
         out[len] = '\0';
     }
     BIO_free(bio);

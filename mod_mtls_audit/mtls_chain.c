@@ -32,8 +32,8 @@ static __thread EVP_MD *tls_sha256;
 
 static void enc_put(enc_t *e, const void *p, apr_size_t n)
 {
-    if (e->oom) {
-        return;
+    if (e->oom || n == 0) {
+        return;                 /* a zero-length BLOB comes as NULL */
     }
     if (e->len + n > e->cap) {
         apr_size_t cap = e->cap ? e->cap : 512;

@@ -96,3 +96,17 @@ apr_uint32_t mtls_slots_reap(mtls_slots_t *t, apr_uint64_t *lost,
     }
     return 0;
 }
+
+void mtls_slots_set_failing(mtls_slots_t *t, int failing)
+{
+    if (t && __atomic_load_n(&t->failing, __ATOMIC_RELAXED)
+             != (apr_uint32_t)failing) {
+        __atomic_store_n(&t->failing, (apr_uint32_t)failing,
+                         __ATOMIC_RELEASE);
+    }
+}
+
+int mtls_slots_failing(mtls_slots_t *t)
+{
+    return t && __atomic_load_n(&t->failing, __ATOMIC_ACQUIRE) != 0;
+}

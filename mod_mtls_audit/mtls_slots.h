@@ -31,6 +31,8 @@ typedef struct {
 
 typedef struct {
     apr_uint32_t n;
+    volatile apr_uint32_t failing;    /* a writer cannot write (shared by
+                                         all, for MTLSAuditFailMode closed) */
     mtls_slot_t  slot[1];             /* n of them */
 } mtls_slots_t;
 
@@ -45,6 +47,10 @@ void mtls_slots_release(mtls_slot_t *s);
 
 void mtls_slot_queued(mtls_slot_t *s);
 void mtls_slot_settled(mtls_slot_t *s, apr_uint64_t n);
+
+/* Say that writing fails (1) or works again (0), for every process. */
+void mtls_slots_set_failing(mtls_slots_t *t, int failing);
+int  mtls_slots_failing(mtls_slots_t *t);
 
 /* Find one slot of a dead process, free it and return its pid, the
  * records it never settled (*lost) and when it started; 0 if none. */

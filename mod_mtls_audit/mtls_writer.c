@@ -102,7 +102,8 @@ int mtls_writer_healthy(mtls_writer_t *w)
 {
     int ok;
     pthread_mutex_lock(&w->lock);
-    ok = !w->stopping && !w->failing && w->depth < w->conf.queue_max;
+    ok = !w->stopping && !w->failing && w->depth < w->conf.queue_max
+         && !mtls_slots_failing(w->conf.slots);
     pthread_mutex_unlock(&w->lock);
     return ok;
 }
@@ -290,6 +291,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             mtls_log(MTLS_LOG_NOTICE, "writing to %s again", w->conf.path);
         }
         w->failing = 0;
+        mtls_slots_set_failing(w->conf.slots, 0);
         anchor_now = w->conf.anchor_s > 0 && mtls_now_us() - w->last_anchor_us
                      >= (apr_int64_t)w->conf.anchor_s * 1000000;
     }
@@ -302,6 +304,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
                      n, w->conf.retries, err);
         }
         w->failing = 1;
+        mtls_slots_set_failing(w->conf.slots, 1);
     }
     pthread_mutex_unlock(&w->lock);
     for (i = 0; i < m; i++) {
@@ -342,6 +345,17 @@ static void *writer_main(void *arg)
                 last_reap = mtls_now_us();
                 pthread_mutex_unlock(&w->lock);
                 k = batch ? reap_dead(w, batch) : 0;
+                /* Everybody refuses while the shared flag says writing
+                 * fails; whoever idles checks whether it works again (an
+                 * empty write transaction), or the flag could outlive the
+                 * process that set it. */
+                if (!k && mtls_slots_failing(w->conf.slots)) {
+                    char err[256];
+                    if (mtls_store_write(w->store, batch, 0, err, sizeof(err))
+                        == SQLITE_OK) {
+                        mtls_slots_set_failing(w->conf.slots, 0);
+                    }
+                }
                 if (k) {
                     char err[256];
                     if (mtls_store_write(w->store, batch, k, err, sizeof(err))

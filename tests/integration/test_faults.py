@@ -17,7 +17,7 @@ test = Registry()
 
 WRITE_ERRORS = (r"mtls_audit: cannot write to", r"mtls_audit: dropped",
                 r"mtls_audit: record lost", r"mtls_audit: writing to .* again",
-                r"refusing a request")
+                r"refusing a request", r"refusing new connections")
 
 
 def own_server(ctx, name, extra=""):
@@ -134,11 +134,14 @@ def fail_closed_refuses_then_recovers(ctx):
         holder = sqlite3.connect(srv.db, timeout=10, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            # Handshakes go on; once the writer knows it cannot write, no
-            # request is served on an unrecorded connection.
-            refused = wait_for(lambda: ok(srv, ctx.pki["ec"]) == "503", 20)
-            assert refused, "no request was refused while the database " \
+            # Once the writer knows it cannot write, new connections are
+            # refused before their handshake (curl sees no HTTP status),
+            # and nothing is served unrecorded.
+            refused = wait_for(lambda: ok(srv, ctx.pki["ec"]) == "000", 20)
+            assert refused, "no connection was refused while the database " \
                             "was locked"
+            served = [ok(srv, ctx.pki["ec"]) for _ in range(3)]
+            assert "200" not in served, served
         finally:
             holder.execute("COMMIT")
             holder.close()
@@ -147,7 +150,8 @@ def fail_closed_refuses_then_recovers(ctx):
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM events "
                                       "WHERE kind = 'gap'") >= 1, 20)
         log = srv.read_error_log()
-        assert "MTLSAuditFailMode closed" in log
+        assert "refusing new connections" in log
+        assert "accepting connections again" in log
     finally:
         srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
@@ -491,4 +495,42 @@ def kill_9_of_a_child_is_counted_never_silent(ctx):
     assert c["10.7.2"]["status"] == "ATTENTION", c["10.7.2"]
     assert any("killed or crashed" in (e.get("cause") or "")
                for e in c["10.7.2"]["evidence"]), c["10.7.2"]["evidence"]
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True, expect_errors=WRITE_ERRORS)
+def database_directory_made_read_only(ctx):
+    import re
+    srv = own_server(ctx, "readonly", "MTLSAuditBusyTimeout 200")
+    d = os.path.dirname(srv.db)
+    try:
+        attempts = 0
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+            attempts += 1
+        os.chmod(d, 0o550)
+        os.chmod(srv.db, 0o440)
+        for _ in range(10):
+            assert ok(srv, ctx.pki["ec"]) == "200"     # open mode: served
+            attempts += 1
+        time.sleep(2)
+        os.chmod(d, 0o750)
+        os.chmod(srv.db, 0o640)
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+            attempts += 1
+
+        def settled():
+            con = sqlite3.connect("file:%s?mode=ro" % srv.db, uri=True)
+            stored = con.execute("SELECT count(*) FROM handshakes").fetchone()[0]
+            lost = sum(int(re.search(r"\((\d+) handshakes", d).group(1))
+                       for (d,) in con.execute("SELECT detail FROM events "
+                                               "WHERE kind = 'gap'"))
+            con.close()
+            return (stored, lost) if stored + lost == attempts else None
+        got = wait_for(settled, 30)
+        assert got, attempts
+    finally:
+        os.chmod(d, 0o750)
+        srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())

@@ -250,6 +250,35 @@ static void test_killed_process_is_counted(void)
     munmap(mem, size);
 }
 
+/* The shared "writing fails" flag is cleared by any idle writer that
+ * finds the database writable, even if another process set it. */
+static void test_shared_failing_flag_is_cleared_by_a_probe(void)
+{
+    const char *path = unit_db("probe");
+    char saved[512];
+    size_t size = mtls_slots_size(4);
+    void *mem = calloc(1, size);
+    mtls_slots_t *slots = mtls_slots_init(mem, 4);
+    mtls_writer_conf_t c;
+    mtls_writer_t *w;
+    char err[256];
+    int i;
+
+    snprintf(saved, sizeof(saved), "%s", path);
+    c = conf(saved);
+    c.slots = slots;
+    mtls_slots_set_failing(slots, 1);       /* as a dead process left it */
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    for (i = 0; i < 40 && mtls_slots_failing(slots); i++) {
+        usleep(100000);
+    }
+    CU_ASSERT_FALSE(mtls_slots_failing(slots));
+    CU_ASSERT_TRUE(mtls_writer_healthy(w));
+    mtls_writer_stop(w);
+    free(mem);
+}
+
 static void test_start_fails_clearly(void)
 {
     mtls_writer_conf_t c = conf("/nonexistent-dir/x.db");
@@ -285,6 +314,8 @@ void add_writer_tests(void)
                 test_follows_a_removed_file);
     CU_add_test(s, "a process killed with records queued is counted",
                 test_killed_process_is_counted);
+    CU_add_test(s, "the shared failing flag is cleared by a probe",
+                test_shared_failing_flag_is_cleared_by_a_probe);
     CU_add_test(s, "a bad path fails at start with its name",
                 test_start_fails_clearly);
     CU_add_test(s, "link reference counts", test_links);
