@@ -1117,6 +1117,11 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
                      "start the writer on %s: %s", g.db_path, err);
         return;
     }
+    if (err[0]) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
+                     "open %s yet (%s): records are counted as lost until it "
+                     "can be", g.db_path, err);
+    }
     apr_pool_cleanup_register(pchild, NULL, child_cleanup,
                               apr_pool_cleanup_null);
 }

@@ -159,6 +159,17 @@ static void follow_file(mtls_writer_t *w)
     mtls_item_t *ev;
     char err[256];
 
+    if (!w->store) {
+        /* Not open yet (it could not be at start): try again now. */
+        if (mtls_store_open(w->conf.path, w->conf.store_flags,
+                            w->conf.busy_timeout_ms, &w->store, err,
+                            sizeof(err)) == SQLITE_OK) {
+            mtls_store_set_key(w->store, w->conf.key);
+            mtls_log(MTLS_LOG_NOTICE, "%s is open for writing now",
+                     w->conf.path);
+        }
+        return;
+    }
     if (!mtls_store_file_gone(w->store)) {
         return;
     }
@@ -195,7 +206,7 @@ static void log_anchor(mtls_writer_t *w)
     char line[1024];
 
     w->last_anchor_us = mtls_now_us();
-    if (mtls_anchor_read(mtls_store_db(w->store), &a) == SQLITE_OK) {
+    if (w->store && mtls_anchor_read(mtls_store_db(w->store), &a) == SQLITE_OK) {
         mtls_anchor_format(w->conf.path, &a, line, sizeof(line));
         mtls_log(MTLS_LOG_NOTICE, "%s", line);
     }
@@ -261,7 +272,13 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     m += reap_dead(w, batch + m);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
         follow_file(w);
-        rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
+        if (!w->store) {
+            rc = SQLITE_CANTOPEN;
+            snprintf(err, sizeof(err), "cannot open %s", w->conf.path);
+        }
+        else {
+            rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
+        }
         if (rc == SQLITE_OK) {
             break;
         }
@@ -351,15 +368,19 @@ static void *writer_main(void *arg)
                  * process that set it. */
                 if (!k && mtls_slots_failing(w->conf.slots)) {
                     char err[256];
-                    if (mtls_store_write(w->store, batch, 0, err, sizeof(err))
+                    follow_file(w);
+                    if (w->store && mtls_store_write(w->store, batch, 0, err,
+                                                     sizeof(err))
                         == SQLITE_OK) {
                         mtls_slots_set_failing(w->conf.slots, 0);
                     }
                 }
                 if (k) {
                     char err[256];
-                    if (mtls_store_write(w->store, batch, k, err, sizeof(err))
-                        != SQLITE_OK) {
+                    follow_file(w);
+                    if (!w->store
+                        || mtls_store_write(w->store, batch, k, err,
+                                            sizeof(err)) != SQLITE_OK) {
                         mtls_log(MTLS_LOG_ERR, "cannot record the loss of "
                                  "a dead process: %s", err);
                     }
@@ -412,13 +433,19 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     if (w->conf.batch_max < 1) w->conf.batch_max = 1;
     if (w->conf.retries < 1) w->conf.retries = 1;
     if (w->conf.flush_ms < 1) w->conf.flush_ms = 1;
+    /* A database that cannot be opened now is tried again before each
+     * write; until then records are counted as lost, never dropped
+     * unseen.  The caller logs err. */
+    err[0] = '\0';
     rc = mtls_store_open(conf->path, conf->store_flags,
                          conf->busy_timeout_ms, &w->store, err, errlen);
     if (rc != SQLITE_OK) {
-        free(w);
-        return -1;
+        w->store = NULL;
+        w->failing = 1;
     }
-    mtls_store_set_key(w->store, conf->key);
+    if (w->store) {
+        mtls_store_set_key(w->store, conf->key);
+    }
     w->last_anchor_us = mtls_now_us();  /* the parent anchored at start */
     w->slot = mtls_slots_claim(conf->slots, (apr_uint32_t)conf->pid);
     pthread_mutex_init(&w->lock, NULL);

@@ -38,8 +38,10 @@ typedef struct {
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the
- * calling thread so that errors show at once.  Returns 0 and *out, or -1
- * with a message in err. */
+ * calling thread so that errors show at once: when it cannot be, the
+ * writer starts all the same with a message in err (log it), tries again
+ * before each write and counts what it cannot store.  Returns 0 and *out,
+ * or -1 (no thread) with a message in err. */
 int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
                       char *err, apr_size_t errlen);
 

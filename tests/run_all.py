@@ -9,7 +9,12 @@ line over all of them; exit 1 on any failure.
      date parsing), each for MTLS_FUZZ_SECONDS (default 30) from the seed
      corpus in tests/fuzz/corpus, after replaying tests/fuzz/regressions;
   4. the integration tests: the real apache2 with the built module, real
-     OpenSSL clients, under the event and prefork MPMs, with the load test.
+     OpenSSL clients, under the event and prefork MPMs, with the load test
+     and a 60 s soak (MTLS_SOAK_SECONDS);
+  5. the integration tests again (event MPM, no load) with the module and
+     the tool built with AddressSanitizer and UBSan, the sanitizer runtime
+     preloaded into apache2: any sanitizer report fails the test it
+     happened in.  Skipped when options narrow the run (--only ...).
 
 Options are passed to the integration tests (e.g. --only NAME, --mpm event).
 """
@@ -41,6 +46,32 @@ def cunit(binary, env=None):
     elif r.returncode != 0 and failed == 0:
         failed = 1                      # a crash after the tests
     return passed, failed
+
+
+def integration(label, args, env=None):
+    """Run tests/integration/run.py, streaming its output; returns
+    (passed, failed)."""
+    print("== %s" % label, flush=True)
+    proc = subprocess.Popen([sys.executable, "-u",
+                             os.path.join(TOP, "tests", "integration", "run.py")]
+                            + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    last = None
+    for line in proc.stdout:
+        m = re.match(r"^(\d+) passed, (\d+) failed$", line)
+        if m:
+            last = m        # the total below counts it; not printed twice
+            continue
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    rc = proc.wait()
+    if not last:
+        return 0, 1
+    print("%s: %s passed, %s failed" % ((label,) + last.groups()))
+    p, f = int(last.group(1)), int(last.group(2))
+    if rc != 0 and not f:
+        f = 1
+    return p, f
 
 
 def main():
@@ -107,26 +138,18 @@ def main():
             else:
                 failed += 1
 
-    print("== integration tests", flush=True)
-    proc = subprocess.Popen([sys.executable, "-u",
-                             os.path.join(TOP, "tests", "integration", "run.py")]
-                            + sys.argv[1:], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    last = None
-    for line in proc.stdout:
-        m = re.match(r"^(\d+) passed, (\d+) failed$", line)
-        if m:
-            last = m        # the total below counts it; not printed twice
-            continue
-        sys.stdout.write(line)
-        sys.stdout.flush()
-    rc = proc.wait()
-    if last:
-        print("integration: %s passed, %s failed" % last.groups())
-        passed += int(last.group(1))
-        failed += int(last.group(2))
-    if not last or (rc != 0 and not int(last.group(2))):
-        failed += 1
+    p, f = integration("integration", sys.argv[1:])
+    passed += p
+    failed += f
+    if not sys.argv[1:]:
+        # The module and the tool built with ASan and UBSan, in the real
+        # apache2 (sanitizer runtime preloaded): any report fails a test.
+        p, f = integration("integration under ASan+UBSan",
+                           ["--mpm", "event", "--no-load"],
+                           dict(os.environ, MTLS_ASAN="1",
+                                ASAN_OPTIONS="exitcode=86"))
+        passed += p
+        failed += f
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -47,6 +47,7 @@ def run(tests, ctx, label, only=None, first=True):
         try:
             t(ctx)
             bad = srv.new_errors(t.expect_errors)
+            bad += ["sanitizer: " + r for r in srv.sanitizer_reports()]
             if bad:
                 raise AssertionError("unexpected errors in the error log:\n  "
                                      + "\n  ".join(bad))

@@ -48,7 +48,7 @@ def main():
             ctx.pki = p
             ctx.scratch = os.path.join(scratch, mpm)
             os.makedirs(ctx.scratch)
-            ctx.tool = os.path.join(server.BUILD, "mtls-audit")
+            ctx.tool = os.path.join(server.MODULE_DIR, "mtls-audit")
             ctx.srv = server.Server(os.path.join(ctx.scratch, "srv"), p,
                                     mpm=mpm)
             ctx.srv.start()

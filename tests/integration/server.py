@@ -15,6 +15,11 @@ HTTPD = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(TOP, "build")
+# MTLS_ASAN=1: load the module built with AddressSanitizer and UBSan
+# (build-asan/) into apache2, with the sanitizer runtime preloaded; every
+# report goes to logs/asan.* and fails the run.
+ASAN = os.environ.get("MTLS_ASAN") == "1"
+MODULE_DIR = os.path.join(TOP, "build-asan") if ASAN else BUILD
 
 
 def free_port():
@@ -66,7 +71,7 @@ class Server:
         for name in ("authz_core", "mime", "dir", "log_config", "ssl",
                      "socache_shmcb"):
             mods += self.load(name, name)
-        mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % BUILD
+        mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % MODULE_DIR
         ssl_common = """
     SSLEngine on
     SSLCertificateFile {srv_cert}
@@ -166,9 +171,31 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
             f.write(conf)
 
     # -- process control ----------------------------------------------
+    def env(self):
+        env = dict(os.environ)
+        if ASAN:
+            env["LD_PRELOAD"] = "libasan.so.8 libubsan.so.1"
+            # httpd's own allocations live until exit: leaks are not ours
+            # to judge here; memory errors and undefined behaviour are.
+            env["ASAN_OPTIONS"] = ("detect_leaks=0:abort_on_error=0:"
+                                   "log_path=%s/logs/asan" % self.root)
+            env["UBSAN_OPTIONS"] = ("print_stacktrace=1:log_path=%s/logs/"
+                                    "ubsan" % self.root)
+        return env
+
+    def sanitizer_reports(self):
+        logs = os.path.join(self.root, "logs")
+        out = []
+        for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+            if name.startswith(("asan.", "ubsan.")):
+                out.append(open(os.path.join(logs, name),
+                                errors="replace").read()[:3000])
+        return out
+
     def httpd(self, *args):
         return subprocess.run([HTTPD, "-d", self.root, "-f", self.conf] +
-                              list(args), capture_output=True, text=True)
+                              list(args), capture_output=True, text=True,
+                              env=self.env())
 
     def pid(self):
         try:

@@ -279,15 +279,29 @@ static void test_shared_failing_flag_is_cleared_by_a_probe(void)
     free(mem);
 }
 
-static void test_start_fails_clearly(void)
+static void test_unopenable_database_counts_losses(void)
 {
     mtls_writer_conf_t c = conf("/nonexistent-dir/x.db");
+    mtls_writer_stats_t st;
     mtls_writer_t *w;
     char err[256] = "";
+    int i;
 
-    CU_ASSERT_EQUAL(mtls_writer_start(&c, &w, err, sizeof(err)), -1);
-    CU_ASSERT_PTR_NULL(w);
+    c.retries = 1;
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/x.db"));
+    CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    for (i = 0; i < 5; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    for (i = 0; i < 50; i++) {
+        mtls_writer_stats(w, &st);
+        if (st.lost == 5) break;
+        usleep(50000);
+    }
+    CU_ASSERT_EQUAL(st.lost, 5);
+    CU_ASSERT_EQUAL(st.written, 0);
+    mtls_writer_stop(w);
 }
 
 static void test_links(void)
@@ -316,7 +330,7 @@ void add_writer_tests(void)
                 test_killed_process_is_counted);
     CU_add_test(s, "the shared failing flag is cleared by a probe",
                 test_shared_failing_flag_is_cleared_by_a_probe);
-    CU_add_test(s, "a bad path fails at start with its name",
-                test_start_fails_clearly);
+    CU_add_test(s, "a database that cannot be opened: losses counted",
+                test_unopenable_database_counts_losses);
     CU_add_test(s, "link reference counts", test_links);
 }
