@@ -58,10 +58,13 @@ def main():
     subprocess.run(["sqlite3", "-column", "-header", srv.db,
                     "SELECT handshake_id, method, path, status, subject_dn "
                     "FROM v_requests"])
-    print("\n$ mtls-audit verify %s" % srv.db)
-    rc = subprocess.run([tool, "verify", srv.db]).returncode
-    print("\n$ mtls-audit report --standard summary %s" % srv.db)
-    r = subprocess.run([tool, "report", "--standard", "summary", srv.db])
+    print("\n$ mtls-audit verify --anchor %s %s" % (srv.error_log, srv.db))
+    rc = subprocess.run([tool, "verify", "--anchor", srv.error_log,
+                         srv.db]).returncode
+    print("\n$ mtls-audit report --standard summary --anchor %s %s"
+          % (srv.error_log, srv.db))
+    r = subprocess.run([tool, "report", "--standard", "summary", "--anchor",
+                        srv.error_log, srv.db])
     if r.returncode not in (0, 1):
         rc = r.returncode
     if keep:
