@@ -494,39 +494,6 @@ int has_pan(const char *s)
     return 0;
 }
 
-static void fn_has_pan(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    const char *s = (const char *)sqlite3_value_text(argv[0]);
-    (void)argc;
-    sqlite3_result_int(ctx, s ? has_pan(s) : 0);
-}
-
-static void fn_suite_class(sqlite3_context *ctx, int argc,
-                           sqlite3_value **argv)
-{
-    const char *why;
-    int g = grade_suite(sqlite3_value_int(argv[0]),
-                        (const char *)sqlite3_value_text(argv[1]), &why);
-    (void)argc;
-    sqlite3_result_int(ctx, g);
-}
-
-static void fn_suite_why(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    const char *why;
-    (void)argc;
-    grade_suite(sqlite3_value_int(argv[0]),
-                (const char *)sqlite3_value_text(argv[1]), &why);
-    sqlite3_result_text(ctx, why, -1, SQLITE_STATIC);
-}
-
-static void fn_is_aead(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    (void)argc;
-    sqlite3_result_int(ctx, cipher_is_aead(
-        (const char *)sqlite3_value_text(argv[0])));
-}
-
 /* Parse "a.b.c.d[/n]" or "v6[/n]" into family, bytes, prefix bits. */
 static int parse_addr(const char *s, int *fam, unsigned char *b, int *bits)
 {
@@ -631,14 +598,6 @@ static int make_views(dataset_t *ds)
             "ON c.id = h.cert_id")) != SQLITE_OK) {
         return rc;
     }
-    if ((rc = union_view(ds, "rq", "SELECT %Q AS source, r.*, h.outcome AS "
-            "hs_outcome, h.verify_result, h.cert_id, h.server_name, "
-            "h.client_addr, lower(hex(c.sha256)) AS cert_sha256, c.subject_dn "
-            "FROM db%d.requests r LEFT JOIN db%d.handshakes h ON h.id = "
-            "r.handshake_id LEFT JOIN db%d.certificates c ON c.id = "
-            "h.cert_id")) != SQLITE_OK) {
-        return rc;
-    }
     if ((rc = union_view(ds, "ev", "SELECT %Q AS source, * FROM "
                          "db%d.events")) != SQLITE_OK) {
         return rc;
@@ -654,10 +613,6 @@ static const struct {
     int         args;
     void      (*fn)(sqlite3_context *, int, sqlite3_value **);
 } functions[] = {
-    { "has_pan", 1, fn_has_pan },
-    { "suite_class", 2, fn_suite_class },
-    { "suite_why", 2, fn_suite_why },
-    { "is_aead", 1, fn_is_aead },
     { "in_cidr", 2, fn_in_cidr },
     { NULL, 0, NULL }
 };

@@ -55,7 +55,6 @@ typedef struct {
 typedef struct {
     char        path[1024];
     char        sha256[65];
-    int         verified;       /* chains walked */
     int         broken;
     int         anchored;       /* 1: anchors hold, -1: one does not */
     char        integrity[512];
@@ -207,14 +206,7 @@ static void say(char *buf, size_t len, const char *fmt, ...)
 
 /* Period and common filters. */
 #define P_HS " time_us >= :since AND time_us < :until "
-#define VNAME "CASE tls_version WHEN 772 THEN 'TLSv1.3' WHEN 771 THEN " \
-    "'TLSv1.2' WHEN 770 THEN 'TLSv1.1' WHEN 769 THEN 'TLSv1' WHEN 768 THEN " \
-    "'SSLv3' ELSE NULL END"
-#define OUTNAME(col) "CASE " col " WHEN 1 THEN 'accepted' WHEN 2 THEN " \
-    "'rejected' WHEN 3 THEN 'no_certificate' WHEN 4 THEN 'failed' WHEN 5 " \
-    "THEN 'aborted' END"
 #define ISO(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col " / 1000000, 'unixepoch')"
-#define ISOS(col) "strftime('%Y-%m-%dT%H:%M:%SZ', " col ", 'unixepoch')"
 
 /* ------------------------------------------------------------------ */
 /* Checks shared by the standards                                       */
@@ -888,7 +880,6 @@ static int verify_files(report_t *r)
             snprintf(fi->integrity + l, sizeof(fi->integrity) - l, "; %s%s",
                      a ? "ANCHOR BROKEN: " : "", msg);
         }
-        fi->verified = 1;
     }
     return EXIT_OK;
 }

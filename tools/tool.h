@@ -62,12 +62,10 @@ typedef struct {
 } dataset_t;
 
 /* Open files as one data set, read-only, with the temporary views
- *   hs(source, handshake columns, cert columns)   rq(source, request
- *   columns, handshake outcome/verify_result, cert sha256/subject)
- *   ev(source, events)   certs(source, certificates without der)
- * and the SQL functions in_cidr(addr, cidr), has_pan(text),
- * suite_class(version, cipher), is_aead(cipher).  Returns EXIT_OK or an
- * exit code (reported). */
+ *   hs(source, handshake columns, cert columns)   ev(source, events)
+ *   certs(source, certificates without der)
+ * and the SQL function in_cidr(addr, cidr).  Returns EXIT_OK or an exit
+ * code (reported). */
 int  open_dataset(dataset_t *ds, char **files, int n);
 void close_dataset(dataset_t *ds);
 
