@@ -546,7 +546,8 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     if (mtls_writer_push(g.writer, item) != 0) {
         cs->refuse = 1;
     }
-    else if (!mtls_writer_healthy(g.writer)) {
+    else if (srv_conf(g.main_server)->fail_closed == 1
+             && !mtls_writer_healthy(g.writer)) {
         cs->refuse = 1;     /* queued, but the database is failing */
     }
 }
