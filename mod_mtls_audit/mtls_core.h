@@ -130,7 +130,8 @@ typedef struct {
 
 typedef struct {
     apr_int64_t time_us;
-    char  kind[16];                 /* start | reload | stop | gap */
+    char  kind[16];                 /* start | reload | stop | gap |
+                                       reopen | access (events.kind) */
     int   pid;
     char *server_version;           /* malloc'd or NULL */
     apr_int64_t lost;               /* gap: records lost */
