@@ -535,3 +535,23 @@ def database_directory_made_read_only(ctx):
         os.chmod(d, 0o750)
         srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def requests_and_certificate_der_can_be_turned_off(ctx):
+    srv = own_server(ctx, "offswitches", "MTLSAuditRequests Off\n"
+                     "MTLSAuditStoreCertificates Off")
+    try:
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == 1)
+        time.sleep(0.3)
+    finally:
+        srv.stop()
+    assert count(srv.db, "SELECT count(*) FROM requests") == 0
+    assert count(srv.db, "SELECT count(*) FROM certificates") >= 1
+    assert count(srv.db, "SELECT count(*) FROM certificates WHERE der IS "
+                 "NOT NULL") == 0
+    # The parsed fields stay.
+    assert count(srv.db, "SELECT count(*) FROM v_handshakes WHERE "
+                 "subject_dn = 'CN=client-ec,O=Example'") == 1
