@@ -267,6 +267,56 @@ void mtls_chain_key_clear(mtls_chain_key_t *key)
     memset(key, 0, sizeof(*key));
 }
 
+int mtls_chain_cut(sqlite3 *db, const char *schema, const char *table,
+                   const char *side, apr_int64_t *id,
+                   unsigned char hash[MTLS_HASH_LEN], char **other)
+{
+    sqlite3_stmt *stmt = NULL;
+    char *sql;
+    int rc;
+
+    *id = 0;
+    memset(hash, 0, MTLS_HASH_LEN);
+    if (other) {
+        *other = NULL;
+    }
+    schema = schema ? schema : "main";
+    sql = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master WHERE type = "
+                          "'table' AND name = 'chain_cut'", schema);
+    rc = sql ? sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_ROW) {
+        return rc == SQLITE_DONE ? SQLITE_OK : rc;     /* schema 1 */
+    }
+    sql = sqlite3_mprintf("SELECT id, hash, other FROM \"%w\".chain_cut "
+                          "WHERE tbl = ?1 AND side = ?2", schema);
+    rc = sql ? sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    sqlite3_bind_text(stmt, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, side, -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(stmt, 0);
+        if (sqlite3_column_bytes(stmt, 1) == MTLS_HASH_LEN) {
+            memcpy(hash, sqlite3_column_blob(stmt, 1), MTLS_HASH_LEN);
+        }
+        if (other && sqlite3_column_type(stmt, 2) == SQLITE_TEXT) {
+            *other = sqlite3_mprintf("%s", sqlite3_column_text(stmt, 2));
+        }
+        rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
                       const mtls_chain_key_t *key,
                       mtls_chain_result_t *res)
@@ -281,7 +331,7 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
                             mtls_chain_result_t *res)
 {
     unsigned char prev[MTLS_HASH_LEN], calc[MTLS_HASH_LEN];
-    unsigned char stored[MTLS_HASH_LEN];
+    unsigned char stored[MTLS_HASH_LEN], end[MTLS_HASH_LEN];
     sqlite3_stmt *stmt = NULL;
     apr_int64_t last_id = 0, id;
     int rc, has, hcol;
@@ -290,7 +340,15 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
     memset(res, 0, sizeof(*res));
     memset(prev, 0, sizeof(prev));
     schema = schema ? schema : "main";
-    if (lo > 1) {
+    if ((rc = mtls_chain_cut(db, schema, table, "end", &res->end_id, end,
+                             NULL)) != SQLITE_OK
+        || (rc = mtls_chain_cut(db, schema, table, "base", &res->base_id,
+                                prev, NULL)) != SQLITE_OK) {
+        return rc;
+    }
+    last_id = res->base_id;
+    memcpy(res->base, prev, MTLS_HASH_LEN);
+    if (lo > res->base_id + 1) {
         /* Start from the stored hash of the row before the range: that
          * row is checked by whoever walks the range below. */
         sql = sqlite3_mprintf("SELECT id, hash FROM \"%w\".\"%w\" WHERE id < "
@@ -332,7 +390,20 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
             break;
         }
         if (!res->bad_id) {
-            if (id != last_id + 1 && last_id != 0) {
+            if (id <= res->base_id) {
+                res->bad_id = id;
+                snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
+                         " should have been archived (the chain starts "
+                         "after row %" APR_INT64_T_FMT ")", id,
+                         res->base_id);
+            }
+            else if (res->end_id && id > res->end_id) {
+                res->bad_id = id;
+                snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
+                         " lies after the end of this archive (row %"
+                         APR_INT64_T_FMT ")", id, res->end_id);
+            }
+            else if (id != last_id + 1 && last_id != 0) {
                 res->bad_id = id;
                 snprintf(res->why, sizeof(res->why),
                          "ids jump from %" APR_INT64_T_FMT " to %"
@@ -352,6 +423,13 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
         last_id = id;
     }
     sqlite3_finalize(stmt);
+    if (!res->bad_id && res->end_id && hi >= res->end_id
+        && (last_id != res->end_id || memcmp(prev, end, MTLS_HASH_LEN))) {
+        res->bad_id = last_id;
+        snprintf(res->why, sizeof(res->why), "this archive should end at "
+                 "row %" APR_INT64_T_FMT " with the hash its cut names: rows "
+                 "were removed from its end", res->end_id);
+    }
     res->head_id = last_id;
     memcpy(res->head, prev, MTLS_HASH_LEN);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -459,17 +537,40 @@ int mtls_anchor_parse(const char *line, char *path, apr_size_t pathlen,
 }
 
 int mtls_anchor_check(sqlite3 *db, const mtls_anchor_t *a, int *bad_table,
-                      char *why, apr_size_t whylen)
+                      int *elsewhere, char *why, apr_size_t whylen)
 {
     int t, rc = SQLITE_OK;
 
     *bad_table = -1;
+    *elsewhere = 0;
     for (t = 0; t < MTLS_ANCHOR_TABLES && rc == SQLITE_OK; t++) {
+        unsigned char base[MTLS_HASH_LEN], end[MTLS_HASH_LEN];
+        apr_int64_t base_id, end_id;
         sqlite3_stmt *st;
         char *sql;
 
         if (a->id[t] == 0) {
             continue;           /* empty then: nothing to hold */
+        }
+        if ((rc = mtls_chain_cut(db, "main", mtls_anchor_tables[t], "base",
+                                 &base_id, base, NULL)) != SQLITE_OK
+            || (rc = mtls_chain_cut(db, "main", mtls_anchor_tables[t], "end",
+                                    &end_id, end, NULL)) != SQLITE_OK) {
+            break;
+        }
+        if (a->id[t] < base_id || (end_id && a->id[t] > end_id)) {
+            (*elsewhere)++;     /* on the other side of an archive cut */
+            continue;
+        }
+        if (a->id[t] == base_id) {
+            if (memcmp(base, a->hash[t], MTLS_HASH_LEN) != 0) {
+                snprintf(why, whylen, "anchored row %" APR_INT64_T_FMT
+                         " was archived with another hash than its anchor",
+                         a->id[t]);
+                *bad_table = t;
+                break;
+            }
+            continue;
         }
         sql = sqlite3_mprintf("SELECT hash FROM \"%w\" WHERE id = ?1",
                               mtls_anchor_tables[t]);

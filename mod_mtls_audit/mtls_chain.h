@@ -78,9 +78,24 @@ typedef struct {
     apr_int64_t rows;               /* rows read */
     apr_int64_t bad_id;             /* first row that breaks, 0 if none */
     char        why[160];           /* what was wrong at bad_id */
+    apr_int64_t base_id;            /* rows up to this id were archived
+                                       (chain_cut base); 0 if none */
+    unsigned char base[MTLS_HASH_LEN];   /* the hash of row base_id */
+    apr_int64_t end_id;             /* this is an archive: the chain goes
+                                       on after this id elsewhere */
     apr_int64_t head_id;            /* id of the last row */
     unsigned char head[MTLS_HASH_LEN];   /* its hash */
 } mtls_chain_result_t;
+
+/* Where an archive cut table's chain in db (schema 002 chain_cut): side
+ * "base" (a live file: rows up to *id were moved out, the first row left
+ * chains to hash) or "end" (an archive: the chain goes on after row *id
+ * in another file, *other when not NULL, a string to sqlite3_free).
+ * *id = 0 and a zero hash when there was no cut (or the database
+ * predates archiving).  Returns SQLITE_OK or an error. */
+int mtls_chain_cut(sqlite3 *db, const char *schema, const char *table,
+                   const char *side, apr_int64_t *id,
+                   unsigned char hash[MTLS_HASH_LEN], char **other);
 
 /* Walk the chain of table in db.  Returns SQLITE_OK (the result says
  * whether it holds) or the SQLite error that stopped the walk. */
@@ -128,8 +143,10 @@ int mtls_anchor_parse(const char *line, char *path, apr_size_t pathlen,
 
 /* Does the anchor hold in db?  Returns SQLITE_OK and sets *bad_table to
  * the index of the first table whose anchored row is missing or changed
- * (-1 if none) and why. */
+ * (-1 if none) and why.  A row that an archive cut left in the other file
+ * (before the live file's base, after the archive's end) is counted in
+ * *elsewhere instead: it can be checked there. */
 int mtls_anchor_check(sqlite3 *db, const mtls_anchor_t *a, int *bad_table,
-                      char *why, apr_size_t whylen);
+                      int *elsewhere, char *why, apr_size_t whylen);
 
 #endif /* MTLS_CHAIN_H */

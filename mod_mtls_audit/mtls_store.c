@@ -222,8 +222,12 @@ static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
                                  &t->insert, NULL)) != SQLITE_OK) {
         goto fail;
     }
+    /* The last row, or, when an archive took every row, the one that
+     * went last (chain_cut, schema 002). */
     snprintf(sql, sizeof(sql),
-             "SELECT id, hash FROM %s ORDER BY id DESC LIMIT 1", name);
+             "SELECT id, hash FROM (SELECT id, hash FROM %s ORDER BY id DESC "
+             "LIMIT 1) UNION ALL SELECT id, hash FROM chain_cut WHERE tbl = "
+             "'%s' AND side = 'base' ORDER BY 1 DESC LIMIT 1", name, name);
     if ((rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
                                  &t->tail, NULL)) != SQLITE_OK) {
         goto fail;
@@ -298,9 +302,12 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
             seterr(err, errlen, "reading the database", st->db);
             goto fail;
         }
-        if (v != mtls_schema_version()) {
+        /* Older versions read fine (the views are the same); a reader
+         * never migrates. */
+        if (v < 1 || v > mtls_schema_version()) {
             snprintf(err, errlen, "the database has schema version %d, this "
-                     "build reads version %d", v, mtls_schema_version());
+                     "build reads versions 1 to %d", v,
+                     mtls_schema_version());
             rc = SQLITE_MISMATCH;
             goto fail;
         }

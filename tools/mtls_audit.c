@@ -37,7 +37,7 @@ static int bind_int_named(sqlite3_stmt *st, const char *name, apr_int64_t v)
     return i ? sqlite3_bind_int64(st, i, v) : SQLITE_OK;
 }
 
-static const char *cmdline(int argc, char **argv, char *buf, size_t len)
+const char *cmdline(int argc, char **argv, char *buf, size_t len)
 {
     size_t off = 0;
     int i;
@@ -325,6 +325,43 @@ static const char verify_help[] =
 "\n"
 "Exit: 0 every chain holds, 1 a break, 2 usage, 3 database or I/O error.\n";
 
+/* Archive cuts among the files verified together: an archive whose
+ * chains end exactly where another file's begin is continued by it.  A
+ * table cut at the same row with another hash means one of the two files
+ * is not what the cut recorded.  Returns 1 on such a mismatch. */
+static int check_cuts(char **files, int n,
+                      mtls_chain_result_t (*res)[CHAIN_TABLES])
+{
+    int i, j, t, bad = 0;
+
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < n; j++) {
+            int joined = 0, apart = 0;
+            if (i == j) continue;
+            for (t = 0; t < CHAIN_TABLES; t++) {
+                const mtls_chain_result_t *a = &res[i][t], *l = &res[j][t];
+                if (!a->end_id || !l->base_id) continue;
+                if (a->end_id == l->base_id
+                    && !memcmp(a->head, l->base, MTLS_HASH_LEN)) {
+                    joined++;
+                }
+                else if (a->end_id == l->base_id) {
+                    apart++;
+                    printf("  %s: %s ends at row %lld with another hash "
+                           "than %s starts from\n", chain_tables[t],
+                           files[i], (long long)a->end_id, files[j]);
+                }
+            }
+            if (joined && !apart) {
+                printf("%s continues into %s: ok (%d tables cut)\n",
+                       files[i], files[j], joined);
+            }
+            bad |= apart > 0;
+        }
+    }
+    return bad;
+}
+
 static int cmd_verify(int argc, char **argv)
 {
     const char *keyfile = NULL, *kerr, *anchor = NULL;
@@ -334,6 +371,7 @@ static int cmd_verify(int argc, char **argv)
         { "--anchor", 1, &anchor, NULL }, { NULL, 0, NULL, NULL }
     };
     mtls_chain_key_t key = { NULL, 0 };
+    mtls_chain_result_t (*all)[CHAIN_TABLES] = NULL;
     int i, t, nfiles, broken = 0, rc;
     char **files, buf[512];
 
@@ -352,8 +390,13 @@ static int cmd_verify(int argc, char **argv)
         free(files);
         return EXIT_DB;
     }
+    if (!(all = calloc((size_t)nfiles, sizeof(*all)))) {
+        fail("out of memory");
+        free(files);
+        return EXIT_DB;
+    }
     for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
-        mtls_chain_result_t res[CHAIN_TABLES];
+        mtls_chain_result_t *res = all[i];
         char err[256];
 
         if (verify_file(files[i], &key, res, err, sizeof(err)) != SQLITE_OK) {
@@ -375,6 +418,14 @@ static int cmd_verify(int argc, char **argv)
                        chain_tables[t], (long long)res[t].rows,
                        (long long)res[t].head_id, hex);
             }
+            if (res[t].base_id) {
+                printf("  %-12s starts after row %lld (archived)\n", "",
+                       (long long)res[t].base_id);
+            }
+            if (res[t].end_id) {
+                printf("  %-12s an archive: goes on after row %lld in the "
+                       "live file\n", "", (long long)res[t].end_id);
+            }
         }
         if (anchor) {
             char msg[1024];
@@ -389,6 +440,10 @@ static int cmd_verify(int argc, char **argv)
             broken |= a;
         }
     }
+    if (rc == EXIT_OK) {
+        broken |= check_cuts(files, nfiles, all);
+    }
+    free(all);
     rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);
     if (rc != EXIT_DB && !no_record) {
         record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
@@ -412,6 +467,7 @@ static const char main_help[] =
 "  query    list recorded handshakes, with filters\n"
 "  certs    the inventory of client certificates seen\n"
 "  verify   check the hash chains of the databases\n"
+"  archive  move old rows to another file while the server writes\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
@@ -438,6 +494,7 @@ static const command_t commands[] = {
     { "query",   cmd_query },
     { "certs",   cmd_certs },
     { "verify",  cmd_verify },
+    { "archive", cmd_archive },
     { "version", cmd_version },
     { NULL, NULL }
 };

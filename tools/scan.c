@@ -300,6 +300,8 @@ typedef struct {
     int          key_bits, weak;
     apr_int64_t  acc, rej, seen, first, last;   /* in the period */
     apr_int64_t  last_acc;                      /* in the scan window */
+    int          dup;           /* counted in the same certificate of an
+                                   earlier database (merge_certs) */
 } cinfo_t;
 
 typedef struct {
@@ -986,6 +988,62 @@ static void maps_to_evidence(scan_t *s, acc_t *a)
     }
 }
 
+typedef struct { cinfo_t *c; int db; apr_int64_t id; } cref_t;
+
+static int by_hex(const void *x, const void *y)
+{
+    const cref_t *a = x, *b = y;
+    int c = strcmp(a->c->hex, b->c->hex);
+    return c ? c : a->db != b->db ? a->db - b->db : (a->id > b->id)
+                                                    - (a->id < b->id);
+}
+
+/* One certificate seen by several databases (servers, or an archive and
+ * the live file) is one certificate: fold its figures into its entry in
+ * the first database that holds it. */
+static int merge_certs(ctab_t *cts, int n)
+{
+    size_t total = 0, k = 0, j;
+    cinfo_t *head;
+    cref_t *all;
+    apr_int64_t id;
+    int i;
+
+    for (i = 0; i < n; i++) total += (size_t)cts[i].n;
+    if (n < 2 || !total) return SQLITE_OK;
+    if (!(all = malloc(total * sizeof(*all)))) return SQLITE_NOMEM;
+    for (i = 0; i < n; i++) {
+        for (id = 1; id < cts[i].n; id++) {
+            if (!cts[i].c[id].present) continue;
+            all[k].c = &cts[i].c[id];
+            all[k].db = i;
+            all[k++].id = id;
+        }
+    }
+    qsort(all, k, sizeof(*all), by_hex);
+    for (j = 1, head = k ? all[0].c : NULL; j < k; j++) {
+        cinfo_t *c = all[j].c;
+        if (strcmp(c->hex, head->hex)) {
+            head = c;
+            continue;
+        }
+        head->acc += c->acc;
+        head->rej += c->rej;
+        head->seen += c->seen;
+        if (c->first && (!head->first || c->first < head->first)) {
+            head->first = c->first;
+        }
+        if (c->last > head->last) head->last = c->last;
+        if (c->last_acc > head->last_acc) head->last_acc = c->last_acc;
+        if (c->first_seen < head->first_seen) {
+            head->first_seen = c->first_seen;
+        }
+        c->dup = 1;
+    }
+    free(all);
+    return SQLITE_OK;
+}
+
 static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
 {
     apr_int64_t id, now_s = s->now / 1000000;
@@ -993,7 +1051,7 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
 
     for (id = 1; id < ct->n; id++) {
         cinfo_t *c = &ct->c[id];
-        if (!c->present) continue;
+        if (!c->present || c->dup) continue;
         if (c->seen) {
             s->expiry_n[c->na < now_s ? 0 : c->na < now_s + 30 * 86400 ? 1
                         : c->na < now_s + 90 * 86400 ? 2 : 3]++;
@@ -1244,7 +1302,10 @@ int scan_period(dataset_t *ds, scan_t *s)
             request_thread(&job);
         }
         if (rc == SQLITE_OK) rc = job.rc;
-        if (rc == SQLITE_OK) rc = cert_tables(ds, i, s, &cts[i]);
+    }
+    if (rc == SQLITE_OK) rc = merge_certs(cts, ds->n);
+    for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
+        rc = cert_tables(ds, i, s, &cts[i]);
     }
     if (rc == SQLITE_OK) {
         window_emit(s, &a.bursts.prev, a.bursts.slot - 1, emit_burst, cts);

@@ -104,6 +104,15 @@ int check_anchors(const char *anchors, const char *db, int any_path,
                   const mtls_chain_key_t *key, int *found, char *msg,
                   size_t msglen);
 
+/* Does the tail of db's events chain verify with key (NULL or an empty
+ * key: plain SHA-256)?  Writing with the wrong key would break the chain
+ * the module keeps. */
+int tail_matches(sqlite3 *db, const mtls_chain_key_t *key);
+
+/* argv joined by spaces into buf, for the record of a command. */
+const char *cmdline(int argc, char **argv, char *buf, size_t len);
+
 int cmd_report(int argc, char **argv);
+int cmd_archive(int argc, char **argv);
 
 #endif /* MTLS_TOOL_H */

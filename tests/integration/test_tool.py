@@ -507,7 +507,7 @@ def help_matches_the_man_page(ctx):
         .replace("\\fI", "")
     r = subprocess.run([ctx.tool, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage:" in r.stdout
-    for cmd in ("report", "query", "certs", "verify"):
+    for cmd in ("report", "query", "certs", "verify", "archive"):
         r = subprocess.run([ctx.tool, cmd, "--help"], capture_output=True,
                            text=True)
         assert r.returncode == 0 and r.stdout.startswith("usage: mtls-audit "
@@ -519,7 +519,7 @@ def help_matches_the_man_page(ctx):
         assert re.search(r"^Exit: 0 .*2 usage, 3 database", r.stdout, re.M), \
             r.stdout
     readme = open(os.path.join(top, "README.md")).read()
-    for cmd in ("report", "query", "certs", "verify"):
+    for cmd in ("report", "query", "certs", "verify", "archive"):
         assert "mtls-audit " + cmd in readme, cmd
 
 
@@ -563,3 +563,191 @@ def verify_finds_tampering_at_the_split_between_its_two_threads(ctx):
                        capture_output=True, text=True)
     assert r.returncode == 0 and "handshakes   ok  %d rows" % n in r.stdout, \
         r.stdout
+
+
+def archive_script():
+    """Two months of mixed traffic (4,000 handshakes, most with a request)
+    over 20 certificates, with start and stop events."""
+    return "\n".join([
+        "event start %s" % iso(NOW - 61 * DAY),
+        "bulk 4000 %s %s 20" % (iso(NOW - 60 * DAY), iso(NOW - DAY)),
+        "event stop %s" % iso(NOW - DAY),
+    ]) + "\n"
+
+
+def tool_run(ctx, *args):
+    return subprocess.run([ctx.tool] + list(args), capture_output=True,
+                          text=True)
+
+
+def row_ids(db, table):
+    con = sqlite3.connect(db)
+    ids = [r[0] for r in con.execute("SELECT id FROM %s ORDER BY id" % table)]
+    con.close()
+    return ids
+
+
+def all_rows(dbs, table):
+    """Every row of table over dbs, by id (certificates: once per id)."""
+    rows = {}
+    for db in dbs:
+        con = sqlite3.connect(db)
+        for r in con.execute("SELECT * FROM %s" % table):
+            assert table == "certificates" or r[0] not in rows, (table, r[0])
+            rows[r[0]] = r
+        con.close()
+    return [rows[k] for k in sorted(rows)]
+
+
+@test(once=True)
+def archive_moves_old_rows_and_both_files_verify_as_one(ctx):
+    orig = gen(ctx, "arc-orig", archive_script())
+    live = gen(ctx, "arc-live", archive_script())
+    shutil.copy(orig, live)
+    out = os.path.join(private_dir(ctx, "data"), "arc-old.db")
+    cut = iso(NOW - 30 * DAY)
+    r = tool_run(ctx, "archive", "--before", cut, live, out)
+    assert r.returncode == 0, r.stderr
+    assert "check both: mtls-audit verify" in r.stdout, r.stdout
+    assert oct(os.stat(out).st_mode & 0o777) == "0o640"
+    # Nothing lost, nothing doubled: the union is the original, row for
+    # row, hashes included; the cut fell where it should.
+    for table in ("certificates", "handshakes", "requests"):
+        assert all_rows([out, live], table) == all_rows([orig], table), table
+    con = sqlite3.connect(out)
+    newest = con.execute("SELECT max(time_us) FROM handshakes").fetchone()[0]
+    con.close()
+    con = sqlite3.connect(live)
+    oldest = con.execute("SELECT min(time_us) FROM handshakes").fetchone()[0]
+    orphans = con.execute("SELECT count(*) FROM requests r WHERE NOT EXISTS "
+                          "(SELECT 1 FROM handshakes h WHERE h.id = "
+                          "r.handshake_id)").fetchone()[0]
+    kinds = [k for (k,) in con.execute("SELECT kind FROM events")]
+    con.close()
+    cut_us = int(datetime.datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ")
+                 .replace(tzinfo=datetime.timezone.utc).timestamp() * 1e6)
+    assert newest < cut_us <= oldest
+    assert orphans == 0          # a request leaves with its handshake
+    assert "archive" in kinds
+    # Each file verifies on its own, and together they join.
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0, v.stdout
+    assert "%s continues into %s: ok" % (out, live) in v.stdout, v.stdout
+    assert "starts after row" in v.stdout
+    # A report over both reads as the original did.
+    since = iso(NOW - 70 * DAY)
+    for std in ("pci-dss", "hipaa", "summary"):
+        a = tool_run(ctx, "report", "--standard", std, "--since", since,
+                     "--format", "json", orig)
+        b = tool_run(ctx, "report", "--standard", std, "--since", since,
+                     "--format", "json", out, live)
+        ca, _ = checks(a)
+        cb, _ = checks(b)
+        def metric(c):
+            # The files are counted, and reads recorded: nothing else may
+            # differ.
+            return re.sub(r"\d+ of \d+ databases|over \d+ files|\d+ recorded "
+                          r"reads", "N", c["metric"])
+        for cid in ca:
+            assert (ca[cid]["status"], metric(ca[cid])) == \
+                (cb[cid]["status"], metric(cb[cid])), (std, cid, ca[cid],
+                                                       cb[cid])
+    # Alone, the live file says where its older rows went.
+    c, _ = checks(report(ctx, live, extra=("--since", since)))
+    assert c["10.5.1"]["status"] == "ATTENTION"
+    assert "archive not read here" in c["10.5.1"]["metric"]
+    # A later cut appends to the same archive.
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 10 * DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0 and "continues into" in v.stdout, v.stdout
+    for table in ("handshakes", "requests"):
+        assert all_rows([out, live], table) == all_rows([orig], table), table
+
+
+@test(once=True)
+def archive_interrupted_is_finished_by_running_it_again(ctx):
+    orig = gen(ctx, "arci-orig", archive_script())
+    first = gen(ctx, "arci-first", archive_script())
+    shutil.copy(orig, first)
+    out = os.path.join(private_dir(ctx, "data"), "arci-old.db")
+    cut = iso(NOW - 30 * DAY)
+    assert tool_run(ctx, "archive", "--before", cut, first, out).returncode == 0
+    # The state a kill between "committed to the archive" and "deleted from
+    # the live file" leaves: the rows are in both.
+    live = gen(ctx, "arci-live", archive_script())
+    shutil.copy(orig, live)
+    r = tool_run(ctx, "archive", "--before", cut, live, out)
+    assert r.returncode == 0, r.stderr
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0 and "continues into" in v.stdout, v.stdout
+    for table in ("handshakes", "requests"):
+        assert all_rows([out, live], table) == all_rows([orig], table), table
+    # Another database's archive is refused, and nothing moves.
+    other = gen(ctx, "arci-other", archive_script())
+    before = row_ids(other, "handshakes")
+    r = tool_run(ctx, "archive", "--before", cut, other, out)
+    assert r.returncode == 2 and "is not an archive of" in r.stderr, r.stderr
+    assert row_ids(other, "handshakes") == before
+
+
+@test(once=True)
+def archive_refuses_a_broken_chain_and_finds_a_cut_archive(ctx):
+    live = gen(ctx, "arcb-live", archive_script())
+    con = sqlite3.connect(live)
+    con.execute("UPDATE handshakes SET client_addr = '6.6.6.6' WHERE id = 7")
+    con.commit()
+    con.close()
+    out = os.path.join(private_dir(ctx, "data"), "arcb-old.db")
+    n = len(row_ids(live, "handshakes"))
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live, out)
+    assert r.returncode == 1 and "breaks at id 7" in r.stderr, r.stderr
+    assert len(row_ids(live, "handshakes")) == n
+    # A good archive whose last rows are then removed: its own cut record
+    # gives it away, even with no anchor.
+    live = gen(ctx, "arcb-live2", archive_script())
+    out = os.path.join(private_dir(ctx, "data"), "arcb-old2.db")
+    assert tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live,
+                    out).returncode == 0
+    last = row_ids(out, "handshakes")[-1]
+    con = sqlite3.connect(out)
+    con.execute("DELETE FROM handshakes WHERE id = %d" % last)
+    con.commit()
+    con.close()
+    v = tool_run(ctx, "verify", "--no-record", out)
+    assert v.returncode == 1, v.stdout
+    assert "should end at row %d" % last in v.stdout, v.stdout
+    # Usage errors.
+    r = tool_run(ctx, "archive", live, out)
+    assert r.returncode == 2 and "--before" in r.stderr
+    r = tool_run(ctx, "archive", "--before", "yesterday", live, out)
+    assert r.returncode == 2 and "not a date" in r.stderr
+
+
+@test(once=True)
+def writing_goes_on_after_an_archive_took_every_row(ctx):
+    # The writer finds the chain's tail in chain_cut when a table is empty.
+    live = gen(ctx, "arce-live", archive_script())
+    out = os.path.join(private_dir(ctx, "data"), "arce-old.db")
+    r = tool_run(ctx, "archive", "--before", iso(NOW + DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    assert row_ids(live, "handshakes") == []
+    more = "hs %s - no_certificate 1.3 %s - 10.9.9.9\nreq /x 200\n" % (
+        iso(NOW), GOOD)
+    g = subprocess.run([GEN, live], input=more, capture_output=True,
+                       text=True)
+    assert g.returncode == 0, g.stderr
+    assert row_ids(live, "handshakes") == [4001]
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0 and "continues into" in v.stdout, v.stdout
+    # A row put back from before the cut is named.
+    con = sqlite3.connect(live)
+    con.execute("ATTACH ? AS arc", (out,))
+    con.execute("INSERT INTO handshakes SELECT * FROM arc.handshakes "
+                "WHERE id = 4000")
+    con.commit()
+    con.close()
+    v = tool_run(ctx, "verify", "--no-record", live)
+    assert v.returncode == 1, v.stdout
+    assert "BROKEN at id 4000: row 4000 should have been archived" in \
+        v.stdout, v.stdout

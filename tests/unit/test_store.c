@@ -405,7 +405,7 @@ static void test_anchor_roundtrip_and_check(void)
     mtls_store_t *st = populate(path, NULL);
     mtls_anchor_t a, b;
     char line[1024], got_path[512], why[256];
-    int bad;
+    int bad, elsewhere;
 
     CU_ASSERT_EQUAL(mtls_anchor_read(mtls_store_db(st), &a), SQLITE_OK);
     CU_ASSERT_EQUAL(a.id[1], 3);            /* handshakes */
@@ -417,8 +417,8 @@ static void test_anchor_roundtrip_and_check(void)
     CU_ASSERT_EQUAL(memcmp(&a, &b, sizeof(a)), 0);
     CU_ASSERT_EQUAL(mtls_anchor_parse("mtls_audit: nothing here", got_path,
                                       sizeof(got_path), &b), -1);
-    CU_ASSERT_EQUAL(mtls_anchor_check(mtls_store_db(st), &a, &bad, why,
-                                      sizeof(why)), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_anchor_check(mtls_store_db(st), &a, &bad, &elsewhere,
+                                      why, sizeof(why)), SQLITE_OK);
     CU_ASSERT_EQUAL(bad, -1);
     mtls_store_close(st);
     /* The tail cut: the chain still holds, the anchor does not. */
@@ -427,8 +427,8 @@ static void test_anchor_roundtrip_and_check(void)
     {
         sqlite3 *db;
         sqlite3_open(path, &db);
-        CU_ASSERT_EQUAL(mtls_anchor_check(db, &a, &bad, why, sizeof(why)),
-                        SQLITE_OK);
+        CU_ASSERT_EQUAL(mtls_anchor_check(db, &a, &bad, &elsewhere, why,
+                                          sizeof(why)), SQLITE_OK);
         CU_ASSERT_EQUAL(bad, 1);
         CU_ASSERT_PTR_NOT_NULL(strstr(why, "missing"));
         sqlite3_close(db);
