@@ -90,7 +90,8 @@ build() {
     $CC $CF -o "$B/mtls-audit" "$TOP"/tools/*.c $srcs $LIBS
     $CC $CF -o "$B/unit-tests" "$TOP"/tests/unit/*.c $srcs $LIBS -lcunit
     $CC $CF -o "$B/mtls-gen" "$TOP"/bench/gen.c $srcs $LIBS
-    echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests, $B/mtls-gen"
+    $CC $CF -o "$B/mtls-hsload" "$TOP"/bench/hsload.c -lssl -lcrypto -lpthread
+    echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests, $B/mtls-gen, $B/mtls-hsload"
 }
 
 # libFuzzer targets (clang): build-fuzz/fuzz_cert, build-fuzz/fuzz_args.

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Handshake benchmark: what mod_mtls_audit costs a mutual-TLS server.
+
+Three scratch servers (the real Debian apache2, mpm_event, 127.0.0.1, the
+same settings), measured side by side, interleaved round by round (the
+order rotates: A B C, B C A, C A B, ...):
+  A  mod_ssl with SSLVerifyClient require, mod_mtls_audit not loaded
+  B  A + mod_mtls_audit (MTLSAuditEngine On, requests recorded, defaults)
+  C  A + a CustomLog of SSL_CLIENT_S_DN, _I_DN, _M_SERIAL, _VERIFY,
+     SSL_PROTOCOL, SSL_CIPHER (what users do today)
+Load: build/mtls-hsload, every connection a full handshake (no
+resumption) and one GET.  For each run: connections per second, latency
+p50/p99, and the server's CPU per handshake (the CPU time of the httpd
+parent, its children alive and reaped, over the run, divided by the
+connections).  Ratios are taken per round (B and A of the same round) and
+their median is reported, with the spread (10th-90th percentile).
+
+    bench/handshake-bench.py [--rounds N] [--connections N] [--short]
+                             [--json FILE]
+"""
+import argparse
+import json
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+import pki as pki_mod            # noqa: E402
+import server as server_mod      # noqa: E402
+
+HTTPD = "/usr/sbin/apache2"
+BUILD = os.path.join(TOP, "build")
+HSLOAD = os.path.join(BUILD, "mtls-hsload")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Srv:
+    def __init__(self, base, name, pki, kind):
+        self.name = name
+        self.root = os.path.join(base, name)
+        self.port = server_mod.free_port()
+        self.db = os.path.join(self.root, "auditdb", "audit.db")
+        os.makedirs(os.path.join(self.root, "logs"))
+        os.makedirs(os.path.join(self.root, "htdocs"))
+        with open(os.path.join(self.root, "htdocs", "index.html"), "w") as f:
+            f.write("hello\n")
+        os.chmod(self.root, 0o755)
+        mods = ""
+        for mod in ("mpm_event", "authz_core", "mime", "dir", "log_config",
+                    "ssl", "socache_shmcb"):
+            if "mod_%s.c" % mod not in server_mod.static_modules():
+                mods += "LoadModule %s_module %s/mod_%s.so\n" % (
+                    mod, server_mod.MODULES, mod)
+        extra = vhost = ""
+        if kind == "B":
+            d = os.path.dirname(self.db)
+            os.makedirs(d)
+            www = pwd.getpwnam("www-data")
+            os.chown(d, www.pw_uid, www.pw_gid)
+            os.chmod(d, 0o750)
+            mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % \
+                BUILD
+            extra = "MTLSAuditDatabase %s\n" % self.db
+            vhost = "    MTLSAuditEngine On\n"
+        elif kind == "C":
+            vhost = ('    CustomLog "%s/logs/ssl.log" "%%{SSL_CLIENT_S_DN}x|'
+                     '%%{SSL_CLIENT_I_DN}x|%%{SSL_CLIENT_M_SERIAL}x|'
+                     '%%{SSL_CLIENT_VERIFY}x|%%{SSL_PROTOCOL}x|'
+                     '%%{SSL_CIPHER}x %%h %%t \\"%%r\\" %%>s %%b"\n'
+                     % self.root)
+        self.conf = os.path.join(self.root, "httpd.conf")
+        with open(self.conf, "w") as f:
+            f.write("""
+ServerRoot "{root}"
+PidFile "{root}/logs/httpd.pid"
+DefaultRuntimeDir "{root}/logs"
+Mutex file:{root}/logs default
+ErrorLog "{root}/logs/error.log"
+LogLevel warn
+User www-data
+Group www-data
+ServerName localhost
+Listen 127.0.0.1:{port}
+{mods}
+TypesConfig /etc/mime.types
+DocumentRoot "{root}/htdocs"
+DirectoryIndex index.html
+<Directory "{root}/htdocs">
+    Require all granted
+</Directory>
+StartServers 2
+ServerLimit 4
+ThreadsPerChild 25
+MaxRequestWorkers 100
+SSLSessionCache shmcb:{root}/logs/ssl_scache(512000)
+SSLRandomSeed startup builtin
+{extra}
+<VirtualHost 127.0.0.1:{port}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile {cert}
+    SSLCertificateKeyFile {key}
+    SSLCACertificateFile {ca}
+    SSLVerifyClient require
+{vhost}</VirtualHost>
+""".format(root=self.root, port=self.port, mods=mods, extra=extra,
+           vhost=vhost, cert=pki["server"][0], key=pki["server"][1],
+           ca=pki["root"].cert))
+
+    def start(self):
+        r = subprocess.run([HTTPD, "-d", self.root, "-f", self.conf, "-k",
+                            "start"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("%s: %s" % (self.name, r.stderr))
+        for _ in range(100):
+            if os.path.exists(os.path.join(self.root, "logs", "httpd.pid")):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.pid = int(open(os.path.join(self.root, "logs",
+                                         "httpd.pid")).read())
+
+    def stop(self):
+        try:
+            os.kill(self.pid, 15)
+        except ProcessLookupError:
+            return
+        for _ in range(200):
+            if not os.path.exists("/proc/%d" % self.pid):
+                return
+            time.sleep(0.05)
+
+    def children(self):
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                f = open("/proc/%s/stat" % p).read()
+            except OSError:
+                continue
+            fields = f[f.rindex(")") + 2:].split()
+            if int(fields[1]) == self.pid:
+                out.append((int(p), fields))
+        return out
+
+    def cpu(self):
+        """Seconds of CPU: the parent's own and its reaped children's, and
+        the live children's."""
+        f = open("/proc/%d/stat" % self.pid).read()
+        fields = f[f.rindex(")") + 2:].split()
+        t = sum(int(x) for x in fields[11:15])
+        for _, cf in self.children():
+            t += int(cf[11]) + int(cf[12])
+        return t / TICK
+
+    def writer_cpu(self):
+        """Seconds of CPU of the module's writer threads (named
+        mtls-writer), in the live children."""
+        t = 0
+        for pid, _ in self.children():
+            try:
+                tids = os.listdir("/proc/%d/task" % pid)
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    f = open("/proc/%d/task/%s/stat" % (pid, tid)).read()
+                except OSError:
+                    continue
+                if "(mtls-writer)" not in f:
+                    continue
+                fields = f[f.rindex(")") + 2:].split()
+                t += int(fields[11]) + int(fields[12])
+        return t / TICK
+
+    def rss_per_child_kb(self):
+        sizes = []
+        for pid, _ in self.children():
+            for line in open("/proc/%d/status" % pid):
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]))
+        return statistics.mean(sizes) if sizes else 0
+
+
+def run_load(srv, pki, version, clients, n, c):
+    args = [HSLOAD, "-p", str(srv.port), "-n", str(n), "-c", str(c), "-v",
+            version, "--ca", pki["root"].cert]
+    for spec in clients:
+        args += ["--client", spec]
+    before, wbefore = srv.cpu(), srv.writer_cpu()
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("mtls-hsload: " + r.stderr)
+    time.sleep(0.4)             # let B's writer flush: its CPU counts too
+    res = json.loads(r.stdout)
+    res["server_cpu_ms_per_hs"] = (srv.cpu() - before) * 1000.0 / n
+    res["writer_cpu_us_per_hs"] = (srv.writer_cpu() - wbefore) * 1e6 / n
+    return res
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=3000)
+    ap.add_argument("--short", action="store_true",
+                    help="3 rounds of 800 connections (a few minutes)")
+    ap.add_argument("--json", help="write every measurement here")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    if args.short:
+        args.rounds, args.connections = 3, 800
+    base = tempfile.mkdtemp(prefix="mtls-hsbench-")
+    os.chmod(base, 0o755)
+    pki = pki_mod.make_pki(os.path.join(base, "pki"))
+    rsa = pki["rsa"]
+    ec = pki["ec"]
+
+    def spec(pair, w=1):
+        return "%s,%s,%d" % (pair[0], pair[1], w)
+
+    mix = [spec(ec, 7), spec(pki["expired"]), spec(pki["untrusted"]),
+           "none,,1"]
+    n = args.connections
+    scenarios = [
+        ("TLS1.3 EC c16", "1.3", [spec(ec)], n, 16),
+        ("TLS1.2 EC c16", "1.2", [spec(ec)], n, 16),
+        ("TLS1.3 RSA c16", "1.3", [spec(rsa)], n, 16),
+        ("TLS1.2 RSA c16", "1.2", [spec(rsa)], n, 16),
+        ("TLS1.3 30%fail c16", "1.3", mix, n, 16),
+        ("TLS1.3 EC c1", "1.3", [spec(ec)], max(200, n // 4), 1),
+    ]
+    srvs = [Srv(base, k, pki, k) for k in "ABC"]
+    results = {s[0]: {k: [] for k in "ABC"} for s in scenarios}
+    try:
+        for s in srvs:
+            s.start()
+        for s in srvs:          # warm up
+            run_load(s, pki, "1.3", [spec(ec)], 200, 16)
+        t0 = time.time()
+        for r in range(args.rounds):
+            order = srvs[r % 3:] + srvs[:r % 3]
+            for name, ver, clients, count, conc in scenarios:
+                for s in order:
+                    res = run_load(s, pki, ver, clients, count, conc)
+                    results[name][s.name].append(res)
+            print("round %d/%d done (%.0f s)" % (r + 1, args.rounds,
+                                                 time.time() - t0),
+                  file=sys.stderr)
+        rss = {s.name: s.rss_per_child_kb() for s in srvs}
+        rows = {}
+        if os.path.exists(srvs[1].db):
+            import sqlite3
+            time.sleep(1)
+            con = sqlite3.connect("file:%s?mode=ro" % srvs[1].db, uri=True)
+            rows = dict(con.execute("SELECT 'handshakes', count(*) FROM "
+                                    "handshakes UNION ALL SELECT 'requests', "
+                                    "count(*) FROM requests").fetchall())
+            con.close()
+    finally:
+        for s in srvs:
+            s.stop()
+    expected = 200 + sum(s[3] for s in scenarios) * args.rounds
+    print_table(results, args, rss, rows, expected)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "rss_kb": rss, "rows": rows},
+                      f, indent=1)
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def print_table(results, args, rss, rows, expected):
+    print("\nHandshake benchmark: %d interleaved rounds, %d connections per "
+          "run (c1: fewer), mpm_event, 127.0.0.1" % (args.rounds,
+                                                      args.connections))
+    print("A = mod_ssl only, B = A + mod_mtls_audit, C = A + CustomLog of "
+          "SSL variables; medians; ratios: median of per-round ratios "
+          "[p10-p90]")
+    hdr = ("%-19s %8s %8s %8s %19s %19s %7s %7s %7s %19s %7s %7s %19s"
+           % ("scenario", "A hs/s", "B hs/s", "C hs/s", "B/A hs/s",
+              "B/C hs/s", "A ms", "B ms", "C ms", "B/A cpu/hs", "A p99",
+              "B p99", "B/A p99"))
+    print(hdr)
+    print("-" * len(hdr))
+
+    def med(xs):
+        return statistics.median(xs)
+
+    def ratio(name, key, num, den):
+        rs = [a[key] / b[key] for a, b in zip(results[name][num],
+                                              results[name][den])]
+        return "%.3f [%.2f-%.2f]" % (med(rs), pct(rs, .1), pct(rs, .9))
+
+    for name in results:
+        R = results[name]
+        print("%-19s %8.0f %8.0f %8.0f %19s %19s %7.3f %7.3f %7.3f %19s "
+              "%7.1f %7.1f %19s" % (
+                  name, med([x["rps"] for x in R["A"]]),
+                  med([x["rps"] for x in R["B"]]),
+                  med([x["rps"] for x in R["C"]]),
+                  ratio(name, "rps", "B", "A"), ratio(name, "rps", "B", "C"),
+                  med([x["server_cpu_ms_per_hs"] for x in R["A"]]),
+                  med([x["server_cpu_ms_per_hs"] for x in R["B"]]),
+                  med([x["server_cpu_ms_per_hs"] for x in R["C"]]),
+                  ratio(name, "server_cpu_ms_per_hs", "B", "A"),
+                  med([x["p99_us"] for x in R["A"]]) / 1000,
+                  med([x["p99_us"] for x in R["B"]]) / 1000,
+                  ratio(name, "p99_us", "B", "A")))
+    print("(hs/s: connections per second, each a full handshake and one "
+          "request; ms: server CPU per handshake; p99 in ms)")
+    print("resident memory per child after the runs: A %.0f KB, B %.0f KB, "
+          "C %.0f KB; B-A %+.0f KB" % (rss["A"], rss["B"], rss["C"],
+                                       rss["B"] - rss["A"]))
+    if rows:
+        print("B recorded %d handshakes for %d connections made, %d "
+              "requests" % (rows.get("handshakes", 0), expected,
+                            rows.get("requests", 0)))
+
+
+if __name__ == "__main__":
+    main()
