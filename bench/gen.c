@@ -19,6 +19,14 @@
  *   bulk N START END CERTS      N random handshakes (80% accepted, each
  *                               with one request) between START and END
  *                               over CERTS certificates, in time order
+ *
+ *   mtls-gen -b [-r] DB < SCRIPT    (the store benchmark, bench/store-bench.sh)
+ *        -b  keep the module's synchronous=NORMAL (not OFF) and print, on
+ *            stdout, the rows written and the wall and CPU seconds spent
+ *            writing them (making the records is not counted)
+ *        -r  raw SQLite instead of the store: the same rows, bound to plain
+ *            INSERTs in the same batches, with no hash chain and no
+ *            certificate lookup (handshakes and requests only)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -60,15 +68,145 @@ static apr_int64_t when(const char *s)
     return (apr_int64_t)timegm(&tm) * 1000000;
 }
 
+/* -b: what writing cost; -r: the raw SQLite baseline. */
+static int bench, raw;
+static double w_wall, w_cpu;
+static long w_rows;
+static sqlite3_stmt *raw_hs, *raw_rq;
+static apr_int64_t raw_hs_id, raw_rq_id;
+
+static double clock_s(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void bind_text(sqlite3_stmt *q, int i, const char *v)
+{
+    if (v && *v) sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(q, i);
+}
+
+/* The rows the store would write for the batch, with plain INSERTs: the
+ * certificate id is the pool index, the hash 32 constant bytes. */
+static void raw_write(void)
+{
+    static const unsigned char h[32];
+    sqlite3 *db = mtls_store_db(st);
+    sqlite3_stmt *q;
+    int i;
+
+    if (!raw_hs) {
+        if (sqlite3_prepare_v2(db, "INSERT INTO handshakes VALUES(?,?,?,?,?,"
+                               "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
+                               &raw_hs, NULL) != SQLITE_OK
+            || sqlite3_prepare_v2(db, "INSERT INTO requests VALUES(?,?,?,?,"
+                                  "?,?,?,?,?)", -1, &raw_rq, NULL)
+               != SQLITE_OK) {
+            die(sqlite3_errmsg(db));
+        }
+        sqlite3_prepare_v2(db, "SELECT (SELECT coalesce(max(id), 0) FROM "
+                           "handshakes), (SELECT coalesce(max(id), 0) FROM "
+                           "requests)", -1, &q, NULL);
+        sqlite3_step(q);
+        raw_hs_id = sqlite3_column_int64(q, 0);
+        raw_rq_id = sqlite3_column_int64(q, 1);
+        sqlite3_finalize(q);
+    }
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        die(sqlite3_errmsg(db));
+    }
+    for (i = 0; i < nbatch; i++) {
+        mtls_item_t *it = batch[i];
+        if (it->type == MTLS_ITEM_HANDSHAKE) {
+            mtls_handshake_t *hs = &it->u.hs;
+            char chain[32];
+            q = raw_hs;
+            it->link->rowid = ++raw_hs_id;
+            sqlite3_bind_int64(q, 1, raw_hs_id);
+            sqlite3_bind_int64(q, 2, hs->time_us);
+            bind_text(q, 3, hs->server_name);
+            bind_text(q, 4, hs->sni);
+            bind_text(q, 5, hs->client_addr);
+            sqlite3_bind_int(q, 6, hs->client_port);
+            sqlite3_bind_int(q, 7, hs->local_port);
+            sqlite3_bind_int(q, 8, hs->tls_version);
+            bind_text(q, 9, hs->cipher);
+            sqlite3_bind_int(q, 10, hs->resumed);
+            sqlite3_bind_int(q, 11, hs->outcome);
+            sqlite3_bind_int(q, 12, hs->kind);
+            sqlite3_bind_int(q, 13, hs->verify_mode);
+            if (hs->verify_result >= 0) {
+                sqlite3_bind_int64(q, 14, hs->verify_result);
+                bind_text(q, 15, X509_verify_cert_error_string(
+                    hs->verify_result));
+            }
+            else {
+                sqlite3_bind_null(q, 14);
+                sqlite3_bind_null(q, 15);
+            }
+            sqlite3_bind_int(q, 16, hs->verify_depth);
+            sqlite3_bind_null(q, 17);
+            sqlite3_bind_null(q, 18);
+            if (hs->leaf) {
+                int cid = (int)ASN1_INTEGER_get(
+                    X509_get0_serialNumber(hs->leaf)) % 100000;
+                snprintf(chain, sizeof(chain), "[%d]", cid);
+                sqlite3_bind_int(q, 19, cid);
+                sqlite3_bind_text(q, 20, chain, -1, SQLITE_TRANSIENT);
+            }
+            else {
+                sqlite3_bind_null(q, 19);
+                sqlite3_bind_null(q, 20);
+            }
+            sqlite3_bind_int(q, 21, hs->chain_length);
+            sqlite3_bind_int64(q, 22, hs->handshake_us);
+            sqlite3_bind_int64(q, 23, hs->verify_us);
+            sqlite3_bind_int(q, 24, hs->pid);
+            sqlite3_bind_blob(q, 25, h, 32, SQLITE_STATIC);
+        }
+        else if (it->type == MTLS_ITEM_REQUEST) {
+            mtls_request_t *rq = &it->u.rq;
+            q = raw_rq;
+            sqlite3_bind_int64(q, 1, ++raw_rq_id);
+            sqlite3_bind_int64(q, 2, it->link->rowid);
+            sqlite3_bind_int64(q, 3, rq->time_us);
+            bind_text(q, 4, rq->method);
+            bind_text(q, 5, rq->path);
+            sqlite3_bind_int(q, 6, rq->status);
+            sqlite3_bind_int64(q, 7, rq->bytes_sent);
+            sqlite3_bind_int64(q, 8, rq->duration_us);
+            sqlite3_bind_blob(q, 9, h, 32, SQLITE_STATIC);
+        }
+        else {
+            continue;
+        }
+        if (sqlite3_step(q) != SQLITE_DONE) die(sqlite3_errmsg(db));
+        sqlite3_reset(q);
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        die(sqlite3_errmsg(db));
+    }
+}
+
 static void flush(void)
 {
     char err[256];
+    double t0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
     int i;
 
     if (!nbatch) return;
-    if (mtls_store_write(st, batch, nbatch, err, sizeof(err)) != SQLITE_OK) {
+    if (raw) {
+        raw_write();
+    }
+    else if (mtls_store_write(st, batch, nbatch, err, sizeof(err))
+             != SQLITE_OK) {
         die(err);
     }
+    w_wall += clock_s(CLOCK_MONOTONIC) - t0;
+    w_cpu += clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    w_rows += nbatch;
     for (i = 0; i < nbatch; i++) mtls_item_free(batch[i]);
     nbatch = 0;
 }
@@ -112,6 +250,19 @@ static X509 *make_cert(const char *key, const char *sig, const char *nb,
     X509_set_pubkey(x, pk);
     X509_sign(x, pk, !strcmp(sig, "sha1") ? EVP_sha1() : EVP_sha256());
     EVP_PKEY_free(pk);
+    /* Through DER and back: a certificate as a server receives it, with
+     * its encoding cached, as the module sees them. */
+    {
+        unsigned char *der = NULL;
+        const unsigned char *p;
+        int len = i2d_X509(x, &der);
+        X509 *y;
+        p = der;
+        if (len <= 0 || !(y = d2i_X509(NULL, &p, len))) die("i2d/d2i");
+        OPENSSL_free(der);
+        X509_free(x);
+        x = y;
+    }
     return x;
 }
 
@@ -252,16 +403,25 @@ int main(int argc, char **argv)
     char line[4096], err[256];
     long lineno = 0;
 
+    while (argc > 2 && argv[1][0] == '-') {
+        if (!strcmp(argv[1], "-b")) bench = 1;
+        else if (!strcmp(argv[1], "-r")) raw = 1;
+        else break;
+        argv++;
+        argc--;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: mtls-gen DB < SCRIPT\n");
+        fprintf(stderr, "usage: mtls-gen [-b [-r]] DB < SCRIPT\n");
         return 2;
     }
-    if (mtls_store_open(argv[1], 0, 10000, &st, err, sizeof(err))
+    if (mtls_store_open(argv[1], 0, 60000, &st, err, sizeof(err))
         != SQLITE_OK) {
         die(err);
     }
-    sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
-                 NULL);
+    if (!bench) {
+        sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
+                     NULL);
+    }
     while (fgets(line, sizeof(line), stdin)) {
         char *w[12] = { 0 }, *p = line;
         int n = 0;
@@ -325,6 +485,12 @@ int main(int argc, char **argv)
     flush();
     mtls_link_unref(last_link);
     for (ncerts--; ncerts >= 0; ncerts--) X509_free(certs[ncerts].x);
+    sqlite3_finalize(raw_hs);
+    sqlite3_finalize(raw_rq);
     mtls_store_close(st);
+    if (bench) {
+        printf("{\"rows\": %ld, \"wall_s\": %.3f, \"cpu_s\": %.3f}\n",
+               w_rows, w_wall, w_cpu);
+    }
     return 0;
 }

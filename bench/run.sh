@@ -1,0 +1,34 @@
+#!/bin/sh
+# bench/run.sh -- every benchmark of mod_mtls_audit, one after the other,
+# each printing its table:
+#   1. handshake-bench.py  what the module costs a mutual-TLS server: A
+#      (mod_ssl), B (A + mod_mtls_audit), C (A + a CustomLog of the SSL
+#      variables), interleaved rounds; handshakes/s, server CPU per
+#      handshake, p99 latency, the ratios B/A and B/C; memory per child
+#   2. store-bench.sh      bytes per row; the writer's records/s and CPU
+#      per record into a large database, against raw SQLite; 1, 2, 4
+#      writing processes
+#   3. report-bench.sh     every mtls-audit report over that database, 30
+#      and 365 days, with and without the chain walk; seconds, peak memory
+#
+#   bench/run.sh            the full run: 10 rounds x 3000 connections,
+#                           a 10 M-handshake database (generated once into
+#                           $BENCH_DIR, default /tmp/mtls-bench: ~3 GB and
+#                           several minutes the first time); about an hour
+#   bench/run.sh --short    3 rounds x 800 connections, 1 M handshakes:
+#                           under 5 minutes
+#
+# Needs root (the scratch servers run as www-data) and a build
+# (./apxs-build.sh build).  Nothing is timed against a threshold here: the
+# numbers are for people to read (the issue notes quote them).
+set -eu
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${1:-}" = --short ]; then
+    python3 "$TOP/bench/handshake-bench.py" --short
+    STORE_ADD=100000 "$TOP/bench/store-bench.sh" 1000000
+    "$TOP/bench/report-bench.sh" 1000000
+else
+    python3 "$TOP/bench/handshake-bench.py"
+    "$TOP/bench/store-bench.sh" 10000000
+    "$TOP/bench/report-bench.sh" 10000000
+fi
