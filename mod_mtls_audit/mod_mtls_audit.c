@@ -98,6 +98,9 @@ typedef struct {
     int         anchor_s;         /* MTLSAuditAnchorInterval, -1 (3600) */
     int         verify_cfg;       /* SSLVerifyClient of this vhost, as
                                      found in the config tree; -1 unknown */
+    const char *engine_at;        /* "file:line" of MTLSAuditEngine */
+    int         engine_here;      /* set in this very server (not merged) */
+    const char *db_at;            /* "file:line" of MTLSAuditDatabase */
 } srv_conf_t;
 
 /* Per-process state.  Set in post_config (parent) and child_init. */
@@ -183,8 +186,30 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(busy_ms);
     MERGE_PTR(key_file);
     MERGE_INT(anchor_s);
+    MERGE_PTR(engine_at);
+    MERGE_PTR(db_at);
+    sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
     return sc;
+}
+
+/* "file:line" of the directive being read, for messages at start. */
+static const char *where(cmd_parms *cmd)
+{
+    return cmd->directive && cmd->directive->filename
+        ? apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename,
+                       cmd->directive->line_num)
+        : "(command line)";
+}
+
+static const char *set_engine(cmd_parms *cmd, void *dc, int on)
+{
+    srv_conf_t *sc = srv_conf(cmd->server);
+    (void)dc;
+    sc->engine = on ? 1 : 0;
+    sc->engine_here = 1;
+    sc->engine_at = where(cmd);
+    return NULL;
 }
 
 static const char *set_flag(cmd_parms *cmd, void *dc, int on)
@@ -213,6 +238,7 @@ static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
         return "MTLSAuditDatabase needs a file name";
     }
     srv_conf(cmd->server)->db_path = arg;
+    srv_conf(cmd->server)->db_at = where(cmd);
     return NULL;
 }
 
@@ -291,7 +317,7 @@ static const char *set_anchor(cmd_parms *cmd, void *dc, const char *arg)
 #define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)
 
 static const command_rec cmds[] = {
-    AP_INIT_FLAG("MTLSAuditEngine", set_flag, OFF(engine), RSRC_CONF,
+    AP_INIT_FLAG("MTLSAuditEngine", set_engine, NULL, RSRC_CONF,
                  "On to record every TLS handshake to this host (default Off)"),
     AP_INIT_TAKE1("MTLSAuditDatabase", set_database, NULL, RSRC_CONF,
                   "SQLite file of the audit records (default "
@@ -349,29 +375,51 @@ static int parse_verify(const char *args)
     return MTLS_VM_NONE;
 }
 
-/* SSLVerifyClient as written for server s (its <VirtualHost>, else the
- * global one).  mod_ssl keeps it private, and OpenSSL's verify mode cannot
- * tell optional from optional_no_ca, so we read the configuration tree. */
-static int find_verify_client(server_rec *s)
+/* The arguments of directive name as written for server s (in its
+ * <VirtualHost>, else at the top level), or NULL.  mod_ssl keeps its
+ * configuration private, so we read the configuration tree. */
+static const char *find_directive(server_rec *s, const char *name)
 {
     ap_directive_t *d, *v;
-    int global = -1;
+    const char *global = NULL;
 
     for (d = ap_conftree; d; d = d->next) {
-        if (!strcasecmp(d->directive, "SSLVerifyClient")) {
-            global = parse_verify(d->args);
+        if (!strcasecmp(d->directive, name)) {
+            global = d->args;
         }
         else if (s->is_virtual && !strcasecmp(d->directive, "<VirtualHost")
                  && (unsigned)d->line_num == s->defn_line_number && s->defn_name
                  && d->filename && !strcmp(d->filename, s->defn_name)) {
             for (v = d->first_child; v; v = v->next) {
-                if (!strcasecmp(v->directive, "SSLVerifyClient")) {
-                    return parse_verify(v->args);
+                if (!strcasecmp(v->directive, name)) {
+                    return v->args;
                 }
             }
         }
     }
     return global;
+}
+
+/* SSLVerifyClient of s: OpenSSL's verify mode cannot tell optional from
+ * optional_no_ca. */
+static int find_verify_client(server_rec *s)
+{
+    const char *args = find_directive(s, "SSLVerifyClient");
+    return args ? parse_verify(args) : -1;
+}
+
+/* Does s have SSLEngine on (or optional)? */
+static int ssl_engine_on(server_rec *s)
+{
+    const char *args = find_directive(s, "SSLEngine");
+    char word[16];
+    int i;
+
+    for (i = 0; args && args[i] && !apr_isspace(args[i]) && i < 15; i++) {
+        word[i] = (char)apr_tolower(args[i]);
+    }
+    word[i] = '\0';
+    return !strcmp(word, "on") || !strcmp(word, "optional");
 }
 
 /* ------------------------------------------------------------------ */
@@ -861,31 +909,126 @@ static apr_status_t make_private_dir(apr_pool_t *p, const char *dir)
     return APR_SUCCESS;
 }
 
-/* Refuse a database that others could replace or that belongs to someone
- * else: a directory writable by others, a file owned by another user. */
-static apr_status_t check_location(server_rec *s, const char *dir,
-                                   const char *path)
+/* Can the run user create files in a directory with these attributes? */
+static int run_user_writes(const struct stat *sb)
+{
+    if (sb->st_uid == ap_unixd_config.user_id) {
+        return (sb->st_mode & S_IWUSR) && (sb->st_mode & S_IXUSR);
+    }
+    if (sb->st_gid == ap_unixd_config.group_id) {
+        return (sb->st_mode & S_IWGRP) && (sb->st_mode & S_IXGRP);
+    }
+    return 0;
+}
+
+/* Refuse a database that others could replace, that belongs to someone
+ * else, or that the children could not write: a directory writable by
+ * others, a file owned by another user, an existing directory the run
+ * user cannot write in (SQLite creates its -wal and -shm files there).
+ * A missing directory is fine: it is created for the run user.  One line
+ * naming the directive and where it was set. */
+static apr_status_t check_location(server_rec *s, const char *at,
+                                   const char *dir, const char *path)
 {
     struct stat sb;
 
     if (stat(dir, &sb) == 0 && (sb.st_mode & S_IWOTH)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                     " MTLSAuditDatabase %s: its directory %s is writable by "
-                     "others (mode %04o), so anyone could remove or replace "
-                     "the audit log: make it 0750 or choose another "
-                     "directory", path, dir, (unsigned)(sb.st_mode & 07777));
+                     " MTLSAuditDatabase %s (%s): its directory %s is "
+                     "writable by others (mode %04o), so anyone could remove "
+                     "or replace the audit log: make it 0750 or choose "
+                     "another directory", path, at, dir,
+                     (unsigned)(sb.st_mode & 07777));
+        return APR_EACCES;
+    }
+    if (stat(dir, &sb) == 0 && !run_user_writes(&sb)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s): the user httpd runs as "
+                     "(uid %u) cannot write in its directory %s (owner uid "
+                     "%u, group %u, mode %04o): give the directory to that "
+                     "user with mode 0750, or choose a directory that does "
+                     "not exist yet", path, at,
+                     (unsigned)ap_unixd_config.user_id, dir,
+                     (unsigned)sb.st_uid, (unsigned)sb.st_gid,
+                     (unsigned)(sb.st_mode & 07777));
         return APR_EACCES;
     }
     if (stat(path, &sb) == 0 && sb.st_uid != 0
         && sb.st_uid != ap_unixd_config.user_id) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                     " MTLSAuditDatabase %s is owned by uid %u, neither root "
-                     "nor the user httpd runs as (uid %u): refusing to write "
-                     "an audit log someone else owns", path,
+                     " MTLSAuditDatabase %s (%s) is owned by uid %u, neither "
+                     "root nor the user httpd runs as (uid %u): refusing to "
+                     "write an audit log someone else owns", path, at,
                      (unsigned)sb.st_uid, (unsigned)ap_unixd_config.user_id);
         return APR_EACCES;
     }
     return APR_SUCCESS;
+}
+
+/* The database path, absolute, and where it was configured. */
+static const char *db_path_of(apr_pool_t *p, srv_conf_t *msc,
+                              const char **at)
+{
+    *at = msc->db_at ? msc->db_at : "the default";
+    return ap_server_root_relative(p, msc->db_path ? msc->db_path
+                                                   : DEFAULT_DB);
+}
+
+/* After the configuration is read, at every start and at configtest:
+ * what would make auditing fail is refused here, one line each, naming
+ * the directive and where it was set. */
+static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                        apr_pool_t *ptemp, server_rec *s)
+{
+    const char *first_at = NULL, *path, *at;
+    int bad = 0, any_ssl = 0;
+    server_rec *v;
+    (void)pconf;
+    (void)plog;
+
+    for (v = s; v; v = v->next) {
+        srv_conf_t *sc = srv_conf(v);
+        if (sc->engine != 1) {
+            continue;
+        }
+        if (!first_at) {
+            first_at = sc->engine_at ? sc->engine_at : "?";
+        }
+        if (ssl_engine_on(v)) {
+            any_ssl = 1;
+        }
+        else if (v->is_virtual && sc->engine_here) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                         " MTLSAuditEngine On (%s): the virtual host %s "
+                         "(%s:%u) has no 'SSLEngine on', so it makes no TLS "
+                         "handshake to record", sc->engine_at,
+                         v->server_hostname ? v->server_hostname : "",
+                         v->defn_name ? v->defn_name : "?",
+                         v->defn_line_number);
+            bad = 1;
+        }
+    }
+    if (!first_at) {
+        return OK;
+    }
+    if (!ap_find_linked_module("mod_ssl.c")) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditEngine On (%s) needs mod_ssl, which is not "
+                     "loaded (a2enmod ssl)", first_at);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!any_ssl && !bad) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditEngine On (%s), but no virtual host that "
+                     "audits has 'SSLEngine on'", first_at);
+        bad = 1;
+    }
+    path = db_path_of(ptemp, srv_conf(s), &at);
+    if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
+        != APR_SUCCESS) {
+        bad = 1;
+    }
+    return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
 /* Write one lifecycle event from the parent. */
@@ -993,10 +1136,12 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     srv_conf_t *msc = srv_conf(s);
     server_rec *v;
-    const char *dir, *err;
+    const char *dir, *err, *at;
     apr_status_t rv;
     char errbuf[256];
     mtls_store_t *st;
+    struct stat sb;
+    int created;
     (void)plog;
 
     g.main_server = s;
@@ -1014,13 +1159,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
         || !g.any_engine) {
         return OK;
     }
-    if (!ap_find_linked_module("mod_ssl.c")) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                     " MTLSAuditEngine On needs mod_ssl: load it first");
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    g.db_path = ap_server_root_relative(pconf, msc->db_path ? msc->db_path
-                                                            : DEFAULT_DB);
+    g.db_path = db_path_of(pconf, msc, &at);
     mtls_chain_key_clear(&g.key);
     if (msc->key_file
         && mtls_chain_key_load(msc->key_file, &g.key, &err) != 0) {
@@ -1029,12 +1168,13 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     dir = ap_make_dirstr_parent(ptemp, g.db_path);
+    /* check_config refused a directory the run user cannot write; one we
+     * create is given to it below, never one that was there. */
+    created = stat(dir, &sb) != 0;
     if ((rv = make_private_dir(ptemp, dir)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MTLS_LOG_TAG
-                     " cannot create the database directory %s", dir);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    if ((rv = check_location(s, dir, g.db_path)) != APR_SUCCESS) {
+                     " MTLSAuditDatabase %s (%s): cannot create the directory "
+                     "%s", g.db_path, at, dir);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, errbuf,
@@ -1049,7 +1189,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (geteuid() == 0) {
         const char *wal = apr_pstrcat(ptemp, g.db_path, "-wal", NULL);
         const char *shm = apr_pstrcat(ptemp, g.db_path, "-shm", NULL);
-        if (chown(dir, ap_unixd_config.user_id, ap_unixd_config.group_id)
+        if ((created && chown(dir, ap_unixd_config.user_id,
+                              ap_unixd_config.group_id))
             || chown(g.db_path, ap_unixd_config.user_id,
                      ap_unixd_config.group_id)) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, MTLS_LOG_TAG
@@ -1068,7 +1209,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                          " cannot give %s to the run user", shm);
         }
     }
-    chmod(dir, 0750);
+    if (created) {
+        chmod(dir, 0750);
+    }
     chmod(g.db_path, 0640);
     if (!g.slots) {
         shared_slots(s);
@@ -1144,6 +1287,9 @@ static void register_hooks(apr_pool_t *p)
     /* Creates the database and checks mod_ssl; after mod_ssl so that its
      * configuration is complete. */
     ap_hook_post_config(post_config, after_ssl, NULL, APR_HOOK_MIDDLE);
+    /* Refuses a configuration that cannot audit, at start and at
+     * configtest alike. */
+    ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     /* Starts this child's writer: after the switch to the run user. */
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Refuses requests on connections we failed to record (fail closed);

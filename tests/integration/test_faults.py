@@ -5,6 +5,7 @@ broken for it alone.  The rule throughout: the server serves as
 configured, and every handshake is either stored or counted as lost."""
 import os
 import re
+import subprocess
 import sqlite3
 import threading
 import time
@@ -273,6 +274,8 @@ def unsafe_database_locations_are_refused_at_start(ctx):
     srv = server_mod.Server(os.path.join(ctx.scratch, "foreign"), ctx.pki,
                             mpm=ctx.srv.mpm)
     os.makedirs(os.path.dirname(srv.db), mode=0o750)
+    www = pwd.getpwnam("www-data")
+    os.chown(os.path.dirname(srv.db), www.pw_uid, www.pw_gid)
     open(srv.db, "w").close()
     nobody = pwd.getpwnam("nobody").pw_uid
     os.chown(srv.db, nobody, -1)
@@ -365,6 +368,9 @@ def disk_full_then_space_again(ctx):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0750",
                         "tmpfs", mnt], capture_output=True, text=True)
     assert r.returncode == 0, "cannot mount a small tmpfs: " + r.stderr
+    import pwd
+    www = pwd.getpwnam("www-data")
+    os.chown(mnt, www.pw_uid, www.pw_gid)
     filler = os.path.join(mnt, "filler")
     try:
         srv.start()
@@ -437,6 +443,75 @@ def bad_directive_values_fail_configtest_with_file_and_line(ctx):
         assert r.returncode != 0, (line, out)
         assert want in out, (line, out)
         assert "httpd.conf" in out and re.search(r"line \d+", out), out
+
+
+@test(once=True)
+def configtest_refuses_a_configuration_that_cannot_audit(ctx):
+    """Each on one line naming the directive, the file and the line, at
+    `apache2 -t` and at start alike."""
+    # An audited virtual host that makes no TLS handshake.
+    port = server_mod.free_port()
+    srv = server_mod.Server(
+        os.path.join(ctx.scratch, "nossl"), ctx.pki, mpm=ctx.srv.mpm,
+        extra_global="Listen 127.0.0.1:%d\n<VirtualHost 127.0.0.1:%d>\n"
+        "    ServerName plain.test\n    MTLSAuditEngine On\n"
+        "</VirtualHost>" % (port, port))
+    r = srv.httpd("-t")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    line = [l for l in out.splitlines() if "SSLEngine on" in l]
+    assert len(line) == 1, out
+    assert re.search(r"MTLSAuditEngine On \(%s:\d+\): the virtual host "
+                     r"plain.test \(%s:\d+\) has no 'SSLEngine on'"
+                     % (re.escape(srv.conf), re.escape(srv.conf)), line[0]), \
+        line[0]
+    try:
+        srv.start()
+        srv.stop()
+        raise AssertionError("httpd started")
+    except RuntimeError as e:
+        assert "has no 'SSLEngine on'" in str(e)
+    # mod_ssl not loaded at all.
+    root = os.path.join(ctx.scratch, "nomodssl")
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    conf = os.path.join(root, "httpd.conf")
+    with open(conf, "w") as f:
+        f.write('ServerRoot "%s"\nPidFile "%s/logs/httpd.pid"\n'
+                'ErrorLog "%s/logs/error.log"\nServerName localhost\n'
+                'Listen 127.0.0.1:%d\n%s'
+                'LoadModule mtls_audit_module %s/mod_mtls_audit.so\n'
+                'MTLSAuditEngine On\n' % (
+                    root, root, root, server_mod.free_port(),
+                    "" if "mod_mpm_event.c" in server_mod.static_modules()
+                    else "LoadModule mpm_event_module %s/mod_mpm_event.so\n"
+                    % server_mod.MODULES, server_mod.MODULE_DIR))
+    r = subprocess.run([server_mod.HTTPD, "-d", root, "-f", conf, "-t"],
+                       capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert re.search(r"MTLSAuditEngine On \(%s:\d+\) needs mod_ssl, which is "
+                     r"not loaded" % re.escape(conf), out), out
+    # A database directory the run user cannot write in (root's, 0755).
+    d = os.path.join(ctx.scratch, "rootsdir")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    srv = server_mod.Server(os.path.join(ctx.scratch, "rootsdb"), ctx.pki,
+                            mpm=ctx.srv.mpm, extra_global="MTLSAuditDatabase"
+                            " %s/audit.db" % d)
+    r = srv.httpd("-t")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert re.search(r"MTLSAuditDatabase %s/audit.db \(%s:\d+\): the user "
+                     r"httpd runs as \(uid \d+\) cannot write in its "
+                     r"directory" % (re.escape(d), re.escape(srv.conf)), out), \
+        out
+    assert os.stat(d).st_uid == 0       # and it was left as it was
+    # The same server with a directory that does not exist yet is fine.
+    srv = server_mod.Server(os.path.join(ctx.scratch, "newdir"), ctx.pki,
+                            mpm=ctx.srv.mpm)
+    r = srv.httpd("-t")
+    assert r.returncode == 0 and "Syntax OK" in r.stdout + r.stderr, \
+        r.stdout + r.stderr
 
 
 @test(once=True, expect_errors=(r"ended without writing",) + WRITE_ERRORS)
