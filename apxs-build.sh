@@ -23,9 +23,9 @@ SAN=""
 if [ "${SANITIZE:-0}" = 1 ]; then
     SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 fi
-CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c"
+CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
-TEST_PKGS="chromium clang libclang-rt-14-dev"  # HTML report rendering; fuzzing
+TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot"  # HTML report rendering; fuzzing; JSON Schema; the .deb
 
 deps() {
     missing=""
@@ -69,7 +69,7 @@ build() {
     # The module: apxs compiles in the directory it is given, so work on a
     # copy in build/mod and keep the source tree clean.
     for f in mod_mtls_audit.c $CORE mtls_core.h mtls_cert.h mtls_chain.h \
-             mtls_store.h mtls_writer.h mtls_slots.h; do
+             mtls_store.h mtls_writer.h mtls_slots.h mtls_json.h; do
         cp -p "$TOP/mod_mtls_audit/$f" "$B/mod/$f"
     done
     cp -p "$B/mtls_schema_sql.h" "$B/mod/"

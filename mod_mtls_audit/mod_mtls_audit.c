@@ -51,6 +51,7 @@
 #include "apr_lib.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,6 +102,8 @@ typedef struct {
     const char *engine_at;        /* "file:line" of MTLSAuditEngine */
     int         engine_here;      /* set in this very server (not merged) */
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
+    const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
+    const char *mirror_at;
 } srv_conf_t;
 
 /* Per-process state.  Set in post_config (parent) and child_init. */
@@ -112,10 +115,12 @@ static struct {
     const char       *db_path;      /* absolute */
     mtls_chain_key_t  key;
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
+    int               mirror_fd;    /* MTLSAuditMirror, opened by the
+                                       parent; 0: none */
     mtls_slots_t     *slots;        /* per-child counters, shared */
     int               lost_noted;   /* "no writer" logged */
     volatile int      refusing;     /* fail closed: refusing connections */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, NULL, 0, 0 };
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -188,6 +193,8 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(anchor_s);
     MERGE_PTR(engine_at);
     MERGE_PTR(db_at);
+    MERGE_PTR(mirror);
+    MERGE_PTR(mirror_at);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
     return sc;
@@ -239,6 +246,22 @@ static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
     }
     srv_conf(cmd->server)->db_path = arg;
     srv_conf(cmd->server)->db_at = where(cmd);
+    return NULL;
+}
+
+static const char *set_mirror(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (!*arg || !strcmp(arg, "|") || !strcmp(arg, "||")
+        || !strcmp(arg, "|$")) {
+        return "MTLSAuditMirror needs a file name or |command";
+    }
+    srv_conf(cmd->server)->mirror = arg;
+    srv_conf(cmd->server)->mirror_at = where(cmd);
     return NULL;
 }
 
@@ -344,6 +367,10 @@ static const command_rec cmds[] = {
     AP_INIT_TAKE1("MTLSAuditAnchorInterval", set_anchor, NULL, RSRC_CONF,
                   "seconds between anchors (chain heads) in the error log, "
                   "besides start and stop; 0 for none (default 3600)"),
+    AP_INIT_TAKE1("MTLSAuditMirror", set_mirror, NULL, RSRC_CONF,
+                  "also write every record as a JSON line to a file or, "
+                  "with |command, to a program as CustomLog does (default "
+                  "none)"),
     AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
                   "file with the secret key of the HMAC hash chain "
                   "(default none: plain SHA-256)"),
@@ -1023,6 +1050,16 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "audits has 'SSLEngine on'", first_at);
         bad = 1;
     }
+    if (srv_conf(s)->mirror && srv_conf(s)->mirror[0] != '|') {
+        const char *m = ap_server_root_relative(ptemp, srv_conf(s)->mirror);
+        struct stat sb;
+        if (stat(ap_make_dirstr_parent(ptemp, m), &sb) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, MTLS_LOG_TAG
+                         " MTLSAuditMirror %s (%s): its directory does not "
+                         "exist", m, srv_conf(s)->mirror_at);
+            bad = 1;
+        }
+    }
     path = db_path_of(ptemp, srv_conf(s), &at);
     if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
         != APR_SUCCESS) {
@@ -1056,6 +1093,14 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         if (mtls_store_write(st, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                          "record the %s event: %s", kind, err);
+        }
+        else if (g.mirror_fd > 0) {
+            int e;
+            if (mtls_mirror_written(st, g.mirror_fd, g.db_path, &e)) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, e, s, MTLS_LOG_TAG
+                             " mirror: cannot write the %s event (it is in "
+                             "the database)", kind);
+            }
         }
         mtls_item_free(ev);
     }
@@ -1128,6 +1173,64 @@ static apr_status_t parent_cleanup(void *data)
         write_event(s, "stop", NULL);
     }
     mtls_chain_key_clear(&g.key);
+    return APR_SUCCESS;
+}
+
+/* MTLSAuditMirror: a file opened for appending, or a program fed through
+ * httpd's reliable piped logs (restarted by httpd when it dies), exactly
+ * as CustomLog does ("|" and "||" without a shell, "|$" with one).
+ * Opened by the parent, as root, once per configuration; the children
+ * inherit the descriptor, which does not block (see mtls_writer.c). */
+static apr_status_t open_mirror(apr_pool_t *pconf, server_rec *s)
+{
+    srv_conf_t *msc = srv_conf(s);
+    const char *m = msc->mirror;
+    apr_file_t *f = NULL;
+    apr_os_file_t fd;
+    apr_status_t rv;
+    int flags;
+
+    g.mirror_fd = 0;
+    if (!m) {
+        return APR_SUCCESS;
+    }
+    if (m[0] == '|') {
+        apr_cmdtype_e type = APR_PROGRAM_ENV;
+        piped_log *pl;
+        m++;
+        if (*m == '$') {
+            type = APR_SHELLCMD_ENV;
+            m++;
+        }
+        else if (*m == '|') {
+            m++;
+        }
+        if (!(pl = ap_open_piped_log_ex(pconf, m, type))) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                         " MTLSAuditMirror %s (%s): cannot start the "
+                         "program", msc->mirror, msc->mirror_at);
+            return APR_EGENERAL;
+        }
+        f = ap_piped_log_write_fd(pl);
+    }
+    else {
+        const char *path = ap_server_root_relative(pconf, m);
+        rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                           | APR_FOPEN_APPEND, APR_FPROT_UREAD
+                           | APR_FPROT_UWRITE | APR_FPROT_GREAD, pconf);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MTLS_LOG_TAG
+                         " MTLSAuditMirror %s (%s): cannot open it", path,
+                         msc->mirror_at);
+            return rv;
+        }
+    }
+    apr_os_file_get(&fd, f);
+    flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) {
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    }
+    g.mirror_fd = fd;
     return APR_SUCCESS;
 }
 
@@ -1216,6 +1319,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (!g.slots) {
         shared_slots(s);
     }
+    if (open_mirror(pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     write_event(s, first_start(s) ? "start" : "reload", NULL);
     apr_pool_cleanup_register(pconf, s, parent_cleanup,
                               apr_pool_cleanup_null);
@@ -1256,6 +1362,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.pid = (int)getpid();
     wc.anchor_s = msc->anchor_s >= 0 ? msc->anchor_s : DEFAULT_ANCHOR_S;
     wc.slots = g.slots;
+    wc.mirror_fd = g.mirror_fd;
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "start the writer on %s: %s", g.db_path, err);

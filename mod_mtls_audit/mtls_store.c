@@ -62,6 +62,7 @@ typedef struct {
     int                  loaded;        /* tail read in this transaction */
     apr_int64_t          next_id;
     unsigned char        prev[MTLS_HASH_LEN];
+    apr_int64_t          w_first, w_last;  /* ids the last write stored */
 } table_t;
 
 typedef struct {
@@ -473,6 +474,10 @@ static apr_int64_t append(mtls_store_t *st, table_t *t, mtls_val_t *vals,
         *rc = SQLITE_OK;
         memcpy(t->prev, h, MTLS_HASH_LEN);
         t->next_id = id + 1;
+        if (!t->w_first) {
+            t->w_first = id;
+        }
+        t->w_last = id;
     }
 leave:
     sqlite3_reset(t->insert);
@@ -712,6 +717,7 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
 
     for (i = 0; i < T_COUNT; i++) {
         st->t[i].loaded = 0;
+        st->t[i].w_first = st->t[i].w_last = 0;
     }
     rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
@@ -732,6 +738,18 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         seterr(err, errlen, "writing records", st->db);
         sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         forget(st, items, n);
+        for (i = 0; i < T_COUNT; i++) {
+            st->t[i].w_first = st->t[i].w_last = 0;
+        }
     }
     return rc;
+}
+
+void mtls_store_written(mtls_store_t *st, int table, apr_int64_t *first,
+                        apr_int64_t *last)
+{
+    static const int map[] = { T_HS, T_RQ, T_EV };
+    table_t *t = &st->t[map[table]];
+    *first = t->w_first;
+    *last = t->w_last;
 }

@@ -53,6 +53,12 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
  * file, where nobody will ever read it. */
 int mtls_store_file_gone(mtls_store_t *st);
 
+/* The ids the last successful mtls_store_write stored in table 0
+ * handshakes, 1 requests or 2 events (mtls_json_view's order): a
+ * contiguous range, as one transaction writes it; 0 and 0 for none. */
+void mtls_store_written(mtls_store_t *st, int table, apr_int64_t *first,
+                        apr_int64_t *last);
+
 sqlite3 *mtls_store_db(mtls_store_t *st);
 void     mtls_store_close(mtls_store_t *st);
 

@@ -13,6 +13,7 @@
 #include "mtls_writer.h"
 #include "mtls_store.h"
 #include "mtls_chain.h"
+#include "mtls_json.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -39,6 +40,7 @@ struct mtls_writer {
     char               gap_cause[160];
     apr_int64_t        last_anchor_us;  /* writer thread only */
     mtls_slot_t       *slot;            /* our counters in shared memory */
+    apr_int64_t        mirror_lost;     /* lines not mirrored, this episode */
 };
 
 #define REAP_MAX 8      /* dead processes recorded per batch */
@@ -259,6 +261,66 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out)
 /* Write batch[0..n) (plus a pending gap event and the gaps of dead
  * processes: the caller leaves 1 + REAP_MAX free places), retrying; free
  * them. */
+typedef struct {
+    int         fd;
+    apr_int64_t lost;
+    int         err;
+} mirror_out_t;
+
+static int mirror_line(void *baton, const char *line, int len)
+{
+    mirror_out_t *o = baton;
+    ssize_t k = write(o->fd, line, (size_t)len);
+
+    if (k != len) {
+        o->lost++;
+        o->err = k < 0 ? errno : EAGAIN;
+    }
+    return 0;
+}
+
+apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
+                                const char *source, int *err)
+{
+    mirror_out_t o = { fd, 0, 0 };
+    int v;
+
+    for (v = 0; v < MTLS_JSON_VIEWS; v++) {
+        apr_int64_t lo, hi;
+        mtls_store_written(st, v, &lo, &hi);
+        if (lo && mtls_json_rows(mtls_store_db(st), v, lo, hi, source,
+                                 mirror_line, &o) != SQLITE_OK) {
+            o.lost += hi - lo + 1;
+            o.err = EIO;
+        }
+    }
+    *err = o.err;
+    return o.lost;
+}
+
+/* The rows the last write stored, into MTLSAuditMirror.  The descriptor
+ * does not block: a slow or dead reader costs lines of the mirror
+ * (counted, logged once an episode), never records of the database. */
+static void mirror(mtls_writer_t *w)
+{
+    int err;
+    apr_int64_t lost = mtls_mirror_written(w->store, w->conf.mirror_fd,
+                                           w->conf.path, &err);
+
+    if (lost && !w->mirror_lost) {
+        mtls_log(MTLS_LOG_WARNING, "mirror: cannot write a line (%s); the "
+                 "records are in the database, the mirror misses them "
+                 "until it can be written again", strerror(err));
+    }
+    else if (!lost && w->mirror_lost) {
+        mtls_log(MTLS_LOG_WARNING, "mirror: writing again after %"
+                 APR_INT64_T_FMT " lines could not be (the records are in "
+                 "the database)", w->mirror_lost);
+        w->mirror_lost = 0;
+    }
+    w->mirror_lost += lost;
+}
+
 static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
@@ -297,6 +359,9 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         sleep_ms(100 * (attempt + 1));
     }
     mtls_slot_settled(w->slot, (apr_uint64_t)n);   /* stored or counted */
+    if (rc == SQLITE_OK && w->conf.mirror_fd > 0) {
+        mirror(w);
+    }
     pthread_mutex_lock(&w->lock);
     if (rc == SQLITE_OK) {
         w->written += n;

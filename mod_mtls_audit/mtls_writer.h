@@ -19,6 +19,7 @@
 #include "mtls_core.h"
 #include "mtls_chain.h"
 #include "mtls_slots.h"
+#include "mtls_store.h"
 
 typedef struct mtls_writer mtls_writer_t;
 
@@ -35,6 +36,9 @@ typedef struct {
     int                     anchor_s;       /* log the chain heads every
                                                anchor_s seconds; 0 never */
     mtls_slots_t           *slots;          /* shared counters, or NULL */
+    int                     mirror_fd;      /* MTLSAuditMirror: each stored
+                                               row as a JSON line here
+                                               (non-blocking); 0: none */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the
@@ -60,6 +64,12 @@ typedef struct {
 } mtls_writer_stats_t;
 
 void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st);
+
+/* Write the rows that st's last successful write stored as JSON lines
+ * (mtls_json.h, source names the database) to fd.  Returns the lines that
+ * could not be written, with the errno of the last failure in *err. */
+apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
+                                const char *source, int *err);
 
 /* Write everything queued, stop the thread, close the database, free w. */
 void mtls_writer_stop(mtls_writer_t *w);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tool.h"
+#include "mtls_json.h"
 #include "mtls_store.h"
 
 void fail(const char *fmt, ...)
@@ -202,29 +203,13 @@ int parse_format(const char *s, const char *allowed, fmt_e *out)
 
 void json_str(FILE *f, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
+    sqlite3_str *o = sqlite3_str_new(NULL);
+    char *v;
 
-    fputc('"', f);
-    for (; *p; p++) {
-        switch (*p) {
-        case '"':  fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '<':  fputs("\\u003c", f); break;   /* safe inside <script> */
-        case '>':  fputs("\\u003e", f); break;
-        case '&':  fputs("\\u0026", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                fprintf(f, "\\u%04x", *p);
-            }
-            else {
-                fputc(*p, f);
-            }
-        }
-    }
-    fputc('"', f);
+    mtls_json_str(o, s, -1);
+    v = sqlite3_str_finish(o);
+    fputs(v ? v : "\"\"", f);
+    sqlite3_free(v);
 }
 
 void csv_cell(FILE *f, const char *s)

@@ -22,6 +22,7 @@
 #include "tool.h"
 #include "mtls_cert.h"
 #include "mtls_store.h"
+#include "mtls_json.h"
 
 int tool_valid_cidr(const char *cidr);
 
@@ -455,6 +456,115 @@ static int cmd_verify(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------ */
+/* export                                                               */
+
+static const char export_help[] =
+"usage: mtls-audit export [--format jsonl] [--since D] [--until D] DB...\n"
+"\n"
+"Write the records of each database as JSON lines, exactly as\n"
+"MTLSAuditMirror writes them while the server records: one object per row\n"
+"of v_handshakes, v_requests and v_events, with \"type\" (handshake,\n"
+"request, event), \"source\" (the database file) and every column of the\n"
+"view under its own name; times in RFC 3339 (UTC).  The lines follow\n"
+"schema/mirror.schema.json; ship them to a log pipeline (rsyslog, Fluent\n"
+"Bit, Vector, Splunk, Loki).  Rows come database by database, each view\n"
+"in id order.\n"
+"\n"
+"  --format jsonl  the only format (the default)\n"
+"  --since D       rows from D on (2026-11-01 or 2026-11-01T10:00:00Z)\n"
+"  --until D       rows before D\n"
+"\n"
+"Exit: 0 ok, 2 usage, 3 database or I/O error.\n";
+
+static int cmd_export(int argc, char **argv)
+{
+    static const char *const when[MTLS_JSON_VIEWS] = {
+        "handshakes", "requests", "events"
+    };
+    const char *format = "jsonl", *since_s = NULL, *until_s = NULL;
+    const opt_t opts[] = {
+        { "--format", 1, &format, NULL }, { "--since", 1, &since_s, NULL },
+        { "--until", 1, &until_s, NULL }, { NULL, 0, NULL, NULL }
+    };
+    apr_int64_t since = INT64_MIN, until = INT64_MAX;
+    char **files, err[256], buf[512];
+    int rc, i, v, nfiles;
+
+    rc = parse_opts(argc, argv, opts, export_help, "export", &files,
+                    &nfiles);
+    if (rc != EXIT_OK) {
+        free(files);
+        return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
+    }
+    if (strcmp(format, "jsonl") != 0) {
+        fail("--format: '%s' is not jsonl", format);
+        rc = EXIT_USAGE;
+    }
+    else if ((since_s && parse_time(since_s, &since) != 0)
+             || (until_s && parse_time(until_s, &until) != 0)) {
+        fail("--since/--until: not a date (2026-11-01 or "
+             "2026-11-01T10:00:00Z)");
+        rc = EXIT_USAGE;
+    }
+    else if (!nfiles) {
+        fail("no database given; see 'mtls-audit export --help'");
+        rc = EXIT_USAGE;
+    }
+    for (i = 0; rc == EXIT_OK && i < nfiles; i++) {
+        mtls_store_t *st;
+        if (mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
+                            sizeof(err)) != SQLITE_OK) {
+            fail("%s: %s", files[i], err);
+            rc = EXIT_DB;
+            break;
+        }
+        for (v = 0; rc == EXIT_OK && v < MTLS_JSON_VIEWS; v++) {
+            sqlite3 *db = mtls_store_db(st);
+            sqlite3_stmt *q;
+            char *sql = sqlite3_mprintf("SELECT * FROM %s WHERE id IN "
+                "(SELECT id FROM %s WHERE time_us >= ?1 AND time_us < ?2) "
+                "ORDER BY id", mtls_json_view[v], when[v]);
+            sqlite3_str *line = sqlite3_str_new(db);
+            int s;
+            if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+                fail("%s: %s", files[i], sqlite3_errmsg(db));
+                rc = EXIT_DB;
+            }
+            else {
+                sqlite3_bind_int64(q, 1, since);
+                sqlite3_bind_int64(q, 2, until);
+                while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+                    sqlite3_str_reset(line);
+                    mtls_json_row(line, q, mtls_json_type[v], files[i]);
+                    int len = sqlite3_str_length(line);
+                    if (fwrite(sqlite3_str_value(line), 1, (size_t)len,
+                               stdout) != (size_t)len) {
+                        s = SQLITE_IOERR;
+                        break;
+                    }
+                }
+                if (s != SQLITE_DONE) {
+                    fail("%s: %s", files[i], s == SQLITE_IOERR
+                         ? "cannot write the output" : sqlite3_errmsg(db));
+                    rc = EXIT_DB;
+                }
+                sqlite3_finalize(q);
+            }
+            sqlite3_free(sqlite3_str_finish(line));
+            sqlite3_free(sql);
+        }
+        mtls_store_close(st);
+    }
+    rc = finish_output(stdout, rc);
+    if (rc == EXIT_OK) {
+        record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
+                      NULL);
+    }
+    free(files);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 
 static const char main_help[] =
 "usage: mtls-audit COMMAND [OPTIONS] DB...\n"
@@ -468,6 +578,7 @@ static const char main_help[] =
 "  certs    the inventory of client certificates seen\n"
 "  verify   check the hash chains of the databases\n"
 "  archive  move old rows to another file while the server writes\n"
+"  export   the records as JSON lines, as MTLSAuditMirror writes them\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
@@ -495,6 +606,7 @@ static const command_t commands[] = {
     { "certs",   cmd_certs },
     { "verify",  cmd_verify },
     { "archive", cmd_archive },
+    { "export",  cmd_export },
     { "version", cmd_version },
     { NULL, NULL }
 };

@@ -2,6 +2,7 @@
 assertion or any exception fails the test; after each test the server's
 error log must hold no error the test did not expect.  The last line is
 `N passed, N failed`."""
+import os
 import sys
 import time
 import traceback
@@ -58,8 +59,14 @@ def run(tests, ctx, label, only=None, first=True):
             res.failed += 1
             res.failures.append(name)
             print("FAIL %s (%.2fs)" % (name, time.time() - t0), flush=True)
-            detail = traceback.format_exc() if not isinstance(e, AssertionError) \
-                else "".join(traceback.format_exception_only(type(e), e))
+            if isinstance(e, AssertionError):
+                # The assertion's own line, then its message.
+                f = traceback.extract_tb(e.__traceback__)[-1]
+                detail = "%s:%d: %s\n%s" % (
+                    os.path.basename(f.filename), f.lineno, f.line,
+                    "".join(traceback.format_exception_only(type(e), e)))
+            else:
+                detail = traceback.format_exc()
             sys.stdout.write("    " + detail.replace("\n", "\n    ") + "\n")
     return res
 
