@@ -8,6 +8,10 @@
 #                              scratch server and show what it recorded
 #   ./apxs-build.sh test       deps + build, then run every test
 #   ./apxs-build.sh fuzz       build the libFuzzer targets (clang)
+#   ./apxs-build.sh install    install the Debian way (DESTDIR, PREFIX
+#                              default /usr/local, DBDIR default
+#                              /var/lib/apache2/mtls_audit)
+#   ./apxs-build.sh deb        build libapache2-mod-mtls-audit_V_ARCH.deb
 #   ./apxs-build.sh clean      remove build output
 #
 # Environment: SANITIZE=1 builds with AddressSanitizer and UBSan;
@@ -110,6 +114,125 @@ fuzz_build() {
     echo "apxs-build.sh: built $FB/fuzz_cert, $FB/fuzz_args"
 }
 
+# The Debian layout: the module where apxs installs modules, its .load and
+# .conf in mods-available (a2enmod mtls_audit), the tool and its man page
+# under PREFIX, the database directory for the run user.  DESTDIR stages
+# it (the .deb does); without DESTDIR, as root, the directory is given to
+# the run user of $SYSCONFDIR/envvars.
+install_files() {
+    [ -f "$B/mod_mtls_audit.so" ] && [ -f "$B/mtls-audit" ] || build
+    D="${DESTDIR:-}"
+    PREFIX="${PREFIX:-/usr/local}"
+    LIBEXECDIR=$(apxs -q LIBEXECDIR)
+    SYSCONFDIR=$(apxs -q SYSCONFDIR)
+    DBDIR="${DBDIR:-/var/lib/apache2/mtls_audit}"
+    install -d "$D$LIBEXECDIR" "$D$SYSCONFDIR/mods-available" "$D$PREFIX/bin" \
+        "$D$PREFIX/share/man/man1" "$D$PREFIX/share/mod_mtls_audit"
+    install -m 0644 "$B/mod_mtls_audit.so" "$D$LIBEXECDIR/mod_mtls_audit.so"
+    sed "s|@LIBEXECDIR@|$LIBEXECDIR|" "$TOP/mod_mtls_audit/mtls_audit.load" \
+        > "$D$SYSCONFDIR/mods-available/mtls_audit.load"
+    sed "s|/var/lib/apache2/mtls_audit|$DBDIR|" "$TOP/mod_mtls_audit/mtls_audit.conf" \
+        > "$D$SYSCONFDIR/mods-available/mtls_audit.conf"
+    chmod 0644 "$D$SYSCONFDIR/mods-available/mtls_audit.load" \
+        "$D$SYSCONFDIR/mods-available/mtls_audit.conf"
+    install -m 0755 "$B/mtls-audit" "$D$PREFIX/bin/mtls-audit"
+    install -m 0644 "$TOP/tools/mtls-audit.1" "$D$PREFIX/share/man/man1/mtls-audit.1"
+    install -m 0644 "$TOP/schema/mirror.schema.json" "$D$PREFIX/share/mod_mtls_audit/"
+    install -d -m 0750 "$D$DBDIR"
+    run_user=www-data run_group=www-data
+    if [ -r "$SYSCONFDIR/envvars" ]; then
+        run_user=$(sh -c ". '$SYSCONFDIR/envvars' && echo \"\$APACHE_RUN_USER\"")
+        run_group=$(sh -c ". '$SYSCONFDIR/envvars' && echo \"\$APACHE_RUN_GROUP\"")
+    fi
+    if [ "$(id -u)" = 0 ] && [ -z "${NO_CHOWN:-}" ]; then
+        chown "$run_user:$run_group" "$D$DBDIR"
+    fi
+    echo "apxs-build.sh: installed into ${D:-/} (module $LIBEXECDIR, conf" \
+         "$SYSCONFDIR/mods-available/mtls_audit.{load,conf}, tool $PREFIX/bin," \
+         "database directory $DBDIR for $run_user); next: a2enmod ssl mtls_audit"
+}
+
+# libapache2-mod-mtls-audit_VERSION_ARCH.deb with dpkg-deb.  Depends comes
+# from dpkg-shlibdeps (the libraries the module and the tool link) and the
+# httpd module API the module was built against (ap_mmn.h).
+deb() {
+    build
+    V=$(sed -n 's/^#define MTLS_VERSION *"\(.*\)"/\1/p' "$TOP/mod_mtls_audit/mtls_core.h")
+    ARCH=$(dpkg --print-architecture)
+    PKG=libapache2-mod-mtls-audit
+    S="$B/deb/$PKG"
+    rm -rf "$B/deb"
+    mkdir -p "$S/DEBIAN" "$S/usr/share/doc/$PKG"
+    DESTDIR="$S" PREFIX=/usr NO_CHOWN=1 install_files >/dev/null
+    gzip -9n "$S/usr/share/man/man1/mtls-audit.1"
+    cp "$TOP/README.md" "$S/usr/share/doc/$PKG/README.md"
+    gzip -9n "$S/usr/share/doc/$PKG/README.md"
+    printf 'mod_mtls_audit %s\nSee /usr/share/doc/%s/README.md.gz\n' "$V" "$PKG" \
+        > "$S/usr/share/doc/$PKG/copyright"
+    mmn=$(sed -n 's/^#define MODULE_MAGIC_NUMBER_MAJOR \([0-9]*\).*/\1/p' \
+        "$(apxs -q INCLUDEDIR)/ap_mmn.h")
+    mkdir -p "$B/deb/debian"
+    printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PKG" "$PKG" \
+        > "$B/deb/debian/control"
+    shlibs=$(cd "$B/deb" && dpkg-shlibdeps -O \
+        "$PKG/usr/lib/apache2/modules/mod_mtls_audit.so" "$PKG/usr/bin/mtls-audit" \
+        2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || { echo "apxs-build.sh: dpkg-shlibdeps found nothing" >&2; exit 1; }
+    size=$(du -sk "$S" | cut -f1)
+    cat > "$S/DEBIAN/control" <<CTRL
+Package: $PKG
+Version: $V
+Architecture: $ARCH
+Maintainer: mod_mtls_audit developers <mtls-audit@localhost>
+Installed-Size: $size
+Depends: apache2-api-$mmn, $shlibs
+Suggests: sqlite3
+Section: httpd
+Priority: optional
+Description: Apache module recording every client-certificate handshake
+ mod_mtls_audit runs beside mod_ssl's SSLVerifyClient and records every
+ mutual-TLS handshake (accepted, rejected, without a certificate, failed,
+ aborted) with the certificates presented, the verification result and the
+ timing into a hash-chained SQLite database.  mtls-audit queries it,
+ verifies it and writes PCI DSS and HIPAA evidence reports.
+CTRL
+    printf '/etc/apache2/mods-available/mtls_audit.load\n/etc/apache2/mods-available/mtls_audit.conf\n' \
+        > "$S/DEBIAN/conffiles"
+    cat > "$S/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+# The database directory belongs to the run user; audit data is never
+# touched by a package operation.
+set -e
+if [ "$1" = configure ]; then
+    user=www-data group=www-data
+    if [ -r /etc/apache2/envvars ]; then
+        user=$(sh -c '. /etc/apache2/envvars && echo "$APACHE_RUN_USER"')
+        group=$(sh -c '. /etc/apache2/envvars && echo "$APACHE_RUN_GROUP"')
+    fi
+    install -d -m 0750 /var/lib/apache2/mtls_audit
+    chown "$user:$group" /var/lib/apache2/mtls_audit
+fi
+exit 0
+POSTINST
+    cat > "$S/DEBIAN/prerm" <<'PRERM'
+#!/bin/sh
+# Apache must still start once the module is gone.
+set -e
+if [ "$1" = remove ] && [ -e /etc/apache2/mods-enabled/mtls_audit.load ]; then
+    a2dismod -q -f mtls_audit || true
+fi
+exit 0
+PRERM
+    chmod 0755 "$S/DEBIAN/postinst" "$S/DEBIAN/prerm"
+    # The database directory is made by postinst, not shipped: dpkg never
+    # removes what it did not install, so purge leaves the audit data.
+    rmdir "$S/var/lib/apache2/mtls_audit" "$S/var/lib/apache2" "$S/var/lib" "$S/var"
+    OUT="$B/${PKG}_${V}_${ARCH}.deb"
+    dpkg-deb --root-owner-group --build "$S" "$OUT" >/dev/null
+    echo "apxs-build.sh: built $OUT"
+    echo "  Depends: apache2-api-$mmn, $shlibs"
+}
+
 gen_schema_only() {
     B="$BUILD_DIR"
     gen_schema
@@ -121,6 +244,8 @@ case "${1:-build}" in
     demo)  deps; build; exec python3 "$TOP/tests/demo.py" ;;
     test)  deps "$TEST_PKGS"; build; exec sh "$TOP/tests/run-all.sh" ;;
     fuzz)  fuzz_build ;;
+    install) install_files ;;
+    deb)   deb ;;
     clean) rm -rf "$B" "$TOP/build-asan" "$TOP/build-fuzz" ;;
-    *) echo "usage: $0 [build|deps|demo|test|clean]" >&2; exit 2 ;;
+    *) echo "usage: $0 [build|deps|demo|test|fuzz|install|deb|clean]" >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 pipe), `mtls-audit export`, and a backup of a live database."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -223,3 +224,203 @@ def live_database_backup_while_the_server_writes(ctx):
         assert count(dst, "SELECT count(*) FROM handshakes") > 0
     assert count(srv.db, "SELECT count(*) FROM handshakes") == made[0]
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+# -- installing --------------------------------------------------------
+
+def system_layout(ctx, name, mods_available=None, so=None):
+    """A copy of this machine's /etc/apache2 (the Debian layout) in the
+    scratch directory, its run, lock and log directories and its port
+    moved there too, so apache2ctl and a2enmod work on it through
+    APACHE_CONFDIR and the system's own configuration is never touched.
+    mods_available: staged .load/.conf to copy in (so: the staged module
+    to point the .load at).  Returns (confdir, env, port, root)."""
+    import shutil
+    root = os.path.join(ctx.scratch, name)
+    conf = os.path.join(root, "apache2")
+    shutil.copytree("/etc/apache2", conf, symlinks=True)
+    if mods_available:
+        for f in ("mtls_audit.load", "mtls_audit.conf"):
+            text = open(os.path.join(mods_available, f)).read()
+            if so and f.endswith(".load"):
+                text = re.sub(r"\S*mod_mtls_audit\.so", so, text)
+            with open(os.path.join(conf, "mods-available", f), "w") as fh:
+                fh.write(text)
+    for d in ("run", "lock", "log"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    with open(os.path.join(conf, "envvars"), "a") as f:
+        f.write("\n# tests: everything in the scratch directory\n"
+                "export APACHE_RUN_DIR=%s/run\nexport APACHE_LOCK_DIR=%s/lock\n"
+                "export APACHE_LOG_DIR=%s/log\n"
+                "export APACHE_PID_FILE=%s/run/apache2.pid\n"
+                % (root, root, root, root))
+    port = server_mod.free_port()
+    with open(os.path.join(conf, "ports.conf"), "w") as f:
+        f.write("Listen 127.0.0.1:%d\n" % port)
+    os.makedirs(os.path.join(root, "state"), exist_ok=True)
+    env = dict(os.environ, APACHE_CONFDIR=conf,
+               APACHE_STATE_DIRECTORY=os.path.join(root, "state"))
+    env.pop("LD_PRELOAD", None)
+    return conf, env, port, root
+
+
+def run(args, env=None):
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_vhost(ctx, conf, port, db=None):
+    p = ctx.pki
+    with open(os.path.join(conf, "sites-available", "mtls-test.conf"),
+              "w") as f:
+        f.write("<VirtualHost 127.0.0.1:%d>\n    ServerName localhost\n"
+                "    SSLEngine on\n    SSLCertificateFile %s\n"
+                "    SSLCertificateKeyFile %s\n    SSLCACertificateFile %s\n"
+                "    SSLVerifyClient require\n    MTLSAuditEngine On\n"
+                "</VirtualHost>\n%s" % (
+                    port, p["server"][0], p["server"][1], p["root"].cert,
+                    "MTLSAuditDatabase %s\n" % db if db else ""))
+
+
+@test(once=True)
+def install_then_a2enmod_and_configtest(ctx):
+    """./apxs-build.sh install with DESTDIR, then a2enmod ssl mtls_audit
+    and apache2ctl configtest on (a copy of) the stock Debian layout."""
+    stage = os.path.join(ctx.scratch, "stage")
+    dbdir = os.path.join(ctx.scratch, "stage-db", "mtls_audit")
+    env = dict(os.environ, DESTDIR=stage, PREFIX="/usr", DBDIR=dbdir)
+    code, out = run([os.path.join(TOP, "apxs-build.sh"), "install"], env)
+    assert code == 0, out
+    files = {
+        "usr/lib/apache2/modules/mod_mtls_audit.so": 0o644,
+        "etc/apache2/mods-available/mtls_audit.load": 0o644,
+        "etc/apache2/mods-available/mtls_audit.conf": 0o644,
+        "usr/bin/mtls-audit": 0o755,
+        "usr/share/man/man1/mtls-audit.1": 0o644,
+    }
+    for f, mode in files.items():
+        st = os.stat(os.path.join(stage, f))
+        assert st.st_mode & 0o777 == mode, (f, oct(st.st_mode))
+    import pwd
+    st = os.stat(stage + dbdir)
+    assert st.st_mode & 0o777 == 0o750 and \
+        st.st_uid == pwd.getpwnam("www-data").pw_uid, oct(st.st_mode)
+    load = open(os.path.join(stage, "etc/apache2/mods-available/"
+                             "mtls_audit.load")).read()
+    assert "# Depends: ssl" in load and \
+        "LoadModule mtls_audit_module /usr/lib/apache2/modules/" in load
+    confd = open(os.path.join(stage, "etc/apache2/mods-available/"
+                              "mtls_audit.conf")).read()
+    for d in ("MTLSAuditDatabase", "MTLSAuditEngine", "MTLSAuditRequests",
+              "MTLSAuditStoreCertificates", "MTLSAuditFailMode",
+              "MTLSAuditQueueSize", "MTLSAuditFlushInterval",
+              "MTLSAuditBusyTimeout", "MTLSAuditAnchorInterval",
+              "MTLSAuditChainKey", "MTLSAuditMirror"):
+        assert re.search(r"^\s*#?%s " % d, confd, re.M), d
+    # The stock layout, the staged module enabled (ssl with it: the .load
+    # says Depends: ssl), configtest passes; with an audited vhost too.
+    conf, env, port, root = system_layout(
+        ctx, "layout", os.path.join(stage, "etc/apache2/mods-available"),
+        so=os.path.join(stage, "usr/lib/apache2/modules/mod_mtls_audit.so"))
+    code, out = run(["a2enmod", "-q", "mtls_audit"], env)
+    assert code == 0, out
+    assert os.path.islink(os.path.join(conf, "mods-enabled", "ssl.load"))
+    code, out = run(["apache2ctl", "configtest"], env)
+    assert code == 0 and "Syntax OK" in out, out
+    os.makedirs(os.path.dirname(dbdir), exist_ok=True)
+    test_vhost(ctx, conf, port, db=os.path.join(stage + dbdir, "audit.db"))
+    code, out = run(["a2ensite", "-q", "mtls-test"], env)
+    assert code == 0, out
+    code, out = run(["apache2ctl", "configtest"], env)
+    assert code == 0 and "Syntax OK" in out, out
+    # A bad value is one line naming the file and line.
+    with open(os.path.join(conf, "mods-available", "mtls_audit.conf"),
+              "a") as f:
+        f.write("MTLSAuditQueueSize none\n")
+    code, out = run(["apache2ctl", "configtest"], env)
+    assert code != 0 and re.search(r"line \d+ of .*mtls_audit.conf", out) \
+        and "MTLSAuditQueueSize: 'none'" in out, out
+
+
+@test(once=True)
+def debian_package_installs_records_and_purges_keeping_the_data(ctx):
+    """Build the .deb, dpkg -i it on this machine, enable it in (a copy
+    of) the system layout, serve a handshake on a test port, read the row
+    with the installed tool, purge, and find the audit database still
+    there."""
+    import pwd
+    if server_mod.ASAN:
+        return                  # the package is the plain build; once is enough
+    code, out = run([os.path.join(TOP, "apxs-build.sh"), "deb"])
+    assert code == 0, out
+    debs = [l.split()[-1] for l in out.splitlines()
+            if l.startswith("apxs-build.sh: built") and l.endswith(".deb")]
+    assert len(debs) == 1, out
+    deb = debs[0]
+    assert re.search(r"libapache2-mod-mtls-audit_[0-9.]+_[a-z0-9]+\.deb$",
+                     deb), deb
+    code, info = run(["dpkg-deb", "-f", deb, "Depends"])
+    assert code == 0 and "apache2-api-" in info and "libsqlite3-0" in info \
+        and "libssl3" in info, info
+    dbdir = "/var/lib/apache2/mtls_audit"
+    existed = os.path.exists(dbdir)
+    db = os.path.join(dbdir, "audit.db")
+    had_db = os.path.exists(db)
+    code, out = run(["dpkg", "-i", deb])
+    assert code == 0, out
+    srv_pid = None
+    try:
+        code, out = run(["dpkg", "-s", "libapache2-mod-mtls-audit"])
+        assert code == 0 and "Status: install ok installed" in out, out
+        st = os.stat(dbdir)
+        assert st.st_mode & 0o777 == 0o750 and \
+            st.st_uid == pwd.getpwnam("www-data").pw_uid
+        conf, env, port, root = system_layout(ctx, "deb-layout")
+        code, out = run(["a2enmod", "-q", "mtls_audit"], env)
+        assert code == 0, out
+        code, out = run(["a2dissite", "-q", "000-default"], env)
+        test_vhost(ctx, conf, port)
+        code, out = run(["a2ensite", "-q", "mtls-test"], env)
+        assert code == 0, out
+        code, out = run(["apache2ctl", "configtest"], env)
+        assert code == 0 and "Syntax OK" in out, out
+        code, out = run(["apache2ctl", "start"], env)
+        assert code == 0, out
+        pidfile = os.path.join(root, "run", "apache2.pid")
+        assert wait_for(lambda: os.path.exists(pidfile), 10), out
+        srv_pid = int(open(pidfile).read())
+        before = count(db, "SELECT count(*) FROM handshakes") if had_db else 0
+        r = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+             "--cacert", ctx.pki["root"].cert, "--resolve",
+             "localhost:%d:127.0.0.1" % port, "--cert", ctx.pki["ec"][0],
+             "--key", ctx.pki["ec"][1], "https://localhost:%d/" % port],
+            capture_output=True, text=True)
+        assert r.stdout in ("200", "404", "403"), r.stdout + r.stderr
+        assert wait_for(lambda: os.path.exists(db) and count(
+            db, "SELECT count(*) FROM handshakes") == before + 1, 15)
+        r = subprocess.run(["/usr/bin/mtls-audit", "query", "--format",
+                            "json", "--limit", "1", db], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        row = json.loads(r.stdout)[0]
+        assert row["outcome"] == "accepted" and \
+            row["subject_dn"] == "CN=client-ec,O=Example", row
+    finally:
+        if srv_pid:
+            run(["apache2ctl", "stop"], env)
+            wait_for(lambda: not os.path.exists("/proc/%d" % srv_pid), 10)
+        code, out = run(["dpkg", "--purge", "libapache2-mod-mtls-audit"])
+    assert code == 0, out
+    assert not os.path.exists("/usr/bin/mtls-audit")
+    assert not os.path.exists("/etc/apache2/mods-available/mtls_audit.conf")
+    assert not os.path.exists("/usr/lib/apache2/modules/mod_mtls_audit.so")
+    # Audit data is never removed by a package operation.
+    assert os.path.exists(db) and count(db, "SELECT count(*) FROM "
+                                        "handshakes") >= 1
+    if not had_db:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.unlink(db + suffix)
+    if not existed:
+        os.rmdir(dbdir)
