@@ -84,14 +84,18 @@ build() {
     (cd "$B/mod" && apxs -c $WC $WL -o mod_mtls_audit.so mod_mtls_audit.c $CORE \
         -lsqlite3 -lssl -lcrypto -lpthread >apxs.log 2>&1) || {
         cat "$B/mod/apxs.log" >&2; exit 1; }
-    cp "$B/mod/.libs/mod_mtls_audit.so" "$B/mod_mtls_audit.so"
+    # A new file, renamed into place: an httpd running the old module keeps
+    # its mapping intact (copying over it in place crashes it).
+    cp "$B/mod/.libs/mod_mtls_audit.so" "$B/mod_mtls_audit.so.new"
+    mv -f "$B/mod_mtls_audit.so.new" "$B/mod_mtls_audit.so"
 
     # The tool and the unit tests link the same core.
     CF="$WARN $SAN -std=gnu11 -O2 -g $APR_INC -I$TOP/mod_mtls_audit -I$B"
     LIBS="$(apr-1-config --link-ld) -lsqlite3 -lssl -lcrypto -lpthread"
     srcs=""
     for f in $CORE; do srcs="$srcs $TOP/mod_mtls_audit/$f"; done
-    $CC $CF -o "$B/mtls-audit" "$TOP"/tools/*.c $srcs $LIBS
+    $CC $CF -o "$B/mtls-audit.new" "$TOP"/tools/*.c $srcs $LIBS
+    mv -f "$B/mtls-audit.new" "$B/mtls-audit"
     $CC $CF -o "$B/unit-tests" "$TOP"/tests/unit/*.c $srcs $LIBS -lcunit
     $CC $CF -o "$B/mtls-gen" "$TOP"/bench/gen.c $srcs $LIBS
     $CC $CF -o "$B/mtls-hsload" "$TOP"/bench/hsload.c -lssl -lcrypto -lpthread

@@ -12,16 +12,9 @@
 set -eu
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${1:-10000000}
-DIR=${BENCH_DIR:-/tmp/mtls-bench}
-DB="$DIR/report-$ROWS.db"
 TOOL="$TOP/build/mtls-audit"
-mkdir -p "$DIR"
-chmod 700 "$DIR"
-if [ ! -s "$DB" ]; then
-    echo "generating $ROWS handshakes into $DB"
-    /usr/bin/time -f "generated in %e s, peak %M KB" sh -c \
-        "echo 'bulk $ROWS 2025-11-28T00:00:00Z 2026-11-27T00:00:00Z 1000' | '$TOP/build/mtls-gen' '$DB'"
-fi
+. "$TOP/bench/lib.sh"
+bench_db "$ROWS"
 ls -l "$DB"
 printf '%-9s %-8s %-10s %9s %10s\n' standard period verify seconds peak_MB
 for days in 30 365; do

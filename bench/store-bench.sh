@@ -21,16 +21,11 @@ set -eu
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${1:-10000000}
 ADD=${STORE_ADD:-200000}
-DIR=${BENCH_DIR:-/tmp/mtls-bench}
 GEN="$TOP/build/mtls-gen"
-BASE="$DIR/report-$ROWS.db"
+. "$TOP/bench/lib.sh"
+bench_db "$ROWS"
+BASE="$DB"
 WORK="$DIR/store-$ROWS.db"
-mkdir -p "$DIR"
-chmod 700 "$DIR"
-if [ ! -s "$BASE" ]; then
-    echo "generating $ROWS handshakes into $BASE"
-    echo "bulk $ROWS 2025-11-28T00:00:00Z 2026-11-27T00:00:00Z 1000" | "$GEN" "$BASE"
-fi
 
 echo "== size: $ROWS handshakes over 1000 certificates ($BASE)"
 sqlite3 "file:$BASE?mode=ro" "

@@ -91,3 +91,24 @@ def positive_us(limit=10_000_000):
         return isinstance(v, int) and 0 < v < limit
     check.__doc__ = "a duration in (0, %d) us" % limit
     return check
+
+
+def count(db, sql):
+    """One number from the database at db, read-only."""
+    import sqlite3
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+def wait_for(fn, timeout=20):
+    """fn() until it is true or timeout seconds pass; its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()

@@ -12,7 +12,7 @@ import time
 
 import clients
 import server as server_mod
-from harness import Registry
+from harness import Registry, count, wait_for
 
 test = Registry()
 
@@ -34,22 +34,6 @@ def ok(srv, cert):
     return r.stdout.strip()
 
 
-def count(db, sql):
-    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
-    try:
-        return con.execute(sql).fetchone()[0]
-    finally:
-        con.close()
-
-
-def wait_for(fn, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    return fn()
 
 
 @test(once=True, expect_errors=(r"was removed or replaced while in use",))
@@ -486,7 +470,7 @@ def configtest_refuses_a_configuration_that_cannot_audit(ctx):
                     else "LoadModule mpm_event_module %s/mod_mpm_event.so\n"
                     % server_mod.MODULES, server_mod.MODULE_DIR))
     r = subprocess.run([server_mod.HTTPD, "-d", root, "-f", conf, "-t"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=srv.env())
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert re.search(r"MTLSAuditEngine On \(%s:\d+\) needs mod_ssl, which is "

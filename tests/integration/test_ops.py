@@ -11,7 +11,7 @@ import time
 
 import clients
 import server as server_mod
-from harness import Registry
+from harness import Registry, count, wait_for
 
 test = Registry()
 
@@ -19,22 +19,6 @@ TOP = server_mod.TOP
 SCHEMA = os.path.join(TOP, "schema", "mirror.schema.json")
 
 
-def count(db, sql):
-    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
-    try:
-        return con.execute(sql).fetchone()[0]
-    finally:
-        con.close()
-
-
-def wait_for(fn, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    return fn()
 
 
 def read_lines(path):
