@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -414,6 +415,15 @@ int cmd_archive(int argc, char **argv)
         fail("%s: no such database", a.live);
         free(files);
         return EXIT_DB;
+    }
+    {
+        struct stat l, o;
+        if (stat(a.out, &o) == 0 && stat(a.live, &l) == 0
+            && l.st_dev == o.st_dev && l.st_ino == o.st_ino) {
+            fail("%s and %s are the same file", a.live, a.out);
+            free(files);
+            return EXIT_USAGE;
+        }
     }
     if (keyfile && mtls_chain_key_load(keyfile, &key, &kerr) != 0) {
         fail("%s: %s", keyfile, kerr);

@@ -718,6 +718,8 @@ def archive_refuses_a_broken_chain_and_finds_a_cut_archive(ctx):
     assert v.returncode == 1, v.stdout
     assert "should end at row %d" % last in v.stdout, v.stdout
     # Usage errors.
+    r = tool_run(ctx, "archive", "--before", iso(NOW), live, live)
+    assert r.returncode == 2 and "the same file" in r.stderr, r.stderr
     r = tool_run(ctx, "archive", live, out)
     assert r.returncode == 2 and "--before" in r.stderr
     r = tool_run(ctx, "archive", "--before", "yesterday", live, out)
