@@ -89,7 +89,7 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
 }
 
 /* The rows the store would write for the batch, with plain INSERTs: the
- * certificate id is the pool index, the hash 32 constant bytes. */
+ * certificate id is the pool index + 1, the hash 32 constant bytes. */
 static void raw_write(void)
 {
     static const unsigned char h[32];
@@ -150,8 +150,11 @@ static void raw_write(void)
             sqlite3_bind_null(q, 17);
             sqlite3_bind_null(q, 18);
             if (hs->leaf) {
+                /* bulk's certificates have serials 10000 + j: ids 1 to
+                 * CERTS, the key range the store's own ids fall in (the
+                 * index on cert_id then grows alike). */
                 int cid = (int)ASN1_INTEGER_get(
-                    X509_get0_serialNumber(hs->leaf)) % 100000;
+                    X509_get0_serialNumber(hs->leaf)) - 10000 + 1;
                 snprintf(chain, sizeof(chain), "[%d]", cid);
                 sqlite3_bind_int(q, 19, cid);
                 sqlite3_bind_text(q, 20, chain, -1, SQLITE_TRANSIENT);
