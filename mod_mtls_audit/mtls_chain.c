@@ -209,6 +209,7 @@ static int hash_row(const mtls_chain_key_t *key, const char *table,
                     unsigned char stored[MTLS_HASH_LEN], int *has_stored)
 {
     int i, n = sqlite3_column_count(stmt);
+    sqlite3_value *val;
     enc_t *e;
 
     *has_stored = 0;
@@ -222,28 +223,31 @@ static int hash_row(const mtls_chain_key_t *key, const char *table,
             }
             continue;
         }
-        switch (sqlite3_column_type(stmt, i)) {
+        /* The column's value once, then the cheap sqlite3_value_*
+         * accessors (each sqlite3_column_* call re-checks the statement).
+         * The connection is this thread's only, as those need. */
+        val = sqlite3_column_value(stmt, i);
+        switch (sqlite3_value_type(val)) {
         case SQLITE_INTEGER:
-            enc_int(e, MTLS_V_INT,
-                    (apr_uint64_t)sqlite3_column_int64(stmt, i));
+            enc_int(e, MTLS_V_INT, (apr_uint64_t)sqlite3_value_int64(val));
             break;
         case SQLITE_FLOAT: {
-            double d = sqlite3_column_double(stmt, i);
+            double d = sqlite3_value_double(val);
             apr_uint64_t bits;
             memcpy(&bits, &d, 8);
             enc_int(e, MTLS_V_REAL, bits);
             break;
         }
         case SQLITE_TEXT: {
-            const void *p = sqlite3_column_text(stmt, i);
+            const void *p = sqlite3_value_text(val);
             enc_bytes(e, MTLS_V_TEXT, p,
-                      (apr_size_t)sqlite3_column_bytes(stmt, i));
+                      (apr_size_t)sqlite3_value_bytes(val));
             break;
         }
         case SQLITE_BLOB: {
-            const void *p = sqlite3_column_blob(stmt, i);
+            const void *p = sqlite3_value_blob(val);
             enc_bytes(e, MTLS_V_BLOB, p,
-                      (apr_size_t)sqlite3_column_bytes(stmt, i));
+                      (apr_size_t)sqlite3_value_bytes(val));
             break;
         }
         default:
