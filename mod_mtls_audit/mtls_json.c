@@ -74,7 +74,7 @@ void mtls_json_row(sqlite3_str *out, sqlite3_stmt *stmt, const char *type,
 
 int mtls_json_rows(sqlite3 *db, int v, apr_int64_t lo, apr_int64_t hi,
                    const char *source,
-                   int (*fn)(void *baton, const char *line, int len),
+                   void (*fn)(void *baton, const char *line, int len),
                    void *baton)
 {
     sqlite3_stmt *stmt;
@@ -96,10 +96,7 @@ int mtls_json_rows(sqlite3 *db, int v, apr_int64_t lo, apr_int64_t hi,
         if ((rc = sqlite3_str_errcode(line)) != SQLITE_OK) {
             break;
         }
-        if (fn(baton, sqlite3_str_value(line), sqlite3_str_length(line))) {
-            rc = SQLITE_DONE;
-            break;
-        }
+        fn(baton, sqlite3_str_value(line), sqlite3_str_length(line));
     }
     sqlite3_free(sqlite3_str_finish(line));
     sqlite3_finalize(stmt);

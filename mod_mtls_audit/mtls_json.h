@@ -34,11 +34,11 @@ void mtls_json_row(sqlite3_str *out, sqlite3_stmt *stmt, const char *type,
                    const char *source);
 
 /* Lines for the rows lo <= id <= hi of view v (an index into
- * mtls_json_view) of db, each given to fn (which returns 0 to go on).
+ * mtls_json_view) of db, each given to fn.
  * Returns SQLITE_OK or an SQLite error. */
 int mtls_json_rows(sqlite3 *db, int v, apr_int64_t lo, apr_int64_t hi,
                    const char *source,
-                   int (*fn)(void *baton, const char *line, int len),
+                   void (*fn)(void *baton, const char *line, int len),
                    void *baton);
 
 #endif /* MTLS_JSON_H */

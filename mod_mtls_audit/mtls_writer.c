@@ -159,6 +159,78 @@ static void sleep_ms(int ms)
         ;
 }
 
+typedef struct {
+    int         fd;
+    apr_int64_t lost;
+    int         err;
+} mirror_out_t;
+
+static void mirror_line(void *baton, const char *line, int len)
+{
+    mirror_out_t *o = baton;
+    ssize_t k = write(o->fd, line, (size_t)len);
+
+    if (k != len) {
+        o->lost++;
+        o->err = k < 0 ? errno : EAGAIN;
+    }
+}
+
+apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
+                                const char *source, int *err)
+{
+    mirror_out_t o = { fd, 0, 0 };
+    int v;
+
+    for (v = 0; v < MTLS_JSON_VIEWS; v++) {
+        apr_int64_t lo, hi;
+        mtls_store_written(st, v, &lo, &hi);
+        if (lo && mtls_json_rows(mtls_store_db(st), v, lo, hi, source,
+                                 mirror_line, &o) != SQLITE_OK) {
+            o.lost += hi - lo + 1;
+            o.err = EIO;
+        }
+    }
+    *err = o.err;
+    return o.lost;
+}
+
+/* The rows the last write stored, into MTLSAuditMirror.  The descriptor
+ * does not block: a slow or dead reader costs lines of the mirror
+ * (counted, logged once an episode), never records of the database. */
+static void mirror(mtls_writer_t *w)
+{
+    int err;
+    apr_int64_t lost = mtls_mirror_written(w->store, w->conf.mirror_fd,
+                                           w->conf.path, &err);
+
+    if (lost && !w->mirror_lost) {
+        mtls_log(MTLS_LOG_WARNING, "mirror: cannot write a line (%s); the "
+                 "records are in the database, the mirror misses them "
+                 "until it can be written again", strerror(err));
+    }
+    else if (!lost && w->mirror_lost) {
+        mtls_log(MTLS_LOG_WARNING, "mirror: writing again after %"
+                 APR_INT64_T_FMT " lines could not be (the records are in "
+                 "the database)", w->mirror_lost);
+        w->mirror_lost = 0;
+    }
+    w->mirror_lost += lost;
+}
+
+/* Every write of the writer: store the items and, once they are stored,
+ * mirror them. */
+static int store_write(mtls_writer_t *w, mtls_item_t **items, int n,
+                       char *err, apr_size_t errlen)
+{
+    int rc = mtls_store_write(w->store, items, n, err, errlen);
+
+    if (rc == SQLITE_OK && n > 0 && w->conf.mirror_fd > 0) {
+        mirror(w);
+    }
+    return rc;
+}
+
 /* If the database file was removed or replaced behind our back, start
  * writing to (a new file at) its path again, and say so in it: records
  * written to a removed file are lost to every reader. */
@@ -200,7 +272,7 @@ static void follow_file(mtls_writer_t *w)
         ev->u.ev.detail = strdup("the database file was removed or replaced "
                                  "while the server wrote it; earlier records "
                                  "are not in this file");
-        if (mtls_store_write(w->store, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
+        if (store_write(w, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
             mtls_log(MTLS_LOG_ERR, "cannot record the reopen: %s", err);
         }
         mtls_item_free(ev);
@@ -261,66 +333,6 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out)
 /* Write batch[0..n) (plus a pending gap event and the gaps of dead
  * processes: the caller leaves 1 + REAP_MAX free places), retrying; free
  * them. */
-typedef struct {
-    int         fd;
-    apr_int64_t lost;
-    int         err;
-} mirror_out_t;
-
-static int mirror_line(void *baton, const char *line, int len)
-{
-    mirror_out_t *o = baton;
-    ssize_t k = write(o->fd, line, (size_t)len);
-
-    if (k != len) {
-        o->lost++;
-        o->err = k < 0 ? errno : EAGAIN;
-    }
-    return 0;
-}
-
-apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
-                                const char *source, int *err)
-{
-    mirror_out_t o = { fd, 0, 0 };
-    int v;
-
-    for (v = 0; v < MTLS_JSON_VIEWS; v++) {
-        apr_int64_t lo, hi;
-        mtls_store_written(st, v, &lo, &hi);
-        if (lo && mtls_json_rows(mtls_store_db(st), v, lo, hi, source,
-                                 mirror_line, &o) != SQLITE_OK) {
-            o.lost += hi - lo + 1;
-            o.err = EIO;
-        }
-    }
-    *err = o.err;
-    return o.lost;
-}
-
-/* The rows the last write stored, into MTLSAuditMirror.  The descriptor
- * does not block: a slow or dead reader costs lines of the mirror
- * (counted, logged once an episode), never records of the database. */
-static void mirror(mtls_writer_t *w)
-{
-    int err;
-    apr_int64_t lost = mtls_mirror_written(w->store, w->conf.mirror_fd,
-                                           w->conf.path, &err);
-
-    if (lost && !w->mirror_lost) {
-        mtls_log(MTLS_LOG_WARNING, "mirror: cannot write a line (%s); the "
-                 "records are in the database, the mirror misses them "
-                 "until it can be written again", strerror(err));
-    }
-    else if (!lost && w->mirror_lost) {
-        mtls_log(MTLS_LOG_WARNING, "mirror: writing again after %"
-                 APR_INT64_T_FMT " lines could not be (the records are in "
-                 "the database)", w->mirror_lost);
-        w->mirror_lost = 0;
-    }
-    w->mirror_lost += lost;
-}
-
 static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
@@ -346,7 +358,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             snprintf(err, sizeof(err), "cannot open %s", w->conf.path);
         }
         else {
-            rc = mtls_store_write(w->store, batch, m, err, sizeof(err));
+            rc = store_write(w, batch, m, err, sizeof(err));
         }
         if (rc == SQLITE_OK) {
             break;
@@ -359,9 +371,6 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         sleep_ms(100 * (attempt + 1));
     }
     mtls_slot_settled(w->slot, (apr_uint64_t)n);   /* stored or counted */
-    if (rc == SQLITE_OK && w->conf.mirror_fd > 0) {
-        mirror(w);
-    }
     pthread_mutex_lock(&w->lock);
     if (rc == SQLITE_OK) {
         w->written += n;
@@ -451,8 +460,8 @@ static void *writer_main(void *arg)
                     char err[256];
                     follow_file(w);
                     if (!w->store
-                        || mtls_store_write(w->store, batch, k, err,
-                                            sizeof(err)) != SQLITE_OK) {
+                        || store_write(w, batch, k, err, sizeof(err))
+                           != SQLITE_OK) {
                         mtls_log(MTLS_LOG_ERR, "cannot record the loss of "
                                  "a dead process: %s", err);
                     }

@@ -502,7 +502,7 @@ def configtest_refuses_a_configuration_that_cannot_audit(ctx):
 def kill_9_of_a_child_is_counted_never_silent(ctx):
     import signal
     import subprocess
-    srv = own_server(ctx, "kill9")
+    srv = own_server(ctx, "kill9", "MTLSAuditMirror logs/mirror.jsonl")
     done = [False]
     answered = [0]
     lock = threading.Lock()
@@ -539,6 +539,15 @@ def kill_9_of_a_child_is_counted_never_silent(ctx):
         "SELECT pid, lost, detail FROM events WHERE kind = 'gap' AND "
         "detail LIKE '%killed or crashed%'").fetchall()
     assert gaps and gaps[0][0] == victim and gaps[0][1] > 0, gaps
+    # The gap row a survivor stored for the dead child is mirrored too,
+    # whichever of its writes stored it.
+    import json
+    with open(os.path.join(srv.root, "logs", "mirror.jsonl")) as f:
+        mirrored = [json.loads(l) for l in f]
+    assert any(l["type"] == "event" and l["kind"] == "gap"
+               and "killed or crashed" in (l["detail"] or "")
+               for l in mirrored), [l for l in mirrored
+                                    if l["type"] == "event"]
     # What the others served is all there; what the victim could not
     # write is counted, never a silent hole.
     stored = count(srv.db, "SELECT count(*) FROM handshakes WHERE outcome = 1")
