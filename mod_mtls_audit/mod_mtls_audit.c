@@ -1391,7 +1391,7 @@ static void register_hooks(apr_pool_t *p)
                                              NULL, NULL);
     }
 
-    /* Creates the database and checks mod_ssl; after mod_ssl so that its
+    /* Creates the database and opens the mirror; after mod_ssl so that its
      * configuration is complete. */
     ap_hook_post_config(post_config, after_ssl, NULL, APR_HOOK_MIDDLE);
     /* Refuses a configuration that cannot audit, at start and at

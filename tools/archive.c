@@ -43,18 +43,13 @@
  * interleave with the module's. */
 static apr_int64_t CHUNK = CHUNK_DEFAULT;
 
-/* The order rows are moved in; certificates first, since the other
- * tables refer to them. */
-static const char *const arc_tables[CHAIN_TABLES] = {
-    "certificates", "handshakes", "requests", "events"
-};
 
 typedef struct {
     sqlite3      *db;           /* the live file as main, the archive as arc */
     const char   *live, *out;
     apr_int64_t   now;
-    apr_int64_t   moved[CHAIN_TABLES], first[CHAIN_TABLES];
-    apr_int64_t   last[CHAIN_TABLES];
+    apr_int64_t   moved[MTLS_ANCHOR_TABLES], first[MTLS_ANCHOR_TABLES];
+    apr_int64_t   last[MTLS_ANCHOR_TABLES];
     char          err[512];
 } arc_t;
 
@@ -215,7 +210,7 @@ static int drop_chunk(arc_t *a, const char *table, apr_int64_t lo,
 static int find_cut(arc_t *a, int t, apr_int64_t before, apr_int64_t base,
                     apr_int64_t hs_cut, apr_int64_t *cut)
 {
-    static const char *const sql[CHAIN_TABLES] = {
+    static const char *const sql[MTLS_ANCHOR_TABLES] = {
         "SELECT coalesce(max(id), 0) FROM main.certificates",
         "SELECT coalesce((SELECT min(id) FROM main.handshakes WHERE time_us "
         ">= ?1) - 1, (SELECT max(id) FROM main.handshakes), 0)",
@@ -237,29 +232,27 @@ static int find_cut(arc_t *a, int t, apr_int64_t before, apr_int64_t base,
 static int move_table(arc_t *a, int t, apr_int64_t cut,
                       const mtls_chain_key_t *key)
 {
-    const char *table = arc_tables[t];
+    const char *table = mtls_anchor_tables[t];
     int is_cert = t == 0;
     unsigned char lbase[MTLS_HASH_LEN], oend[MTLS_HASH_LEN];
-    unsigned char obase[MTLS_HASH_LEN], h[MTLS_HASH_LEN];
-    apr_int64_t lb, oe, ob, orows, start, lo, hi;
+    unsigned char h[MTLS_HASH_LEN];
+    apr_int64_t lb, oe, orows, start, lo, hi;
     mtls_chain_result_t res;
-    char *lother = NULL;
+    char *lother = NULL, *sql = NULL;
     int rc;
 
     if ((rc = mtls_chain_cut(a->db, "main", table, "base", &lb, lbase,
                              &lother)) != SQLITE_OK
         || (rc = mtls_chain_cut(a->db, "arc", table, "end", &oe, oend, NULL))
            != SQLITE_OK
-        || (rc = mtls_chain_cut(a->db, "arc", table, "base", &ob, obase,
-                                NULL)) != SQLITE_OK
-        || (rc = get_int(a, t == 0 ? "SELECT count(*) FROM arc.certificates"
-                         : t == 1 ? "SELECT count(*) FROM arc.handshakes"
-                         : t == 2 ? "SELECT count(*) FROM arc.requests"
-                         : "SELECT count(*) FROM arc.events", 0, 0, &orows))
-           != SQLITE_OK) {
+        || !(sql = sqlite3_mprintf("SELECT EXISTS (SELECT 1 FROM arc.%s)",
+                                   table))
+        || (rc = get_int(a, sql, 0, 0, &orows)) != SQLITE_OK) {
+        sqlite3_free(sql);
         sqlite3_free(lother);
         return db_error(a, "reading the cut");
     }
+    sqlite3_free(sql);
     if (!oe && !orows) {
         /* A new archive of this table: it starts where the live file
          * does, and its own base points at the earlier archive. */
@@ -380,7 +373,7 @@ int cmd_archive(int argc, char **argv)
     };
     mtls_chain_key_t key = { NULL, 0 };
     mtls_store_t *live = NULL, *out = NULL;
-    apr_int64_t before, cut[CHAIN_TABLES] = { 0 }, base[CHAIN_TABLES];
+    apr_int64_t before, cut[MTLS_ANCHOR_TABLES] = { 0 }, base[MTLS_ANCHOR_TABLES];
     unsigned char h[MTLS_HASH_LEN];
     char **files, err[256], *sql;
     arc_t a;
@@ -465,8 +458,8 @@ int cmd_archive(int argc, char **argv)
     a.now = mtls_now_us();
     /* The cuts, from one snapshot of the live file. */
     rc = sqlite3_exec(a.db, "BEGIN", NULL, NULL, NULL);
-    for (t = 0; rc == SQLITE_OK && t < CHAIN_TABLES; t++) {
-        rc = mtls_chain_cut(a.db, "main", arc_tables[t], "base", &base[t], h,
+    for (t = 0; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
+        rc = mtls_chain_cut(a.db, "main", mtls_anchor_tables[t], "base", &base[t], h,
                             NULL);
         if (rc == SQLITE_OK) {
             rc = find_cut(&a, t, before, base[t], cut[1], &cut[t]);
@@ -478,7 +471,7 @@ int cmd_archive(int argc, char **argv)
         rc = EXIT_DB;
         goto done;
     }
-    for (t = 0, rc = EXIT_OK; rc == EXIT_OK && t < CHAIN_TABLES; t++) {
+    for (t = 0, rc = EXIT_OK; rc == EXIT_OK && t < MTLS_ANCHOR_TABLES; t++) {
         rc = move_table(&a, t, cut[t], &key);
     }
     if (rc != EXIT_OK) {
@@ -493,10 +486,10 @@ int cmd_archive(int argc, char **argv)
         off = (size_t)snprintf(detail, sizeof(detail), "mtls-audit archive "
                                "--before %s to %s%s:", format_time(before, tb),
                                a.out, rc == EXIT_OK ? "" : " (stopped)");
-        for (t = 0; t < CHAIN_TABLES && off < sizeof(detail); t++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES && off < sizeof(detail); t++) {
             off += (size_t)snprintf(detail + off, sizeof(detail) - off,
                                     " %s %s %lld (ids %lld-%lld)",
-                                    arc_tables[t], t ? "moved" : "copied",
+                                    mtls_anchor_tables[t], t ? "moved" : "copied",
                                     (long long)a.moved[t],
                                     (long long)a.first[t],
                                     (long long)a.last[t]);
@@ -517,8 +510,8 @@ int cmd_archive(int argc, char **argv)
     }
     printf("%s: rows before %s", a.live, format_time(before, err));
     printf(" %s %s\n", rc == EXIT_OK ? "->" : "(stopped) ->", a.out);
-    for (t = 0; t < CHAIN_TABLES; t++) {
-        printf("  %-12s %s %lld", arc_tables[t], t ? "moved " : "copied",
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        printf("  %-12s %s %lld", mtls_anchor_tables[t], t ? "moved " : "copied",
                (long long)a.moved[t]);
         if (a.moved[t]) {
             printf("  (ids %lld-%lld)", (long long)a.first[t],

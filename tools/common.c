@@ -759,16 +759,12 @@ void record_access(char **files, int n, const char *what,
 /* ------------------------------------------------------------------ */
 /* Chain walks                                                          */
 
-const char *const chain_tables[CHAIN_TABLES] = {
-    "certificates", "handshakes", "requests", "events"
-};
-
 /* One thread's share: every table, over [lo[t], hi[t]]. */
 typedef struct {
     const char             *path;
     const mtls_chain_key_t *key;
-    apr_int64_t             lo[CHAIN_TABLES], hi[CHAIN_TABLES];
-    mtls_chain_result_t     res[CHAIN_TABLES];
+    apr_int64_t             lo[MTLS_ANCHOR_TABLES], hi[MTLS_ANCHOR_TABLES];
+    mtls_chain_result_t     res[MTLS_ANCHOR_TABLES];
     int                     rc;
     char                    err[256];
 } walk_t;
@@ -781,14 +777,14 @@ static void *walk(void *arg)
 
     w->rc = mtls_store_open(w->path, MTLS_STORE_READONLY, 5000, &st, w->err,
                             sizeof(w->err));
-    for (t = 0; w->rc == SQLITE_OK && t < CHAIN_TABLES; t++) {
+    for (t = 0; w->rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
         if (w->lo[t] > w->hi[t]) continue;
         w->rc = mtls_chain_verify_range(mtls_store_db(st), "main",
-                                        chain_tables[t], w->key, w->lo[t],
+                                        mtls_anchor_tables[t], w->key, w->lo[t],
                                         w->hi[t], &w->res[t]);
         if (w->rc != SQLITE_OK) {
             snprintf(w->err, sizeof(w->err), "reading %s: %s",
-                     chain_tables[t], sqlite3_errmsg(mtls_store_db(st)));
+                     mtls_anchor_tables[t], sqlite3_errmsg(mtls_store_db(st)));
         }
     }
     mtls_store_close(st);
@@ -797,17 +793,17 @@ static void *walk(void *arg)
 }
 
 /* Highest id of each table, to split the walk in two. */
-static int max_ids(const char *path, apr_int64_t max[CHAIN_TABLES],
+static int max_ids(const char *path, apr_int64_t max[MTLS_ANCHOR_TABLES],
                    char *err, size_t errlen)
 {
     mtls_store_t *st;
     int t, rc;
 
     rc = mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err, errlen);
-    for (t = 0; rc == SQLITE_OK && t < CHAIN_TABLES; t++) {
+    for (t = 0; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
         sqlite3_stmt *q;
         char *sql = sqlite3_mprintf("SELECT coalesce(max(id), 0) FROM \"%w\"",
-                                    chain_tables[t]);
+                                    mtls_anchor_tables[t]);
         max[t] = 0;
         if (sqlite3_prepare_v2(mtls_store_db(st), sql, -1, &q, NULL)
             == SQLITE_OK) {
@@ -825,10 +821,10 @@ static int max_ids(const char *path, apr_int64_t max[CHAIN_TABLES],
 }
 
 int verify_file(const char *path, const mtls_chain_key_t *key,
-                mtls_chain_result_t res[CHAIN_TABLES], char *err,
+                mtls_chain_result_t res[MTLS_ANCHOR_TABLES], char *err,
                 size_t errlen)
 {
-    apr_int64_t max[CHAIN_TABLES];
+    apr_int64_t max[MTLS_ANCHOR_TABLES];
     walk_t *w = calloc(2, sizeof(walk_t));
     pthread_t th;
     int t, rc, threaded;
@@ -842,7 +838,7 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
         return rc;
     }
     /* Each table in two halves by id, one half per core. */
-    for (t = 0; t < CHAIN_TABLES; t++) {
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
         apr_int64_t mid = max[t] / 2;
         w[0].lo[t] = 0;
         w[0].hi[t] = mid;
@@ -866,7 +862,7 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
         free(w);
         return rc;
     }
-    for (t = 0; t < CHAIN_TABLES; t++) {
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
         mtls_chain_result_t *a = &w[0].res[t], *b = &w[1].res[t];
         res[t] = b->rows ? *b : *a;
         res[t].rows = a->rows + b->rows;

@@ -331,7 +331,7 @@ static const char verify_help[] =
  * table cut at the same row with another hash means one of the two files
  * is not what the cut recorded.  Returns 1 on such a mismatch. */
 static int check_cuts(char **files, int n,
-                      mtls_chain_result_t (*res)[CHAIN_TABLES])
+                      mtls_chain_result_t (*res)[MTLS_ANCHOR_TABLES])
 {
     int i, j, t, bad = 0;
 
@@ -339,7 +339,7 @@ static int check_cuts(char **files, int n,
         for (j = 0; j < n; j++) {
             int joined = 0, apart = 0;
             if (i == j) continue;
-            for (t = 0; t < CHAIN_TABLES; t++) {
+            for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
                 const mtls_chain_result_t *a = &res[i][t], *l = &res[j][t];
                 if (!a->end_id || !l->base_id) continue;
                 if (a->end_id == l->base_id
@@ -349,7 +349,7 @@ static int check_cuts(char **files, int n,
                 else if (a->end_id == l->base_id) {
                     apart++;
                     printf("  %s: %s ends at row %lld with another hash "
-                           "than %s starts from\n", chain_tables[t],
+                           "than %s starts from\n", mtls_anchor_tables[t],
                            files[i], (long long)a->end_id, files[j]);
                 }
             }
@@ -372,7 +372,7 @@ static int cmd_verify(int argc, char **argv)
         { "--anchor", 1, &anchor, NULL }, { NULL, 0, NULL, NULL }
     };
     mtls_chain_key_t key = { NULL, 0 };
-    mtls_chain_result_t (*all)[CHAIN_TABLES] = NULL;
+    mtls_chain_result_t (*all)[MTLS_ANCHOR_TABLES] = NULL;
     int i, t, nfiles, broken = 0, rc;
     char **files, buf[512];
 
@@ -406,17 +406,17 @@ static int cmd_verify(int argc, char **argv)
             break;
         }
         printf("%s\n", files[i]);
-        for (t = 0; t < CHAIN_TABLES; t++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
             char hex[2 * MTLS_HASH_LEN + 1];
             mtls_hex(res[t].head, MTLS_HASH_LEN, hex);
             if (res[t].bad_id) {
                 broken = 1;
-                printf("  %-12s BROKEN at id %lld: %s\n", chain_tables[t],
+                printf("  %-12s BROKEN at id %lld: %s\n", mtls_anchor_tables[t],
                        (long long)res[t].bad_id, res[t].why);
             }
             else {
                 printf("  %-12s ok  %lld rows  head id %lld  %s\n",
-                       chain_tables[t], (long long)res[t].rows,
+                       mtls_anchor_tables[t], (long long)res[t].rows,
                        (long long)res[t].head_id, hex);
             }
             if (res[t].base_id) {

@@ -881,7 +881,7 @@ static int verify_files(report_t *r)
 
     for (i = 0; i < r->nfiles; i++) {
         file_info_t *fi = &r->fi[i];
-        mtls_chain_result_t res[CHAIN_TABLES];
+        mtls_chain_result_t res[MTLS_ANCHOR_TABLES];
         char err[256];
         size_t off = 0;
 
@@ -894,13 +894,13 @@ static int verify_files(report_t *r)
             fail("%s: %s", r->files[i], err);
             return EXIT_DB;
         }
-        for (t = 0; t < CHAIN_TABLES; t++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
             if (res[t].bad_id) {
                 fi->broken = 1;
                 off += (size_t)snprintf(fi->integrity + off,
                                         sizeof(fi->integrity) - off,
                                         "%s%s broken at id %lld",
-                                        off ? "; " : "", chain_tables[t],
+                                        off ? "; " : "", mtls_anchor_tables[t],
                                         (long long)res[t].bad_id);
             }
             if (off >= sizeof(fi->integrity)) {

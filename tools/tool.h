@@ -83,16 +83,12 @@ int cipher_is_aead(const char *cipher);
  * between digits)? */
 int has_pan(const char *s);
 
-/* The audited tables, in the order verify reports them. */
-#define CHAIN_TABLES 4
-extern const char *const chain_tables[CHAIN_TABLES];
-
 /* Walk every chain of the database at path, the big tables on two
  * threads, each with its own read-only connection.  Returns SQLITE_OK
- * with res[] filled (in chain_tables order), or an error with a message
- * in err. */
+ * with res[] filled (in mtls_anchor_tables order: the audited tables,
+ * certificates first), or an error with a message in err. */
 int verify_file(const char *path, const mtls_chain_key_t *key,
-                mtls_chain_result_t res[CHAIN_TABLES], char *err,
+                mtls_chain_result_t res[MTLS_ANCHOR_TABLES], char *err,
                 size_t errlen);
 
 /* Check the anchors for db found in the text file anchors (an error log):
