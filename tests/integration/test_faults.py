@@ -490,6 +490,27 @@ def configtest_refuses_a_configuration_that_cannot_audit(ctx):
                      r"directory" % (re.escape(d), re.escape(srv.conf)), out), \
         out
     assert os.stat(d).st_uid == 0       # and it was left as it was
+    # A directory the run user may write through its group is used as it
+    # is: the module records there and leaves owner and mode alone.
+    import pwd
+    www = pwd.getpwnam("www-data")
+    shared = os.path.join(ctx.scratch, "groupdir")
+    os.makedirs(shared, exist_ok=True)
+    os.chown(shared, 0, www.pw_gid)
+    os.chmod(shared, 0o770)
+    srv = server_mod.Server(os.path.join(ctx.scratch, "groupdb"), ctx.pki,
+                            mpm=ctx.srv.mpm, extra_global="MTLSAuditDatabase"
+                            " %s/audit.db" % shared)
+    srv.start()
+    try:
+        assert clients.curl(srv, ctx.pki["ec"]).stdout.strip() == "200"
+        assert wait_for(lambda: count(os.path.join(shared, "audit.db"),
+                                      "SELECT count(*) FROM handshakes") == 1)
+    finally:
+        srv.stop()
+    st = os.stat(shared)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == \
+        (0, www.pw_gid, 0o770), (st.st_uid, st.st_gid, oct(st.st_mode))
     # The same server with a directory that does not exist yet is fine.
     srv = server_mod.Server(os.path.join(ctx.scratch, "newdir"), ctx.pki,
                             mpm=ctx.srv.mpm)
