@@ -249,7 +249,7 @@ case "${1:-build}" in
     test)  deps "$TEST_PKGS"; build; exec sh "$TOP/tests/run-all.sh" ;;
     fuzz)  fuzz_build ;;
     install) install_files ;;
-    deb)   deb ;;
+    deb)   deps "dpkg-dev"; deb ;;
     clean) rm -rf "$B" "$TOP/build-asan" "$TOP/build-fuzz" ;;
     *) echo "usage: $0 [build|deps|demo|test|fuzz|install|deb|clean]" >&2; exit 2 ;;
 esac
