@@ -72,18 +72,28 @@ void mtls_json_row(sqlite3_str *out, sqlite3_stmt *stmt, const char *type,
     sqlite3_str_appendall(out, "}\n");
 }
 
-int mtls_json_rows(sqlite3 *db, int v, apr_int64_t lo, apr_int64_t hi,
-                   const char *source,
+int mtls_json_rows(sqlite3 *db, int v, int by_time, apr_int64_t lo,
+                   apr_int64_t hi, const char *source,
                    void (*fn)(void *baton, const char *line, int len),
                    void *baton)
 {
+    static const char *const table[MTLS_JSON_VIEWS] = {
+        "handshakes", "requests", "events"
+    };
     sqlite3_stmt *stmt;
     sqlite3_str *line;
-    char sql[96];
+    char sql[160];
     int rc;
 
-    snprintf(sql, sizeof(sql), "SELECT * FROM %s WHERE id BETWEEN ?1 AND "
-             "?2 ORDER BY id", mtls_json_view[v]);
+    if (by_time) {
+        snprintf(sql, sizeof(sql), "SELECT * FROM %s WHERE id IN (SELECT id "
+                 "FROM %s WHERE time_us >= ?1 AND time_us < ?2) ORDER BY id",
+                 mtls_json_view[v], table[v]);
+    }
+    else {
+        snprintf(sql, sizeof(sql), "SELECT * FROM %s WHERE id BETWEEN ?1 "
+                 "AND ?2 ORDER BY id", mtls_json_view[v]);
+    }
     if ((rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)) != SQLITE_OK) {
         return rc;
     }

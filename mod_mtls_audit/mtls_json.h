@@ -33,11 +33,12 @@ void mtls_json_str(sqlite3_str *out, const char *s, int len);
 void mtls_json_row(sqlite3_str *out, sqlite3_stmt *stmt, const char *type,
                    const char *source);
 
-/* Lines for the rows lo <= id <= hi of view v (an index into
- * mtls_json_view) of db, each given to fn.
- * Returns SQLITE_OK or an SQLite error. */
-int mtls_json_rows(sqlite3 *db, int v, apr_int64_t lo, apr_int64_t hi,
-                   const char *source,
+/* Lines for the rows of view v (an index into mtls_json_view) of db with
+ * lo <= id <= hi, or with by_time, those whose table row has
+ * lo <= time_us < hi; each given to fn, in id order.  Returns SQLITE_OK or
+ * an SQLite error. */
+int mtls_json_rows(sqlite3 *db, int v, int by_time, apr_int64_t lo,
+                   apr_int64_t hi, const char *source,
                    void (*fn)(void *baton, const char *line, int len),
                    void *baton);
 

@@ -185,7 +185,7 @@ apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
     for (v = 0; v < MTLS_JSON_VIEWS; v++) {
         apr_int64_t lo, hi;
         mtls_store_written(st, v, &lo, &hi);
-        if (lo && mtls_json_rows(mtls_store_db(st), v, lo, hi, source,
+        if (lo && mtls_json_rows(mtls_store_db(st), v, 0, lo, hi, source,
                                  mirror_line, &o) != SQLITE_OK) {
             o.lost += hi - lo + 1;
             o.err = EIO;

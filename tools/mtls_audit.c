@@ -476,11 +476,14 @@ static const char export_help[] =
 "\n"
 "Exit: 0 ok, 2 usage, 3 database or I/O error.\n";
 
+/* A short write shows in finish_output (ferror): exit 3. */
+static void export_line(void *baton, const char *line, int len)
+{
+    fwrite(line, 1, (size_t)len, baton);
+}
+
 static int cmd_export(int argc, char **argv)
 {
-    static const char *const when[MTLS_JSON_VIEWS] = {
-        "handshakes", "requests", "events"
-    };
     const char *format = "jsonl", *since_s = NULL, *until_s = NULL;
     const opt_t opts[] = {
         { "--format", 1, &format, NULL }, { "--since", 1, &since_s, NULL },
@@ -519,39 +522,11 @@ static int cmd_export(int argc, char **argv)
             break;
         }
         for (v = 0; rc == EXIT_OK && v < MTLS_JSON_VIEWS; v++) {
-            sqlite3 *db = mtls_store_db(st);
-            sqlite3_stmt *q;
-            char *sql = sqlite3_mprintf("SELECT * FROM %s WHERE id IN "
-                "(SELECT id FROM %s WHERE time_us >= ?1 AND time_us < ?2) "
-                "ORDER BY id", mtls_json_view[v], when[v]);
-            sqlite3_str *line = sqlite3_str_new(db);
-            int s;
-            if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-                fail("%s: %s", files[i], sqlite3_errmsg(db));
+            if (mtls_json_rows(mtls_store_db(st), v, 1, since, until,
+                               files[i], export_line, stdout) != SQLITE_OK) {
+                fail("%s: %s", files[i], sqlite3_errmsg(mtls_store_db(st)));
                 rc = EXIT_DB;
             }
-            else {
-                sqlite3_bind_int64(q, 1, since);
-                sqlite3_bind_int64(q, 2, until);
-                while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-                    sqlite3_str_reset(line);
-                    mtls_json_row(line, q, mtls_json_type[v], files[i]);
-                    int len = sqlite3_str_length(line);
-                    if (fwrite(sqlite3_str_value(line), 1, (size_t)len,
-                               stdout) != (size_t)len) {
-                        s = SQLITE_IOERR;
-                        break;
-                    }
-                }
-                if (s != SQLITE_DONE) {
-                    fail("%s: %s", files[i], s == SQLITE_IOERR
-                         ? "cannot write the output" : sqlite3_errmsg(db));
-                    rc = EXIT_DB;
-                }
-                sqlite3_finalize(q);
-            }
-            sqlite3_free(sqlite3_str_finish(line));
-            sqlite3_free(sql);
         }
         mtls_store_close(st);
     }

@@ -114,6 +114,11 @@ def mirror_to_a_file_matches_the_database_and_the_schema(ctx):
     r = subprocess.run([ctx.tool, "export", "--format", "csv", srv.db],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "jsonl" in r.stderr
+    # Output that cannot be written (a full disk) is exit 3, not 0.
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([ctx.tool, "export", srv.db], stdout=full,
+                           stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 3 and "cannot write" in r.stderr, r.stderr
 
 
 @test(once=True, expect_errors=(r"piped log program .* failed unexpectedly",
