@@ -717,6 +717,22 @@ def archive_refuses_a_broken_chain_and_finds_a_cut_archive(ctx):
     v = tool_run(ctx, "verify", "--no-record", out)
     assert v.returncode == 1, v.stdout
     assert "should end at row %d" % last in v.stdout, v.stdout
+    # A live file whose recorded cut is not where its archive ends.
+    live = gen(ctx, "arcb-live3", archive_script())
+    out = os.path.join(private_dir(ctx, "data"), "arcb-old3.db")
+    assert tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live,
+                    out).returncode == 0
+    con = sqlite3.connect(live)
+    con.execute("UPDATE chain_cut SET hash = zeroblob(32) WHERE tbl = "
+                "'handshakes'")
+    con.commit()
+    con.close()
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 1, v.stdout
+    assert re.search(r"handshakes: %s ends at row \d+ with another hash than "
+                     r"%s starts from" % (re.escape(out), re.escape(live)),
+                     v.stdout), v.stdout
+    assert "continues into" not in v.stdout
     # Usage errors.
     r = tool_run(ctx, "archive", "--before", iso(NOW), live, live)
     assert r.returncode == 2 and "the same file" in r.stderr, r.stderr
