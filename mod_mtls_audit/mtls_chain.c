@@ -368,29 +368,30 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
                                    res);
 }
 
-int mtls_chain_verify_range(sqlite3 *db, const char *schema,
-                            const char *table, const mtls_chain_key_t *key,
-                            apr_int64_t lo, apr_int64_t hi,
-                            mtls_chain_result_t *res)
+int mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
+                          const char *schema, const char *table,
+                          const mtls_chain_key_t *key, apr_int64_t lo,
+                          mtls_chain_result_t *res)
 {
-    unsigned char prev[MTLS_HASH_LEN], calc[MTLS_HASH_LEN];
-    unsigned char stored[MTLS_HASH_LEN], end[MTLS_HASH_LEN];
     sqlite3_stmt *stmt = NULL;
-    apr_int64_t last_id = 0, id;
-    int rc, has, hcol;
     char *sql;
+    int rc;
 
+    memset(w, 0, sizeof(*w));
     memset(res, 0, sizeof(*res));
-    memset(prev, 0, sizeof(prev));
+    w->table = table;
+    w->key = key;
+    w->res = res;
+    w->hcol = -2;
     schema = schema ? schema : "main";
-    if ((rc = mtls_chain_cut(db, schema, table, "end", &res->end_id, end,
+    if ((rc = mtls_chain_cut(db, schema, table, "end", &res->end_id, w->end,
                              NULL)) != SQLITE_OK
         || (rc = mtls_chain_cut(db, schema, table, "base", &res->base_id,
-                                prev, NULL)) != SQLITE_OK) {
+                                w->prev, NULL)) != SQLITE_OK) {
         return rc;
     }
-    last_id = res->base_id;
-    memcpy(res->base, prev, MTLS_HASH_LEN);
+    w->last_id = res->base_id;
+    memcpy(res->base, w->prev, MTLS_HASH_LEN);
     if (lo > res->base_id + 1) {
         /* Start from the stored hash of the row before the range: that
          * row is checked by whoever walks the range below. */
@@ -404,12 +405,111 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
         }
         sqlite3_bind_int64(stmt, 1, lo);
         if (sqlite3_step(stmt) == SQLITE_ROW) {
-            last_id = sqlite3_column_int64(stmt, 0);
+            w->last_id = sqlite3_column_int64(stmt, 0);
             if (sqlite3_column_bytes(stmt, 1) == MTLS_HASH_LEN) {
-                memcpy(prev, sqlite3_column_blob(stmt, 1), MTLS_HASH_LEN);
+                memcpy(w->prev, sqlite3_column_blob(stmt, 1), MTLS_HASH_LEN);
             }
         }
-        sqlite3_finalize(stmt);
+        rc = sqlite3_finalize(stmt);
+    }
+    return rc;
+}
+
+int mtls_chain_walk_row(mtls_chain_walk_t *w, sqlite3_stmt *stmt)
+{
+    unsigned char calc[MTLS_HASH_LEN], stored[MTLS_HASH_LEN];
+    mtls_chain_result_t *res = w->res;
+    apr_int64_t id = sqlite3_column_int64(stmt, 0);
+    int has;
+
+    if (w->hcol == -2) {
+        w->hcol = hash_column(stmt);
+    }
+    res->rows++;
+    if (hash_row(w->key, w->table, w->prev, stmt, w->hcol, calc, stored,
+                 &has) != 0) {
+        return -1;
+    }
+    if (!res->bad_id) {
+        if (id <= res->base_id) {
+            res->bad_id = id;
+            snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
+                     " should have been archived (the chain starts "
+                     "after row %" APR_INT64_T_FMT ")", id, res->base_id);
+        }
+        else if (res->end_id && id > res->end_id) {
+            res->bad_id = id;
+            snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
+                     " lies after the end of this archive (row %"
+                     APR_INT64_T_FMT ")", id, res->end_id);
+        }
+        else if (id != w->last_id + 1 && w->last_id != 0) {
+            res->bad_id = id;
+            snprintf(res->why, sizeof(res->why),
+                     "ids jump from %" APR_INT64_T_FMT " to %"
+                     APR_INT64_T_FMT ": rows were removed", w->last_id, id);
+        }
+        else if (!has || memcmp(calc, stored, MTLS_HASH_LEN) != 0) {
+            res->bad_id = id;
+            snprintf(res->why, sizeof(res->why), "%s",
+                     "the stored hash does not match the row: the row "
+                     "was changed, inserted or moved, or the one before "
+                     "it removed");
+        }
+    }
+    /* Go on from the stored hash, so one edited row is reported once
+     * and the rest of the table is still checked against it. */
+    memcpy(w->prev, has ? stored : calc, MTLS_HASH_LEN);
+    w->last_id = id;
+    return 0;
+}
+
+void mtls_chain_walk_end(mtls_chain_walk_t *w, apr_int64_t hi)
+{
+    mtls_chain_result_t *res = w->res;
+
+    if (!res->bad_id && res->end_id && hi >= res->end_id
+        && (w->last_id != res->end_id
+            || memcmp(w->prev, w->end, MTLS_HASH_LEN))) {
+        res->bad_id = w->last_id;
+        snprintf(res->why, sizeof(res->why), "this archive should end at "
+                 "row %" APR_INT64_T_FMT " with the hash its cut names: rows "
+                 "were removed from its end", res->end_id);
+    }
+    res->head_id = w->last_id;
+    memcpy(res->head, w->prev, MTLS_HASH_LEN);
+}
+
+void mtls_chain_result_join(mtls_chain_result_t *acc,
+                            const mtls_chain_result_t *next)
+{
+    apr_int64_t rows = acc->rows + next->rows;
+
+    if (!acc->bad_id && next->bad_id) {
+        acc->bad_id = next->bad_id;
+        memcpy(acc->why, next->why, sizeof(acc->why));
+    }
+    if (next->rows) {
+        acc->head_id = next->head_id;
+        memcpy(acc->head, next->head, MTLS_HASH_LEN);
+    }
+    acc->rows = rows;
+}
+
+int mtls_chain_verify_range(sqlite3 *db, const char *schema,
+                            const char *table, const mtls_chain_key_t *key,
+                            apr_int64_t lo, apr_int64_t hi,
+                            mtls_chain_result_t *res)
+{
+    mtls_chain_walk_t w;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    char *sql;
+
+    schema = schema ? schema : "main";
+    if ((rc = mtls_chain_walk_begin(&w, db, schema, table, key, lo, res))
+        != SQLITE_OK) {
+        return rc;
     }
     sql = sqlite3_mprintf("SELECT * FROM \"%w\".\"%w\" WHERE id BETWEEN ?1 "
                           "AND ?2 ORDER BY id", schema, table);
@@ -423,58 +523,14 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
     }
     sqlite3_bind_int64(stmt, 1, lo);
     sqlite3_bind_int64(stmt, 2, hi);
-    hcol = hash_column(stmt);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        id = sqlite3_column_int64(stmt, 0);
-        res->rows++;
-        if (hash_row(key, table, prev, stmt, hcol, calc, stored,
-                     &has) != 0) {
+        if (mtls_chain_walk_row(&w, stmt) != 0) {
             rc = SQLITE_NOMEM;
             break;
         }
-        if (!res->bad_id) {
-            if (id <= res->base_id) {
-                res->bad_id = id;
-                snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
-                         " should have been archived (the chain starts "
-                         "after row %" APR_INT64_T_FMT ")", id,
-                         res->base_id);
-            }
-            else if (res->end_id && id > res->end_id) {
-                res->bad_id = id;
-                snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
-                         " lies after the end of this archive (row %"
-                         APR_INT64_T_FMT ")", id, res->end_id);
-            }
-            else if (id != last_id + 1 && last_id != 0) {
-                res->bad_id = id;
-                snprintf(res->why, sizeof(res->why),
-                         "ids jump from %" APR_INT64_T_FMT " to %"
-                         APR_INT64_T_FMT ": rows were removed", last_id, id);
-            }
-            else if (!has || memcmp(calc, stored, MTLS_HASH_LEN) != 0) {
-                res->bad_id = id;
-                snprintf(res->why, sizeof(res->why), "%s",
-                         "the stored hash does not match the row: the row "
-                         "was changed, inserted or moved, or the one before "
-                         "it removed");
-            }
-        }
-        /* Go on from the stored hash, so one edited row is reported once
-         * and the rest of the table is still checked against it. */
-        memcpy(prev, has ? stored : calc, MTLS_HASH_LEN);
-        last_id = id;
     }
     sqlite3_finalize(stmt);
-    if (!res->bad_id && res->end_id && hi >= res->end_id
-        && (last_id != res->end_id || memcmp(prev, end, MTLS_HASH_LEN))) {
-        res->bad_id = last_id;
-        snprintf(res->why, sizeof(res->why), "this archive should end at "
-                 "row %" APR_INT64_T_FMT " with the hash its cut names: rows "
-                 "were removed from its end", res->end_id);
-    }
-    res->head_id = last_id;
-    memcpy(res->head, prev, MTLS_HASH_LEN);
+    mtls_chain_walk_end(&w, hi);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 

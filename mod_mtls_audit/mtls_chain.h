@@ -112,6 +112,33 @@ int mtls_chain_verify_range(sqlite3 *db, const char *schema,
                             apr_int64_t lo, apr_int64_t hi,
                             mtls_chain_result_t *res);
 
+/* A walk fed one row at a time by a reader that selects the rows anyway
+ * (the report: the chain checked and the figures counted from one
+ * decoding of each row).  The statement is the caller's: "SELECT * FROM
+ * table ... ORDER BY id" (every column, the id first), the same statement
+ * for every row.  begin reads the cuts and the stored hash of the row
+ * before lo; row returns 0, or -1 when out of memory; end checks an
+ * archive's end when the walk reached hi. */
+typedef struct {
+    const char             *table;
+    const mtls_chain_key_t *key;
+    mtls_chain_result_t    *res;
+    unsigned char           prev[MTLS_HASH_LEN], end[MTLS_HASH_LEN];
+    apr_int64_t             last_id;
+    int                     hcol;
+} mtls_chain_walk_t;
+
+int  mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
+                           const char *schema, const char *table,
+                           const mtls_chain_key_t *key, apr_int64_t lo,
+                           mtls_chain_result_t *res);
+int  mtls_chain_walk_row(mtls_chain_walk_t *w, sqlite3_stmt *stmt);
+void mtls_chain_walk_end(mtls_chain_walk_t *w, apr_int64_t hi);
+
+/* Add the result of the next range of a table (walked apart) to acc. */
+void mtls_chain_result_join(mtls_chain_result_t *acc,
+                            const mtls_chain_result_t *next);
+
 /*
  * Anchors: the head (last id and hash) of each audited table, written
  * outside the database -- to the error log -- so that rows removed from

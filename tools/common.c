@@ -863,13 +863,8 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
         return rc;
     }
     for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
-        mtls_chain_result_t *a = &w[0].res[t], *b = &w[1].res[t];
-        res[t] = b->rows ? *b : *a;
-        res[t].rows = a->rows + b->rows;
-        if (a->bad_id) {
-            res[t].bad_id = a->bad_id;
-            memcpy(res[t].why, a->why, sizeof(a->why));
-        }
+        res[t] = w[0].res[t];
+        mtls_chain_result_join(&res[t], &w[1].res[t]);
     }
     free(w);
     return SQLITE_OK;
