@@ -190,8 +190,7 @@ int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
     return enc_finish(key, e, out);
 }
 
-/* Index of the column named "hash" in stmt's result, or -1. */
-static int hash_column(sqlite3_stmt *stmt)
+int mtls_chain_hash_column(sqlite3_stmt *stmt)
 {
     int i, n = sqlite3_column_count(stmt);
     for (i = 0; i < n; i++) {
@@ -202,60 +201,88 @@ static int hash_column(sqlite3_stmt *stmt)
     return -1;
 }
 
+int mtls_chain_row_values(sqlite3_stmt *stmt, mtls_val_t *vals, int max)
+{
+    int i, n = sqlite3_column_count(stmt);
+    sqlite3_value *val;
+
+    if (n > max) {
+        n = max;
+    }
+    for (i = 0; i < n; i++) {
+        mtls_val_t *v = &vals[i];
+        /* The column's value once, then the cheap sqlite3_value_*
+         * accessors (each sqlite3_column_* call re-checks the statement).
+         * The connection is this thread's only, as those need. */
+        val = sqlite3_column_value(stmt, i);
+        v->i = 0;
+        v->p = NULL;
+        v->len = 0;
+        switch ((v->type = sqlite3_value_type(val))) {
+        case SQLITE_INTEGER:
+            v->type = MTLS_V_INT;
+            v->i = sqlite3_value_int64(val);
+            break;
+        case SQLITE_FLOAT:
+            v->type = MTLS_V_REAL;
+            v->d = sqlite3_value_double(val);
+            v->i = (apr_int64_t)v->d;
+            break;
+        case SQLITE_TEXT:
+            v->type = MTLS_V_TEXT;
+            v->p = sqlite3_value_text(val);
+            v->len = (apr_size_t)sqlite3_value_bytes(val);
+            v->i = sqlite3_value_int64(val);
+            break;
+        case SQLITE_BLOB:
+            v->type = MTLS_V_BLOB;
+            v->p = sqlite3_value_blob(val);
+            v->len = (apr_size_t)sqlite3_value_bytes(val);
+            break;
+        default:
+            v->type = MTLS_V_NULL;
+            break;
+        }
+    }
+    return n;
+}
+
+/* The hash of a row of n decoded columns, column hcol (the stored hash)
+ * left out; *stored is that column when it holds a hash. */
+static int hash_vals(const mtls_chain_key_t *key, const char *table,
+                     const unsigned char prev[MTLS_HASH_LEN],
+                     const mtls_val_t *vals, int n, int hcol,
+                     unsigned char out[MTLS_HASH_LEN],
+                     unsigned char stored[MTLS_HASH_LEN], int *has_stored)
+{
+    enc_t *e = enc_start(table, prev);
+    int i;
+
+    *has_stored = 0;
+    for (i = 0; i < n; i++) {
+        if (i != hcol) {
+            enc_val(e, &vals[i]);
+        }
+        else if (vals[i].type == MTLS_V_BLOB
+                 && vals[i].len == MTLS_HASH_LEN) {
+            memcpy(stored, vals[i].p, MTLS_HASH_LEN);
+            *has_stored = 1;
+        }
+    }
+    return enc_finish(key, e, out);
+}
+
 static int hash_row(const mtls_chain_key_t *key, const char *table,
                     const unsigned char prev[MTLS_HASH_LEN],
                     sqlite3_stmt *stmt, int hcol,
                     unsigned char out[MTLS_HASH_LEN],
                     unsigned char stored[MTLS_HASH_LEN], int *has_stored)
 {
-    int i, n = sqlite3_column_count(stmt);
-    sqlite3_value *val;
-    enc_t *e;
+    mtls_val_t vals[MTLS_MAX_COLUMNS];
+    int n = mtls_chain_row_values(stmt, vals, MTLS_MAX_COLUMNS);
 
-    *has_stored = 0;
-    e = enc_start(table, prev);
-    for (i = 0; i < n; i++) {
-        if (i == hcol) {
-            if (sqlite3_column_type(stmt, i) == SQLITE_BLOB
-                && sqlite3_column_bytes(stmt, i) == MTLS_HASH_LEN) {
-                memcpy(stored, sqlite3_column_blob(stmt, i), MTLS_HASH_LEN);
-                *has_stored = 1;
-            }
-            continue;
-        }
-        /* The column's value once, then the cheap sqlite3_value_*
-         * accessors (each sqlite3_column_* call re-checks the statement).
-         * The connection is this thread's only, as those need. */
-        val = sqlite3_column_value(stmt, i);
-        switch (sqlite3_value_type(val)) {
-        case SQLITE_INTEGER:
-            enc_int(e, MTLS_V_INT, (apr_uint64_t)sqlite3_value_int64(val));
-            break;
-        case SQLITE_FLOAT: {
-            double d = sqlite3_value_double(val);
-            apr_uint64_t bits;
-            memcpy(&bits, &d, 8);
-            enc_int(e, MTLS_V_REAL, bits);
-            break;
-        }
-        case SQLITE_TEXT: {
-            const void *p = sqlite3_value_text(val);
-            enc_bytes(e, MTLS_V_TEXT, p,
-                      (apr_size_t)sqlite3_value_bytes(val));
-            break;
-        }
-        case SQLITE_BLOB: {
-            const void *p = sqlite3_value_blob(val);
-            enc_bytes(e, MTLS_V_BLOB, p,
-                      (apr_size_t)sqlite3_value_bytes(val));
-            break;
-        }
-        default:
-            enc_null(e);
-            break;
-        }
-    }
-    return enc_finish(key, e, out);
+    return hash_vals(key, table, prev, vals, n, hcol, out, stored,
+                     has_stored);
 }
 
 int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
@@ -265,8 +292,8 @@ int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
                          unsigned char stored[MTLS_HASH_LEN],
                          int *has_stored)
 {
-    return hash_row(key, table, prev, stmt, hash_column(stmt), out, stored,
-                    has_stored);
+    return hash_row(key, table, prev, stmt, mtls_chain_hash_column(stmt),
+                    out, stored, has_stored);
 }
 
 int mtls_chain_key_load(const char *path, mtls_chain_key_t *key,
@@ -417,17 +444,26 @@ int mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
 
 int mtls_chain_walk_row(mtls_chain_walk_t *w, sqlite3_stmt *stmt)
 {
-    unsigned char calc[MTLS_HASH_LEN], stored[MTLS_HASH_LEN];
-    mtls_chain_result_t *res = w->res;
-    apr_int64_t id = sqlite3_column_int64(stmt, 0);
-    int has;
+    mtls_val_t vals[MTLS_MAX_COLUMNS];
+    int n = mtls_chain_row_values(stmt, vals, MTLS_MAX_COLUMNS);
 
     if (w->hcol == -2) {
-        w->hcol = hash_column(stmt);
+        w->hcol = mtls_chain_hash_column(stmt);
     }
+    return mtls_chain_walk_vals(w, vals, n, w->hcol);
+}
+
+int mtls_chain_walk_vals(mtls_chain_walk_t *w, const mtls_val_t *vals,
+                         int n, int hcol)
+{
+    unsigned char calc[MTLS_HASH_LEN], stored[MTLS_HASH_LEN];
+    mtls_chain_result_t *res = w->res;
+    apr_int64_t id = n > 0 ? vals[0].i : 0;
+    int has;
+
     res->rows++;
-    if (hash_row(w->key, w->table, w->prev, stmt, w->hcol, calc, stored,
-                 &has) != 0) {
+    if (hash_vals(w->key, w->table, w->prev, vals, n, hcol, calc, stored,
+                  &has) != 0) {
         return -1;
     }
     if (!res->bad_id) {

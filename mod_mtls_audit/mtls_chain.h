@@ -62,6 +62,14 @@ int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
                          unsigned char stored[MTLS_HASH_LEN],
                          int *has_stored);
 
+/* The columns of stmt's current row, decoded once (text and blobs point
+ * into the statement until its next step; integer columns read as text
+ * or real also set i).  Returns how many, at most max. */
+#define MTLS_MAX_COLUMNS 64
+int mtls_chain_row_values(sqlite3_stmt *stmt, mtls_val_t *vals, int max);
+/* Index of the column named "hash" in stmt's result, or -1. */
+int mtls_chain_hash_column(sqlite3_stmt *stmt);
+
 /* Free the calling thread's hashing buffer and digest context (kept
  * between rows for speed).  Call when a thread that hashed rows ends. */
 void mtls_chain_thread_done(void);
@@ -133,6 +141,10 @@ int  mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
                            const mtls_chain_key_t *key, apr_int64_t lo,
                            mtls_chain_result_t *res);
 int  mtls_chain_walk_row(mtls_chain_walk_t *w, sqlite3_stmt *stmt);
+/* The same from a row already decoded (mtls_chain_row_values): vals[0]
+ * the id, vals[hcol] the stored hash. */
+int  mtls_chain_walk_vals(mtls_chain_walk_t *w, const mtls_val_t *vals,
+                          int n, int hcol);
 void mtls_chain_walk_end(mtls_chain_walk_t *w, apr_int64_t hi);
 
 /* Add the result of the next range of a table (walked apart) to acc. */

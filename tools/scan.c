@@ -1,23 +1,27 @@
 /*
- * scan.c -- one pass over each database's handshakes and requests for the
- * report; see scan.h.
+ * scan.c -- the report's one pass over each database's tables; see
+ * scan.h.
  *
- * Rows are read in id order over the id range that covers the period
- * (found through the time index, widened by a margin because ids follow
- * the time only roughly: children write their batches in turn), and
- * filtered by time here.  Certificates are loaded once per database into
- * an array indexed by id.  Maps are open-addressing hash tables keyed by
- * the fields of a group joined with 0x1f; a map that would pass its limit
- * counts what it had to drop instead of growing without bound.
+ * The tables are cut by id into pieces that two worker threads read,
+ * each on its own connection (see "The engine" below).  Without the chain
+ * walk, only the id range that covers the period is read (found through
+ * the time index, widened by a margin because ids follow the time only
+ * roughly: children write their batches in turn), and rows are filtered
+ * by time here.  Certificates are loaded once per database into an array
+ * indexed by id.  Maps are open-addressing hash tables over binary keys
+ * (the fields of a group one after another); a map that would pass its
+ * limit counts what it had to drop instead of growing without bound.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "scan.h"
 #include "mtls_core.h"
+#include "mtls_chain.h"
 
 #define ID_MARGIN   200000      /* ids around the period also read */
 #define MAP_LIMIT   2000000     /* entries a map may hold */
@@ -105,24 +109,68 @@ void evidence_free(evidence_t *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
+/* Move src's rows to the end of dst (both of the same columns); src is
+ * left empty.  Totals add up; kept rows stay within EVIDENCE_MAX. */
+static void ev_take(evidence_t *dst, evidence_t *src)
+{
+    long r, keep = EVIDENCE_MAX - dst->nrows;
+    char ***nr;
+    int i;
+
+    if (keep > src->nrows) keep = src->nrows;
+    if (keep > 0 && (nr = realloc(dst->rows, sizeof(char **)
+                                  * (size_t)(dst->nrows + keep)))) {
+        dst->rows = nr;
+        memcpy(dst->rows + dst->nrows, src->rows, sizeof(char **)
+               * (size_t)keep);
+        dst->nrows += keep;
+    }
+    else {
+        keep = 0;
+    }
+    for (r = keep; r < src->nrows; r++) {
+        for (i = 0; i < src->ncols; i++) free(src->rows[r][i]);
+        free(src->rows[r]);
+    }
+    dst->total += src->total;
+    free(src->rows);
+    src->rows = NULL;
+    src->nrows = src->total = 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Maps                                                                 */
 
+/* Keys live in chunks owned by their map, freed with it: a year's scan
+ * makes millions of short-lived window entries, and one malloc each
+ * cost a tenth of the scan. */
+typedef struct chunk_s {
+    struct chunk_s *next;
+    size_t          used, cap;
+    char            b[];
+} chunk_t;
+
+#define CHUNK_SIZE 65536
+
 typedef struct {
-    char        *key;           /* NULL: empty slot */
+    const char  *key;           /* NULL: empty slot */
     size_t       klen;
     apr_uint64_t h;
     apr_int64_t  v[5];
-    char        *extra;         /* per-map payload (shared addresses) */
 } ment_t;
 
 typedef struct {
-    ment_t *t;
-    size_t  cap, n;
-    long    dropped;
-    size_t  limit;              /* 0: MAP_LIMIT */
+    ment_t  *t;
+    size_t   cap, n;
+    long     dropped;
+    size_t   limit;             /* 0: MAP_LIMIT */
+    chunk_t *chunks;
+    ment_t  *last;              /* the entry found last: rows repeat it */
 } map_t;
 
+/* A key: fields one after another, each a kind byte and its value --
+ * 'i' and 8 bytes, 's' and a 2-byte length and up to 400 bytes, 'n' for
+ * a NULL string -- so a key is binary and needs no escaping. */
 typedef struct {
     char   b[1536];
     size_t n;
@@ -134,44 +182,90 @@ static void kb_str(key_t_ *k, const char *s)
 {
     size_t l = s ? strlen(s) : 0;
     if (l > 400) l = 400;
-    if (k->n + l + 2 >= sizeof(k->b)) return;
-    k->b[k->n++] = s ? 's' : 'n';
-    memcpy(k->b + k->n, s ? s : "", l);
+    if (k->n + l + 3 > sizeof(k->b)) return;
+    if (!s) {
+        k->b[k->n++] = 'n';
+        return;
+    }
+    k->b[k->n++] = 's';
+    k->b[k->n++] = (char)(l >> 8);
+    k->b[k->n++] = (char)l;
+    memcpy(k->b + k->n, s, l);
     k->n += l;
-    k->b[k->n++] = 0x1f;
 }
 
 static void kb_int(key_t_ *k, apr_int64_t v)
 {
-    char tmp[24];
-    int l = 0, neg = v < 0;
-    apr_uint64_t u = neg ? (apr_uint64_t)(-(v + 1)) + 1 : (apr_uint64_t)v;
-
-    do {
-        tmp[sizeof(tmp) - 1 - l++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (neg) tmp[sizeof(tmp) - 1 - l++] = '-';
-    if (k->n + (size_t)l + 2 >= sizeof(k->b)) return;
+    if (k->n + 9 > sizeof(k->b)) return;
     k->b[k->n++] = 'i';
-    memcpy(k->b + k->n, tmp + sizeof(tmp) - l, (size_t)l);
-    k->n += (size_t)l;
-    k->b[k->n++] = 0x1f;
+    memcpy(k->b + k->n, &v, 8);
+    k->n += 8;
 }
 
-static apr_uint64_t fnv(const char *p, size_t n)
+/* Split an entry's key back into its fields as text (n at most). */
+static int key_fields(const ment_t *e, char fields[][404], int n)
 {
-    apr_uint64_t h = 14695981039346656037ULL;
-    while (n--) {
-        h ^= (unsigned char)*p++;
-        h *= 1099511628211ULL;
+    size_t i = 0;
+    int f = 0;
+
+    while (i < e->klen && f < n) {
+        char kind = e->key[i++];
+        if (kind == 'i') {
+            apr_int64_t v;
+            memcpy(&v, e->key + i, 8);
+            snprintf(fields[f], 404, "%lld", (long long)v);
+            i += 8;
+        }
+        else if (kind == 's') {
+            size_t l = ((size_t)(unsigned char)e->key[i] << 8)
+                       | (unsigned char)e->key[i + 1];
+            memcpy(fields[f], e->key + i + 2, l);
+            fields[f][l] = '\0';
+            i += 2 + l;
+        }
+        else {
+            fields[f][0] = '\0';
+        }
+        f++;
     }
-    return h;
+    return f;
+}
+
+/* A multiply-and-fold hash over 8 bytes at a time. */
+static apr_uint64_t khash(const char *p, size_t n)
+{
+    apr_uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 29);
+}
+
+static char *map_alloc(map_t *m, size_t n)
+{
+    chunk_t *c = m->chunks;
+
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > CHUNK_SIZE ? n : CHUNK_SIZE;
+        if (!(c = malloc(sizeof(*c) + cap))) return NULL;
+        c->cap = cap;
+        c->used = 0;
+        c->next = m->chunks;
+        m->chunks = c;
+    }
+    c->used += n;
+    return c->b + c->used - n;
 }
 
 static int map_grow(map_t *m)
 {
-    size_t cap = m->cap ? m->cap * 2 : 256, i;
+    size_t cap = m->cap ? m->cap * 2 : 64, i;
     ment_t *t = calloc(cap, sizeof(ment_t));
 
     if (!t) return -1;
@@ -185,80 +279,172 @@ static int map_grow(map_t *m)
     free(m->t);
     m->t = t;
     m->cap = cap;
+    m->last = NULL;
     return 0;
 }
 
-/* The entry for key, created zeroed; NULL when the map is full. */
-static ment_t *map_get(map_t *m, const key_t_ *k)
+static ment_t *map_find(map_t *m, const char *key, size_t klen,
+                        apr_uint64_t h, size_t *slot)
 {
-    apr_uint64_t h = fnv(k->b, k->n);
     size_t i;
 
-    if (!m->cap || (m->n + 1) * 4 > m->cap * 3) {
-        if (m->n >= (m->limit ? m->limit : MAP_LIMIT) || map_grow(m) != 0) {
-            goto lookup_only;
-        }
-    }
-    for (i = h & (m->cap - 1); m->t[i].key; i = (i + 1) & (m->cap - 1)) {
-        if (m->t[i].h == h && m->t[i].klen == k->n
-            && !memcmp(m->t[i].key, k->b, k->n)) {
+    for (i = h & (m->cap - 1); m->cap && m->t[i].key;
+         i = (i + 1) & (m->cap - 1)) {
+        if (m->t[i].h == h && m->t[i].klen == klen
+            && !memcmp(m->t[i].key, key, klen)) {
             return &m->t[i];
         }
     }
-    if (!(m->t[i].key = malloc(k->n ? k->n : 1))) {
+    *slot = i;
+    return NULL;
+}
+
+/* The entry for key, created zeroed; NULL (counted) when the map is
+ * full. */
+static ment_t *map_key(map_t *m, const char *key, size_t klen)
+{
+    apr_uint64_t h;
+    ment_t *e;
+    size_t i = 0;
+    char *copy;
+
+    if (m->last && m->last->klen == klen && !memcmp(m->last->key, key, klen)) {
+        return m->last;
+    }
+    h = khash(key, klen);
+    if ((e = map_find(m, key, klen, h, &i))) {
+        return m->last = e;
+    }
+    if (!m->cap || (m->n + 1) * 4 > m->cap * 3) {
+        if (m->n >= (m->limit ? m->limit : MAP_LIMIT) || map_grow(m) != 0) {
+            m->dropped++;
+            return NULL;
+        }
+        map_find(m, key, klen, h, &i);
+    }
+    if (!(copy = map_alloc(m, klen ? klen : 1))) {
         m->dropped++;
         return NULL;
     }
-    memcpy(m->t[i].key, k->b, k->n);
-    m->t[i].klen = k->n;
-    m->t[i].h = h;
+    memcpy(copy, key, klen);
+    e = &m->t[i];
+    e->key = copy;
+    e->klen = klen;
+    e->h = h;
     m->n++;
-    return &m->t[i];
-lookup_only:
-    for (i = h & (m->cap - 1); m->cap && m->t[i].key;
-         i = (i + 1) & (m->cap - 1)) {
-        if (m->t[i].h == h && m->t[i].klen == k->n
-            && !memcmp(m->t[i].key, k->b, k->n)) {
-            return &m->t[i];
-        }
-    }
-    m->dropped++;
-    return NULL;
+    return m->last = e;
+}
+
+static ment_t *map_get(map_t *m, const key_t_ *k)
+{
+    return map_key(m, k->b, k->n);
 }
 
 static void map_free(map_t *m)
 {
-    size_t i;
-    for (i = 0; i < m->cap; i++) {
-        free(m->t[i].key);
-        free(m->t[i].extra);
+    chunk_t *c, *next;
+
+    for (c = m->chunks; c; c = next) {
+        next = c->next;
+        free(c);
     }
     free(m->t);
     memset(m, 0, sizeof(*m));
 }
 
-/* Split an entry's key back into its fields (n at most). */
-static int key_fields(const ment_t *e, char fields[][404], int n)
-{
-    size_t i = 0;
-    int f = 0;
+/* How two entries of one key become one. */
+typedef void combine_fn(map_t *dst, ment_t *d, const ment_t *s);
 
-    while (i < e->klen && f < n) {
-        size_t j = i + 1;
-        char kind = e->key[i];
-        while (j < e->klen && e->key[j] != 0x1f) j++;
-        if (kind == 'n') {
-            fields[f][0] = '\0';
+/* Counts add up; v[3] is the earliest non-zero time, v[4] the latest. */
+static void combine_sum(map_t *dst, ment_t *d, const ment_t *s)
+{
+    (void)dst;
+    d->v[0] += s->v[0];
+    d->v[1] += s->v[1];
+    d->v[2] += s->v[2];
+    if (s->v[3] && (!d->v[3] || s->v[3] < d->v[3])) d->v[3] = s->v[3];
+    if (s->v[4] > d->v[4]) d->v[4] = s->v[4];
+}
+
+static void map_merge(map_t *dst, const map_t *src, combine_fn *fn)
+{
+    size_t i;
+    ment_t *d;
+
+    dst->dropped += src->dropped;
+    for (i = 0; i < src->cap; i++) {
+        const ment_t *s = &src->t[i];
+        if (s->key && (d = map_key(dst, s->key, s->klen))) {
+            fn(dst, d, s);
         }
-        else {
-            size_t l = j - i - 1;
-            memcpy(fields[f], e->key + i + 1, l);
-            fields[f][l] = '\0';
-        }
-        f++;
-        i = j + 1;
     }
-    return f;
+}
+
+/* Every evidence table of a scan_t, in one order, with its columns. */
+static const char *const c_day[] = { "day", "accepted", "rejected",
+    "no_certificate", "failed", "aborted", NULL };
+static const char *const c_suite[] = { "tls_version", "cipher",
+    "handshakes", "accepted", NULL };
+static const char *const c_sni[] = { "tls_version", "cipher", "sni",
+    "handshakes", "first_seen", "last_seen", NULL };
+static const char *const c_reason[] = { "outcome", "reason", "alert",
+    "attempts", NULL };
+static const char *const c_invalid[] = { "outcome", "verify_error",
+    "alert", "client_addr", "sni", "attempts", NULL };
+static const char *const c_scope[] = { "source", "server_name",
+    "handshakes", "accepted", NULL };
+static const char *const c_crypto[] = { "tls_version", "cipher", "grade",
+    "why", "accepted", "unverified", NULL };
+static const char *const c_incomplete[] = { "id", "source", "time_utc",
+    "client_addr", "server_name", "outcome", NULL };
+static const char *const c_back[] = { "source", "pid", "id", "time_utc",
+    "previous", NULL };
+static const char *const c_burst[] = { "who", "window_start", "failures",
+    NULL };
+static const char *const c_shared[] = { "cert_sha256", "subject_dn",
+    "hour", "addresses", "from_addresses", NULL };
+static const char *const c_inv[] = { "subject_dn", "issuer_dn", "serial",
+    "cert_sha256", "key_type", "key_bits", "sig_alg", "not_after",
+    "days_left", "first_seen", "last_seen", "accepted", "finding", NULL };
+static const char *const c_exp[] = { "expiry", "certificates", NULL };
+static const char *const c_inact[] = { "subject_dn", "cert_sha256",
+    "last_accepted", "not_after", NULL };
+static const char *const c_changes[] = { "subject_dn", "cert_sha256",
+    "issuer_dn", "first_seen", NULL };
+static const char *const c_unauth[] = { "time_utc", "source",
+    "server_name", "client_addr", "method", "path", "status",
+    "subject_dn", "verify_result", NULL };
+static const char *const c_pan[] = { "source", "id", "time_utc",
+    "path_masked", NULL };
+static const char *const c_aead[] = { "tls_version", "cipher", "accepted",
+    NULL };
+static const char *const c_nv[] = { "outcome", "reason", "handshakes",
+    NULL };
+
+static const char *const *const ev_columns[SCAN_EVIDENCE] = {
+    c_day, c_suite, c_sni, c_reason, c_invalid, c_scope, c_crypto,
+    c_incomplete, c_back, c_burst, c_shared, c_inv, c_exp, c_inact,
+    c_changes, c_unauth, c_pan, c_aead, c_nv
+};
+
+static void scan_evidence(scan_t *s, evidence_t **all)
+{
+    evidence_t *const list[SCAN_EVIDENCE] = {
+        &s->per_day, &s->suites, &s->suites_sni, &s->reasons, &s->invalid,
+        &s->scope, &s->crypto, &s->incomplete, &s->backwards_ev, &s->bursts,
+        &s->shared, &s->inventory, &s->expiry, &s->inactive_ev, &s->changes,
+        &s->unauth_ev, &s->pan_ev, &s->non_aead, &s->not_verified
+    };
+    memcpy(all, list, sizeof(list));
+}
+
+static void scan_init_evidence(scan_t *s)
+{
+    evidence_t *all[SCAN_EVIDENCE];
+    int k;
+
+    scan_evidence(s, all);
+    for (k = 0; k < SCAN_EVIDENCE; k++) ev_init(all[k], ev_columns[k]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -384,10 +570,25 @@ static void free_certs(ctab_t *ct)
 /* ------------------------------------------------------------------ */
 /* Sliding windows (bursts per 30 minutes, sharing per hour)            */
 
+/* A piece of the table (see the engine below) cannot tell whether the
+ * slots at its edges are complete: the rows of its first slots and of
+ * its last two may lie in the pieces on either side.  Those maps are
+ * held, and joined with the other pieces' maps of the same slot before
+ * they are judged. */
+#define HOLD_MAX 6
+
+typedef struct {
+    map_t       m;
+    apr_int64_t slot;
+} held_t;
+
 typedef struct {
     map_t       cur, prev;
     apr_int64_t slot;           /* slot of cur; prev is slot - 1 */
+    apr_int64_t first;          /* the piece's first slot */
     int         started;
+    held_t      held[HOLD_MAX];
+    int         nheld;
 } window_t;
 
 typedef void emit_fn(scan_t *s, const ment_t *e, apr_int64_t slot,
@@ -403,26 +604,60 @@ static void window_emit(scan_t *s, map_t *m, apr_int64_t slot, emit_fn *fn,
     map_free(m);
 }
 
-/* The map for slot, advancing the window (and emitting what leaves it). */
+/* A map leaving the window: judged now, or held when it may be part of
+ * a slot shared with another piece (or when final, at the piece's end). */
+static void window_out(scan_t *s, window_t *w, map_t *m, apr_int64_t slot,
+                       emit_fn *fn, ctab_t *cts, int final)
+{
+    if (!m->n) {
+        map_free(m);
+        return;
+    }
+    if ((final || slot <= w->first + 1) && w->nheld < HOLD_MAX) {
+        w->held[w->nheld].m = *m;
+        w->held[w->nheld++].slot = slot;
+        memset(m, 0, sizeof(*m));
+        return;
+    }
+    window_emit(s, m, slot, fn, cts);
+}
+
+/* The map for slot, advancing the window (and judging what leaves it). */
 static map_t *window_for(scan_t *s, window_t *w, apr_int64_t slot,
                          emit_fn *fn, ctab_t *cts)
 {
     if (!w->started) {
         w->started = 1;
-        w->slot = slot;
+        w->slot = w->first = slot;
     }
     if (slot > w->slot) {
-        window_emit(s, &w->prev, w->slot - 1, fn, cts);
+        window_out(s, w, &w->prev, w->slot - 1, fn, cts, 0);
         if (slot == w->slot + 1) {
             w->prev = w->cur;
         }
         else {
-            window_emit(s, &w->cur, w->slot, fn, cts);
+            window_out(s, w, &w->cur, w->slot, fn, cts, 0);
         }
         memset(&w->cur, 0, sizeof(w->cur));
         w->slot = slot;
     }
     return slot == w->slot ? &w->cur : &w->prev;   /* late rows: prev */
+}
+
+/* At the end of a piece: both maps held. */
+static void window_close(scan_t *s, window_t *w, emit_fn *fn, ctab_t *cts)
+{
+    window_out(s, w, &w->prev, w->slot - 1, fn, cts, 1);
+    window_out(s, w, &w->cur, w->slot, fn, cts, 1);
+}
+
+static void window_free(window_t *w)
+{
+    int k;
+    map_free(&w->cur);
+    map_free(&w->prev);
+    for (k = 0; k < w->nheld; k++) map_free(&w->held[k].m);
+    w->nheld = 0;
 }
 
 static void emit_burst(scan_t *s, const ment_t *e, apr_int64_t slot,
@@ -449,13 +684,46 @@ static void emit_burst(scan_t *s, const ment_t *e, apr_int64_t slot,
     ev_add(&s->bursts, row);
 }
 
+/* Shared certificates: v[0] distinct addresses, v[1..] the first
+ * SHARE_ADDRS + 1 of them (strings in the map's chunks). */
+static void shared_add(map_t *m, ment_t *e, const char *addr)
+{
+    size_t l;
+    char *copy;
+    int k;
+
+    if (e->v[0] > SHARE_ADDRS) return;
+    for (k = 0; k < e->v[0]; k++) {
+        if (!strcmp((const char *)(intptr_t)e->v[1 + k], addr)) return;
+    }
+    l = strlen(addr) + 1;
+    if (!(copy = map_alloc(m, l))) return;
+    memcpy(copy, addr, l);
+    e->v[1 + e->v[0]++] = (apr_int64_t)(intptr_t)copy;
+}
+
+static void combine_shared(map_t *dst, ment_t *d, const ment_t *s)
+{
+    int k;
+    for (k = 0; k < s->v[0]; k++) {
+        shared_add(dst, d, (const char *)(intptr_t)s->v[1 + k]);
+    }
+}
+
+static void combine_count(map_t *dst, ment_t *d, const ment_t *s)
+{
+    (void)dst;
+    d->v[0] += s->v[0];
+}
+
 static void emit_shared(scan_t *s, const ment_t *e, apr_int64_t slot,
                         ctab_t *cts)
 {
-    char f[2][404], when[32], n[24];
+    char f[2][404], when[32], n[24], list[(SHARE_ADDRS + 1) * 404];
     const char *row[5];
+    size_t off = 0;
     cinfo_t *c;
-    int src;
+    int src, k;
     apr_int64_t id;
 
     if (e->v[0] <= SHARE_ADDRS) return;
@@ -463,23 +731,52 @@ static void emit_shared(scan_t *s, const ment_t *e, apr_int64_t slot,
     src = atoi(f[0]);
     id = atoll(f[1]);
     c = id > 0 && id < cts[src].n ? &cts[src].c[id] : NULL;
+    list[0] = '\0';
+    for (k = 0; k < e->v[0] && off < sizeof(list); k++) {
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+                                k ? "," : "",
+                                (const char *)(intptr_t)e->v[1 + k]);
+    }
     row[0] = c ? c->hex : "";
     row[1] = c ? c->subject : NULL;
     row[2] = iso_s(slot * 3600, when);
     row[3] = num(e->v[0], n);
-    row[4] = e->extra;
+    row[4] = list;
     ev_add(&s->shared, row);
 }
 
-/* ------------------------------------------------------------------ */
-/* The handshake pass                                                   */
+/* The held maps of every piece, joined by slot and judged. */
+static int by_slot(const void *x, const void *y)
+{
+    const held_t *a = *(held_t *const *)x, *b = *(held_t *const *)y;
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
 
-typedef struct {
-    map_t    suites, suites_sni, reasons, invalid, scope, pids, not_verified;
-    window_t bursts, shared;
-    apr_int64_t (*per_day)[5];
-    apr_int64_t days;
-} acc_t;
+static void windows_join(scan_t *s, window_t **ws, int n, emit_fn *fn,
+                         combine_fn *how, ctab_t *cts)
+{
+    held_t **all;
+    int k, j, total = 0;
+
+    for (k = 0; k < n; k++) total += ws[k]->nheld;
+    if (!total || !(all = malloc(sizeof(*all) * (size_t)total))) return;
+    for (k = 0, total = 0; k < n; k++) {
+        for (j = 0; j < ws[k]->nheld; j++) all[total++] = &ws[k]->held[j];
+    }
+    qsort(all, (size_t)total, sizeof(*all), by_slot);
+    for (k = 0; k < total; k = j) {
+        map_t joined;
+        memset(&joined, 0, sizeof(joined));
+        for (j = k; j < total && all[j]->slot == all[k]->slot; j++) {
+            map_merge(&joined, &all[j]->m, how);
+        }
+        window_emit(s, &joined, all[k]->slot, fn, cts);
+    }
+    free(all);
+}
+
+/* ------------------------------------------------------------------ */
+/* Where the period lies                                                */
 
 static apr_int64_t first_id(dataset_t *ds, int i, const char *table,
                             apr_int64_t t, int last)
@@ -500,237 +797,6 @@ static apr_int64_t first_id(dataset_t *ds, int i, const char *table,
     }
     sqlite3_free(sql);
     return id;
-}
-
-static int valid_result(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL
-           ? -1 : sqlite3_column_int(st, col);
-}
-
-static int scan_handshakes(dataset_t *ds, int i, scan_t *s, acc_t *a,
-                           ctab_t *ct, ctab_t *cts)
-{
-    apr_int64_t lo = s->since < s->until - INACTIVE_DAYS * DAY_US
-                     ? s->since : s->until - INACTIVE_DAYS * DAY_US;
-    apr_int64_t idlo = first_id(ds, i, "handshakes", lo, 0);
-    apr_int64_t idhi = first_id(ds, i, "handshakes", s->until, 1);
-    sqlite3_stmt *st;
-    char *sql, buf[5][32];
-    key_t_ k;
-    int rc;
-
-    unsigned char seen90[INACTIVE_DAYS];
-    apr_int64_t d90 = s->until - INACTIVE_DAYS * DAY_US;
-    int d;
-
-    memset(seen90, 0, sizeof(seen90));
-    s->empty_days[i] = INACTIVE_DAYS;
-    if (!idlo || !idhi) {
-        return SQLITE_OK;       /* nothing in the window */
-    }
-    idlo = idlo > ID_MARGIN ? idlo - ID_MARGIN : 1;
-    idhi += ID_MARGIN;
-    sql = sqlite3_mprintf("SELECT id, time_us, client_addr, server_name, sni, "
-                          "tls_version, cipher, outcome, verify_result, "
-                          "verify_error, alert, cert_id, pid FROM "
-                          "db%d.handshakes WHERE id BETWEEN ?1 AND ?2", i);
-    rc = sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL);
-    sqlite3_free(sql);
-    if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_int64(st, 1, idlo);
-    sqlite3_bind_int64(st, 2, idhi);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        apr_int64_t id = sqlite3_column_int64(st, 0);
-        apr_int64_t t = sqlite3_column_int64(st, 1);
-        const char *client = (const char *)sqlite3_column_text(st, 2);
-        const char *server = (const char *)sqlite3_column_text(st, 3);
-        const char *sni = (const char *)sqlite3_column_text(st, 4);
-        int ver = sqlite3_column_int(st, 5);
-        const char *cipher = (const char *)sqlite3_column_text(st, 6);
-        int out = sqlite3_column_int(st, 7);
-        int vr = valid_result(st, 8);
-        const char *verr = (const char *)sqlite3_column_text(st, 9);
-        int alert = valid_result(st, 10);
-        apr_int64_t cid = sqlite3_column_type(st, 11) == SQLITE_NULL
-                          ? 0 : sqlite3_column_int64(st, 11);
-        int pid = sqlite3_column_int(st, 12);
-        cinfo_t *c = cid > 0 && cid < ct->n && ct->c[cid].present
-                     ? &ct->c[cid] : NULL;
-        const char *why;
-        int grade, verified;
-        ment_t *e;
-
-        if (t < lo || t >= s->until) continue;
-        if (out == 1 && c && t > c->last_acc) c->last_acc = t;
-        if (t >= d90) seen90[(t - d90) / DAY_US] = 1;
-        if (t < s->since) continue;
-
-        s->n_hs++;
-        verified = out == 1 && c && vr == 0;
-        if (out != 1) s->n_fail++;
-        if (out == 2 || out == 3) s->failures++;
-        if (vr == 9) s->not_yet_valid++;
-        if (vr == 3 || vr == 8 || (vr >= 11 && vr <= 16) || vr == 23
-            || (vr >= 33 && vr <= 36) || (vr >= 39 && vr <= 42) || vr == 44) {
-            s->revocation++;
-        }
-        grade = grade_suite(ver, cipher, &why);
-        if (out == 1) {
-            s->accepted++;
-            if (grade == 2) s->bad_suite++;
-            if (grade == 1) s->weak_suite++;
-            if (c) s->with_cert++;
-            if (c && vr != 0) s->unverified++;
-            if (verified) s->verified++;
-            if (cipher_is_aead(cipher)) s->aead++;
-            if (c && (t / 1000000 > c->na || t / 1000000 < c->nb)) {
-                s->outside_validity++;
-            }
-        }
-        if (client && server && (out != 1 || c)) {
-            s->complete++;
-        }
-        else {
-            const char *row[6];
-            row[0] = num(id, buf[0]);
-            row[1] = ds->files[i];
-            row[2] = iso_us(t, buf[1]);
-            row[3] = client;
-            row[4] = server;
-            row[5] = outcome_name(out);
-            ev_add(&s->incomplete, row);
-        }
-        if (c) {
-            c->seen++;
-            if (out == 1) {
-                c->acc++;
-                if (!c->first || t < c->first) c->first = t;
-                if (t > c->last) c->last = t;
-            }
-            else if (out == 2) {
-                c->rej++;
-            }
-        }
-        /* per day */
-        {
-            apr_int64_t d = (t - s->since) / DAY_US;
-            if (d >= 0 && d < a->days && out >= 1 && out <= 5) {
-                a->per_day[d][out - 1]++;
-            }
-        }
-        kb_reset(&k);
-        kb_int(&k, ver);
-        kb_str(&k, cipher);
-        if ((e = map_get(&a->suites, &k))) {
-            e->v[0]++;
-            if (out == 1) e->v[1]++;
-            if (out == 1 && c && vr != 0) e->v[2]++;
-        }
-        if (out == 1) {
-            kb_str(&k, sni);
-            if ((e = map_get(&a->suites_sni, &k))) {
-                e->v[0]++;
-                if (!e->v[3] || t < e->v[3]) e->v[3] = t;
-                if (t > e->v[4]) e->v[4] = t;
-            }
-        }
-        kb_reset(&k);
-        kb_str(&k, ds->files[i]);
-        kb_str(&k, server);
-        if ((e = map_get(&a->scope, &k))) {
-            e->v[0]++;
-            if (out == 1) e->v[1]++;
-        }
-        if (!verified) {
-            kb_reset(&k);
-            kb_int(&k, out);
-            kb_str(&k, verr ? verr : "no certificate");
-            if ((e = map_get(&a->not_verified, &k))) e->v[0]++;
-        }
-        if (out != 1) {
-            kb_reset(&k);
-            kb_int(&k, out);
-            kb_str(&k, verr);
-            kb_int(&k, alert);
-            if ((e = map_get(&a->reasons, &k))) e->v[0]++;
-            kb_str(&k, client);
-            kb_str(&k, sni);
-            if ((e = map_get(&a->invalid, &k))) e->v[0]++;
-        }
-        if (out == 2 || out == 3) {
-            map_t *m = window_for(s, &a->bursts, t / 1800000000, emit_burst,
-                                  cts);
-            kb_reset(&k);
-            kb_str(&k, "client");
-            kb_str(&k, client);
-            if ((e = map_get(m, &k))) e->v[0]++;
-            if (out == 2 && c) {
-                kb_reset(&k);
-                kb_str(&k, "cert");
-                kb_int(&k, i);
-                kb_int(&k, cid);
-                if ((e = map_get(m, &k))) e->v[0]++;
-            }
-        }
-        if (out == 1 && c && client) {
-            map_t *m = window_for(s, &a->shared, t / 3600000000, emit_shared,
-                                  cts);
-            kb_reset(&k);
-            kb_int(&k, i);
-            kb_int(&k, cid);
-            if ((e = map_get(m, &k)) && e->v[0] <= SHARE_ADDRS) {
-                /* Distinct addresses, kept as text up to one past the bar. */
-                size_t l = strlen(client);
-                char *list = e->extra;
-                int known = 0;
-                if (list) {
-                    const char *p = list;
-                    while ((p = strstr(p, client))) {
-                        if ((p == list || p[-1] == ',')
-                            && (p[l] == ',' || p[l] == '\0')) {
-                            known = 1;
-                            break;
-                        }
-                        p++;
-                    }
-                }
-                if (!known) {
-                    size_t old = list ? strlen(list) : 0;
-                    char *nl = realloc(list, old + l + 2);
-                    if (nl) {
-                        if (old) nl[old++] = ',';
-                        memcpy(nl + old, client, l + 1);
-                        e->extra = nl;
-                        e->v[0]++;
-                    }
-                }
-            }
-        }
-        /* Time going backwards between rows of one child. */
-        kb_reset(&k);
-        kb_int(&k, i);
-        kb_int(&k, pid);
-        if ((e = map_get(&a->pids, &k))) {
-            if (e->v[1] && t < e->v[0] - 1000000) {
-                const char *row[5];
-                s->backwards++;
-                row[0] = ds->files[i];
-                row[1] = num(pid, buf[0]);
-                row[2] = num(id, buf[1]);
-                row[3] = iso_us(t, buf[2]);
-                row[4] = iso_us(e->v[0], buf[3]);
-                ev_add(&s->backwards_ev, row);
-            }
-            e->v[0] = t;
-            e->v[1] = 1;
-        }
-    }
-    sqlite3_finalize(st);
-    for (d = 0, s->empty_days[i] = 0; d < INACTIVE_DAYS; d++) {
-        s->empty_days[i] += !seen90[d];
-    }
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* Requests: ids found by bisection on time (no time index on requests),
@@ -765,71 +831,502 @@ static apr_int64_t bisect_requests(dataset_t *ds, int i, apr_int64_t t)
     return lo;
 }
 
-static char *mask_digits(const char *p);
+static char *mask_digits(const char *s);
 
-static int scan_requests(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
+/* ------------------------------------------------------------------ */
+/* The engine: pieces of the tables, read by two workers                */
+
+/* Each table of each database is cut by id into pieces; two threads,
+ * each with its own connection, take the pieces in turn.  A piece's rows
+ * are decoded once: the hash chain is checked from them (when the report
+ * verifies) and the period's figures counted.  What depends on the order
+ * of rows (evidence, sliding windows, a child's clock) is kept per piece
+ * and joined in id order afterwards; what does not (counts by suite,
+ * reason, day, certificate) is kept per worker and added up. */
+
+enum { T_CERTS, T_HS, T_RQ, T_EVENTS };     /* mtls_anchor_tables order */
+
+#define PIECE_ROWS 1250000      /* rows per piece (MTLS_AUDIT_SCAN_PIECE) */
+#define WORKERS    2
+
+typedef struct {
+    apr_int64_t acc, rej, seen, first, last, last_acc;
+} cstat_t;
+
+typedef struct {
+    int          db, table;
+    apr_int64_t  lo, hi;        /* ids */
+    int          verify, count; /* walk the chain; count the figures */
+    mtls_chain_result_t res;
+    scan_t       s;             /* counts and evidence of these rows */
+    window_t     bursts, shared;
+    map_t        pids;          /* per child: v0 last time, v2 first time,
+                                   v3 first id */
+    int          done;          /* set (release) when finished */
+    int          rc;
+    char         err[256];
+} part_t;
+
+typedef struct {
+    map_t        suites, suites_sni, reasons, invalid, scope, not_verified;
+    apr_int64_t (*per_day)[5];
+    unsigned char (*seen90)[INACTIVE_DAYS];     /* per database */
+    cstat_t    **cs;                            /* per database, by cert id */
+    sqlite3     *db;
+    sqlite3_stmt **hs_by_id;                    /* per database */
+} worker_t;
+
+typedef struct {
+    dataset_t   *ds;
+    scan_t      *s;
+    ctab_t      *cts;
+    const mtls_chain_key_t *key;
+    part_t      *parts;
+    int          nparts, next;
+    pthread_mutex_t mu;
+    worker_t     w[WORKERS];
+    apr_int64_t  days;
+    unsigned char **auth;       /* per database: handshake ids whose
+                                   certificate verified, a bit each */
+    apr_int64_t *auth_n;        /* bits in auth[i] */
+} run_t;
+
+/* Columns the passes read, found by name in whichever SELECT runs. */
+static const char *const hs_cols[] = { "id", "time_us", "client_addr",
+    "server_name", "sni", "tls_version", "cipher", "outcome",
+    "verify_result", "verify_error", "alert", "cert_id", "pid", NULL };
+enum { H_ID, H_TIME, H_CLIENT, H_SERVER, H_SNI, H_VER, H_CIPHER, H_OUT,
+       H_VR, H_VERR, H_ALERT, H_CERT, H_PID, H_N };
+static const char *const rq_cols[] = { "id", "time_us", "method", "path",
+    "status", "handshake_id", NULL };
+enum { R_ID, R_TIME, R_METHOD, R_PATH, R_STATUS, R_HS, R_N };
+
+static int col_index(sqlite3_stmt *st, const char *const *names, int *idx)
 {
-    apr_int64_t idlo = bisect_requests(ds, i, s->since);
-    apr_int64_t idhi = bisect_requests(ds, i, s->until);
-    sqlite3_stmt *st;
-    char *sql, buf[4][32];
-    int rc;
+    int k, c, n = sqlite3_column_count(st);
+    for (k = 0; names[k]; k++) {
+        for (idx[k] = -1, c = 0; c < n; c++) {
+            if (!strcmp(sqlite3_column_name(st, c), names[k])) idx[k] = c;
+        }
+        if (idx[k] < 0) return SQLITE_ERROR;
+    }
+    return SQLITE_OK;
+}
 
-    idlo = idlo > ID_MARGIN ? idlo - ID_MARGIN : 1;
-    idhi += ID_MARGIN;
-    sql = sqlite3_mprintf("SELECT r.id, r.time_us, r.method, r.path, r.status, "
-                          "h.cert_id, h.verify_result, h.server_name, "
-                          "h.client_addr FROM db%d.requests r LEFT JOIN "
-                          "db%d.handshakes h ON h.id = r.handshake_id WHERE "
-                          "r.id BETWEEN ?1 AND ?2", i, i);
-    rc = sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL);
-    sqlite3_free(sql);
-    if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_int64(st, 1, idlo);
-    sqlite3_bind_int64(st, 2, idhi);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        apr_int64_t t = sqlite3_column_int64(st, 1);
-        const char *path = (const char *)sqlite3_column_text(st, 3);
-        int status = sqlite3_column_int(st, 4);
-        apr_int64_t cid = sqlite3_column_type(st, 5) == SQLITE_NULL
-                          ? 0 : sqlite3_column_int64(st, 5);
-        int vr = valid_result(st, 6);
-        cinfo_t *c = cid > 0 && cid < ct->n && ct->c[cid].present
-                     ? &ct->c[cid] : NULL;
+static int valid_result(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL
+           ? -1 : sqlite3_column_int(st, col);
+}
 
-        if (t < s->since || t >= s->until) continue;
-        s->n_rq++;
-        if (status < 400) {
-            s->answered++;
+/* Values of a decoded row (mtls_chain_row_values) by column. */
+#define V_INT(c)  (v[col[c]].i)
+#define V_TEXT(c) (v[col[c]].type == MTLS_V_TEXT ? (const char *)v[col[c]].p \
+                                                 : NULL)
+#define V_NULL(c) (v[col[c]].type == MTLS_V_NULL)
+#define V_RESULT(c) (V_NULL(c) ? -1 : (int)V_INT(c))
+
+static void hs_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
+                   const int *col)
+{
+    scan_t *s = &p->s;
+    int i = p->db;
+    ctab_t *ct = &r->cts[i];
+    apr_int64_t id = V_INT(H_ID);
+    apr_int64_t t = V_INT(H_TIME);
+    int out = (int)V_INT(H_OUT);
+    int vr = V_RESULT(H_VR);
+    apr_int64_t cid = V_INT(H_CERT);
+    cinfo_t *c = cid > 0 && cid < ct->n && ct->c[cid].present
+                 ? &ct->c[cid] : NULL;
+    cstat_t *cs = c ? &w->cs[i][cid] : NULL;
+    apr_int64_t lo = s->since < s->until - INACTIVE_DAYS * DAY_US
+                     ? s->since : s->until - INACTIVE_DAYS * DAY_US;
+    apr_int64_t d90 = s->until - INACTIVE_DAYS * DAY_US;
+    const char *client, *server, *sni, *cipher, *verr;
+    int ver, alert, pid, verified;
+    char buf[4][32];
+    key_t_ k;
+    ment_t *e;
+
+    if (c && vr == 0 && id > 0 && id < r->auth_n[i]) {
+        __atomic_fetch_or(&r->auth[i][id >> 3], (unsigned char)(1 << (id & 7)),
+                          __ATOMIC_RELAXED);
+    }
+    if (t < lo || t >= s->until) return;
+    if (out == 1 && cs && t > cs->last_acc) cs->last_acc = t;
+    if (t >= d90) w->seen90[i][(t - d90) / DAY_US] = 1;
+    if (t < s->since) return;
+
+    client = V_TEXT(H_CLIENT);
+    server = V_TEXT(H_SERVER);
+    sni = V_TEXT(H_SNI);
+    ver = (int)V_INT(H_VER);
+    cipher = V_TEXT(H_CIPHER);
+    verr = V_TEXT(H_VERR);
+    alert = V_RESULT(H_ALERT);
+    pid = (int)V_INT(H_PID);
+
+    s->n_hs++;
+    verified = out == 1 && c && vr == 0;
+    if (out != 1) s->n_fail++;
+    if (out == 2 || out == 3) s->failures++;
+    if (vr == 9) s->not_yet_valid++;
+    if (vr == 3 || vr == 8 || (vr >= 11 && vr <= 16) || vr == 23
+        || (vr >= 33 && vr <= 36) || (vr >= 39 && vr <= 42) || vr == 44) {
+        s->revocation++;
+    }
+    /* By suite; the entry keeps the suite's grade (v3, plus one) and
+     * whether it is AEAD (v4, plus one), worked out once. */
+    kb_reset(&k);
+    kb_int(&k, ver);
+    kb_str(&k, cipher);
+    if ((e = map_get(&w->suites, &k))) {
+        if (!e->v[3]) {
+            const char *why;
+            e->v[3] = 1 + grade_suite(ver, cipher, &why);
+            e->v[4] = 1 + cipher_is_aead(cipher);
+        }
+        e->v[0]++;
+        if (out == 1) e->v[1]++;
+        if (out == 1 && c && vr != 0) e->v[2]++;
+    }
+    if (out == 1) {
+        int grade, aead;
+        if (e) {
+            grade = (int)e->v[3] - 1;
+            aead = (int)e->v[4] - 1;
+        }
+        else {
+            const char *why;
+            grade = grade_suite(ver, cipher, &why);
+            aead = cipher_is_aead(cipher);
+        }
+        s->accepted++;
+        if (grade == 2) s->bad_suite++;
+        if (grade == 1) s->weak_suite++;
+        if (c) s->with_cert++;
+        if (c && vr != 0) s->unverified++;
+        if (verified) s->verified++;
+        if (aead) s->aead++;
+        if (c && (t / 1000000 > c->na || t / 1000000 < c->nb)) {
+            s->outside_validity++;
+        }
+        kb_str(&k, sni);
+        if ((e = map_get(&w->suites_sni, &k))) {
+            e->v[0]++;
+            if (!e->v[3] || t < e->v[3]) e->v[3] = t;
+            if (t > e->v[4]) e->v[4] = t;
+        }
+    }
+    if (client && server && (out != 1 || c)) {
+        s->complete++;
+    }
+    else {
+        const char *row[6];
+        row[0] = num(id, buf[0]);
+        row[1] = r->ds->files[i];
+        row[2] = iso_us(t, buf[1]);
+        row[3] = client;
+        row[4] = server;
+        row[5] = outcome_name(out);
+        ev_add(&s->incomplete, row);
+    }
+    if (cs) {
+        cs->seen++;
+        if (out == 1) {
+            cs->acc++;
+            if (!cs->first || t < cs->first) cs->first = t;
+            if (t > cs->last) cs->last = t;
+        }
+        else if (out == 2) {
+            cs->rej++;
+        }
+    }
+    {
+        apr_int64_t d = (t - s->since) / DAY_US;
+        if (d >= 0 && d < r->days && out >= 1 && out <= 5) {
+            w->per_day[d][out - 1]++;
+        }
+    }
+    kb_reset(&k);
+    kb_str(&k, r->ds->files[i]);
+    kb_str(&k, server);
+    if ((e = map_get(&w->scope, &k))) {
+        e->v[0]++;
+        if (out == 1) e->v[1]++;
+    }
+    if (!verified) {
+        kb_reset(&k);
+        kb_int(&k, out);
+        kb_str(&k, verr ? verr : "no certificate");
+        if ((e = map_get(&w->not_verified, &k))) e->v[0]++;
+    }
+    if (out != 1) {
+        kb_reset(&k);
+        kb_int(&k, out);
+        kb_str(&k, verr);
+        kb_int(&k, alert);
+        if ((e = map_get(&w->reasons, &k))) e->v[0]++;
+        kb_str(&k, client);
+        kb_str(&k, sni);
+        if ((e = map_get(&w->invalid, &k))) e->v[0]++;
+    }
+    if (out == 2 || out == 3) {
+        map_t *m = window_for(s, &p->bursts, t / 1800000000, emit_burst,
+                              r->cts);
+        kb_reset(&k);
+        kb_str(&k, "client");
+        kb_str(&k, client);
+        if ((e = map_get(m, &k))) e->v[0]++;
+        if (out == 2 && c) {
+            kb_reset(&k);
+            kb_str(&k, "cert");
+            kb_int(&k, i);
+            kb_int(&k, cid);
+            if ((e = map_get(m, &k))) e->v[0]++;
+        }
+    }
+    if (out == 1 && c && client) {
+        map_t *m = window_for(s, &p->shared, t / 3600000000, emit_shared,
+                              r->cts);
+        kb_reset(&k);
+        kb_int(&k, i);
+        kb_int(&k, cid);
+        if ((e = map_get(m, &k))) shared_add(m, e, client);
+    }
+    /* Time going backwards between rows of one child. */
+    kb_reset(&k);
+    kb_int(&k, pid);
+    if ((e = map_get(&p->pids, &k))) {
+        if (e->v[1] && t < e->v[0] - 1000000) {
+            const char *row[5];
+            s->backwards++;
+            row[0] = r->ds->files[i];
+            row[1] = num(pid, buf[0]);
+            row[2] = num(id, buf[1]);
+            row[3] = iso_us(t, buf[2]);
+            row[4] = iso_us(e->v[0], buf[3]);
+            ev_add(&s->backwards_ev, row);
+        }
+        if (!e->v[1]) {
+            e->v[2] = t;
+            e->v[3] = id;
+        }
+        e->v[0] = t;
+        e->v[1] = 1;
+    }
+}
+
+/* Whether handshake h of database i was authenticated, from the bits the
+ * handshake pieces left; -1 when its piece is not finished (or was not
+ * read): the caller looks the row up. */
+static int auth_bit(run_t *r, int i, apr_int64_t h)
+{
+    int k;
+
+    for (k = 0; k < r->nparts; k++) {
+        part_t *p = &r->parts[k];
+        if (p->db == i && p->table == T_HS && h >= p->lo && h <= p->hi) {
+            if (!__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) || p->rc
+                || h >= r->auth_n[i]) {
+                return -1;
+            }
+            return (r->auth[i][h >> 3] >> (h & 7)) & 1;
+        }
+    }
+    return -1;
+}
+
+static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
+                   const int *col)
+{
+    scan_t *s = &p->s;
+    int i = p->db;
+    ctab_t *ct = &r->cts[i];
+    apr_int64_t t = V_INT(R_TIME);
+    const char *path = V_TEXT(R_PATH);
+    int status = (int)V_INT(R_STATUS);
+    apr_int64_t h = V_INT(R_HS);
+    char buf[4][32];
+
+    if (t < s->since || t >= s->until) return;
+    s->n_rq++;
+    if (status < 400) {
+        int ok = h > 0 ? auth_bit(r, i, h) : 0;
+        s->answered++;
+        if (ok != 1) {
+            /* Unauthenticated (or not known yet): the handshake's row. */
+            sqlite3_stmt *q = w->hs_by_id[i];
+            const char *row[9];
+            cinfo_t *c = NULL;
+            int vr = -1, found = 0;
+
+            if (q && h > 0) {
+                sqlite3_bind_int64(q, 1, h);
+                if (sqlite3_step(q) == SQLITE_ROW) {
+                    apr_int64_t cid = sqlite3_column_type(q, 0) == SQLITE_NULL
+                                      ? 0 : sqlite3_column_int64(q, 0);
+                    found = 1;
+                    c = cid > 0 && cid < ct->n && ct->c[cid].present
+                        ? &ct->c[cid] : NULL;
+                    vr = valid_result(q, 1);
+                }
+            }
             if (!c || vr != 0) {
-                const char *row[9];
                 s->unauthenticated++;
                 row[0] = iso_us(t, buf[0]);
-                row[1] = ds->files[i];
-                row[2] = (const char *)sqlite3_column_text(st, 7);
-                row[3] = (const char *)sqlite3_column_text(st, 8);
-                row[4] = (const char *)sqlite3_column_text(st, 2);
+                row[1] = r->ds->files[i];
+                row[2] = found ? (const char *)sqlite3_column_text(q, 2)
+                               : NULL;
+                row[3] = found ? (const char *)sqlite3_column_text(q, 3)
+                               : NULL;
+                row[4] = V_TEXT(R_METHOD);
                 row[5] = path;
                 row[6] = num(status, buf[1]);
                 row[7] = c ? c->subject : "";
                 row[8] = vr < 0 ? NULL : num(vr, buf[2]);
                 ev_add(&s->unauth_ev, row);
             }
+            if (q) sqlite3_reset(q);
         }
-        if (path && has_pan(path)) {
-            const char *row[4];
-            char *masked = mask_digits(path);
-            s->pan++;
-            row[0] = ds->files[i];
-            row[1] = num(sqlite3_column_int64(st, 0), buf[0]);
-            row[2] = iso_us(t, buf[1]);
-            row[3] = masked;
-            ev_add(&s->pan_ev, row);
-            free(masked);
+    }
+    if (path && has_pan(path)) {
+        const char *row[4];
+        char *masked = mask_digits(path);
+        s->pan++;
+        row[0] = r->ds->files[i];
+        row[1] = num(V_INT(R_ID), buf[0]);
+        row[2] = iso_us(t, buf[1]);
+        row[3] = masked;
+        ev_add(&s->pan_ev, row);
+        free(masked);
+    }
+}
+
+/* Read one piece on worker w's connection. */
+static int part_run(run_t *r, worker_t *w, part_t *p)
+{
+    static const char *const tables[] = { "certificates", "handshakes",
+                                          "requests", "events" };
+    mtls_chain_walk_t walk;
+    sqlite3_stmt *st = NULL;
+    char schema[16], *sql;
+    int col[H_N], rc = SQLITE_OK, hcol;
+
+    snprintf(schema, sizeof(schema), "db%d", p->db);
+    if (p->verify) {
+        rc = mtls_chain_walk_begin(&walk, w->db, schema, tables[p->table],
+                                   r->key, p->lo, &p->res);
+    }
+    if (rc != SQLITE_OK) return rc;
+    /* Every column when the chain is checked (its hash covers them all),
+     * else only those counted. */
+    if (p->verify) {
+        sql = sqlite3_mprintf("SELECT * FROM %s.%s WHERE id BETWEEN ?1 AND "
+                              "?2 ORDER BY id", schema, tables[p->table]);
+    }
+    else if (p->table == T_HS) {
+        sql = sqlite3_mprintf("SELECT id, time_us, client_addr, server_name, "
+                              "sni, tls_version, cipher, outcome, "
+                              "verify_result, verify_error, alert, cert_id, "
+                              "pid FROM %s.handshakes WHERE id BETWEEN ?1 AND "
+                              "?2 ORDER BY id", schema);
+    }
+    else {
+        sql = sqlite3_mprintf("SELECT id, time_us, method, path, status, "
+                              "handshake_id FROM %s.requests WHERE id BETWEEN "
+                              "?1 AND ?2 ORDER BY id", schema);
+    }
+    rc = sql ? sqlite3_prepare_v2(w->db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc == SQLITE_OK && p->count) {
+        rc = col_index(st, p->table == T_HS ? hs_cols : rq_cols, col);
+    }
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, p->lo);
+    sqlite3_bind_int64(st, 2, p->hi);
+    hcol = mtls_chain_hash_column(st);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        mtls_val_t vals[MTLS_MAX_COLUMNS];
+        int n = mtls_chain_row_values(st, vals, MTLS_MAX_COLUMNS);
+        if (p->verify && mtls_chain_walk_vals(&walk, vals, n, hcol) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        if (p->count) {
+            if (p->table == T_HS) hs_row(r, w, p, vals, col);
+            else rq_row(r, w, p, vals, col);
         }
     }
     sqlite3_finalize(st);
+    if (p->verify) mtls_chain_walk_end(&walk, p->hi);
+    window_close(&p->s, &p->bursts, emit_burst, r->cts);
+    window_close(&p->s, &p->shared, emit_shared, r->cts);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int worker_open(run_t *r, worker_t *w)
+{
+    int i, rc;
+
+    /* One connection per thread, no mutexes.  (Mapping the files was
+     * measured slower here: page faults cost more than the copies.) */
+    rc = sqlite3_open_v2(":memory:", &w->db, SQLITE_OPEN_READWRITE
+                         | SQLITE_OPEN_NOMUTEX, NULL);
+    sqlite3_limit(w->db, SQLITE_LIMIT_ATTACHED, 125);
+    for (i = 0; rc == SQLITE_OK && i < r->ds->n; i++) {
+        char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS db%d",
+                                    r->ds->files[i], i);
+        rc = sql ? sqlite3_exec(w->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc == SQLITE_OK) {
+            sql = sqlite3_mprintf("SELECT cert_id, verify_result, "
+                                  "server_name, client_addr FROM "
+                                  "db%d.handshakes WHERE id = ?1", i);
+            rc = sql ? sqlite3_prepare_v2(w->db, sql, -1, &w->hs_by_id[i],
+                                          NULL) : SQLITE_NOMEM;
+            sqlite3_free(sql);
+        }
+    }
+    sqlite3_busy_timeout(w->db, 5000);
+    return rc;
+}
+
+static void *worker_main(void *arg)
+{
+    run_t *r = ((void **)arg)[0];
+    worker_t *w = ((void **)arg)[1];
+    int rc = worker_open(r, w), k;
+
+    for (;;) {
+        part_t *p;
+        pthread_mutex_lock(&r->mu);
+        k = r->next < r->nparts ? r->next++ : -1;
+        pthread_mutex_unlock(&r->mu);
+        if (k < 0) break;
+        p = &r->parts[k];
+        if (rc != SQLITE_OK) {
+            p->rc = rc;
+            snprintf(p->err, sizeof(p->err), "%s", w->db
+                     ? sqlite3_errmsg(w->db) : sqlite3_errstr(rc));
+        }
+        else if ((p->rc = part_run(r, w, p)) != SQLITE_OK) {
+            snprintf(p->err, sizeof(p->err), "%s", sqlite3_errmsg(w->db));
+        }
+        __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+    }
+    for (k = 0; k < r->ds->n; k++) {
+        sqlite3_finalize(w->hs_by_id[k]);
+        w->hs_by_id[k] = NULL;
+    }
+    sqlite3_close(w->db);
+    w->db = NULL;
+    mtls_chain_thread_done();
+    return NULL;
 }
 
 /* Each run of 13-19 digits (single spaces or dashes allowed between them,
@@ -866,113 +1363,142 @@ static char *mask_digits(const char *s)
 /* ------------------------------------------------------------------ */
 /* After the passes: tables from the maps and the certificates          */
 
-static void maps_to_evidence(scan_t *s, acc_t *a)
+/* A map's entries, largest v[col] first, ties in key order: the
+ * evidence keeps the top EVIDENCE_MAX rows, the same ones every run. */
+static int by_value(const void *x, const void *y, void *col)
+{
+    const ment_t *a = *(const ment_t *const *)x, *b = *(const ment_t *const *)y;
+    int k = *(const int *)col, c;
+
+    if (a->v[k] != b->v[k]) return a->v[k] < b->v[k] ? 1 : -1;
+    c = memcmp(a->key, b->key, a->klen < b->klen ? a->klen : b->klen);
+    return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+static ment_t **map_sorted(const map_t *m, int col, size_t *n)
+{
+    ment_t **all = malloc(sizeof(*all) * (m->n ? m->n : 1));
+    size_t i;
+
+    *n = 0;
+    if (!all) return NULL;
+    for (i = 0; i < m->cap; i++) {
+        if (m->t[i].key) all[(*n)++] = &m->t[i];
+    }
+    qsort_r(all, *n, sizeof(*all), by_value, &col);
+    return all;
+}
+
+static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
 {
     static const char *const vnames[] = { "SSLv3", "TLSv1", "TLSv1.1",
                                           "TLSv1.2", "TLSv1.3" };
     char f[6][404], b[6][32];
-    size_t i;
+    ment_t **es;
+    size_t i, n;
+    int pass;
 
-    for (i = 0; i < a->suites.cap; i++) {
-        ment_t *e = &a->suites.t[i];
-        const char *why, *row[6];
-        int ver, grade;
-        if (!e->key) continue;
-        key_fields(e, f, 2);
-        ver = atoi(f[0]);
-        grade = grade_suite(ver, f[1], &why);
-        row[0] = ver >= 0x300 && ver <= 0x304 ? vnames[ver - 0x300] : NULL;
-        row[1] = f[1];
-        row[2] = num(e->v[0], b[0]);
-        row[3] = num(e->v[1], b[1]);
-        ev_add(&s->suites, row);        /* version, cipher, total, accepted */
-        if (e->v[1]) {
-            const char *r2[6];
-            r2[0] = row[0];
-            r2[1] = f[1];
-            r2[2] = grade == 0 ? "approved" : grade == 1 ? "deprecated"
-                                                         : "prohibited";
-            r2[3] = why;
-            r2[4] = b[1];
-            r2[5] = num(e->v[2], b[2]);
-            /* reuse non_aead for non-AEAD accepted, crypto table below */
+#define VERSION_NAME(v) ((v) >= 0x300 && (v) <= 0x304 ? vnames[(v) - 0x300] \
+                                                      : NULL)
+    /* Suites by handshakes; then, by acceptances, the crypto grading and
+     * the non-AEAD suites. */
+    for (pass = 0; pass < 2; pass++) {
+        es = map_sorted(&a->suites, pass, &n);
+        for (i = 0; es && i < n; i++) {
+            ment_t *e = es[i];
+            const char *why, *row[6];
+            int ver, grade;
+
+            key_fields(e, f, 2);
+            ver = atoi(f[0]);
+            row[0] = VERSION_NAME(ver);
+            row[1] = f[1];
+            row[2] = num(e->v[0], b[0]);
+            row[3] = num(e->v[1], b[1]);
+            if (pass == 0) {
+                ev_add(&s->suites, row);
+                continue;
+            }
+            if (!e->v[1]) continue;
+            grade = grade_suite(ver, f[1], &why);
+            row[2] = grade == 0 ? "approved" : grade == 1 ? "deprecated"
+                                                          : "prohibited";
+            row[3] = why;
+            row[4] = b[1];
+            row[5] = num(e->v[2], b[2]);
+            ev_add(&s->crypto, row);
             if (!cipher_is_aead(f[1])) {
                 const char *r3[3] = { row[0], f[1], b[1] };
                 ev_add(&s->non_aead, r3);
             }
-            ev_add(&s->crypto, r2);    /* crypto evidence (see report.c) */
         }
+        free(es);
     }
-    ev_sort(&s->suites, 2, 1, 1);
-    ev_sort(&s->crypto, 4, 1, 1);
-    for (i = 0; i < a->suites_sni.cap; i++) {
-        ment_t *e = &a->suites_sni.t[i];
+    es = map_sorted(&a->suites_sni, 0, &n);
+    for (i = 0; es && i < n; i++) {
         const char *row[6];
         int ver;
-        if (!e->key) continue;
-        key_fields(e, f, 3);
+        key_fields(es[i], f, 3);
         ver = atoi(f[0]);
-        row[0] = ver >= 0x300 && ver <= 0x304 ? vnames[ver - 0x300] : NULL;
+        row[0] = VERSION_NAME(ver);
         row[1] = f[1];
         row[2] = f[2];
-        row[3] = num(e->v[0], b[0]);
-        row[4] = iso_us(e->v[3], b[1]);
-        row[5] = iso_us(e->v[4], b[2]);
+        row[3] = num(es[i]->v[0], b[0]);
+        row[4] = iso_us(es[i]->v[3], b[1]);
+        row[5] = iso_us(es[i]->v[4], b[2]);
         ev_add(&s->suites_sni, row);
     }
-    ev_sort(&s->suites_sni, 3, 1, 1);
-    for (i = 0; i < a->reasons.cap; i++) {
-        ment_t *e = &a->reasons.t[i];
+    free(es);
+#undef VERSION_NAME
+    es = map_sorted(&a->reasons, 0, &n);
+    for (i = 0; es && i < n; i++) {
         const char *row[4];
-        if (!e->key) continue;
-        key_fields(e, f, 3);
+        key_fields(es[i], f, 3);
         row[0] = outcome_name(atoi(f[0]));
         row[1] = f[1];
         row[2] = atoi(f[2]) >= 0 ? (mtls_alert_name(atoi(f[2]))
                                     ? mtls_alert_name(atoi(f[2])) : f[2]) : "";
-        row[3] = num(e->v[0], b[0]);
+        row[3] = num(es[i]->v[0], b[0]);
         ev_add(&s->reasons, row);
     }
-    ev_sort(&s->reasons, 3, 1, 1);
-    for (i = 0; i < a->invalid.cap; i++) {
-        ment_t *e = &a->invalid.t[i];
+    free(es);
+    es = map_sorted(&a->invalid, 0, &n);
+    for (i = 0; es && i < n; i++) {
         const char *row[6];
-        if (!e->key) continue;
-        key_fields(e, f, 5);
+        key_fields(es[i], f, 5);
         row[0] = outcome_name(atoi(f[0]));
         row[1] = f[1];
         row[2] = atoi(f[2]) >= 0 ? f[2] : "";
         row[3] = f[3];
         row[4] = f[4];
-        row[5] = num(e->v[0], b[0]);
+        row[5] = num(es[i]->v[0], b[0]);
         ev_add(&s->invalid, row);
     }
-    ev_sort(&s->invalid, 5, 1, 1);
-    for (i = 0; i < a->scope.cap; i++) {
-        ment_t *e = &a->scope.t[i];
+    free(es);
+    es = map_sorted(&a->scope, 0, &n);
+    for (i = 0; es && i < n; i++) {
         const char *row[4];
-        if (!e->key) continue;
-        key_fields(e, f, 2);
+        key_fields(es[i], f, 2);
         row[0] = f[0];
         row[1] = f[1];
-        row[2] = num(e->v[0], b[0]);
-        row[3] = num(e->v[1], b[1]);
+        row[2] = num(es[i]->v[0], b[0]);
+        row[3] = num(es[i]->v[1], b[1]);
         ev_add(&s->scope, row);
     }
+    free(es);
     ev_sort(&s->scope, 1, 0, 0);
     ev_sort(&s->scope, 0, 0, 0);
-    for (i = 0; i < a->not_verified.cap; i++) {
-        ment_t *e = &a->not_verified.t[i];
+    es = map_sorted(&a->not_verified, 0, &n);
+    for (i = 0; es && i < n; i++) {
         const char *row[3];
-        if (!e->key) continue;
-        key_fields(e, f, 2);
+        key_fields(es[i], f, 2);
         row[0] = outcome_name(atoi(f[0]));
         row[1] = f[1];
-        row[2] = num(e->v[0], b[0]);
+        row[2] = num(es[i]->v[0], b[0]);
         ev_add(&s->not_verified, row);
     }
-    ev_sort(&s->not_verified, 2, 1, 1);
-    for (i = 0; i < (size_t)a->days; i++) {
+    free(es);
+    for (i = 0; i < (size_t)days; i++) {
         char day[32];
         const char *row[6];
         int k;
@@ -1176,184 +1702,379 @@ static int small_queries(dataset_t *ds, scan_t *s)
     return SQLITE_OK;
 }
 
-/* The request pass of database i runs on the second core, on a connection
- * of its own; it only reads the certificate table's text fields, which
- * nobody writes while it runs. */
-typedef struct {
-    dataset_t *ds;
-    int        i;
-    scan_t    *s;
-    ctab_t    *ct;
-    int        rc;
-} rq_job_t;
+/* ------------------------------------------------------------------ */
+/* Planning the pieces, and joining what they found                     */
 
-static void *request_thread(void *arg)
+static apr_int64_t max_id(dataset_t *ds, int i, const char *table)
 {
-    rq_job_t *j = arg;
-    dataset_t own = *j->ds;
-    char *sql;
+    sqlite3_stmt *st;
+    apr_int64_t id = 0;
+    char *sql = sqlite3_mprintf("SELECT coalesce(max(id), 0) FROM db%d.%s",
+                                i, table);
+    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_free(sql);
+    return id;
+}
 
-    j->rc = sqlite3_open_v2(":memory:", &own.db, SQLITE_OPEN_READWRITE
-                            | SQLITE_OPEN_NOMUTEX, NULL);
-    if (j->rc == SQLITE_OK) {
-        sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS db%d",
-                              j->ds->files[j->i], j->i);
-        j->rc = sqlite3_exec(own.db, sql, NULL, NULL, NULL);
-        sqlite3_free(sql);
+static int plan_piece = PIECE_ROWS;
+
+/* The pieces of ids lo..hi of a table (its highest id max); the last
+ * piece runs to hi. */
+static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
+                     apr_int64_t hi, apr_int64_t max, int verify, int count)
+{
+    apr_int64_t top = hi < max ? hi : max, rows = top - lo + 1, n, k;
+    part_t *np;
+
+    n = rows > plan_piece ? (rows + plan_piece - 1) / plan_piece : 1;
+    if (!(np = realloc(r->parts, sizeof(part_t) * (size_t)(r->nparts + n)))) {
+        return SQLITE_NOMEM;
     }
-    if (j->rc == SQLITE_OK) {
-        sqlite3_busy_timeout(own.db, 5000);
-        j->rc = scan_requests(&own, j->i, j->s, j->ct);
+    r->parts = np;
+    for (k = 0; k < n; k++) {
+        part_t *p = &r->parts[r->nparts++];
+        memset(p, 0, sizeof(*p));
+        p->db = db;
+        p->table = table;
+        p->lo = lo + rows * k / n;
+        p->hi = k == n - 1 ? hi : lo + rows * (k + 1) / n - 1;
+        p->verify = verify;
+        p->count = count;
+        p->s.since = r->s->since;
+        p->s.until = r->s->until;
+        p->s.now = r->s->now;
+        scan_init_evidence(&p->s);
     }
-    sqlite3_close(own.db);
-    return NULL;
+    return SQLITE_OK;
+}
+
+static int plan(run_t *r)
+{
+    dataset_t *ds = r->ds;
+    scan_t *s = r->s;
+    int i, t, rc = SQLITE_OK, verify = s->verify;
+    const char *env = getenv("MTLS_AUDIT_SCAN_PIECE");
+
+    if (env && atoi(env) > 0) plan_piece = atoi(env);
+    /* The small tables first (only their chains), then the handshakes
+     * (the requests' pass reads the bits they leave), then requests. */
+    for (t = 0; t < 4 && rc == SQLITE_OK; t++) {
+        static const int order[] = { T_CERTS, T_EVENTS, T_HS, T_RQ };
+        int tb = order[t];
+        for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
+            apr_int64_t lo = 0, hi = INT64_MAX, max;
+            if (tb == T_CERTS || tb == T_EVENTS) {
+                if (verify) {
+                    rc = add_parts(r, i, tb, 0, INT64_MAX, 0, 1, 0);
+                }
+                continue;
+            }
+            max = max_id(ds, i, tb == T_HS ? "handshakes" : "requests");
+            if (tb == T_HS) {
+                r->auth_n[i] = max + 1;
+                r->auth[i] = calloc((size_t)(max / 8 + 1), 1);
+                if (!r->auth[i]) return SQLITE_NOMEM;
+            }
+            if (!verify) {
+                /* Only the ids around the period. */
+                if (tb == T_HS) {
+                    apr_int64_t since = s->since < s->until - INACTIVE_DAYS
+                        * DAY_US ? s->since : s->until - INACTIVE_DAYS * DAY_US;
+                    lo = first_id(ds, i, "handshakes", since, 0);
+                    hi = first_id(ds, i, "handshakes", s->until, 1);
+                    if (!lo || !hi) continue;       /* nothing in it */
+                }
+                else {
+                    lo = bisect_requests(ds, i, s->since);
+                    hi = bisect_requests(ds, i, s->until);
+                }
+                lo = lo > ID_MARGIN ? lo - ID_MARGIN : 1;
+                hi += ID_MARGIN;
+            }
+            rc = add_parts(r, i, tb, lo, hi, max, verify, 1);
+        }
+    }
+    return rc;
+}
+
+/* A piece's counts and evidence, added to s. */
+static void scan_take(scan_t *s, scan_t *from)
+{
+    evidence_t *to[SCAN_EVIDENCE], *src[SCAN_EVIDENCE];
+    int k;
+
+    for (k = 0; k < SCAN_COUNTS; k++) s->counts[k] += from->counts[k];
+    scan_evidence(s, to);
+    scan_evidence(from, src);
+    for (k = 0; k < SCAN_EVIDENCE; k++) ev_take(to[k], src[k]);
+}
+
+/* A child's clock going backwards across the cut between two pieces. */
+static void pids_join(run_t *r)
+{
+    map_t last;
+    int i, k;
+    char buf[4][32];
+
+    for (i = 0; i < r->ds->n; i++) {
+        memset(&last, 0, sizeof(last));
+        for (k = 0; k < r->nparts; k++) {
+            part_t *p = &r->parts[k];
+            size_t j;
+            if (p->db != i || p->table != T_HS) continue;
+            for (j = 0; j < p->pids.cap; j++) {
+                const ment_t *e = &p->pids.t[j];
+                ment_t *g;
+                if (!e->key || !(g = map_key(&last, e->key, e->klen))) {
+                    continue;
+                }
+                if (g->v[1] && e->v[2] < g->v[0] - 1000000) {
+                    char f[1][404];
+                    const char *row[5];
+                    key_fields(e, f, 1);
+                    r->s->backwards++;
+                    row[0] = r->ds->files[i];
+                    row[1] = f[0];
+                    row[2] = num(e->v[3], buf[1]);
+                    row[3] = iso_us(e->v[2], buf[2]);
+                    row[4] = iso_us(g->v[0], buf[3]);
+                    ev_add(&r->s->backwards_ev, row);
+                }
+                g->v[0] = e->v[0];
+                g->v[1] = 1;
+            }
+        }
+        map_free(&last);
+    }
+    ev_sort(&r->s->backwards_ev, 2, 1, 0);
+}
+
+static int worker_init(run_t *r, worker_t *w)
+{
+    int i;
+
+    memset(w, 0, sizeof(*w));
+    w->invalid.limit = DETAIL_LIMIT;
+    w->per_day = calloc((size_t)r->days + 1, sizeof(*w->per_day));
+    w->seen90 = calloc((size_t)r->ds->n, sizeof(*w->seen90));
+    w->cs = calloc((size_t)r->ds->n, sizeof(*w->cs));
+    w->hs_by_id = calloc((size_t)r->ds->n, sizeof(*w->hs_by_id));
+    if (!w->per_day || !w->seen90 || !w->cs || !w->hs_by_id) return -1;
+    for (i = 0; i < r->ds->n; i++) {
+        if (!(w->cs[i] = calloc((size_t)r->cts[i].n, sizeof(cstat_t)))) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void worker_free(run_t *r, worker_t *w)
+{
+    int i;
+
+    map_free(&w->suites);
+    map_free(&w->suites_sni);
+    map_free(&w->reasons);
+    map_free(&w->invalid);
+    map_free(&w->scope);
+    map_free(&w->not_verified);
+    for (i = 0; w->cs && i < r->ds->n; i++) free(w->cs[i]);
+    free(w->cs);
+    free(w->per_day);
+    free(w->seen90);
+    free(w->hs_by_id);
+}
+
+/* The second worker's figures into the first's, and the per-certificate
+ * ones into the certificate tables. */
+static void workers_join(run_t *r)
+{
+    worker_t *a = &r->w[0];
+    apr_int64_t id, d;
+    int i, k, j;
+
+    for (k = 1; k < WORKERS; k++) {
+        worker_t *b = &r->w[k];
+        map_merge(&a->suites, &b->suites, combine_sum);
+        map_merge(&a->suites_sni, &b->suites_sni, combine_sum);
+        map_merge(&a->reasons, &b->reasons, combine_sum);
+        map_merge(&a->invalid, &b->invalid, combine_sum);
+        map_merge(&a->scope, &b->scope, combine_sum);
+        map_merge(&a->not_verified, &b->not_verified, combine_sum);
+        for (d = 0; d < r->days; d++) {
+            for (j = 0; j < 5; j++) a->per_day[d][j] += b->per_day[d][j];
+        }
+        for (i = 0; i < r->ds->n; i++) {
+            for (d = 0; d < INACTIVE_DAYS; d++) {
+                a->seen90[i][d] |= b->seen90[i][d];
+            }
+        }
+    }
+    for (i = 0; i < r->ds->n; i++) {
+        for (d = 0, r->s->empty_days[i] = 0; d < INACTIVE_DAYS; d++) {
+            r->s->empty_days[i] += !a->seen90[i][d];
+        }
+        for (id = 1; id < r->cts[i].n; id++) {
+            cinfo_t *c = &r->cts[i].c[id];
+            for (k = 0; k < WORKERS; k++) {
+                const cstat_t *x = &r->w[k].cs[i][id];
+                c->acc += x->acc;
+                c->rej += x->rej;
+                c->seen += x->seen;
+                if (x->first && (!c->first || x->first < c->first)) {
+                    c->first = x->first;
+                }
+                if (x->last > c->last) c->last = x->last;
+                if (x->last_acc > c->last_acc) c->last_acc = x->last_acc;
+            }
+        }
+    }
+}
+
+/* Run the pieces on the workers; join what they found into s. */
+static int run_parts(run_t *r)
+{
+    pthread_t th[WORKERS];
+    void *args[WORKERS][2];
+    window_t **ws;
+    int k, started[WORKERS], rc = SQLITE_OK;
+
+    for (k = 0; k < WORKERS; k++) {
+        args[k][0] = r;
+        args[k][1] = &r->w[k];
+        started[k] = k > 0 && pthread_create(&th[k], NULL, worker_main,
+                                              args[k]) == 0;
+    }
+    worker_main(args[0]);
+    for (k = 1; k < WORKERS; k++) {
+        if (started[k]) pthread_join(th[k], NULL);
+        else worker_main(args[k]);      /* no thread: the pieces are done */
+    }
+    for (k = 0; k < r->nparts; k++) {
+        part_t *p = &r->parts[k];
+        if (p->rc != SQLITE_OK) {
+            fail("reading %s: %s", r->ds->files[p->db], p->err);
+            return p->rc;
+        }
+    }
+    for (k = 0; k < r->nparts; k++) {
+        part_t *p = &r->parts[k];
+        scan_take(r->s, &p->s);
+        if (p->verify) {
+            mtls_chain_result_t *c = &r->s->chain[p->db * MTLS_ANCHOR_TABLES
+                                                  + p->table];
+            if (k == 0 || r->parts[k - 1].db != p->db
+                || r->parts[k - 1].table != p->table) {
+                *c = p->res;
+            }
+            else {
+                mtls_chain_result_join(c, &p->res);
+            }
+        }
+    }
+    pids_join(r);
+    if (!(ws = malloc(sizeof(*ws) * (size_t)r->nparts))) return SQLITE_NOMEM;
+    for (k = 0; k < r->nparts; k++) ws[k] = &r->parts[k].bursts;
+    windows_join(r->s, ws, r->nparts, emit_burst, combine_count, r->cts);
+    for (k = 0; k < r->nparts; k++) ws[k] = &r->parts[k].shared;
+    windows_join(r->s, ws, r->nparts, emit_shared, combine_shared, r->cts);
+    free(ws);
+    workers_join(r);
+    return rc;
+}
+
+static void run_free(run_t *r)
+{
+    int k;
+
+    for (k = 0; k < r->nparts; k++) {
+        part_t *p = &r->parts[k];
+        window_free(&p->bursts);
+        window_free(&p->shared);
+        map_free(&p->pids);
+        scan_free(&p->s);
+    }
+    free(r->parts);
+    for (k = 0; k < WORKERS; k++) worker_free(r, &r->w[k]);
+    for (k = 0; r->auth && k < r->ds->n; k++) free(r->auth[k]);
+    free(r->auth);
+    free(r->auth_n);
 }
 
 int scan_period(dataset_t *ds, scan_t *s)
 {
-    static const char *const c_day[] = { "day", "accepted", "rejected",
-        "no_certificate", "failed", "aborted", NULL };
-    static const char *const c_suite[] = { "tls_version", "cipher",
-        "handshakes", "accepted", NULL };
-    static const char *const c_crypto[] = { "tls_version", "cipher", "grade",
-        "why", "accepted", "unverified", NULL };
-    static const char *const c_sni[] = { "tls_version", "cipher", "sni",
-        "handshakes", "first_seen", "last_seen", NULL };
-    static const char *const c_reason[] = { "outcome", "reason", "alert",
-        "attempts", NULL };
-    static const char *const c_invalid[] = { "outcome", "verify_error",
-        "alert", "client_addr", "sni", "attempts", NULL };
-    static const char *const c_scope[] = { "source", "server_name",
-        "handshakes", "accepted", NULL };
-    static const char *const c_incomplete[] = { "id", "source", "time_utc",
-        "client_addr", "server_name", "outcome", NULL };
-    static const char *const c_back[] = { "source", "pid", "id", "time_utc",
-        "previous", NULL };
-    static const char *const c_burst[] = { "who", "window_start", "failures",
-        NULL };
-    static const char *const c_shared[] = { "cert_sha256", "subject_dn",
-        "hour", "addresses", "from_addresses", NULL };
-    static const char *const c_inv[] = { "subject_dn", "issuer_dn", "serial",
-        "cert_sha256", "key_type", "key_bits", "sig_alg", "not_after",
-        "days_left", "first_seen", "last_seen", "accepted", "finding", NULL };
-    static const char *const c_exp[] = { "expiry", "certificates", NULL };
-    static const char *const c_inact[] = { "subject_dn", "cert_sha256",
-        "last_accepted", "not_after", NULL };
-    static const char *const c_changes[] = { "subject_dn", "cert_sha256",
-        "issuer_dn", "first_seen", NULL };
-    static const char *const c_unauth[] = { "time_utc", "source",
-        "server_name", "client_addr", "method", "path", "status",
-        "subject_dn", "verify_result", NULL };
-    static const char *const c_pan[] = { "source", "id", "time_utc",
-        "path_masked", NULL };
-    static const char *const c_aead[] = { "tls_version", "cipher", "accepted",
-        NULL };
-    static const char *const c_nv[] = { "outcome", "reason", "handshakes",
-        NULL };
     ctab_t *cts = calloc((size_t)ds->n, sizeof(ctab_t));
-    acc_t a;
-    int i, rc = SQLITE_OK;
+    run_t r;
+    int i, k, rc = SQLITE_OK;
 
-    memset(&a, 0, sizeof(a));
-    ev_init(&s->per_day, c_day);
-    ev_init(&s->suites, c_suite);
-    ev_init(&s->crypto, c_crypto);
-    ev_init(&s->suites_sni, c_sni);
-    ev_init(&s->reasons, c_reason);
-    ev_init(&s->invalid, c_invalid);
-    ev_init(&s->scope, c_scope);
-    ev_init(&s->incomplete, c_incomplete);
-    ev_init(&s->backwards_ev, c_back);
-    ev_init(&s->bursts, c_burst);
-    ev_init(&s->shared, c_shared);
-    ev_init(&s->inventory, c_inv);
-    ev_init(&s->expiry, c_exp);
-    ev_init(&s->inactive_ev, c_inact);
-    ev_init(&s->changes, c_changes);
-    ev_init(&s->unauth_ev, c_unauth);
-    ev_init(&s->pan_ev, c_pan);
-    ev_init(&s->non_aead, c_aead);
-    ev_init(&s->not_verified, c_nv);
+    memset(&r, 0, sizeof(r));
+    scan_init_evidence(s);
+    r.ds = ds;
+    r.s = s;
+    r.cts = cts;
+    r.key = s->key;
+    pthread_mutex_init(&r.mu, NULL);
     s->empty_days = calloc((size_t)ds->n, sizeof(apr_int64_t));
-    a.invalid.limit = DETAIL_LIMIT;
-    a.days = (s->until - s->since + DAY_US - 1) / DAY_US;
-    if (a.days > 20000) a.days = 20000;
-    a.per_day = calloc((size_t)a.days + 1, sizeof(*a.per_day));
-    if (!cts || !a.per_day || !s->empty_days) {
-        fail("out of memory");
-        free(cts);
-        free(a.per_day);
-        return EXIT_DB;
+    s->chain = calloc((size_t)ds->n * MTLS_ANCHOR_TABLES,
+                      sizeof(mtls_chain_result_t));
+    r.auth = calloc((size_t)ds->n, sizeof(*r.auth));
+    r.auth_n = calloc((size_t)ds->n, sizeof(*r.auth_n));
+    r.days = (s->until - s->since + DAY_US - 1) / DAY_US;
+    if (r.days > 20000) r.days = 20000;
+    if (!cts || !s->empty_days || !s->chain || !r.auth || !r.auth_n) {
+        rc = SQLITE_NOMEM;
     }
     for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
-        rq_job_t job = { ds, i, s, &cts[i], SQLITE_OK };
-        pthread_t th;
-        int threaded;
-
-        if ((rc = load_certs(ds, i, &cts[i])) != SQLITE_OK) {
-            break;
-        }
-        threaded = pthread_create(&th, NULL, request_thread, &job) == 0;
-        rc = scan_handshakes(ds, i, s, &a, &cts[i], cts);
-        if (threaded) {
-            pthread_join(th, NULL);
-        }
-        else {
-            request_thread(&job);
-        }
-        if (rc == SQLITE_OK) rc = job.rc;
+        rc = load_certs(ds, i, &cts[i]);
+    }
+    for (k = 0; k < WORKERS && rc == SQLITE_OK; k++) {
+        if (worker_init(&r, &r.w[k]) != 0) rc = SQLITE_NOMEM;
+    }
+    if (rc == SQLITE_OK) rc = plan(&r);
+    if (rc == SQLITE_OK && (rc = run_parts(&r)) != SQLITE_OK) {
+        /* reported */
+        rc = -rc;
     }
     if (rc == SQLITE_OK) rc = merge_certs(cts, ds->n);
     for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
         rc = cert_tables(ds, i, s, &cts[i]);
     }
     if (rc == SQLITE_OK) {
-        window_emit(s, &a.bursts.prev, a.bursts.slot - 1, emit_burst, cts);
-        window_emit(s, &a.bursts.cur, a.bursts.slot, emit_burst, cts);
-        window_emit(s, &a.shared.prev, a.shared.slot - 1, emit_shared, cts);
-        window_emit(s, &a.shared.cur, a.shared.slot, emit_shared, cts);
         ev_sort(&s->bursts, 2, 1, 1);
         ev_sort(&s->shared, 3, 1, 1);
         ev_sort(&s->inventory, 7, 0, 0);
         ev_sort(&s->inventory, 12, 0, 1);
         bucket_expiry(s);
-        maps_to_evidence(s, &a);
+        maps_to_evidence(s, &r.w[0], r.days);
         rc = small_queries(ds, s);
     }
-    if (rc != SQLITE_OK) {
-        fail("reading the databases: %s", sqlite3_errmsg(ds->db));
+    if (rc > 0) {
+        fail("reading the databases: %s", rc == SQLITE_NOMEM
+             ? "out of memory" : sqlite3_errmsg(ds->db));
     }
-    map_free(&a.suites);
-    map_free(&a.suites_sni);
-    map_free(&a.reasons);
-    map_free(&a.invalid);
-    map_free(&a.scope);
-    map_free(&a.pids);
-    map_free(&a.not_verified);
-    map_free(&a.bursts.cur);
-    map_free(&a.bursts.prev);
-    map_free(&a.shared.cur);
-    map_free(&a.shared.prev);
-    for (i = 0; i < ds->n; i++) {
+    run_free(&r);
+    pthread_mutex_destroy(&r.mu);
+    for (i = 0; cts && i < ds->n; i++) {
         free_certs(&cts[i]);
     }
     free(cts);
-    free(a.per_day);
     return rc == SQLITE_OK ? EXIT_OK : EXIT_DB;
 }
 
 void scan_free(scan_t *s)
 {
-    evidence_t *all[] = {
-        &s->per_day, &s->suites, &s->suites_sni, &s->reasons, &s->invalid,
-        &s->scope, &s->crypto, &s->incomplete, &s->backwards_ev, &s->bursts,
-        &s->shared, &s->inventory, &s->expiry, &s->inactive_ev, &s->changes,
-        &s->unauth_ev, &s->pan_ev, &s->non_aead, &s->not_verified
-    };
-    size_t i;
-    for (i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        evidence_free(all[i]);
+    evidence_t *all[SCAN_EVIDENCE];
+    int k;
+
+    scan_evidence(s, all);
+    for (k = 0; k < SCAN_EVIDENCE; k++) {
+        evidence_free(all[k]);
     }
     free(s->empty_days);
     s->empty_days = NULL;
+    free(s->chain);
+    s->chain = NULL;
 }

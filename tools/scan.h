@@ -24,6 +24,8 @@
 #define INACTIVE_DAYS  90       /* 8.2.6 */
 #define EXPIRY_DAYS    30       /* 4.2.1.1 */
 #define DAY_US         86400000000LL
+#define SCAN_COUNTS    19       /* the row counts of scan_t */
+#define SCAN_EVIDENCE  19       /* its evidence tables */
 
 typedef struct {
     int     ncols;
@@ -44,15 +46,26 @@ typedef struct {
     apr_int64_t since, until, now;
     apr_int64_t *empty_days;    /* per database: days of the last 90 without
                                    a handshake */
-    /* counts over the period's handshakes */
-    apr_int64_t n_hs, n_fail, accepted, bad_suite, weak_suite, unverified,
-                with_cert, verified, aead, complete, not_yet_valid,
-                revocation, failures, outside_validity, backwards;
+    int          verify;        /* walk the hash chains on the way */
+    const mtls_chain_key_t *key;
+    mtls_chain_result_t *chain; /* [database * MTLS_ANCHOR_TABLES + table]
+                                   when verify: the chains' results */
+    /* Counted row by row (and added up across the pieces of a table). */
+    union {
+        struct {
+            /* over the period's handshakes */
+            apr_int64_t n_hs, n_fail, accepted, bad_suite, weak_suite,
+                        unverified, with_cert, verified, aead, complete,
+                        not_yet_valid, revocation, failures,
+                        outside_validity, backwards;
+            /* over its requests */
+            apr_int64_t n_rq, answered, unauthenticated, pan;
+        };
+        apr_int64_t counts[SCAN_COUNTS];
+    };
     /* certificates accepted in the period */
     apr_int64_t certs_accepted, certs_weak, certs_expiring, new_issuers,
                 credential_changes, inactive;
-    /* requests in the period */
-    apr_int64_t n_rq, answered, unauthenticated, pan;
     /* certificates seen in the period, by expiry (see scan.c) */
     apr_int64_t expiry_n[4];
     /* evidence */
@@ -62,8 +75,9 @@ typedef struct {
                 non_aead, not_verified;
 } scan_t;
 
-/* Fill s from the data set over [since, until).  Returns EXIT_OK or
- * EXIT_DB (reported). */
+/* Fill s from the data set over [since, until), and when s->verify the
+ * chain results in s->chain (from the same decoding of each row).
+ * Returns EXIT_OK or EXIT_DB (reported). */
 int  scan_period(dataset_t *ds, scan_t *s);
 void scan_free(scan_t *s);
 
