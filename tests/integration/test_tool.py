@@ -565,6 +565,84 @@ def verify_finds_tampering_at_the_split_between_its_two_threads(ctx):
         r.stdout
 
 
+def pieces_script():
+    """Rows whose figures depend on their order: a burst of failures, a
+    certificate shared by five addresses within an hour, a child's clock
+    going back, requests without a verified certificate, a card number."""
+    lines = [base_script()]
+    t0 = NOW - 3 * DAY
+    for i in range(14):
+        lines.append("hs %s - rejected 1.3 %s 20 10.5.0.1" % (
+            iso(t0 + i * datetime.timedelta(seconds=30)), GOOD))
+        lines.append("hs %s good accepted 1.3 %s 0 10.6.0.%d" % (
+            iso(t0 + i * datetime.timedelta(seconds=31)), GOOD, i % 5 + 1))
+        lines.append("req /api/v1/items/%d 200" % i)
+    lines.append("hs %s good accepted 1.3 %s 0 10.7.0.1" % (
+        iso(t0 - datetime.timedelta(hours=2)), GOOD))
+    lines.append("hs %s - no_certificate 1.3 %s - 10.7.0.2 optional" % (
+        iso(t0 + datetime.timedelta(hours=1)), GOOD))
+    lines.append("req /pay/4111111111111111 200")
+    return "\n".join(lines) + "\n"
+
+
+@test(once=True)
+def report_read_in_pieces_matches_the_report_read_whole(ctx):
+    # The report cuts each table into pieces by id (two workers read them);
+    # cut into pieces of 3 rows, every check -- status, metric, evidence --
+    # must come out as from one piece, the order-bound ones included.
+    src = gen(ctx, "pieces", pieces_script())
+    d = private_dir(ctx, "pieces")
+    docs = {}
+    for name, piece in (("whole", "100000000"), ("cut", "3")):
+        db = os.path.join(d, name + ".db")
+        shutil.copy(src, db)
+        env = dict(os.environ, MTLS_AUDIT_SCAN_PIECE=piece)
+        for std in ("pci-dss", "hipaa", "summary"):
+            for extra in ([], ["--no-verify"]):
+                r = subprocess.run([ctx.tool, "report", "--standard", std,
+                                    "--since", SINCE, "--format", "json"]
+                                   + extra + [db], capture_output=True,
+                                   text=True, env=env)
+                c, _ = checks(r)
+                # The copies differ only in the reads recorded (their
+                # times, today's, and so the files' hashes).
+                today = iso(datetime.datetime.now(datetime.timezone.utc))
+                docs[(name, std, len(extra))] = json.loads(re.sub(
+                    r'"sha256": "[0-9a-f]{64}"', '"sha256": ""', re.sub(
+                        r'"time_utc": "%s[^"]*"' % today[:10], '"time_utc": ""',
+                        json.dumps(c).replace(db, "DB"))))
+    for std in ("pci-dss", "hipaa", "summary"):
+        for nv in (0, 1):
+            whole, cut = docs[("whole", std, nv)], docs[("cut", std, nv)]
+            assert sorted(whole) == sorted(cut)
+            for cid in whole:
+                for k in ("status", "metric", "evidence"):
+                    assert whole[cid][k] == cut[cid][k], (std, nv, cid, k,
+                                                         whole[cid][k],
+                                                         cut[cid][k])
+    text = json.dumps(docs[("cut", "pci-dss", 0)])
+    assert "client 10.5.0.1" in text             # the burst
+    assert "10.6.0.1,10.6.0.2,10.6.0.3,10.6.0.4" in text  # a shared cert
+    assert "************1111" in text             # the card number, masked
+    c = docs[("cut", "pci-dss", 0)]
+    assert c["10.3.4"]["status"] == "ATTENTION", c["10.3.4"]
+    assert any("previous" in row for row in c["10.6"]["evidence"]), \
+        c["10.6"]                                  # the clock going back
+    # A row changed in a middle piece breaks the chain there.
+    con = sqlite3.connect(os.path.join(d, "cut.db"))
+    con.execute("UPDATE handshakes SET client_addr = '1.2.3.4' WHERE id = 20")
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "report", "--standard", "pci-dss", "--since",
+                        SINCE, "--format", "json", os.path.join(d, "cut.db")],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, MTLS_AUDIT_SCAN_PIECE="3"))
+    c, doc = checks(r)
+    assert r.returncode == 1 and c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
+    assert "handshakes broken at id 20" in doc["report"]["databases"][0][
+        "integrity"], doc["report"]["databases"]
+
+
 def archive_script():
     """Two months of mixed traffic (4,000 handshakes, most with a request)
     over 20 certificates, with start and stop events."""
