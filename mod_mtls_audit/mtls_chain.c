@@ -232,7 +232,6 @@ int mtls_chain_row_values(sqlite3_stmt *stmt, mtls_val_t *vals, int max)
             v->type = MTLS_V_TEXT;
             v->p = sqlite3_value_text(val);
             v->len = (apr_size_t)sqlite3_value_bytes(val);
-            v->i = sqlite3_value_int64(val);
             break;
         case SQLITE_BLOB:
             v->type = MTLS_V_BLOB;

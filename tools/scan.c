@@ -65,6 +65,14 @@ void ev_add(evidence_t *ev, const char *const *vals)
     ev->rows[ev->nrows++] = row;
 }
 
+/* A row that would not be kept: counted only. */
+static int ev_full(evidence_t *ev)
+{
+    if (ev->nrows < EVIDENCE_MAX) return 0;
+    ev->total++;
+    return 1;
+}
+
 static int sort_col, sort_num, sort_desc;
 
 static int row_cmp(const void *a, const void *b)
@@ -846,7 +854,9 @@ static char *mask_digits(const char *s);
 
 enum { T_CERTS, T_HS, T_RQ, T_EVENTS };     /* mtls_anchor_tables order */
 
-#define PIECE_ROWS 1250000      /* rows per piece (MTLS_AUDIT_SCAN_PIECE) */
+#define PIECE_ROWS 1250000      /* rows per piece at most (or exactly
+                                   MTLS_AUDIT_SCAN_PIECE) */
+#define PIECE_MIN  50000        /* and at least */
 #define WORKERS    2
 
 typedef struct {
@@ -862,6 +872,9 @@ typedef struct {
     window_t     bursts, shared;
     map_t        pids;          /* per child: v0 last time, v2 first time,
                                    v3 first id */
+    apr_int64_t  need_h;        /* requests: the handshake pieces up to
+                                   this handshake id come first */
+    int          taken;         /* by a worker (under run_t.mu) */
     int          done;          /* set (release) when finished */
     int          rc;
     char         err[256];
@@ -874,6 +887,7 @@ typedef struct {
     cstat_t    **cs;                            /* per database, by cert id */
     sqlite3     *db;
     sqlite3_stmt **hs_by_id;                    /* per database */
+    int          hint;          /* the handshake piece found last */
 } worker_t;
 
 typedef struct {
@@ -884,6 +898,7 @@ typedef struct {
     part_t      *parts;
     int          nparts, next;
     pthread_mutex_t mu;
+    pthread_cond_t  cv;         /* a piece finished */
     worker_t     w[WORKERS];
     apr_int64_t  days;
     unsigned char **auth;       /* per database: handshake ids whose
@@ -1121,17 +1136,18 @@ static void hs_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
 /* Whether handshake h of database i was authenticated, from the bits the
  * handshake pieces left; -1 when its piece is not finished (or was not
  * read): the caller looks the row up. */
-static int auth_bit(run_t *r, int i, apr_int64_t h)
+static int auth_bit(run_t *r, worker_t *w, int i, apr_int64_t h)
 {
     int k;
 
-    for (k = 0; k < r->nparts; k++) {
-        part_t *p = &r->parts[k];
+    for (k = -1; k < r->nparts; k++) {
+        part_t *p = &r->parts[k < 0 ? w->hint : k];
         if (p->db == i && p->table == T_HS && h >= p->lo && h <= p->hi) {
             if (!__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) || p->rc
                 || h >= r->auth_n[i]) {
                 return -1;
             }
+            w->hint = (int)(p - r->parts);
             return (r->auth[i][h >> 3] >> (h & 7)) & 1;
         }
     }
@@ -1153,7 +1169,7 @@ static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
     if (t < s->since || t >= s->until) return;
     s->n_rq++;
     if (status < 400) {
-        int ok = h > 0 ? auth_bit(r, i, h) : 0;
+        int ok = h > 0 ? auth_bit(r, w, i, h) : 0;
         s->answered++;
         if (ok != 1) {
             /* Unauthenticated (or not known yet): the handshake's row. */
@@ -1296,19 +1312,59 @@ static int worker_open(run_t *r, worker_t *w)
     return rc;
 }
 
+/* Whether piece p may start: a request piece reads the bits of the
+ * handshake pieces it refers to, so waits for them to finish. */
+static int runnable(const run_t *r, const part_t *p)
+{
+    int k;
+
+    if (p->table != T_RQ) return 1;
+    for (k = 0; k < r->nparts; k++) {
+        const part_t *q = &r->parts[k];
+        if (q->db == p->db && q->table == T_HS && q->lo <= p->need_h
+            && !q->done) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The next piece for a worker, in order among those that may start;
+ * -1 when none is left. */
+static int pick(run_t *r)
+{
+    int k, left;
+
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        for (k = r->next, left = 0; k < r->nparts; k++) {
+            part_t *p = &r->parts[k];
+            if (p->taken) continue;
+            left = 1;
+            if (runnable(r, p)) {
+                p->taken = 1;
+                while (r->next < r->nparts && r->parts[r->next].taken) {
+                    r->next++;
+                }
+                pthread_mutex_unlock(&r->mu);
+                return k;
+            }
+        }
+        if (!left) break;
+        pthread_cond_wait(&r->cv, &r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return -1;
+}
+
 static void *worker_main(void *arg)
 {
     run_t *r = ((void **)arg)[0];
     worker_t *w = ((void **)arg)[1];
     int rc = worker_open(r, w), k;
 
-    for (;;) {
-        part_t *p;
-        pthread_mutex_lock(&r->mu);
-        k = r->next < r->nparts ? r->next++ : -1;
-        pthread_mutex_unlock(&r->mu);
-        if (k < 0) break;
-        p = &r->parts[k];
+    while ((k = pick(r)) >= 0) {
+        part_t *p = &r->parts[k];
         if (rc != SQLITE_OK) {
             p->rc = rc;
             snprintf(p->err, sizeof(p->err), "%s", w->db
@@ -1317,7 +1373,10 @@ static void *worker_main(void *arg)
         else if ((p->rc = part_run(r, w, p)) != SQLITE_OK) {
             snprintf(p->err, sizeof(p->err), "%s", sqlite3_errmsg(w->db));
         }
+        pthread_mutex_lock(&r->mu);
         __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
     }
     for (k = 0; k < r->ds->n; k++) {
         sqlite3_finalize(w->hs_by_id[k]);
@@ -1436,6 +1495,7 @@ static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
     }
     es = map_sorted(&a->suites_sni, 0, &n);
     for (i = 0; es && i < n; i++) {
+        if (ev_full(&s->suites_sni)) continue;
         const char *row[6];
         int ver;
         key_fields(es[i], f, 3);
@@ -1452,6 +1512,7 @@ static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
 #undef VERSION_NAME
     es = map_sorted(&a->reasons, 0, &n);
     for (i = 0; es && i < n; i++) {
+        if (ev_full(&s->reasons)) continue;
         const char *row[4];
         key_fields(es[i], f, 3);
         row[0] = outcome_name(atoi(f[0]));
@@ -1464,6 +1525,7 @@ static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
     free(es);
     es = map_sorted(&a->invalid, 0, &n);
     for (i = 0; es && i < n; i++) {
+        if (ev_full(&s->invalid)) continue;
         const char *row[6];
         key_fields(es[i], f, 5);
         row[0] = outcome_name(atoi(f[0]));
@@ -1490,6 +1552,7 @@ static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
     ev_sort(&s->scope, 0, 0, 0);
     es = map_sorted(&a->not_verified, 0, &n);
     for (i = 0; es && i < n; i++) {
+        if (ev_full(&s->not_verified)) continue;
         const char *row[3];
         key_fields(es[i], f, 2);
         row[0] = outcome_name(atoi(f[0]));
@@ -1719,7 +1782,24 @@ static apr_int64_t max_id(dataset_t *ds, int i, const char *table)
     return id;
 }
 
-static int plan_piece = PIECE_ROWS;
+/* The handshake of the last request up to id hi (the requests of a
+ * piece refer to handshakes up to about there). */
+static apr_int64_t last_handshake(dataset_t *ds, int i, apr_int64_t hi)
+{
+    sqlite3_stmt *st;
+    apr_int64_t h = INT64_MAX;
+    char *sql = sqlite3_mprintf("SELECT handshake_id FROM db%d.requests "
+                                "WHERE id <= ?1 ORDER BY id DESC LIMIT 1", i);
+    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, hi);
+        if (sqlite3_step(st) == SQLITE_ROW) h = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_free(sql);
+    return h;
+}
+
+static int plan_piece = PIECE_ROWS, plan_fixed;
 
 /* The pieces of ids lo..hi of a table (its highest id max); the last
  * piece runs to hi. */
@@ -1727,9 +1807,15 @@ static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
                      apr_int64_t hi, apr_int64_t max, int verify, int count)
 {
     apr_int64_t top = hi < max ? hi : max, rows = top - lo + 1, n, k;
+    apr_int64_t piece = plan_piece;
     part_t *np;
 
-    n = rows > plan_piece ? (rows + plan_piece - 1) / plan_piece : 1;
+    /* At least eight pieces for a big table, so both workers stay busy
+     * to the end (and request pieces do not wait long). */
+    if (!plan_fixed && rows / 8 < piece) {
+        piece = rows / 8 > PIECE_MIN ? rows / 8 : PIECE_MIN;
+    }
+    n = rows > piece ? (rows + piece - 1) / piece : 1;
     if (!(np = realloc(r->parts, sizeof(part_t) * (size_t)(r->nparts + n)))) {
         return SQLITE_NOMEM;
     }
@@ -1747,6 +1833,9 @@ static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
         p->s.until = r->s->until;
         p->s.now = r->s->now;
         scan_init_evidence(&p->s);
+        if (table == T_RQ) {
+            p->need_h = last_handshake(r->ds, db, p->hi);
+        }
     }
     return SQLITE_OK;
 }
@@ -1758,7 +1847,10 @@ static int plan(run_t *r)
     int i, t, rc = SQLITE_OK, verify = s->verify;
     const char *env = getenv("MTLS_AUDIT_SCAN_PIECE");
 
-    if (env && atoi(env) > 0) plan_piece = atoi(env);
+    if (env && atoi(env) > 0) {
+        plan_piece = atoi(env);
+        plan_fixed = 1;
+    }
     /* The small tables first (only their chains), then the handshakes
      * (the requests' pass reads the bits they leave), then requests. */
     for (t = 0; t < 4 && rc == SQLITE_OK; t++) {
@@ -2017,6 +2109,7 @@ int scan_period(dataset_t *ds, scan_t *s)
     r.cts = cts;
     r.key = s->key;
     pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
     s->empty_days = calloc((size_t)ds->n, sizeof(apr_int64_t));
     s->chain = calloc((size_t)ds->n * MTLS_ANCHOR_TABLES,
                       sizeof(mtls_chain_result_t));
@@ -2057,6 +2150,7 @@ int scan_period(dataset_t *ds, scan_t *s)
     }
     run_free(&r);
     pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv);
     for (i = 0; cts && i < ds->n; i++) {
         free_certs(&cts[i]);
     }
