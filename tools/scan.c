@@ -25,7 +25,6 @@
 
 #define ID_MARGIN   200000      /* ids around the period also read */
 #define MAP_LIMIT   2000000     /* entries a map may hold */
-#define DETAIL_LIMIT 200000     /* entries of the per-client failure map */
 
 /* ------------------------------------------------------------------ */
 /* Evidence tables                                                      */
@@ -880,8 +879,23 @@ typedef struct {
     char         err[256];
 } part_t;
 
+/* Failed attempts by (outcome, reason, alert, client, SNI): nearly one
+ * group per attempt when clients vary, too many for a map that a row in
+ * five probes at random (measured: a third of a year's scan).  Each
+ * attempt is appended as the 64-bit hash of its group and its row; the
+ * runs are counted after one sort, and only the top groups' rows read
+ * back.  (Groups that differ in one 8-byte word of their key cannot share
+ * a hash: each step of khash is a bijection.) */
 typedef struct {
-    map_t        suites, suites_sni, reasons, invalid, scope, not_verified;
+    apr_uint64_t h;
+    apr_uint64_t ref;           /* database << 56 | row id */
+} fref_t;
+
+typedef struct {
+    map_t        suites, suites_sni, reasons, scope, not_verified;
+    fref_t      *fails;         /* failed attempts by client (see above) */
+    size_t       nfails, capfails;
+    int          fails_oom;
     apr_int64_t (*per_day)[5];
     unsigned char (*seen90)[INACTIVE_DAYS];     /* per database */
     cstat_t    **cs;                            /* per database, by cert id */
@@ -932,6 +946,23 @@ static int valid_result(sqlite3_stmt *st, int col)
 {
     return sqlite3_column_type(st, col) == SQLITE_NULL
            ? -1 : sqlite3_column_int(st, col);
+}
+
+static void fail_add(worker_t *w, apr_uint64_t h, int db, apr_int64_t id)
+{
+    if (w->fails_oom) return;
+    if (w->nfails == w->capfails) {
+        size_t cap = w->capfails ? w->capfails * 2 : 4096;
+        fref_t *nf = realloc(w->fails, cap * sizeof(*nf));
+        if (!nf) {
+            w->fails_oom = 1;       /* the report fails at the end */
+            return;
+        }
+        w->fails = nf;
+        w->capfails = cap;
+    }
+    w->fails[w->nfails].h = h;
+    w->fails[w->nfails++].ref = (apr_uint64_t)db << 56 | (apr_uint64_t)id;
 }
 
 /* Values of a decoded row (mtls_chain_row_values) by column. */
@@ -1085,7 +1116,7 @@ static void hs_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
         if ((e = map_get(&w->reasons, &k))) e->v[0]++;
         kb_str(&k, client);
         kb_str(&k, sni);
-        if ((e = map_get(&w->invalid, &k))) e->v[0]++;
+        fail_add(w, khash(k.b, k.n), i, id);
     }
     if (out == 2 || out == 3) {
         map_t *m = window_for(s, &p->bursts, t / 1800000000, emit_burst,
@@ -1523,20 +1554,6 @@ static void maps_to_evidence(scan_t *s, worker_t *a, apr_int64_t days)
         ev_add(&s->reasons, row);
     }
     free(es);
-    es = map_sorted(&a->invalid, 0, &n);
-    for (i = 0; es && i < n; i++) {
-        if (ev_full(&s->invalid)) continue;
-        const char *row[6];
-        key_fields(es[i], f, 5);
-        row[0] = outcome_name(atoi(f[0]));
-        row[1] = f[1];
-        row[2] = atoi(f[2]) >= 0 ? f[2] : "";
-        row[3] = f[3];
-        row[4] = f[4];
-        row[5] = num(es[i]->v[0], b[0]);
-        ev_add(&s->invalid, row);
-    }
-    free(es);
     es = map_sorted(&a->scope, 0, &n);
     for (i = 0; es && i < n; i++) {
         const char *row[4];
@@ -1949,7 +1966,6 @@ static int worker_init(run_t *r, worker_t *w)
     int i;
 
     memset(w, 0, sizeof(*w));
-    w->invalid.limit = DETAIL_LIMIT;
     w->per_day = calloc((size_t)r->days + 1, sizeof(*w->per_day));
     w->seen90 = calloc((size_t)r->ds->n, sizeof(*w->seen90));
     w->cs = calloc((size_t)r->ds->n, sizeof(*w->cs));
@@ -1970,7 +1986,7 @@ static void worker_free(run_t *r, worker_t *w)
     map_free(&w->suites);
     map_free(&w->suites_sni);
     map_free(&w->reasons);
-    map_free(&w->invalid);
+    free(w->fails);
     map_free(&w->scope);
     map_free(&w->not_verified);
     for (i = 0; w->cs && i < r->ds->n; i++) free(w->cs[i]);
@@ -1993,7 +2009,6 @@ static void workers_join(run_t *r)
         map_merge(&a->suites, &b->suites, combine_sum);
         map_merge(&a->suites_sni, &b->suites_sni, combine_sum);
         map_merge(&a->reasons, &b->reasons, combine_sum);
-        map_merge(&a->invalid, &b->invalid, combine_sum);
         map_merge(&a->scope, &b->scope, combine_sum);
         map_merge(&a->not_verified, &b->not_verified, combine_sum);
         for (d = 0; d < r->days; d++) {
@@ -2024,6 +2039,87 @@ static void workers_join(run_t *r)
             }
         }
     }
+}
+
+static int by_fail(const void *x, const void *y)
+{
+    const fref_t *a = x, *b = y;
+    if (a->h != b->h) return a->h < b->h ? -1 : 1;
+    return (a->ref > b->ref) - (a->ref < b->ref);
+}
+
+/* Groups: h is the count; first the most attempts, then the earliest. */
+static int by_group(const void *x, const void *y)
+{
+    const fref_t *a = x, *b = y;
+    if (a->h != b->h) return a->h > b->h ? -1 : 1;
+    return (a->ref > b->ref) - (a->ref < b->ref);
+}
+
+/* The failed attempts' groups, largest first, each shown from its first
+ * row. */
+static int invalid_evidence(run_t *r)
+{
+    size_t n = 0, k, j, groups = 0;
+    fref_t *all;
+    char buf[24];
+    int w, rc = SQLITE_OK;
+
+    for (w = 0; w < WORKERS; w++) {
+        if (r->w[w].fails_oom) return SQLITE_NOMEM;
+        n += r->w[w].nfails;
+    }
+    if (!n) return SQLITE_OK;
+    if (!(all = malloc(n * sizeof(*all)))) return SQLITE_NOMEM;
+    for (w = 0, n = 0; w < WORKERS; w++) {
+        memcpy(all + n, r->w[w].fails, r->w[w].nfails * sizeof(*all));
+        n += r->w[w].nfails;
+        free(r->w[w].fails);
+        r->w[w].fails = NULL;
+        r->w[w].nfails = r->w[w].capfails = 0;
+    }
+    qsort(all, n, sizeof(*all), by_fail);
+    /* Runs of one hash become groups, in place: (count, first row). */
+    for (k = 0; k < n; k = j) {
+        for (j = k + 1; j < n && all[j].h == all[k].h; j++)
+            ;
+        all[groups].ref = all[k].ref;
+        all[groups++].h = j - k;
+    }
+    qsort(all, groups, sizeof(*all), by_group);
+    for (k = 0; k < groups && rc == SQLITE_OK; k++) {
+        sqlite3_stmt *st;
+        const char *row[6];
+        int db = (int)(all[k].ref >> 56), c;
+        char *sql;
+
+        if (ev_full(&r->s->invalid)) continue;
+        sql = sqlite3_mprintf("SELECT outcome, verify_error, alert, "
+                              "client_addr, sni FROM db%d.handshakes WHERE "
+                              "id = ?1", db);
+        rc = sql ? sqlite3_prepare_v2(r->ds->db, sql, -1, &st, NULL)
+                 : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) break;
+        sqlite3_bind_int64(st, 1, (apr_int64_t)(all[k].ref
+                                                & ((1ULL << 56) - 1)));
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            row[0] = outcome_name(sqlite3_column_int(st, 0));
+            row[1] = (const char *)sqlite3_column_text(st, 1);
+            row[1] = row[1] ? row[1] : "";
+            row[2] = sqlite3_column_type(st, 2) == SQLITE_NULL ? ""
+                     : (const char *)sqlite3_column_text(st, 2);
+            for (c = 3; c < 5; c++) {
+                row[c] = (const char *)sqlite3_column_text(st, c);
+                row[c] = row[c] ? row[c] : "";
+            }
+            row[5] = num((apr_int64_t)all[k].h, buf);
+            ev_add(&r->s->invalid, row);
+        }
+        sqlite3_finalize(st);
+    }
+    free(all);
+    return rc;
 }
 
 /* Run the pieces on the workers; join what they found into s. */
@@ -2131,6 +2227,7 @@ int scan_period(dataset_t *ds, scan_t *s)
         /* reported */
         rc = -rc;
     }
+    if (rc == SQLITE_OK) rc = invalid_evidence(&r);
     if (rc == SQLITE_OK) rc = merge_certs(cts, ds->n);
     for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
         rc = cert_tables(ds, i, s, &cts[i]);
