@@ -66,66 +66,63 @@ static void enc_put(enc_t *e, const void *p, apr_size_t n)
 
 /* The encodings of mtls_chain.h: a type byte, then 8 bytes big-endian, or
  * a 4-byte big-endian length and the bytes. */
-static void enc_int(enc_t *e, int type, apr_uint64_t v)
+static apr_size_t val_size(const mtls_val_t *v)
 {
-    unsigned char *d = enc_room(e, 9);
-
-    if (!d) {
-        return;
+    switch (v->type) {
+    case MTLS_V_INT:
+    case MTLS_V_REAL:
+        return 9;
+    case MTLS_V_TEXT:
+    case MTLS_V_BLOB:
+        return 5 + v->len;
+    default:
+        return 1;
     }
-    d[0] = (unsigned char)type;
-    v = htobe64(v);
-    memcpy(d + 1, &v, 8);
-    e->len += 9;
 }
 
-static void enc_bytes(enc_t *e, int type, const void *p, apr_size_t n)
+/* Write v at d (val_size(v) bytes of room). */
+static void put_val(unsigned char *d, const mtls_val_t *v)
 {
-    unsigned char *d = enc_room(e, 5 + n);
+    apr_uint64_t bits;
 
-    if (!d) {
-        return;
-    }
-    d[0] = (unsigned char)type;
-    d[1] = (unsigned char)(n >> 24);
-    d[2] = (unsigned char)(n >> 16);
-    d[3] = (unsigned char)(n >> 8);
-    d[4] = (unsigned char)n;
-    if (n) {
-        memcpy(d + 5, p, n);
-    }
-    e->len += 5 + n;
-}
-
-static void enc_null(enc_t *e)
-{
-    unsigned char *d = enc_room(e, 1);
-
-    if (d) {
-        d[0] = MTLS_V_NULL;
-        e->len++;
+    d[0] = (unsigned char)(v->type == MTLS_V_INT || v->type == MTLS_V_REAL
+                           || v->type == MTLS_V_TEXT || v->type == MTLS_V_BLOB
+                           ? v->type : MTLS_V_NULL);
+    switch (v->type) {
+    case MTLS_V_INT:
+    case MTLS_V_REAL:
+        if (v->type == MTLS_V_INT) {
+            bits = (apr_uint64_t)v->i;
+        }
+        else {
+            memcpy(&bits, &v->d, 8);
+        }
+        bits = htobe64(bits);
+        memcpy(d + 1, &bits, 8);
+        break;
+    case MTLS_V_TEXT:
+    case MTLS_V_BLOB:
+        d[1] = (unsigned char)(v->len >> 24);
+        d[2] = (unsigned char)(v->len >> 16);
+        d[3] = (unsigned char)(v->len >> 8);
+        d[4] = (unsigned char)v->len;
+        if (v->len) {                   /* a zero-length BLOB comes as NULL */
+            memcpy(d + 5, v->p, v->len);
+        }
+        break;
+    default:
+        break;
     }
 }
 
 static void enc_val(enc_t *e, const mtls_val_t *v)
 {
-    apr_uint64_t bits;
+    apr_size_t n = val_size(v);
+    unsigned char *d = enc_room(e, n);
 
-    switch (v->type) {
-    case MTLS_V_INT:
-        enc_int(e, MTLS_V_INT, (apr_uint64_t)v->i);
-        break;
-    case MTLS_V_REAL:
-        memcpy(&bits, &v->d, 8);
-        enc_int(e, MTLS_V_REAL, bits);
-        break;
-    case MTLS_V_TEXT:
-    case MTLS_V_BLOB:
-        enc_bytes(e, v->type, v->p, v->len);
-        break;
-    default:
-        enc_null(e);
-        break;
+    if (d) {
+        put_val(d, v);
+        e->len += n;
     }
 }
 
@@ -255,18 +252,30 @@ static int hash_vals(const mtls_chain_key_t *key, const char *table,
                      unsigned char stored[MTLS_HASH_LEN], int *has_stored)
 {
     enc_t *e = enc_start(table, prev);
+    apr_size_t size = 0;
+    unsigned char *d;
     int i;
 
     *has_stored = 0;
+    /* Room for the whole row at once: millions of rows go through here. */
     for (i = 0; i < n; i++) {
         if (i != hcol) {
-            enc_val(e, &vals[i]);
+            size += val_size(&vals[i]);
         }
         else if (vals[i].type == MTLS_V_BLOB
                  && vals[i].len == MTLS_HASH_LEN) {
             memcpy(stored, vals[i].p, MTLS_HASH_LEN);
             *has_stored = 1;
         }
+    }
+    if ((d = enc_room(e, size))) {
+        for (i = 0; i < n; i++) {
+            if (i != hcol) {
+                put_val(d, &vals[i]);
+                d += val_size(&vals[i]);
+            }
+        }
+        e->len += size;
     }
     return enc_finish(key, e, out);
 }

@@ -2041,27 +2041,43 @@ static void workers_join(run_t *r)
     }
 }
 
-static int by_fail(const void *x, const void *y)
+/* Sort by h: least significant 16 bits first, four passes, through tmp. */
+static void radix_sort(fref_t *a, fref_t *tmp, size_t n)
 {
-    const fref_t *a = x, *b = y;
-    if (a->h != b->h) return a->h < b->h ? -1 : 1;
-    return (a->ref > b->ref) - (a->ref < b->ref);
+    static size_t count[65536];
+    int pass;
+
+    for (pass = 0; pass < 4; pass++) {
+        int shift = pass * 16;
+        size_t i, sum = 0;
+        fref_t *t;
+
+        memset(count, 0, sizeof(count));
+        for (i = 0; i < n; i++) count[(a[i].h >> shift) & 0xffff]++;
+        for (i = 0; i < 65536; i++) {
+            size_t c = count[i];
+            count[i] = sum;
+            sum += c;
+        }
+        for (i = 0; i < n; i++) tmp[count[(a[i].h >> shift) & 0xffff]++] = a[i];
+        t = a;
+        a = tmp;
+        tmp = t;
+    }
 }
 
-/* Groups: h is the count; first the most attempts, then the earliest. */
-static int by_group(const void *x, const void *y)
+/* Before: more attempts, or as many and an earlier first row. */
+static int group_before(const fref_t *a, const fref_t *b)
 {
-    const fref_t *a = x, *b = y;
-    if (a->h != b->h) return a->h > b->h ? -1 : 1;
-    return (a->ref > b->ref) - (a->ref < b->ref);
+    return a->h != b->h ? a->h > b->h : a->ref < b->ref;
 }
 
-/* The failed attempts' groups, largest first, each shown from its first
- * row. */
+/* The failed attempts' groups, largest first (the top EVIDENCE_MAX kept),
+ * each shown from its first row. */
 static int invalid_evidence(run_t *r)
 {
-    size_t n = 0, k, j, groups = 0;
-    fref_t *all;
+    size_t n = 0, k, j, groups = 0, ntop = 0;
+    fref_t *all, *tmp, top[EVIDENCE_MAX];
     char buf[24];
     int w, rc = SQLITE_OK;
 
@@ -2070,7 +2086,13 @@ static int invalid_evidence(run_t *r)
         n += r->w[w].nfails;
     }
     if (!n) return SQLITE_OK;
-    if (!(all = malloc(n * sizeof(*all)))) return SQLITE_NOMEM;
+    all = malloc(n * sizeof(*all));
+    tmp = malloc(n * sizeof(*tmp));
+    if (!all || !tmp) {
+        free(all);
+        free(tmp);
+        return SQLITE_NOMEM;
+    }
     for (w = 0, n = 0; w < WORKERS; w++) {
         memcpy(all + n, r->w[w].fails, r->w[w].nfails * sizeof(*all));
         n += r->w[w].nfails;
@@ -2078,30 +2100,43 @@ static int invalid_evidence(run_t *r)
         r->w[w].fails = NULL;
         r->w[w].nfails = r->w[w].capfails = 0;
     }
-    qsort(all, n, sizeof(*all), by_fail);
-    /* Runs of one hash become groups, in place: (count, first row). */
+    radix_sort(all, tmp, n);        /* four passes: back in all */
+    free(tmp);
+    /* Runs of one hash are groups: (count, first row); the best kept in
+     * top, in order. */
     for (k = 0; k < n; k = j) {
-        for (j = k + 1; j < n && all[j].h == all[k].h; j++)
-            ;
-        all[groups].ref = all[k].ref;
-        all[groups++].h = j - k;
+        fref_t g;
+        size_t at;
+        g.ref = all[k].ref;
+        for (j = k + 1; j < n && all[j].h == all[k].h; j++) {
+            if (all[j].ref < g.ref) g.ref = all[j].ref;
+        }
+        g.h = j - k;
+        groups++;
+        if (ntop == EVIDENCE_MAX && !group_before(&g, &top[ntop - 1])) {
+            continue;
+        }
+        for (at = ntop < EVIDENCE_MAX ? ntop : ntop - 1;
+             at > 0 && group_before(&g, &top[at - 1]); at--) {
+            top[at] = top[at - 1];
+        }
+        top[at] = g;
+        if (ntop < EVIDENCE_MAX) ntop++;
     }
-    qsort(all, groups, sizeof(*all), by_group);
-    for (k = 0; k < groups && rc == SQLITE_OK; k++) {
+    free(all);
+    for (k = 0; k < ntop && rc == SQLITE_OK; k++) {
         sqlite3_stmt *st;
         const char *row[6];
-        int db = (int)(all[k].ref >> 56), c;
-        char *sql;
+        int db = (int)(top[k].ref >> 56), c;
+        char *sql = sqlite3_mprintf("SELECT outcome, verify_error, alert, "
+                                    "client_addr, sni FROM db%d.handshakes "
+                                    "WHERE id = ?1", db);
 
-        if (ev_full(&r->s->invalid)) continue;
-        sql = sqlite3_mprintf("SELECT outcome, verify_error, alert, "
-                              "client_addr, sni FROM db%d.handshakes WHERE "
-                              "id = ?1", db);
         rc = sql ? sqlite3_prepare_v2(r->ds->db, sql, -1, &st, NULL)
                  : SQLITE_NOMEM;
         sqlite3_free(sql);
         if (rc != SQLITE_OK) break;
-        sqlite3_bind_int64(st, 1, (apr_int64_t)(all[k].ref
+        sqlite3_bind_int64(st, 1, (apr_int64_t)(top[k].ref
                                                 & ((1ULL << 56) - 1)));
         if (sqlite3_step(st) == SQLITE_ROW) {
             row[0] = outcome_name(sqlite3_column_int(st, 0));
@@ -2113,12 +2148,12 @@ static int invalid_evidence(run_t *r)
                 row[c] = (const char *)sqlite3_column_text(st, c);
                 row[c] = row[c] ? row[c] : "";
             }
-            row[5] = num((apr_int64_t)all[k].h, buf);
+            row[5] = num((apr_int64_t)top[k].h, buf);
             ev_add(&r->s->invalid, row);
         }
         sqlite3_finalize(st);
     }
-    free(all);
+    r->s->invalid.total = (long)groups;
     return rc;
 }
 
