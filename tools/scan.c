@@ -873,6 +873,8 @@ typedef struct {
                                    v3 first id */
     apr_int64_t  need_h;        /* requests: the handshake pieces up to
                                    this handshake id come first */
+    apr_int64_t  auth_lo, auth_upto;    /* requests: the bits of these
+                                   handshakes are final when it starts */
     int          taken;         /* by a worker (under run_t.mu) */
     int          done;          /* set (release) when finished */
     int          rc;
@@ -901,7 +903,6 @@ typedef struct {
     cstat_t    **cs;                            /* per database, by cert id */
     sqlite3     *db;
     sqlite3_stmt **hs_by_id;                    /* per database */
-    int          hint;          /* the handshake piece found last */
 } worker_t;
 
 typedef struct {
@@ -1164,27 +1165,6 @@ static void hs_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
     }
 }
 
-/* Whether handshake h of database i was authenticated, from the bits the
- * handshake pieces left; -1 when its piece is not finished (or was not
- * read): the caller looks the row up. */
-static int auth_bit(run_t *r, worker_t *w, int i, apr_int64_t h)
-{
-    int k;
-
-    for (k = -1; k < r->nparts; k++) {
-        part_t *p = &r->parts[k < 0 ? w->hint : k];
-        if (p->db == i && p->table == T_HS && h >= p->lo && h <= p->hi) {
-            if (!__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) || p->rc
-                || h >= r->auth_n[i]) {
-                return -1;
-            }
-            w->hint = (int)(p - r->parts);
-            return (r->auth[i][h >> 3] >> (h & 7)) & 1;
-        }
-    }
-    return -1;
-}
-
 static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
                    const int *col)
 {
@@ -1200,7 +1180,10 @@ static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
     if (t < s->since || t >= s->until) return;
     s->n_rq++;
     if (status < 400) {
-        int ok = h > 0 ? auth_bit(r, w, i, h) : 0;
+        /* Whether the handshake was authenticated, from the bits its
+         * piece left, else (-1) from its row. */
+        int ok = h <= 0 ? 0 : h >= p->auth_lo && h <= p->auth_upto
+                 ? (r->auth[i][h >> 3] >> (h & 7)) & 1 : -1;
         s->answered++;
         if (ok != 1) {
             /* Unauthenticated (or not known yet): the handshake's row. */
@@ -1360,6 +1343,26 @@ static int runnable(const run_t *r, const part_t *p)
     return 1;
 }
 
+/* The handshake ids of p's database whose pieces have all finished (their
+ * bits are final): auth_lo to auth_upto. */
+static void auth_final(const run_t *r, part_t *p)
+{
+    apr_int64_t lo = -1, upto = -1;
+    int k;
+
+    for (k = 0; k < r->nparts; k++) {
+        const part_t *q = &r->parts[k];
+        if (q->db != p->db || q->table != T_HS) continue;
+        if (!q->done || q->rc != SQLITE_OK || (lo >= 0 && q->lo > upto + 1)) {
+            break;
+        }
+        if (lo < 0) lo = q->lo;
+        upto = q->hi;
+    }
+    p->auth_lo = lo < 0 ? 1 : lo;
+    p->auth_upto = upto < r->auth_n[p->db] ? upto : r->auth_n[p->db] - 1;
+}
+
 /* The next piece for a worker, in order among those that may start;
  * -1 when none is left. */
 static int pick(run_t *r)
@@ -1374,6 +1377,7 @@ static int pick(run_t *r)
             left = 1;
             if (runnable(r, p)) {
                 p->taken = 1;
+                auth_final(r, p);
                 while (r->next < r->nparts && r->parts[r->next].taken) {
                     r->next++;
                 }
