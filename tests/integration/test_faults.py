@@ -34,6 +34,53 @@ def ok(srv, cert):
     return r.stdout.strip()
 
 
+class Load:
+    """Clients handshaking with srv (a GET each, connection closed) on
+    threads until stop(); answered[0] counts the 200s, errors what went
+    wrong (it must stay empty)."""
+
+    def __init__(self, ctx, srv, clients_n=8):
+        import ssl
+        self.srv = srv
+        self.c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.c.load_verify_locations(ctx.pki["root"].cert)
+        self.c.load_cert_chain(*ctx.pki["ec"])
+        self.c.options |= ssl.OP_NO_TICKET
+        self.answered, self.errors = [0], []
+        self.lock, self.done = threading.Lock(), False
+        self.ts = [threading.Thread(target=self.worker)
+                   for _ in range(clients_n)]
+
+    def worker(self):
+        import socket
+        while not self.done:
+            try:
+                with socket.create_connection(("127.0.0.1", self.srv.port),
+                                              10) as s:
+                    with self.c.wrap_socket(s, server_hostname="localhost") \
+                            as t:
+                        t.settimeout(10)
+                        t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+                                  b"Connection: close\r\n\r\n")
+                        data = t.recv(100)
+                assert data.startswith(b"HTTP/1.1 200"), data
+                with self.lock:
+                    self.answered[0] += 1
+            except Exception as e:      # counted: must not happen
+                with self.lock:
+                    self.errors.append(repr(e))
+
+    def start(self):
+        for t in self.ts:
+            t.start()
+
+    def stop(self):
+        self.done = True
+        for t in self.ts:
+            if t.is_alive():
+                t.join()
+
+
 
 
 @test(once=True, expect_errors=(r"was removed or replaced while in use",))
@@ -653,38 +700,13 @@ def archive_while_the_server_writes_loses_nothing(ctx):
     exactly one of the two files, no gap is recorded, the files verify
     and join, and the anchors of the error log still hold."""
     import datetime
-    import socket
-    import ssl
-    import subprocess
     srv = own_server(ctx, "archive", "MTLSAuditAnchorInterval 1")
-    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    c.load_verify_locations(ctx.pki["root"].cert)
-    c.load_cert_chain(*ctx.pki["ec"])
-    c.options |= ssl.OP_NO_TICKET
-    answered, errors, lock, done = [0], [], threading.Lock(), [False]
-
-    def worker():
-        while not done[0]:
-            try:
-                with socket.create_connection(("127.0.0.1", srv.port),
-                                              10) as s:
-                    with c.wrap_socket(s, server_hostname="localhost") as t:
-                        t.settimeout(10)
-                        t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n"
-                                  b"Connection: close\r\n\r\n")
-                        data = t.recv(100)
-                assert data.startswith(b"HTTP/1.1 200"), data
-                with lock:
-                    answered[0] += 1
-            except Exception as e:      # counted: must not happen
-                with lock:
-                    errors.append(repr(e))
+    load = Load(ctx, srv)
+    answered, errors = load.answered, load.errors
 
     out = os.path.join(ctx.scratch, "archive", "old.db")
-    ts = [threading.Thread(target=worker) for _ in range(8)]
     try:
-        for t in ts:
-            t.start()
+        load.start()
         time.sleep(3)
         cut = datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
@@ -693,9 +715,7 @@ def archive_while_the_server_writes_loses_nothing(ctx):
         r = subprocess.run([ctx.tool, "archive", "--before", cut, srv.db,
                             out], capture_output=True, text=True, env=env)
         time.sleep(1)
-        done[0] = True
-        for t in ts:
-            t.join()
+        load.stop()
         assert r.returncode == 0, r.stdout + r.stderr
         assert not errors, errors[:5]
         assert answered[0] > 100, answered
@@ -704,7 +724,7 @@ def archive_while_the_server_writes_loses_nothing(ctx):
                                       "count(*) FROM handshakes")
                         >= answered[0])
     finally:
-        done[0] = True
+        load.stop()
         srv.stop()
     moved = count(out, "SELECT count(*) FROM handshakes")
     kept = count(srv.db, "SELECT count(*) FROM handshakes")
@@ -725,4 +745,71 @@ def archive_while_the_server_writes_loses_nothing(ctx):
                        text=True)
     assert v.returncode == 0, v.stdout
     assert "other side of an archive cut" in v.stdout, v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def report_while_the_server_writes_reads_consistent_rows(ctx):
+    """The report reads each table in many pieces (one read transaction
+    each, through the read-ahead VFS) while 8 clients keep handshaking and
+    the WAL is checkpointed into the file under it: every run must find
+    the chains intact, and count no more handshakes than were made."""
+    import json
+    srv = own_server(ctx, "livereport")
+    load = Load(ctx, srv)
+    env = dict(os.environ, MTLS_AUDIT_SCAN_PIECE="40")
+    runs, sizes, stop = 0, [], [False]
+
+    def checkpoint():
+        # Besides the writer's own: copy the WAL into the file often.
+        while not stop[0]:
+            con = sqlite3.connect(srv.db, timeout=5)
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            con.close()
+            time.sleep(0.2)
+
+    cp = threading.Thread(target=checkpoint)
+    try:
+        load.start()
+        time.sleep(2)
+        cp.start()
+        sizes.append(os.path.getsize(srv.db))
+        end = time.time() + 8
+        while time.time() < end:
+            before = count(srv.db, "SELECT count(*) FROM handshakes")
+            r = subprocess.run([ctx.tool, "report", "--standard", "summary",
+                                "--format", "json", srv.db],
+                               capture_output=True, text=True, env=env)
+            after = count(srv.db, "SELECT count(*) FROM handshakes")
+            assert r.returncode in (0, 1), r.stderr
+            doc = json.loads(r.stdout)
+            db = doc["report"]["databases"][0]
+            assert db["integrity"] == "hash chains verified", db
+            assert not db["chain_broken"], db
+            # Every row there when it started, none that was not made.
+            seen = doc["report"]["records"]["handshakes"]
+            assert before <= seen <= after, (before, seen, after)
+            runs += 1
+        sizes.append(os.path.getsize(srv.db))
+        stop[0] = True
+        cp.join()
+        load.stop()
+        assert not load.errors, load.errors[:5]
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") == load.answered[0])
+        n = count(srv.db, "SELECT count(*) FROM handshakes")
+    finally:
+        stop[0] = True
+        if cp.is_alive():
+            cp.join()
+        load.stop()
+        srv.stop()
+    assert runs >= 3 and n > 200, (runs, n)
+    # Pages were copied into the file while the reports read it.
+    assert sizes[1] > sizes[0], sizes
+    r = subprocess.run([ctx.tool, "report", "--standard", "summary",
+                        "--format", "json", srv.db], capture_output=True,
+                       text=True, env=env)
+    doc = json.loads(r.stdout)
+    assert doc["report"]["records"]["handshakes"] == n, (doc["report"], n)
     ctx.srv.err_offset = len(ctx.srv.read_error_log())

@@ -1,0 +1,18 @@
+/*
+ * readahead.h -- a VFS named "mtls-ra" over the default one, for
+ * connections that read a database file from end to end (the report):
+ * it reads the main database file in 256 KB windows instead of a page at
+ * a time.  Open with "file:PATH?mode=ro&vfs=mtls-ra" after
+ * mtls_readahead_register() returned SQLITE_OK.
+ */
+#ifndef MTLS_READAHEAD_H
+#define MTLS_READAHEAD_H
+
+#include <sqlite3.h>
+
+#define MTLS_RA_VFS "mtls-ra"
+
+/* Register the VFS once (not as the default).  SQLITE_OK or an error. */
+int mtls_readahead_register(void);
+
+#endif /* MTLS_READAHEAD_H */
