@@ -2102,7 +2102,9 @@ static int invalid_evidence(run_t *r)
         return SQLITE_NOMEM;
     }
     for (w = 0, n = 0; w < WORKERS; w++) {
-        memcpy(all + n, r->w[w].fails, r->w[w].nfails * sizeof(*all));
+        if (r->w[w].nfails) {
+            memcpy(all + n, r->w[w].fails, r->w[w].nfails * sizeof(*all));
+        }
         n += r->w[w].nfails;
         free(r->w[w].fails);
         r->w[w].fails = NULL;

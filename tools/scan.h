@@ -5,12 +5,15 @@
  * DESIGN
  * A report over ten million rows cannot afford a query per check: each
  * full scan costs seconds.  scan_period() reads each table once, in row-id
- * order over the id range that covers the period, and feeds every
- * accumulator the checks need: counts, small maps (suite, reason, server),
- * per-certificate figures, and sliding windows for bursts and shared
- * certificates (two windows kept at a time, so memory stays bounded
- * whatever the row count).  Evidence comes out as evidence_t tables of
- * text, capped at EVIDENCE_MAX rows with the full count beside them.
+ * order, and feeds every accumulator the checks need: counts, small maps
+ * (suite, reason, server), per-certificate figures, and sliding windows
+ * for bursts and shared certificates (two windows kept at a time, so
+ * memory stays bounded whatever the row count).  When the report verifies,
+ * the same decoding of each row also feeds the hash chain, so the whole
+ * file is read once.  Tables are cut by id into pieces read by two worker
+ * threads (scan.c, "The engine"); what depends on row order is joined in
+ * id order afterwards.  Evidence comes out as evidence_t tables of text,
+ * capped at EVIDENCE_MAX rows with the full count beside them.
  */
 #ifndef MTLS_SCAN_H
 #define MTLS_SCAN_H
