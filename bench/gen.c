@@ -74,6 +74,7 @@ static double w_wall, w_cpu;
 static long w_rows;
 static sqlite3_stmt *raw_hs, *raw_rq;
 static apr_int64_t raw_hs_id, raw_rq_id;
+static apr_int64_t bulk_ids[100000];    /* bulk's certificate j: its id */
 
 static double clock_s(clockid_t c)
 {
@@ -150,13 +151,17 @@ static void raw_write(void)
             sqlite3_bind_null(q, 17);
             sqlite3_bind_null(q, 18);
             if (hs->leaf) {
-                /* bulk's certificates have serials 10000 + j: ids 1 to
-                 * CERTS, the key range the store's own ids fall in (the
-                 * index on cert_id then grows alike). */
-                int cid = (int)ASN1_INTEGER_get(
-                    X509_get0_serialNumber(hs->leaf)) - 10000 + 1;
-                snprintf(chain, sizeof(chain), "[%d]", cid);
-                sqlite3_bind_int(q, 19, cid);
+                /* bulk's certificates have serials 10000 + j; those it
+                 * found in the file have the ids the store gives them,
+                 * new ones are numbered from 1 (a raw run into an empty
+                 * file). */
+                long j = ASN1_INTEGER_get(X509_get0_serialNumber(hs->leaf))
+                         - 10000;
+                apr_int64_t cid = j >= 0 && j < (long)(sizeof(bulk_ids)
+                                  / sizeof(bulk_ids[0])) && bulk_ids[j]
+                                  ? bulk_ids[j] : j + 1;
+                snprintf(chain, sizeof(chain), "[%lld]", (long long)cid);
+                sqlite3_bind_int64(q, 19, cid);
                 sqlite3_bind_text(q, 20, chain, -1, SQLITE_TRANSIENT);
             }
             else {
@@ -348,6 +353,35 @@ static mtls_item_t *request(apr_int64_t t, const char *path, int status)
     return it;
 }
 
+/* Certificate j of an earlier bulk (serial 10000 + j) from the file,
+ * with its id for -r; 0 when it is not there. */
+static int reuse_cert(int j, X509 **out)
+{
+    sqlite3_stmt *q;
+    const unsigned char *p;
+    char serial[16];
+    int ok = 0;
+
+    if (j >= (int)(sizeof(bulk_ids) / sizeof(bulk_ids[0]))) return 0;
+    snprintf(serial, sizeof(serial), "%X", 10000 + j);
+    if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT id, der FROM "
+                           "certificates WHERE serial = ?1 AND subject_dn "
+                           "LIKE 'CN=client-%' AND der IS NOT NULL ORDER BY "
+                           "id LIMIT 1", -1, &q, NULL) != SQLITE_OK) {
+        return 0;
+    }
+    sqlite3_bind_text(q, 1, serial, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        p = sqlite3_column_blob(q, 1);
+        if (p && (*out = d2i_X509(NULL, &p, sqlite3_column_bytes(q, 1)))) {
+            bulk_ids[j] = sqlite3_column_int64(q, 0);
+            ok = 1;
+        }
+    }
+    sqlite3_finalize(q);
+    return ok;
+}
+
 static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
 {
     static const char *const ciphers[] = {
@@ -364,7 +398,13 @@ static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
     long i;
     int j;
 
-    for (j = 0; j < k; j++) {
+    /* The certificates an earlier bulk stored, when the file holds them:
+     * a server sees the same clients again, so their rows go to the
+     * existing ids (all over the cert_id index), not to new ones at its
+     * end.  Else new ones. */
+    for (j = 0; j < k && reuse_cert(j, &pool[j]); j++)
+        ;
+    for (; j < k; j++) {
         char cn[64];
         snprintf(cn, sizeof(cn), "client-%04d", j);
         pool[j] = make_cert("ec", "sha256", "2025-01-01T00:00:00Z",
