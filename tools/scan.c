@@ -486,14 +486,32 @@ static const char *outcome_name(int o)
 /* ------------------------------------------------------------------ */
 /* Certificates of one database                                         */
 
+/* A certificate's figures: acceptances, rejections, handshakes, first
+ * and last acceptance in the period; last acceptance in the scan window
+ * (the period and the 90 days before its end). */
+typedef struct {
+    apr_int64_t acc, rej, seen, first, last, last_acc;
+} cstat_t;
+
+static void cstat_add(cstat_t *to, const cstat_t *from)
+{
+    to->acc += from->acc;
+    to->rej += from->rej;
+    to->seen += from->seen;
+    if (from->first && (!to->first || from->first < to->first)) {
+        to->first = from->first;
+    }
+    if (from->last > to->last) to->last = from->last;
+    if (from->last_acc > to->last_acc) to->last_acc = from->last_acc;
+}
+
 typedef struct {
     int          present;
     char         hex[65];
     char        *subject, *issuer, *serial, *sig_alg, *key_type;
     apr_int64_t  nb, na, first_seen;
     int          key_bits, weak;
-    apr_int64_t  acc, rej, seen, first, last;   /* in the period */
-    apr_int64_t  last_acc;                      /* in the scan window */
+    cstat_t      st;
     int          dup;           /* counted in the same certificate of an
                                    earlier database (merge_certs) */
 } cinfo_t;
@@ -858,10 +876,6 @@ enum { T_CERTS, T_HS, T_RQ, T_EVENTS };     /* mtls_anchor_tables order */
                                    MTLS_AUDIT_SCAN_PIECE) */
 #define PIECE_MIN  50000        /* and at least */
 #define WORKERS    2
-
-typedef struct {
-    apr_int64_t acc, rej, seen, first, last, last_acc;
-} cstat_t;
 
 typedef struct {
     int          db, table;
@@ -1641,14 +1655,7 @@ static int merge_certs(ctab_t *cts, int n)
             head = c;
             continue;
         }
-        head->acc += c->acc;
-        head->rej += c->rej;
-        head->seen += c->seen;
-        if (c->first && (!head->first || c->first < head->first)) {
-            head->first = c->first;
-        }
-        if (c->last > head->last) head->last = c->last;
-        if (c->last_acc > head->last_acc) head->last_acc = c->last_acc;
+        cstat_add(&head->st, &c->st);
         if (c->first_seen < head->first_seen) {
             head->first_seen = c->first_seen;
         }
@@ -1666,13 +1673,13 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
     for (id = 1; id < ct->n; id++) {
         cinfo_t *c = &ct->c[id];
         if (!c->present || c->dup) continue;
-        if (c->seen) {
+        if (c->st.seen) {
             s->expiry_n[c->na < now_s ? 0 : c->na < now_s + 30 * 86400 ? 1
                         : c->na < now_s + 90 * 86400 ? 2 : 3]++;
         }
-        if (c->acc) {
+        if (c->st.acc) {
             const char *finding = c->weak ? "weak"
-                : c->last / 1000000 > c->na ? "accepted expired"
+                : c->st.last / 1000000 > c->na ? "accepted expired"
                 : c->na < now_s + EXPIRY_DAYS * 86400 ? "expiring" : "";
             const char *row[13];
             s->certs_accepted++;
@@ -1690,9 +1697,9 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
             row[7] = iso_s(c->na, b[1]);
             row[8] = num((c->na - now_s) >= 0 ? (c->na - now_s) / 86400
                          : -((now_s - c->na + 86399) / 86400), b[2]);
-            row[9] = iso_us(c->first, b[3]);
-            row[10] = iso_us(c->last, b[4]);
-            row[11] = num(c->acc, b[5]);
+            row[9] = iso_us(c->st.first, b[3]);
+            row[10] = iso_us(c->st.last, b[4]);
+            row[11] = num(c->st.acc, b[5]);
             row[12] = finding;
             ev_add(&s->inventory, row);
         }
@@ -1700,8 +1707,8 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
          * 90 days, but one before. */
         if (c->na > s->until / 1000000 && c->first_seen
             < s->until - INACTIVE_DAYS * DAY_US
-            && c->last_acc < s->until - INACTIVE_DAYS * DAY_US) {
-            apr_int64_t last = c->last_acc;
+            && c->st.last_acc < s->until - INACTIVE_DAYS * DAY_US) {
+            apr_int64_t last = c->st.last_acc;
             if (!last) {
                 sqlite3_stmt *st;
                 char *sql = sqlite3_mprintf("SELECT time_us FROM "
@@ -2035,15 +2042,7 @@ static void workers_join(run_t *r)
         for (id = 1; id < r->cts[i].n; id++) {
             cinfo_t *c = &r->cts[i].c[id];
             for (k = 0; k < WORKERS; k++) {
-                const cstat_t *x = &r->w[k].cs[i][id];
-                c->acc += x->acc;
-                c->rej += x->rej;
-                c->seen += x->seen;
-                if (x->first && (!c->first || x->first < c->first)) {
-                    c->first = x->first;
-                }
-                if (x->last > c->last) c->last = x->last;
-                if (x->last_acc > c->last_acc) c->last_acc = x->last_acc;
+                cstat_add(&c->st, &r->w[k].cs[i][id]);
             }
         }
     }
