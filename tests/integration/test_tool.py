@@ -570,7 +570,8 @@ def pieces_script():
     certificate shared by five addresses within an hour, a child's clock
     going back, requests without a verified certificate, a card number."""
     lines = [base_script()]
-    t0 = NOW - 3 * DAY
+    # Within one hour (and one half hour): windows start on the clock.
+    t0 = (NOW - 3 * DAY).replace(minute=1, second=0)
     for i in range(14):
         lines.append("hs %s - rejected 1.3 %s 20 10.5.0.1" % (
             iso(t0 + i * datetime.timedelta(seconds=30)), GOOD))
