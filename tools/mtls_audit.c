@@ -269,11 +269,23 @@ static int cmd_certs(int argc, char **argv)
           "days_left, last_seen, accepted, rejected FROM inv"
         : "SELECT * FROM inv";
     {
-        char *full = sqlite3_mprintf(
-            "WITH use AS (SELECT source, cert_id, min(time_us) AS first_us, "
-            "max(time_us) AS last_us, sum(outcome = 1) AS acc, "
-            "sum(outcome = 2) AS rej FROM hs WHERE cert_id IS NOT NULL "
-            "GROUP BY source, cert_id), "
+        /* Each database's handshakes grouped by certificate from its own
+         * table, read in file order (NOT INDEXED): through the hs view, or
+         * by the cert_id index, ten million rows took 43 s, this 6. */
+        sqlite3_str *use = sqlite3_str_new(ds.db);
+        char *full, *arms;
+        int i;
+
+        for (i = 0; i < ds.n; i++) {
+            sqlite3_str_appendf(use, "%sSELECT %Q AS source, cert_id, "
+                "min(time_us) AS first_us, max(time_us) AS last_us, "
+                "sum(outcome = 1) AS acc, sum(outcome = 2) AS rej FROM "
+                "db%d.handshakes NOT INDEXED WHERE cert_id IS NOT NULL "
+                "GROUP BY cert_id", i ? " UNION ALL " : "", ds.files[i], i);
+        }
+        arms = sqlite3_str_finish(use);
+        full = arms ? sqlite3_mprintf(
+            "WITH use AS (%s), "
             "inv AS (SELECT c.cert_sha256, c.subject_dn, c.issuer_dn, "
             "c.serial, strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ', c.not_before, "
             "'unixepoch') AS not_before, strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ', "
@@ -289,9 +301,11 @@ static int cmd_certs(int argc, char **argv)
             "FROM certs c LEFT JOIN use u ON u.source = c.source AND "
             "u.cert_id = c.id GROUP BY c.sha256 "
             "HAVING :days < 0 OR c.not_after < unixepoch('now') + :days * 86400 "
-            "ORDER BY c.not_after, c.subject_dn) %s", sql);
-        rc = sqlite3_prepare_v2(ds.db, full, -1, &stmt, NULL);
+            "ORDER BY c.not_after, c.subject_dn) %s", arms, sql) : NULL;
+        rc = full ? sqlite3_prepare_v2(ds.db, full, -1, &stmt, NULL)
+                  : SQLITE_NOMEM;
         sqlite3_free(full);
+        sqlite3_free(arms);
     }
     if (rc != SQLITE_OK) {
         fail("cannot query: %s", sqlite3_errmsg(ds.db));
