@@ -85,12 +85,10 @@ static void put_val(unsigned char *d, const mtls_val_t *v)
 {
     apr_uint64_t bits;
 
-    d[0] = (unsigned char)(v->type == MTLS_V_INT || v->type == MTLS_V_REAL
-                           || v->type == MTLS_V_TEXT || v->type == MTLS_V_BLOB
-                           ? v->type : MTLS_V_NULL);
     switch (v->type) {
     case MTLS_V_INT:
     case MTLS_V_REAL:
+        d[0] = (unsigned char)v->type;
         if (v->type == MTLS_V_INT) {
             bits = (apr_uint64_t)v->i;
         }
@@ -102,6 +100,7 @@ static void put_val(unsigned char *d, const mtls_val_t *v)
         break;
     case MTLS_V_TEXT:
     case MTLS_V_BLOB:
+        d[0] = (unsigned char)v->type;
         d[1] = (unsigned char)(v->len >> 24);
         d[2] = (unsigned char)(v->len >> 16);
         d[3] = (unsigned char)(v->len >> 8);
@@ -111,6 +110,7 @@ static void put_val(unsigned char *d, const mtls_val_t *v)
         }
         break;
     default:
+        d[0] = MTLS_V_NULL;
         break;
     }
 }
@@ -223,7 +223,8 @@ int mtls_chain_row_values(sqlite3_stmt *stmt, mtls_val_t *vals, int max)
         case SQLITE_FLOAT:
             v->type = MTLS_V_REAL;
             v->d = sqlite3_value_double(val);
-            v->i = (apr_int64_t)v->d;
+            /* (a NaN or a huge real in a hostile file: no undefined cast) */
+            v->i = v->d > -9.2e18 && v->d < 9.2e18 ? (apr_int64_t)v->d : 0;
             break;
         case SQLITE_TEXT:
             v->type = MTLS_V_TEXT;

@@ -63,8 +63,8 @@ int mtls_chain_hash_stmt(const mtls_chain_key_t *key, const char *table,
                          int *has_stored);
 
 /* The columns of stmt's current row, decoded once (text and blobs point
- * into the statement until its next step; integer columns read as text
- * or real also set i).  Returns how many, at most max. */
+ * into the statement until its next step; i is 0 but for integers and
+ * for reals within range, truncated).  Returns how many, at most max. */
 #define MTLS_MAX_COLUMNS 64
 int mtls_chain_row_values(sqlite3_stmt *stmt, mtls_val_t *vals, int max);
 /* Index of the column named "hash" in stmt's result, or -1. */
