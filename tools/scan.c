@@ -10,7 +10,8 @@
  * by time here.  Certificates are loaded once per database into an array
  * indexed by id.  Maps are open-addressing hash tables over binary keys
  * (the fields of a group one after another); a map that would pass its
- * limit counts what it had to drop instead of growing without bound.
+ * limit counts what it had to drop instead of growing without bound, and
+ * the report says how many groups it could not list.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -171,10 +172,15 @@ typedef struct {
     ment_t  *t;
     size_t   cap, n;
     long     dropped;
-    size_t   limit;             /* 0: MAP_LIMIT */
     chunk_t *chunks;
     ment_t  *last;              /* the entry found last: rows repeat it */
 } map_t;
+
+/* Entries a map may hold (MTLS_AUDIT_MAP_LIMIT for the tests), and the
+ * groups the maps could not hold over the whole scan (added up as maps
+ * are freed, by any thread). */
+static size_t map_limit = MAP_LIMIT;
+static long maps_dropped;
 
 /* A key: fields one after another, each a kind byte and its value --
  * 'i' and 8 bytes, 's' and a 2-byte length and up to 400 bytes, 'n' for
@@ -324,7 +330,7 @@ static ment_t *map_key(map_t *m, const char *key, size_t klen)
         return m->last = e;
     }
     if (!m->cap || (m->n + 1) * 4 > m->cap * 3) {
-        if (m->n >= (m->limit ? m->limit : MAP_LIMIT) || map_grow(m) != 0) {
+        if (m->n >= map_limit || map_grow(m) != 0) {
             m->dropped++;
             return NULL;
         }
@@ -348,10 +354,14 @@ static ment_t *map_get(map_t *m, const key_t_ *k)
     return map_key(m, k->b, k->n);
 }
 
+
 static void map_free(map_t *m)
 {
     chunk_t *c, *next;
 
+    if (m->dropped) {
+        __atomic_fetch_add(&maps_dropped, m->dropped, __ATOMIC_RELAXED);
+    }
     for (c = m->chunks; c; c = next) {
         next = c->next;
         free(c);
@@ -379,7 +389,6 @@ static void map_merge(map_t *dst, const map_t *src, combine_fn *fn)
     size_t i;
     ment_t *d;
 
-    dst->dropped += src->dropped;
     for (i = 0; i < src->cap; i++) {
         const ment_t *s = &src->t[i];
         if (s->key && (d = map_key(dst, s->key, s->klen))) {
@@ -1883,6 +1892,9 @@ static int plan(run_t *r)
         plan_piece = atoi(env);
         plan_fixed = 1;
     }
+    if ((env = getenv("MTLS_AUDIT_MAP_LIMIT")) && atoi(env) > 0) {
+        map_limit = (size_t)atoi(env);
+    }
     /* The small tables first (only their chains), then the handshakes
      * (the requests' pass reads the bits they leave), then requests. */
     for (t = 0; t < 4 && rc == SQLITE_OK; t++) {
@@ -2243,6 +2255,7 @@ int scan_period(dataset_t *ds, scan_t *s)
     int i, k, rc = SQLITE_OK;
 
     memset(&r, 0, sizeof(r));
+    maps_dropped = 0;
     scan_init_evidence(s);
     r.ds = ds;
     r.s = s;
@@ -2290,6 +2303,12 @@ int scan_period(dataset_t *ds, scan_t *s)
              ? "out of memory" : sqlite3_errmsg(ds->db));
     }
     run_free(&r);
+    if (maps_dropped) {
+        fprintf(stderr, "mtls-audit: warning: %ld groups (suites, reasons, "
+                "servers, clients) beyond the %d a table may hold are left "
+                "out of the evidence; the counts include them\n",
+                maps_dropped, (int)map_limit);
+    }
     pthread_mutex_destroy(&r.mu);
     pthread_cond_destroy(&r.cv);
     for (i = 0; cts && i < ds->n; i++) {

@@ -644,6 +644,56 @@ def report_read_in_pieces_matches_the_report_read_whole(ctx):
         "integrity"], doc["report"]["databases"]
 
 
+@test(once=True)
+def report_evidence_lists_the_largest_groups_and_says_what_it_left_out(ctx):
+    # 600 clients fail once, then one fails five times: the failures-by-
+    # client table keeps 200 rows, and they must be the largest (the first
+    # 200 found, then sorted, would miss it two times in three).
+    t0 = (NOW - 2 * DAY).replace(minute=0, second=0)
+    lines = [base_script()]
+    for i in range(600):
+        lines.append("hs %s - no_certificate 1.3 %s - 10.8.%d.%d" % (
+            iso(t0 + i * datetime.timedelta(seconds=1)), GOOD, i // 200,
+            i % 200 + 1))
+    for i in range(5):
+        lines.append("hs %s - no_certificate 1.3 %s - 10.9.9.9" % (
+            iso(t0 + datetime.timedelta(hours=2, minutes=i * 10)), GOOD))
+    db = gen(ctx, "top-groups", "\n".join(lines) + "\n")
+    r = report(ctx, db)
+    c, _ = checks(r)
+    ev = c["10.2.1.4"]
+    assert ev["evidence"][0]["client_addr"] == "10.9.9.9", ev["evidence"][:3]
+    assert ev["evidence"][0]["attempts"] == "5", ev["evidence"][0]
+    assert ev["evidence_total"] == 606, ev["evidence_total"]
+    assert "warning" not in r.stderr, r.stderr
+    # A table that cannot hold every group says so; the report still runs.
+    r2 = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                         "--since", SINCE, "--format", "json", db],
+                        capture_output=True, text=True,
+                        env=dict(os.environ, MTLS_AUDIT_MAP_LIMIT="3"))
+    assert r2.returncode == r.returncode, (r2.returncode, r2.stderr)
+    assert re.search(r"warning: \d+ groups .* left out of the evidence",
+                     r2.stderr), r2.stderr
+
+
+@test(once=True)
+def bursts_in_several_databases_keep_their_own_window(ctx):
+    # Two servers' files read as one: the second file's burst lies before
+    # the first file's rows, and must be reported in its own half hour.
+    late = gen(ctx, "burst-late", base_script())
+    t0 = (NOW - 12 * DAY).replace(minute=31, second=0)
+    lines = []                  # in time order within the file
+    for i in range(12):
+        lines.append("hs %s - rejected 1.3 %s 20 10.5.5.5" % (
+            iso(t0 + i * datetime.timedelta(seconds=20)), GOOD))
+    early = gen(ctx, "burst-early", "\n".join(lines) + "\n" + base_script())
+    c, _ = checks(report(ctx, [late, early]))
+    rows = [e for e in c["8.3.4"]["evidence"] if "10.5.5.5" in e["who"]]
+    assert rows, c["8.3.4"]
+    assert rows[0]["window_start"] == iso(t0.replace(minute=30)), rows
+    assert rows[0]["failures"] == "12", rows
+
+
 def archive_script():
     """Two months of mixed traffic (4,000 handshakes, most with a request)
     over 20 certificates, with start and stop events."""
