@@ -620,6 +620,9 @@ int open_dataset(dataset_t *ds, char **files, int n)
         fail("cannot start SQLite: %s", sqlite3_errstr(rc));
         return EXIT_DB;
     }
+    /* Before any ATTACH: attaching reads the file's schema, and another
+     * connection closing holds the file's PENDING lock for a moment. */
+    sqlite3_busy_timeout(ds->db, 5000);
     sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, 125);
     if (n > 125) {
         fail("at most 125 databases at once");
@@ -648,7 +651,6 @@ int open_dataset(dataset_t *ds, char **files, int n)
         }
         ds->n++;
     }
-    sqlite3_busy_timeout(ds->db, 5000);
     for (i = 0; functions[i].name; i++) {
         sqlite3_create_function(ds->db, functions[i].name, functions[i].args,
                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,

@@ -1332,6 +1332,10 @@ static int worker_open(run_t *r, worker_t *w)
      * slower here: page faults cost more than the copies.) */
     rc = sqlite3_open_v2(":memory:", &w->db, SQLITE_OPEN_READWRITE
                          | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) return rc;
+    /* Before the ATTACHes, which read each file's schema (see
+     * open_dataset). */
+    sqlite3_busy_timeout(w->db, 5000);
     sqlite3_limit(w->db, SQLITE_LIMIT_ATTACHED, 125);
     for (i = 0; rc == SQLITE_OK && i < r->ds->n; i++) {
         char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro%s' AS db%d",
@@ -1349,7 +1353,6 @@ static int worker_open(run_t *r, worker_t *w)
             sqlite3_free(sql);
         }
     }
-    sqlite3_busy_timeout(w->db, 5000);
     return rc;
 }
 

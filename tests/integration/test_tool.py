@@ -898,3 +898,48 @@ def writing_goes_on_after_an_archive_took_every_row(ctx):
     assert v.returncode == 1, v.stdout
     assert "BROKEN at id 4000: row 4000 should have been archived" in \
         v.stdout, v.stdout
+
+
+@test(once=True)
+def every_command_reads_while_other_connections_come_and_go(ctx):
+    """Another connection closing takes the file's PENDING lock for a
+    moment (SQLite tries to checkpoint and remove the WAL when it closes):
+    a reader arriving then is told "database is locked" at once unless it
+    waits.  Each command must wait out such moments (its busy timeout set
+    before it attaches a file), never fail on them."""
+    import threading
+    import time
+    db = gen(ctx, "churn", base_script())
+    hold = sqlite3.connect(db)      # keeps the WAL, as a server's child does
+    hold.execute("SELECT count(*) FROM events").fetchone()
+    stop = [False]
+
+    def churn():
+        while not stop[0]:
+            con = sqlite3.connect(db, timeout=10)
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            con.close()
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    commands = (["query", "--limit", "1"], ["certs"],
+                ["report", "--standard", "summary", "--format", "json"],
+                ["verify", "--no-record"])
+    failed, runs = [], 0
+    try:
+        for t in threads:
+            t.start()
+        end = time.time() + 8
+        while time.time() < end:
+            for c in commands:
+                r = subprocess.run([ctx.tool] + c + [db],
+                                   capture_output=True, text=True)
+                runs += 1
+                if r.returncode != 0:
+                    failed.append((c[0], r.returncode, r.stderr.strip()))
+    finally:
+        stop[0] = True
+        for t in threads:
+            t.join()
+        hold.close()
+    assert runs >= 40, runs
+    assert not failed, (len(failed), runs, failed[:3])
