@@ -48,6 +48,7 @@ static named_t certs[4096];
 static int ncerts;
 static mtls_store_t *st;
 static mtls_item_t *batch[BATCH];
+static X509 *batch_x[BATCH];
 static int nbatch;
 static mtls_link_t *last_link;
 static apr_int64_t last_time;
@@ -150,12 +151,12 @@ static void raw_write(void)
             sqlite3_bind_int(q, 16, hs->verify_depth);
             sqlite3_bind_null(q, 17);
             sqlite3_bind_null(q, 18);
-            if (hs->leaf) {
+            if (batch_x[i]) {
                 /* bulk's certificates have serials 10000 + j; those it
                  * found in the file have the ids the store gives them,
                  * new ones are numbered from 1 (a raw run into an empty
                  * file). */
-                long j = ASN1_INTEGER_get(X509_get0_serialNumber(hs->leaf))
+                long j = ASN1_INTEGER_get(X509_get0_serialNumber(batch_x[i]))
                          - 10000;
                 apr_int64_t cid = j >= 0 && j < (long)(sizeof(bulk_ids)
                                   / sizeof(bulk_ids[0])) && bulk_ids[j]
@@ -219,8 +220,10 @@ static void flush(void)
     nbatch = 0;
 }
 
-static void push(mtls_item_t *it)
+/* x: a handshake's certificate (the raw path reads its serial), or NULL. */
+static void push(mtls_item_t *it, X509 *x)
 {
+    batch_x[nbatch] = x;
     batch[nbatch++] = it;
     if (nbatch == BATCH) flush();
 }
@@ -329,8 +332,8 @@ static mtls_item_t *handshake(apr_int64_t t, X509 *x, int outcome, int ver,
     hs->verify_us = x ? 80 + t % 40 : -1;
     hs->pid = 1000 + (int)(t % 4);
     if (x) {
-        X509_up_ref(x);
-        hs->leaf = x;
+        mtls_certs_set(&hs->certs, x, NULL);
+        hs->has_leaf = 1;
         hs->chain_length = 1;
     }
     mtls_link_unref(last_link);
@@ -432,9 +435,9 @@ static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
         else { outcome = 5; x = NULL; }
         push(handshake(t, x, outcome, ver,
                        ciphers[ver == 0x0303 ? 2 : (seed >> 50) % 2],
-                       verify, client, MTLS_VM_REQUIRE));
+                       verify, client, MTLS_VM_REQUIRE), x);
         if (outcome == 1) {
-            push(request(t + 2000, paths[(seed >> 52) % 5], 200));
+            push(request(t + 2000, paths[(seed >> 52) % 5], 200), NULL);
         }
     }
     for (j = 0; j < k; j++) X509_free(pool[j]);
@@ -494,12 +497,14 @@ int main(int argc, char **argv)
                      : !strcmp(w[8], "optional_no_ca") ? MTLS_VM_OPTIONAL_NO_CA
                      : MTLS_VM_REQUIRE;
             }
-            push(handshake(when(w[1]), find(w[2]), outcome_code(w[3]),
+            X509 *x = find(w[2]);
+            push(handshake(when(w[1]), x, outcome_code(w[3]),
                            version_code(w[4]), w[5],
-                           strcmp(w[6], "-") ? atol(w[6]) : -1, w[7], mode));
+                           strcmp(w[6], "-") ? atol(w[6]) : -1, w[7], mode),
+                 x);
         }
         else if (!strcmp(w[0], "req") && n >= 3) {
-            push(request(last_time + 1000, w[1], atoi(w[2])));
+            push(request(last_time + 1000, w[1], atoi(w[2])), NULL);
         }
         else if (!strcmp(w[0], "event") && n >= 3) {
             mtls_item_t *it = mtls_item_new(MTLS_ITEM_EVENT);
@@ -513,7 +518,7 @@ int main(int argc, char **argv)
                 it->u.ev.gap_end_us = it->u.ev.time_us;
                 it->u.ev.detail = strdup("synthetic gap");
             }
-            push(it);
+            push(it, NULL);
         }
         else if (!strcmp(w[0], "bulk") && n >= 5) {
             flush();

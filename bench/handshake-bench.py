@@ -325,9 +325,8 @@ def print_table(results, args, rss, rows, expected):
           "request; ms: server CPU per handshake; p99 in ms)")
     for name in results:
         w = [x["writer_cpu_us_per_hs"] for x in results[name]["B"]]
-        print("B's writer thread, %-19s %6.1f us CPU per handshake (median; "
-              "it also frees the certificates OpenSSL parsed, which A frees "
-              "in the handshake)" % (name, med(w)))
+        print("B's writer thread, %-19s %6.1f us CPU per handshake "
+              "(median)" % (name, med(w)))
     print("resident memory per child after the runs: A %.0f KB, B %.0f KB, "
           "C %.0f KB; B-A %+.0f KB" % (rss["A"], rss["B"], rss["C"],
                                        rss["B"] - rss["A"]))

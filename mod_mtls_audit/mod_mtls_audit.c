@@ -528,10 +528,11 @@ static void note_ssl(mtls_conn_t *cs, const SSL *ssl)
     else {
         hs->verify_mode = MTLS_VM_OPTIONAL;
     }
-    if (!hs->leaf && hs->resumed) {
+    if (!hs->has_leaf && hs->resumed) {
         X509 *peer = SSL_get0_peer_certificate(ssl);
-        if (peer && X509_up_ref(peer)) {
-            hs->leaf = peer;
+        if (peer) {
+            mtls_certs_set(&hs->certs, peer, NULL);
+            hs->has_leaf = 1;
             hs->chain_length = 1;
             hs->verify_result = SSL_get_verify_result(ssl);
         }
@@ -551,7 +552,7 @@ static int error_is_optional(long e)
 static int decide_outcome(mtls_conn_t *cs, fin_e why)
 {
     mtls_handshake_t *hs = &cs->rec->u.hs;
-    int bad_cert = hs->leaf && hs->verify_result > 0;
+    int bad_cert = hs->has_leaf && hs->verify_result > 0;
 
     if (why == FIN_DONE) {
         /* mod_ssl closes a completed handshake whose verification failed,
@@ -591,7 +592,7 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     sc = srv_conf(s);
     hs->handshake_us = mtls_mono_us() - cs->start_mono;
     hs->outcome = decide_outcome(cs, why);
-    if (!hs->chain_length && hs->leaf) {
+    if (!hs->chain_length && hs->has_leaf) {
         hs->chain_length = 1;
     }
     mtls_strlcpy(hs->server_name, s->server_hostname,
@@ -778,18 +779,16 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
         STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(sctx);
         hs->verify_depth = chain ? sk_X509_num(chain) - 1 : 0;
     }
+    /* Copies of the DER, not references: the X509s then die with the
+     * connection, in this thread (see mtls_certs_t). */
     leaf = X509_STORE_CTX_get0_cert(sctx);
-    if (leaf && X509_up_ref(leaf)) {
-        X509_free(hs->leaf);
-        hs->leaf = leaf;
-    }
     presented = X509_STORE_CTX_get0_untrusted(sctx);
-    if (presented) {
-        if (hs->chain) {
-            sk_X509_pop_free(hs->chain, X509_free);
+    if (leaf || presented) {
+        mtls_certs_set(&hs->certs, leaf, presented);
+        hs->has_leaf = leaf != NULL;
+        if (presented) {
+            hs->chain_length = sk_X509_num(presented);
         }
-        hs->chain = X509_chain_up_ref(presented);
-        hs->chain_length = sk_X509_num(presented);
     }
     return ok;
 }

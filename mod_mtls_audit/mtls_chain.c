@@ -139,6 +139,14 @@ static int enc_finish(const mtls_chain_key_t *key, enc_t *e,
         return HMAC(EVP_sha256(), key->key, (int)key->len, e->buf, e->len,
                     out, &olen) != NULL ? 0 : -1;
     }
+    return mtls_sha256(e->buf, e->len, out);
+}
+
+int mtls_sha256(const void *p, apr_size_t len,
+                unsigned char out[MTLS_HASH_LEN])
+{
+    unsigned int olen = MTLS_HASH_LEN;
+
     if (!tls_sha256 && !(tls_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
         return -1;
     }
@@ -146,7 +154,7 @@ static int enc_finish(const mtls_chain_key_t *key, enc_t *e,
         return -1;
     }
     return EVP_DigestInit_ex(tls_ctx, tls_sha256, NULL)
-           && EVP_DigestUpdate(tls_ctx, e->buf, e->len)
+           && EVP_DigestUpdate(tls_ctx, p, len)
            && EVP_DigestFinal_ex(tls_ctx, out, &olen) ? 0 : -1;
 }
 

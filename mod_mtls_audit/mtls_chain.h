@@ -74,6 +74,11 @@ int mtls_chain_hash_column(sqlite3_stmt *stmt);
  * between rows for speed).  Call when a thread that hashed rows ends. */
 void mtls_chain_thread_done(void);
 
+/* SHA-256 of len bytes at p with this thread's context (see
+ * mtls_chain_thread_done); 0, or -1 on failure. */
+int mtls_sha256(const void *p, apr_size_t len,
+                unsigned char out[MTLS_HASH_LEN]);
+
 /* Read a key file (at least 16 bytes, at most 4096; surrounding white
  * space is part of the key).  Returns 0, or -1 with *err set to a static
  * message. */

@@ -158,6 +158,7 @@ mtls_item_t *mtls_item_new(int type)
         item->u.hs.alert_received = -1;
         item->u.hs.handshake_us = -1;
         item->u.hs.verify_us = -1;
+        item->u.hs.certs.chain_from = -1;
     }
     return item;
 }
@@ -169,10 +170,7 @@ void mtls_item_free(mtls_item_t *item)
     }
     switch (item->type) {
     case MTLS_ITEM_HANDSHAKE:
-        X509_free(item->u.hs.leaf);
-        if (item->u.hs.chain) {
-            sk_X509_pop_free(item->u.hs.chain, X509_free);
-        }
+        mtls_certs_clear(&item->u.hs.certs);
         break;
     case MTLS_ITEM_REQUEST:
         free(item->u.rq.path);
@@ -184,6 +182,62 @@ void mtls_item_free(mtls_item_t *item)
     }
     mtls_link_unref(item->link);
     free(item);
+}
+
+void mtls_certs_clear(mtls_certs_t *c)
+{
+    free(c->der);
+    c->der = NULL;
+    c->n = 0;
+    c->leaf = 0;
+    c->chain_from = -1;
+}
+
+int mtls_certs_set(mtls_certs_t *c, X509 *leaf, STACK_OF(X509) *chain)
+{
+    X509 *x[MTLS_CERTS_KEPT + 1];
+    int i, n = 0, m = chain ? sk_X509_num(chain) : 0, lead;
+    size_t total = 0;
+    unsigned char *p;
+
+    mtls_certs_clear(c);
+    lead = leaf && (m == 0 || sk_X509_value(chain, 0) != leaf);
+    if (lead) {
+        x[n++] = leaf;
+    }
+    for (i = 0; i < m && i < MTLS_CERTS_KEPT; i++) {
+        x[n++] = sk_X509_value(chain, i);
+    }
+    for (i = 0; i < n; i++) {
+        int len = i2d_X509(x[i], NULL);
+        c->len[i] = len > 0 ? (apr_uint32_t)len : 0;
+        total += c->len[i];
+    }
+    if (n && !(c->der = malloc(total ? total : 1))) {
+        return -1;
+    }
+    for (i = 0, p = c->der; i < n; i++) {
+        unsigned char *q = p;
+        if (c->len[i] && i2d_X509(x[i], &q) != (int)c->len[i]) {
+            c->len[i] = 0;      /* not as long as it said: none */
+        }
+        p += c->len[i];
+    }
+    c->n = n;
+    c->leaf = leaf != NULL;
+    c->chain_from = m ? (lead ? 1 : 0) : -1;
+    return 0;
+}
+
+const unsigned char *mtls_certs_der(const mtls_certs_t *c, int i)
+{
+    const unsigned char *p = c->der;
+    int k;
+
+    for (k = 0; k < i; k++) {
+        p += c->len[k];
+    }
+    return p;
 }
 
 void mtls_strlcpy(char *dst, const char *src, apr_size_t size)

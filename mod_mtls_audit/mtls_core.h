@@ -94,6 +94,36 @@ typedef enum {
     MTLS_ITEM_EVENT     = 3
 } mtls_item_type_e;
 
+/*
+ * The certificates of a handshake, as DER copied on the handshake path: the
+ * X509 objects OpenSSL parsed then die with the connection, freed by the
+ * thread that made them (freeing them in the writer thread cost more than
+ * the rest of its work: every free went to another thread's malloc arena).
+ * der holds n certificates back to back, len[i] bytes each (0: one that
+ * could not be encoded).  Entry 0 is the leaf when leaf is set; the chain
+ * as presented (leaf first) is entries chain_from..n-1, chain_from -1 when
+ * it is not known (a resumed session keeps only the leaf).  At most
+ * MTLS_CERTS_KEPT of a presented chain are kept; chain_length counts all.
+ */
+#define MTLS_CERTS_KEPT 64
+
+typedef struct {
+    unsigned char *der;             /* malloc'd, or NULL when n is 0 */
+    apr_uint32_t   len[MTLS_CERTS_KEPT + 1];
+    int            n;
+    int            leaf;
+    int            chain_from;
+} mtls_certs_t;
+
+/* Copy leaf (may be NULL) and the presented chain (may be NULL; when its
+ * first certificate is leaf, the leaf is stored once) into c, replacing
+ * what it held.  Returns 0, or -1 out of memory (c is then empty). */
+int  mtls_certs_set(mtls_certs_t *c, X509 *leaf, STACK_OF(X509) *chain);
+void mtls_certs_clear(mtls_certs_t *c);
+
+/* Where entry i of c starts in c->der. */
+const unsigned char *mtls_certs_der(const mtls_certs_t *c, int i);
+
 typedef struct {
     apr_int64_t time_us;            /* wall clock at the first byte received */
     char  server_name[256];         /* vhost that owns the record */
@@ -111,9 +141,9 @@ typedef struct {
     int   verify_depth;             /* -1 when nothing was verified */
     int   alert;                    /* fatal alert sent, -1 none */
     int   alert_received;           /* fatal alert received, -1 none */
-    X509 *leaf;                     /* owned reference, or NULL */
-    STACK_OF(X509) *chain;          /* owned, as presented, leaf first */
+    int   has_leaf;                 /* the client's certificate was seen */
     int   chain_length;             /* certificates the client presented */
+    mtls_certs_t certs;             /* their DER (mtls_certs_set) */
     apr_int64_t handshake_us;       /* first byte to terminal event, -1 n/a */
     apr_int64_t verify_us;          /* time in X509_verify_cert, -1 n/a */
     int   pid;

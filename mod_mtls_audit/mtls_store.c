@@ -79,6 +79,8 @@ struct mtls_store {
     const mtls_chain_key_t *key;
     table_t                 t[T_COUNT];
     sqlite3_stmt           *find_cert;
+    sqlite3_stmt           *begin, *commit;   /* prepared once: parsing
+                                                 them cost as much as a row */
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
 
@@ -336,6 +338,16 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                 "SELECT id FROM certificates WHERE sha256 = ?",
                                 -1, SQLITE_PREPARE_PERSISTENT, &st->find_cert,
                                 NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_prepare_v3(st->db, "BEGIN IMMEDIATE", -1,
+                                    SQLITE_PREPARE_PERSISTENT, &st->begin,
+                                    NULL);
+        }
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_prepare_v3(st->db, "COMMIT", -1,
+                                    SQLITE_PREPARE_PERSISTENT, &st->commit,
+                                    NULL);
+        }
         if (rc != SQLITE_OK) {
             seterr(err, errlen, "preparing statements", st->db);
             goto fail;
@@ -371,6 +383,8 @@ void mtls_store_close(mtls_store_t *st)
         sqlite3_finalize(st->t[i].seq);
     }
     sqlite3_finalize(st->find_cert);
+    sqlite3_finalize(st->begin);
+    sqlite3_finalize(st->commit);
     sqlite3_close_v2(st->db);
     free(st->path);
     free(st);
@@ -527,33 +541,29 @@ static cache_slot_t *cache_slot(mtls_store_t *st, const unsigned char *sha)
     return &st->cache[h & (CERT_CACHE_SIZE - 1)];
 }
 
-/* The id of certificate x, stored now if it was not yet.  0 and *rc set
- * on error. */
-static apr_int64_t cert_id(mtls_store_t *st, X509 *x, apr_int64_t seen_us,
-                           int *rc)
+/* The id of the certificate whose DER is der[0..len), stored now if it was
+ * not yet.  0 with *rc SQLITE_OK for one that cannot be read (stored as no
+ * certificate); 0 and *rc set on a database error. */
+static apr_int64_t cert_id(mtls_store_t *st, const unsigned char *der,
+                           apr_uint32_t len, apr_int64_t seen_us, int *rc)
 {
     mtls_cert_info_t ci;
     mtls_val_t v[13];
     cache_slot_t *slot;
     apr_int64_t id = 0;
-
     unsigned char md[MTLS_HASH_LEN];
-    unsigned int mdlen = 0;
 
     *rc = SQLITE_OK;
-    /* The fingerprint first: a certificate seen before costs a digest. */
-    if (!X509_digest(x, EVP_sha256(), md, &mdlen) || mdlen != MTLS_HASH_LEN) {
-        return 0;               /* unencodable: stored as no certificate */
+    /* A certificate seen before costs a digest of its DER, and one not in
+     * the cache a lookup by fingerprint; only a new one is parsed. */
+    if (!len || mtls_sha256(der, len, md) != 0) {
+        return 0;
     }
     slot = cache_slot(st, md);
     if (slot->id && memcmp(slot->sha256, md, MTLS_HASH_LEN) == 0) {
         return slot->id;
     }
-    if (mtls_cert_info(x, &ci) != 0) {
-        return 0;
-    }
-    sqlite3_bind_blob(st->find_cert, 1, ci.sha256, MTLS_HASH_LEN,
-                      SQLITE_STATIC);
+    sqlite3_bind_blob(st->find_cert, 1, md, MTLS_HASH_LEN, SQLITE_STATIC);
     *rc = sqlite3_step(st->find_cert);
     if (*rc == SQLITE_ROW) {
         id = sqlite3_column_int64(st->find_cert, 0);
@@ -564,9 +574,12 @@ static apr_int64_t cert_id(mtls_store_t *st, X509 *x, apr_int64_t seen_us,
     }
     sqlite3_reset(st->find_cert);
     if (*rc != SQLITE_OK) {
-        goto leave;
+        return 0;
     }
     if (!id) {
+        if (mtls_cert_info_der(der, (long)len, &ci) != 0) {
+            return 0;
+        }
         v[1] = v_blob(ci.sha256, MTLS_HASH_LEN);
         v[2] = v_text(ci.subject_dn);
         v[3] = v_text(ci.issuer_dn);
@@ -581,46 +594,47 @@ static apr_int64_t cert_id(mtls_store_t *st, X509 *x, apr_int64_t seen_us,
                 ? v_blob(NULL, 0) : v_blob(ci.der, (apr_size_t)ci.der_len);
         v[12] = v_int(seen_us);
         id = append(st, &st->t[T_CERT], v, rc);
+        mtls_cert_info_clear(&ci);
     }
     if (id) {
-        memcpy(slot->sha256, ci.sha256, MTLS_HASH_LEN);
+        memcpy(slot->sha256, md, MTLS_HASH_LEN);
         slot->id = id;
     }
-leave:
-    mtls_cert_info_clear(&ci);
     return id;
 }
 
 static int write_handshake(mtls_store_t *st, mtls_item_t *item)
 {
     mtls_handshake_t *hs = &item->u.hs;
+    const mtls_certs_t *c = &hs->certs;
+    const unsigned char *der = c->der;
     const char *verr = NULL;
-    char chain[512];
+    /* "[" and up to MTLS_CERTS_KEPT ids of at most 20 characters each */
+    char chain[MTLS_CERTS_KEPT * 21 + 3];
     apr_size_t off = 0;
     apr_int64_t leaf_id = 0, id;
     mtls_val_t v[24];
-    int rc = SQLITE_OK, i, n;
+    int rc = SQLITE_OK, i;
 
-    if (hs->leaf) {
-        leaf_id = cert_id(st, hs->leaf, hs->time_us, &rc);
+    for (i = 0; i < c->n; der += c->len[i++]) {
+        apr_int64_t cid = cert_id(st, der, c->len[i], hs->time_us, &rc);
         if (rc != SQLITE_OK) {
             return rc;
         }
-    }
-    chain[0] = '\0';
-    n = hs->chain ? sk_X509_num(hs->chain) : 0;
-    for (i = 0; i < n && off < sizeof(chain) - 24; i++) {
-        apr_int64_t cid = cert_id(st, sk_X509_value(hs->chain, i),
-                                  hs->time_us, &rc);
-        if (rc != SQLITE_OK) {
-            return rc;
+        if (i == 0 && c->leaf) {
+            leaf_id = cid;
         }
-        off += (apr_size_t)snprintf(chain + off, sizeof(chain) - off,
-                                    "%s%" APR_INT64_T_FMT, i ? "," : "[",
-                                    cid);
+        if (c->chain_from >= 0 && i >= c->chain_from) {
+            off += (apr_size_t)snprintf(chain + off, sizeof(chain) - off,
+                                        "%s%" APR_INT64_T_FMT,
+                                        off ? "," : "[", cid);
+        }
     }
     if (off) {
         snprintf(chain + off, sizeof(chain) - off, "]");
+    }
+    else {
+        chain[0] = '\0';
     }
     if (hs->verify_result > 0) {
         verr = X509_verify_cert_error_string(hs->verify_result);
@@ -697,6 +711,15 @@ static int write_event(mtls_store_t *st, mtls_item_t *item)
     return rc;
 }
 
+/* Run a statement that returns no rows; SQLITE_OK when it ran. */
+static int step_done(sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 static void forget(mtls_store_t *st, mtls_item_t **items, int n)
 {
     int i;
@@ -719,7 +742,7 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         st->t[i].loaded = 0;
         st->t[i].w_first = st->t[i].w_last = 0;
     }
-    rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    rc = step_done(st->begin);
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "starting a write", st->db);
         return rc;
@@ -732,7 +755,7 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         }
     }
     if (rc == SQLITE_OK) {
-        rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+        rc = step_done(st->commit);
     }
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "writing records", st->db);

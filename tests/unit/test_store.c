@@ -43,8 +43,11 @@ mtls_item_t *unit_handshake(X509 *leaf, int outcome)
     hs->verify_us = 99;
     hs->pid = 4242;
     if (leaf) {
-        hs->leaf = leaf;
+        /* Takes the reference it is given, as the server's copy does. */
+        mtls_certs_set(&hs->certs, leaf, NULL);
+        hs->has_leaf = 1;
         hs->chain_length = 1;
+        X509_free(leaf);
     }
     return it;
 }
@@ -158,6 +161,98 @@ static void test_write_and_views(void)
     CU_ASSERT_EQUAL(stat(path, &sb), 0);
     CU_ASSERT_EQUAL(sb.st_mode & 0777, 0640);
     mtls_store_close(st);
+}
+
+/* The DER copied on the handshake path: a chain whose first certificate is
+ * the leaf stores the leaf once; a leaf outside the chain comes first; a
+ * chain longer than MTLS_CERTS_KEPT keeps its first ones; the store turns
+ * the copies into certificate rows and the chain column. */
+static void test_presented_chain(void)
+{
+    const char *path = unit_db("chain-der");
+    const char *subj[] = { "CN", "c0", NULL };
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    X509 *x[MTLS_CERTS_KEPT + 6], *other;
+    mtls_item_t *items[3];
+    mtls_store_t *st;
+    char err[256];
+    int i, n = MTLS_CERTS_KEPT + 6;
+
+    for (i = 0; i < n; i++) {
+        char cn[16];
+        const char *sj[] = { "CN", cn, NULL };
+        snprintf(cn, sizeof(cn), "c%d", i);
+        x[i] = unit_cert(sj, "ec", 100 + i, "20200101000000Z",
+                         "20300101000000Z", NULL, NULL);
+    }
+    other = unit_cert(subj, "ec", 99, "20200101000000Z", "20300101000000Z",
+                      NULL, NULL);
+    for (i = 0; i < 3; i++) {
+        sk_X509_push(chain, x[i]);
+    }
+    items[0] = unit_handshake(NULL, MTLS_OUT_ACCEPTED);
+    CU_ASSERT_EQUAL(mtls_certs_set(&items[0]->u.hs.certs, x[0], chain), 0);
+    items[0]->u.hs.has_leaf = 1;
+    CU_ASSERT_EQUAL(items[0]->u.hs.certs.n, 3);
+    CU_ASSERT_EQUAL(items[0]->u.hs.certs.chain_from, 0);
+    for (i = 0; i < 3; i++) {
+        unsigned char *d = NULL;
+        int len = i2d_X509(x[i], &d);
+        CU_ASSERT_EQUAL((int)items[0]->u.hs.certs.len[i], len);
+        CU_ASSERT(memcmp(mtls_certs_der(&items[0]->u.hs.certs, i), d,
+                         (size_t)len) == 0);
+        OPENSSL_free(d);
+    }
+    /* A leaf that is not the chain's first: stored first, chain after. */
+    items[1] = unit_handshake(NULL, MTLS_OUT_ACCEPTED);
+    CU_ASSERT_EQUAL(mtls_certs_set(&items[1]->u.hs.certs, other, chain), 0);
+    items[1]->u.hs.has_leaf = 1;
+    CU_ASSERT_EQUAL(items[1]->u.hs.certs.n, 4);
+    CU_ASSERT_EQUAL(items[1]->u.hs.certs.chain_from, 1);
+    /* Too long a chain: the first MTLS_CERTS_KEPT. */
+    for (i = 3; i < n; i++) {
+        sk_X509_push(chain, x[i]);
+    }
+    items[2] = unit_handshake(NULL, MTLS_OUT_REJECTED);
+    CU_ASSERT_EQUAL(mtls_certs_set(&items[2]->u.hs.certs, x[0], chain), 0);
+    items[2]->u.hs.has_leaf = 1;
+    items[2]->u.hs.chain_length = n;
+    CU_ASSERT_EQUAL(items[2]->u.hs.certs.n, MTLS_CERTS_KEPT);
+
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_write(st, items, 3, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(st), "SELECT chain FROM "
+                                "handshakes WHERE id = 1"), "[1,2,3]");
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT cert_id FROM "
+                           "handshakes WHERE id = 1"), 1);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(st), "SELECT chain FROM "
+                                "handshakes WHERE id = 2"), "[1,2,3]");
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(st), "SELECT subject_dn FROM "
+                                "certificates c JOIN handshakes h ON "
+                                "h.cert_id = c.id WHERE h.id = 2"), "CN=c0");
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT cert_id FROM "
+                           "handshakes WHERE id = 2"), 4);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT json_array_length("
+                           "chain) FROM handshakes WHERE id = 3"),
+                    MTLS_CERTS_KEPT);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT chain_length FROM "
+                           "handshakes WHERE id = 3"), n);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT count(*) FROM "
+                           "certificates"), MTLS_CERTS_KEPT + 1);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(st), "SELECT subject_dn FROM "
+                                "certificates WHERE sha256 = (SELECT sha256 "
+                                "FROM certificates WHERE id = 3)"), "CN=c2");
+    mtls_store_close(st);
+    for (i = 0; i < 3; i++) {
+        mtls_item_free(items[i]);
+    }
+    sk_X509_free(chain);
+    for (i = 0; i < n; i++) {
+        X509_free(x[i]);
+    }
+    X509_free(other);
 }
 
 static void test_reopen_and_readonly(void)
@@ -440,6 +535,8 @@ void add_store_tests(void)
     CU_pSuite s = CU_add_suite("store", NULL, NULL);
     CU_add_test(s, "write, views, modes", test_write_and_views);
     CU_add_test(s, "reopen and read-only", test_reopen_and_readonly);
+    CU_add_test(s, "presented chains: copied once, capped, stored",
+                test_presented_chain);
     CU_add_test(s, "refuses foreign, altered, newer files",
                 test_refuses_foreign_files);
     CU_add_test(s, "a locked write rolls back cleanly",
