@@ -79,7 +79,7 @@ module AP_MODULE_DECLARE_DATA mtls_audit_module;
 
 #define DEFAULT_DB          "logs/mtls_audit.db"
 #define DEFAULT_QUEUE       8192
-#define DEFAULT_FLUSH_MS    200
+#define DEFAULT_FLUSH_MS    1000
 #define DEFAULT_BUSY_MS     5000
 #define DEFAULT_ANCHOR_S    3600
 #define BATCH_MAX           512
@@ -93,7 +93,7 @@ typedef struct {
     int         store_certs;      /* MTLSAuditStoreCertificates, -1 (On) */
     int         fail_closed;      /* MTLSAuditFailMode, -1 (open) */
     int         queue_size;       /* MTLSAuditQueueSize, -1 (8192) */
-    int         flush_ms;         /* MTLSAuditFlushInterval, -1 (200) */
+    int         flush_ms;         /* MTLSAuditFlushInterval, -1 (1000) */
     int         busy_ms;          /* MTLSAuditBusyTimeout, -1 (5000) */
     const char *key_file;         /* MTLSAuditChainKey, NULL none */
     int         anchor_s;         /* MTLSAuditAnchorInterval, -1 (3600) */
@@ -120,7 +120,9 @@ static struct {
     mtls_slots_t     *slots;        /* per-child counters, shared */
     int               lost_noted;   /* "no writer" logged */
     volatile int      refusing;     /* fail closed: refusing connections */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0 };
+    int               pid;          /* this child's (getpid is a system
+                                       call: not one per handshake) */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -470,7 +472,7 @@ static void open_record(mtls_conn_t *cs, int kind)
     hs = &item->u.hs;
     hs->time_us = mtls_now_us();
     hs->kind = kind;
-    hs->pid = (int)getpid();
+    hs->pid = g.pid;
     mtls_strlcpy(hs->client_addr, c->client_ip, sizeof(hs->client_addr));
     hs->client_port = c->client_addr ? c->client_addr->port : -1;
     hs->local_port = c->local_addr ? c->local_addr->port : -1;
@@ -1346,6 +1348,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     mtls_writer_conf_t wc;
     char err[256];
 
+    g.pid = (int)getpid();
     if (!g.any_engine || !g.db_path) {
         return;
     }
@@ -1358,7 +1361,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.flush_ms = msc->flush_ms > 0 ? msc->flush_ms : DEFAULT_FLUSH_MS;
     wc.batch_max = BATCH_MAX;
     wc.retries = WRITE_RETRIES;
-    wc.pid = (int)getpid();
+    wc.pid = g.pid;
     wc.anchor_s = msc->anchor_s >= 0 ? msc->anchor_s : DEFAULT_ANCHOR_S;
     wc.slots = g.slots;
     wc.mirror_fd = g.mirror_fd;
