@@ -10,6 +10,9 @@
 #      writing processes
 #   3. report-bench.sh     every mtls-audit report over that database, 30
 #      and 365 days, with and without the chain walk; seconds, peak memory
+#   4. instr-bench.py      instructions per handshake of A, B and C under
+#      callgrind (repeatable where CPU time is not); skipped without
+#      valgrind
 #
 #   bench/run.sh            the full run: 10 rounds x 3000 connections,
 #                           a 10 M-handshake database (generated once into
@@ -27,8 +30,16 @@ if [ "${1:-}" = --short ]; then
     python3 "$TOP/bench/handshake-bench.py" --short
     STORE_ADD=100000 "$TOP/bench/store-bench.sh" 1000000
     "$TOP/bench/report-bench.sh" 1000000
+    if command -v valgrind >/dev/null; then
+        python3 "$TOP/bench/instr-bench.py" --short
+    fi
 else
     python3 "$TOP/bench/handshake-bench.py"
     "$TOP/bench/store-bench.sh" 10000000
     "$TOP/bench/report-bench.sh" 10000000
+    if command -v valgrind >/dev/null; then
+        python3 "$TOP/bench/instr-bench.py"
+    else
+        echo "instr-bench.py skipped: no valgrind (apt-get install valgrind)"
+    fi
 fi
