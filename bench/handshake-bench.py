@@ -13,10 +13,13 @@ resumption) and one GET.  For each run: connections per second, latency
 p50/p99, and the server's CPU per handshake (the CPU time of the httpd
 parent, its children alive and reaped, over the run, divided by the
 connections).  Ratios are taken per round (B and A of the same round) and
-their median is reported, with the spread (10th-90th percentile).
+their median is reported, with the spread (10th-90th percentile).  With
+--together the three servers are loaded at the same time in each round,
+each by its own client: a neighbour's burst on this shared host then slows
+all three alike instead of whichever ran during it.
 
     bench/handshake-bench.py [--rounds N] [--connections N] [--short]
-                             [--json FILE]
+                             [--together] [--json FILE]
 """
 import argparse
 import json
@@ -189,20 +192,35 @@ SSLRandomSeed startup builtin
         return statistics.mean(sizes) if sizes else 0
 
 
+def run_loads(srvs, pki, version, clients, n, c):
+    """The same load against each server of srvs, all at once (each its
+    own mtls-hsload): whatever else the host runs then weighs on all of
+    them alike.  One result per server."""
+    procs, before = [], []
+    for srv in srvs:
+        args = [HSLOAD, "-p", str(srv.port), "-n", str(n), "-c", str(c),
+                "-v", version, "--ca", pki["root"].cert]
+        for spec in clients:
+            args += ["--client", spec]
+        before.append((srv.cpu(), srv.writer_cpu()))
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate() for p in procs]
+    # B's writer flushes within a second: its CPU counts too.
+    time.sleep(1.1)
+    results = []
+    for srv, p, (out, err), (cpu0, w0) in zip(srvs, procs, outs, before):
+        if p.returncode != 0:
+            raise SystemExit("mtls-hsload: " + err)
+        res = json.loads(out)
+        res["server_cpu_ms_per_hs"] = (srv.cpu() - cpu0) * 1000.0 / n
+        res["writer_cpu_us_per_hs"] = (srv.writer_cpu() - w0) * 1e6 / n
+        results.append(res)
+    return results
+
+
 def run_load(srv, pki, version, clients, n, c):
-    args = [HSLOAD, "-p", str(srv.port), "-n", str(n), "-c", str(c), "-v",
-            version, "--ca", pki["root"].cert]
-    for spec in clients:
-        args += ["--client", spec]
-    before, wbefore = srv.cpu(), srv.writer_cpu()
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit("mtls-hsload: " + r.stderr)
-    time.sleep(0.4)             # let B's writer flush: its CPU counts too
-    res = json.loads(r.stdout)
-    res["server_cpu_ms_per_hs"] = (srv.cpu() - before) * 1000.0 / n
-    res["writer_cpu_us_per_hs"] = (srv.writer_cpu() - wbefore) * 1e6 / n
-    return res
+    return run_loads([srv], pki, version, clients, n, c)[0]
 
 
 def pct(xs, q):
@@ -219,6 +237,10 @@ def main():
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--short", action="store_true",
                     help="3 rounds of 800 connections (a few minutes)")
+    ap.add_argument("--together", action="store_true",
+                    help="load A, B and C at the same time in each round "
+                    "(the host's other load then weighs on all three "
+                    "alike) instead of one after the other")
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -255,6 +277,11 @@ def main():
         for r in range(args.rounds):
             order = srvs[r % 3:] + srvs[:r % 3]
             for name, ver, clients, count, conc in scenarios:
+                if args.together:
+                    for s, res in zip(srvs, run_loads(srvs, pki, ver,
+                                                      clients, count, conc)):
+                        results[name][s.name].append(res)
+                    continue
                 for s in order:
                     res = run_load(s, pki, ver, clients, count, conc)
                     results[name][s.name].append(res)
@@ -285,9 +312,10 @@ def main():
 
 
 def print_table(results, args, rss, rows, expected):
-    print("\nHandshake benchmark: %d interleaved rounds, %d connections per "
-          "run (c1: fewer), mpm_event, 127.0.0.1" % (args.rounds,
-                                                      args.connections))
+    print("\nHandshake benchmark: %d %s rounds, %d connections per "
+          "run (c1: fewer), mpm_event, 127.0.0.1" % (
+              args.rounds, "simultaneous (A, B, C loaded at once)"
+              if args.together else "interleaved", args.connections))
     print("A = mod_ssl only, B = A + mod_mtls_audit, C = A + CustomLog of "
           "SSL variables; medians; ratios: median of per-round ratios "
           "[p10-p90]")
