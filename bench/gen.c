@@ -440,6 +440,7 @@ static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
             push(request(t + 2000, paths[(seed >> 52) % 5], 200), NULL);
         }
     }
+    flush();                /* the raw path reads the batch's certificates */
     for (j = 0; j < k; j++) X509_free(pool[j]);
     free(pool);
 }
