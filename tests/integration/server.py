@@ -210,9 +210,34 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
                                (r.stdout, r.stderr, self.read_error_log()))
         for _ in range(100):
             if self.pid() and self.accepts():
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("httpd did not come up:\n" +
+                               self.read_error_log())
+        # The parent listens before its children run: wait until one has
+        # opened the database (its writer thread exists once it has).  A
+        # test reading the file as root before that would be its first
+        # opener and leave a -shm file the children (www-data) cannot open.
+        for _ in range(100):
+            if self.writers():
                 return
             time.sleep(0.05)
-        raise RuntimeError("httpd did not come up:\n" + self.read_error_log())
+
+    def writers(self):
+        """How many children run a writer thread (named mtls-writer)."""
+        n, pid = 0, self.pid()
+        for p in os.listdir("/proc"):
+            try:
+                if not p.isdigit() or int(open("/proc/%s/stat" % p).read()
+                                          .rsplit(")", 1)[1].split()[1]) != pid:
+                    continue
+                n += any(open("/proc/%s/task/%s/comm" % (p, t)).read()
+                         .strip() == "mtls-writer"
+                         for t in os.listdir("/proc/%s/task" % p))
+            except (OSError, IndexError, ValueError):
+                continue
+        return n
 
     def accepts(self):
         try:
