@@ -97,8 +97,8 @@ typedef enum {
 /*
  * The certificates of a handshake, as DER copied on the handshake path: the
  * X509 objects OpenSSL parsed then die with the connection, freed by the
- * thread that made them (freeing them in the writer thread cost more than
- * the rest of its work: every free went to another thread's malloc arena).
+ * thread that made them (freed in the writer thread, every free went to
+ * another thread's malloc arena: a third of the writer's time, measured).
  * der holds n certificates back to back, len[i] bytes each (0: one that
  * could not be encoded).  Entry 0 is the leaf when leaf is set; the chain
  * as presented (leaf first) is entries chain_from..n-1, chain_from -1 when
