@@ -3,7 +3,9 @@
 
 Three scratch servers (the real Debian apache2, mpm_event, 127.0.0.1, the
 same settings), measured side by side, interleaved round by round (the
-order rotates: A B C, B C A, C A B, ...):
+order rotates, and each round runs it forward and back: A B C C B A,
+B C A A C B, ...; a server's two runs are merged, so that a drift of the
+host during the round weighs on the three alike):
   A  mod_ssl with SSLVerifyClient require, mod_mtls_audit not loaded
   B  A + mod_mtls_audit (MTLSAuditEngine On, requests recorded, defaults)
   C  A + a CustomLog of SSL_CLIENT_S_DN, _I_DN, _M_SERIAL, _VERIFY,
@@ -16,10 +18,12 @@ connections).  Ratios are taken per round (B and A of the same round) and
 their median is reported, with the spread (10th-90th percentile).  With
 --together the three servers are loaded at the same time in each round,
 each by its own client: a neighbour's burst on this shared host then slows
-all three alike instead of whichever ran during it.
+all three alike instead of whichever ran during it.  With --control, C is
+a second copy of A, and the table adds C/A: what two identical servers
+measure on this host, the noise floor of B/A.
 
     bench/handshake-bench.py [--rounds N] [--connections N] [--short]
-                             [--together] [--json FILE]
+                             [--together] [--control] [--json FILE]
 """
 import argparse
 import json
@@ -223,6 +227,16 @@ def run_load(srv, pki, version, clients, n, c):
     return run_loads([srv], pki, version, clients, n, c)[0]
 
 
+def merge(runs):
+    """One result for several runs of the same load: connections per
+    second over their total time, the other figures averaged."""
+    out = {k: statistics.mean(r[k] for r in runs) for k in runs[0]
+           if isinstance(runs[0][k], (int, float))}
+    out["rps"] = sum(r["connections"] for r in runs) / \
+        sum(r["seconds"] for r in runs)
+    return out
+
+
 def pct(xs, q):
     xs = sorted(xs)
     k = (len(xs) - 1) * q
@@ -234,18 +248,23 @@ def pct(xs, q):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=3000)
+    ap.add_argument("--connections", type=int, default=2000,
+                    help="per run (each server runs twice a round "
+                    "unless --together)")
     ap.add_argument("--short", action="store_true",
-                    help="3 rounds of 800 connections (a few minutes)")
+                    help="2 rounds of 500 connections (about 3 minutes)")
     ap.add_argument("--together", action="store_true",
                     help="load A, B and C at the same time in each round "
                     "(the host's other load then weighs on all three "
                     "alike) instead of one after the other")
+    ap.add_argument("--control", action="store_true",
+                    help="C is a second copy of A: what two identical "
+                    "servers measure (the noise floor of the ratios)")
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     if args.short:
-        args.rounds, args.connections = 3, 800
+        args.rounds, args.connections = 2, 500
     base = tempfile.mkdtemp(prefix="mtls-hsbench-")
     os.chmod(base, 0o755)
     pki = pki_mod.make_pki(os.path.join(base, "pki"))
@@ -266,7 +285,8 @@ def main():
         ("TLS1.3 30%fail c16", "1.3", mix, n, 16),
         ("TLS1.3 EC c1", "1.3", [spec(ec)], max(200, n // 4), 1),
     ]
-    srvs = [Srv(base, k, pki, k) for k in "ABC"]
+    srvs = [Srv(base, k, pki, "A" if k == "C" and args.control else k)
+            for k in "ABC"]
     results = {s[0]: {k: [] for k in "ABC"} for s in scenarios}
     try:
         for s in srvs:
@@ -278,13 +298,22 @@ def main():
             order = srvs[r % 3:] + srvs[:r % 3]
             for name, ver, clients, count, conc in scenarios:
                 if args.together:
-                    for s, res in zip(srvs, run_loads(srvs, pki, ver,
-                                                      clients, count, conc)):
+                    # The launch order rotates too: the first client
+                    # started gets a head start.
+                    for s, res in zip(order, run_loads(order, pki, ver,
+                                                       clients, count,
+                                                       conc)):
                         results[name][s.name].append(res)
                     continue
-                for s in order:
-                    res = run_load(s, pki, ver, clients, count, conc)
-                    results[name][s.name].append(res)
+                # Forward and back (A B C C B A): each server's two runs
+                # are centred on the same moment, so a drift of the host
+                # over the round weighs on all three alike.
+                runs = {s.name: [] for s in srvs}
+                for s in order + order[::-1]:
+                    runs[s.name].append(run_load(s, pki, ver, clients,
+                                                 count, conc))
+                for s in srvs:
+                    results[name][s.name].append(merge(runs[s.name]))
             print("round %d/%d done (%.0f s)" % (r + 1, args.rounds,
                                                  time.time() - t0),
                   file=sys.stderr)
@@ -301,7 +330,8 @@ def main():
     finally:
         for s in srvs:
             s.stop()
-    expected = 200 + sum(s[3] for s in scenarios) * args.rounds
+    expected = 200 + sum(s[3] for s in scenarios) * args.rounds * (
+        1 if args.together else 2)
     print_table(results, args, rss, rows, expected)
     if args.json:
         with open(args.json, "w") as f:
@@ -315,10 +345,12 @@ def print_table(results, args, rss, rows, expected):
     print("\nHandshake benchmark: %d %s rounds, %d connections per "
           "run (c1: fewer), mpm_event, 127.0.0.1" % (
               args.rounds, "simultaneous (A, B, C loaded at once)"
-              if args.together else "interleaved", args.connections))
-    print("A = mod_ssl only, B = A + mod_mtls_audit, C = A + CustomLog of "
-          "SSL variables; medians; ratios: median of per-round ratios "
-          "[p10-p90]")
+              if args.together else "interleaved (A B C C B A)",
+              args.connections))
+    print("A = mod_ssl only, B = A + mod_mtls_audit, C = %s; medians; "
+          "ratios: median of per-round ratios [p10-p90]" % (
+              "a second copy of A (--control)" if args.control
+              else "A + CustomLog of SSL variables"))
     hdr = ("%-19s %8s %8s %8s %19s %19s %7s %7s %7s %19s %7s %7s %19s"
            % ("scenario", "A hs/s", "B hs/s", "C hs/s", "B/A hs/s",
               "B/C hs/s", "A ms", "B ms", "C ms", "B/A cpu/hs", "A p99",
@@ -351,6 +383,12 @@ def print_table(results, args, rss, rows, expected):
                   ratio(name, "p99_us", "B", "A")))
     print("(hs/s: connections per second, each a full handshake and one "
           "request; ms: server CPU per handshake; p99 in ms)")
+    if args.control:
+        for name in results:
+            print("control, %-19s C/A hs/s %s, cpu/hs %s, p99 %s" % (
+                name, ratio(name, "rps", "C", "A"),
+                ratio(name, "server_cpu_ms_per_hs", "C", "A"),
+                ratio(name, "p99_us", "C", "A")))
     for name in results:
         w = [x["writer_cpu_us_per_hs"] for x in results[name]["B"]]
         print("B's writer thread, %-19s %6.1f us CPU per handshake "
