@@ -3,7 +3,8 @@
 # each printing its table:
 #   1. handshake-bench.py  what the module costs a mutual-TLS server: A
 #      (mod_ssl), B (A + mod_mtls_audit), C (A + a CustomLog of the SSL
-#      variables), interleaved rounds; handshakes/s, server CPU per
+#      variables), interleaved rounds (A B C C B A, B C A A C B, ...);
+#      handshakes/s, server CPU per
 #      handshake, p99 latency, the ratios B/A and B/C; memory per child
 #   2. store-bench.sh      bytes per row; the writer's records/s and CPU
 #      per record into a large database, against raw SQLite; 1, 2, 4
@@ -14,12 +15,13 @@
 #      callgrind (repeatable where CPU time is not); skipped without
 #      valgrind
 #
-#   bench/run.sh            the full run: 10 rounds x 3000 connections,
-#                           a 10 M-handshake database (generated once into
-#                           $BENCH_DIR, default /tmp/mtls-bench: ~3 GB and
-#                           several minutes the first time); about an hour
-#   bench/run.sh --short    3 rounds x 800 connections, 1 M handshakes:
-#                           under 5 minutes
+#   bench/run.sh            the full run: 10 rounds, 2,000 connections a
+#                           run, a 10 M-handshake database (generated once
+#                           into $BENCH_DIR, default /tmp/mtls-bench: ~3 GB
+#                           and several minutes the first time); about 50
+#                           minutes
+#   bench/run.sh --short    2 rounds x 500 connections, 1 M handshakes:
+#                           about 5 minutes
 #
 # Needs root (the scratch servers run as www-data) and a build
 # (./apxs-build.sh build).  Nothing is timed against a threshold here: the
