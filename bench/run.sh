@@ -4,8 +4,8 @@
 #   1. handshake-bench.py  what the module costs a mutual-TLS server: A
 #      (mod_ssl), B (A + mod_mtls_audit), C (A + a CustomLog of the SSL
 #      variables), interleaved rounds (A B C C B A, B C A A C B, ...);
-#      handshakes/s, server CPU per
-#      handshake, p99 latency, the ratios B/A and B/C; memory per child
+#      handshakes/s, server CPU per handshake, p99 latency, the ratios
+#      B/A and B/C; memory per child
 #   2. store-bench.sh      bytes per row; the writer's records/s and CPU
 #      per record into a large database, against raw SQLite; 1, 2, 4
 #      writing processes

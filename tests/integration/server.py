@@ -217,8 +217,10 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
                                self.read_error_log())
         # The parent listens before its children run: wait until one has
         # opened the database (its writer thread exists once it has).  A
-        # test reading the file as root before that would be its first
-        # opener and leave a -shm file the children (www-data) cannot open.
+        # test that read the file before that once saw a child fail to open
+        # it ("unable to open database file", CI); why is not known (SQLite
+        # run as root gives the -wal and -shm it creates to the file's
+        # owner), but a read after this wait has not failed since.
         for _ in range(100):
             if self.writers():
                 return
