@@ -103,6 +103,24 @@ def count(db, sql):
         con.close()
 
 
+def keep_going(seconds, runs, cap=90):
+    """A loop condition, `while go():`, for a loop that must last at
+    least `seconds` and make at least `runs` turns, but never longer than
+    `cap` seconds.  A slow machine (a sanitizer build on a busy host)
+    takes longer instead of testing less; the test still asserts its
+    count afterwards, so reaching the cap fails it."""
+    start = time.time()
+    count = [0]
+
+    def go():
+        now = time.time() - start
+        if now >= cap:
+            return False
+        count[0] += 1
+        return now < seconds or count[0] <= runs
+    return go
+
+
 def wait_for(fn, timeout=20):
     """fn() until it is true or timeout seconds pass; its last value."""
     deadline = time.time() + timeout

@@ -12,7 +12,7 @@ import time
 
 import clients
 import server as server_mod
-from harness import Registry, count, wait_for
+from harness import Registry, count, keep_going, wait_for
 
 test = Registry()
 
@@ -774,8 +774,8 @@ def report_while_the_server_writes_reads_consistent_rows(ctx):
         time.sleep(2)
         cp.start()
         sizes.append(os.path.getsize(srv.db))
-        end = time.time() + 8
-        while time.time() < end:
+        go = keep_going(8, 3)
+        while go():
             before = count(srv.db, "SELECT count(*) FROM handshakes")
             r = subprocess.run([ctx.tool, "report", "--standard", "summary",
                                 "--format", "json", srv.db],

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 
-from harness import Registry
+from harness import Registry, keep_going
 
 test = Registry()
 
@@ -908,7 +908,6 @@ def every_command_reads_while_other_connections_come_and_go(ctx):
     waits.  Each command must wait out such moments (its busy timeout set
     before it attaches a file), never fail on them."""
     import threading
-    import time
     db = gen(ctx, "churn", base_script())
     hold = sqlite3.connect(db)      # keeps the WAL, as a server's child does
     hold.execute("SELECT count(*) FROM events").fetchone()
@@ -928,8 +927,8 @@ def every_command_reads_while_other_connections_come_and_go(ctx):
     try:
         for t in threads:
             t.start()
-        end = time.time() + 8
-        while time.time() < end:
+        go = keep_going(8, 10)
+        while go():
             for c in commands:
                 r = subprocess.run([ctx.tool] + c + [db],
                                    capture_output=True, text=True)
