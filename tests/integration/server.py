@@ -22,12 +22,22 @@ ASAN = os.environ.get("MTLS_ASAN") == "1"
 MODULE_DIR = os.path.join(TOP, "build-asan") if ASAN else BUILD
 
 
+_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port on 127.0.0.1 that nothing listens on now and that this run
+    has not handed out before: the kernel may give a just-closed port
+    again, and two Listen lines on one port fail the configuration (as
+    they once did in CI, for a server's two ports)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def static_modules():
