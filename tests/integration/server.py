@@ -25,19 +25,40 @@ MODULE_DIR = os.path.join(TOP, "build-asan") if ASAN else BUILD
 _given = set()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
     """A port on 127.0.0.1 that nothing listens on now and that this run
-    has not handed out before: the kernel may give a just-closed port
-    again, and two Listen lines on one port fail the configuration (as
-    they once did in CI, for a server's two ports)."""
-    while True:
+    has not handed out before (two Listen lines on one port fail the
+    configuration, as they once did in CI when the kernel gave a
+    just-closed port again).  Taken below the kernel's ephemeral range
+    when there is room, so that a client's outgoing connection cannot
+    take it as its source port before the server binds it."""
+    import random
+    low = _ephemeral_low()
+    for _ in range(200):
+        if low > 12000:
+            port = random.randrange(10000, low)
+        else:
+            port = 0
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        try:
+            s.bind(("127.0.0.1", port))
+            port = s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
         if port not in _given:
             _given.add(port)
             return port
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def static_modules():
