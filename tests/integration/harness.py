@@ -110,14 +110,14 @@ def keep_going(seconds, runs, cap=90):
     takes longer instead of testing less; the test still asserts its
     count afterwards, so reaching the cap fails it."""
     start = time.time()
-    count = [0]
+    turns = [0]
 
     def go():
         now = time.time() - start
         if now >= cap:
             return False
-        count[0] += 1
-        return now < seconds or count[0] <= runs
+        turns[0] += 1
+        return now < seconds or turns[0] <= runs
     return go
 
 

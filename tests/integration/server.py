@@ -4,6 +4,7 @@ directory, on 127.0.0.1 ports.  It never touches /etc/apache2 or the
 system service, and is stopped by its own pid.
 """
 import os
+import random
 import re
 import signal
 import socket
@@ -40,7 +41,6 @@ def free_port():
     just-closed port again).  Taken below the kernel's ephemeral range
     when there is room, so that a client's outgoing connection cannot
     take it as its source port before the server binds it."""
-    import random
     low = _ephemeral_low()
     for _ in range(200):
         if low > 12000:
