@@ -114,7 +114,7 @@ fuzz_build() {
     for f in $CORE; do srcs="$srcs $TOP/mod_mtls_audit/$f"; done
     clang $FF $FI -o "$FB/fuzz_cert" "$TOP/tests/fuzz/fuzz_cert.c" $srcs $FL
     clang $FF $FI -o "$FB/fuzz_args" "$TOP/tests/fuzz/fuzz_args.c" \
-        "$TOP/tools/common.c" $srcs $FL
+        "$TOP/tools/common.c" "$TOP/tools/readahead.c" $srcs $FL
     echo "apxs-build.sh: built $FB/fuzz_cert, $FB/fuzz_args"
 }
 

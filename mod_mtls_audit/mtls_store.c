@@ -281,7 +281,10 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
             return rc;
         }
     }
-    rc = sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX,
+                         (flags & MTLS_STORE_SCAN)
+                         && sqlite3_vfs_find(MTLS_STORE_SCAN_VFS)
+                         ? MTLS_STORE_SCAN_VFS : NULL);
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "opening the database", st->db);
         goto fail;

@@ -23,6 +23,11 @@ typedef struct mtls_store mtls_store_t;
 
 #define MTLS_STORE_READONLY  0x01   /* open read-only, never change schema */
 #define MTLS_STORE_NO_DER    0x02   /* do not keep certificates' DER */
+/* With READONLY, for a reader that walks the whole file (the tool's
+ * verify): open through the VFS named MTLS_STORE_SCAN_VFS when one is
+ * registered (tools/readahead.c), else the default one. */
+#define MTLS_STORE_SCAN      0x04
+#define MTLS_STORE_SCAN_VFS  "mtls-ra"
 
 /* The newest schema version this build knows. */
 int mtls_schema_version(void);

@@ -18,6 +18,7 @@
 #include "tool.h"
 #include "mtls_json.h"
 #include "mtls_store.h"
+#include "readahead.h"
 
 void fail(const char *fmt, ...)
 {
@@ -777,8 +778,8 @@ static void *walk(void *arg)
     mtls_store_t *st = NULL;
     int t;
 
-    w->rc = mtls_store_open(w->path, MTLS_STORE_READONLY, 5000, &st, w->err,
-                            sizeof(w->err));
+    w->rc = mtls_store_open(w->path, MTLS_STORE_READONLY | MTLS_STORE_SCAN,
+                            5000, &st, w->err, sizeof(w->err));
     for (t = 0; w->rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
         if (w->lo[t] > w->hi[t]) continue;
         w->rc = mtls_chain_verify_range(mtls_store_db(st), "main",
@@ -835,6 +836,9 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
         snprintf(err, errlen, "out of memory");
         return SQLITE_NOMEM;
     }
+    /* The walks read every page in file order: in 256 KB windows
+     * (readahead.c), or a page at a time if that VFS is missing. */
+    mtls_readahead_register();
     if ((rc = max_ids(path, max, err, errlen)) != SQLITE_OK) {
         free(w);
         return rc;

@@ -1,6 +1,7 @@
 /*
  * readahead.h -- a VFS named "mtls-ra" over the default one, for
- * connections that read a database file from end to end (the report):
+ * connections that read a database file from end to end (the report,
+ * verify's chain walks):
  * it reads the main database file in 256 KB windows instead of a page at
  * a time.  Open with "file:PATH?mode=ro&vfs=mtls-ra" after
  * mtls_readahead_register() returned SQLITE_OK.
@@ -10,7 +11,9 @@
 
 #include <sqlite3.h>
 
-#define MTLS_RA_VFS "mtls-ra"
+#include "mtls_store.h"
+
+#define MTLS_RA_VFS MTLS_STORE_SCAN_VFS
 
 /* Register the VFS once (not as the default).  SQLITE_OK or an error. */
 int mtls_readahead_register(void);
