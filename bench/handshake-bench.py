@@ -22,8 +22,14 @@ all three alike instead of whichever ran during it.  With --control, C is
 a second copy of A, and the table adds C/A: what two identical servers
 measure on this host, the noise floor of B/A.
 
+With --certs N, one more scenario spreads its connections over N distinct
+client certificates (TLS 1.3, EC), so that the resident memory reported
+after the runs includes what many certificates cost (the writer's SQLite
+page cache, its certificate cache).
+
     bench/handshake-bench.py [--rounds N] [--connections N] [--short]
-                             [--together] [--control] [--json FILE]
+                             [--together] [--control] [--certs N]
+                             [--json FILE]
 """
 import argparse
 import json
@@ -261,6 +267,9 @@ def main():
     ap.add_argument("--control", action="store_true",
                     help="C is a second copy of A: what two identical "
                     "servers measure (the noise floor of the ratios)")
+    ap.add_argument("--certs", type=int, default=0,
+                    help="add a scenario over N distinct client "
+                    "certificates (at most 2000)")
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -286,6 +295,12 @@ def main():
         ("TLS1.3 30%fail c16", "1.3", mix, n, 16),
         ("TLS1.3 EC c1", "1.3", [spec(ec)], max(200, n // 4), 1),
     ]
+    if args.certs > 0:
+        many = [pki["root"].issue(os.path.join(base, "pki"), "many-%d" % i,
+                                  "/O=Example/CN=bench-client-%d" % i)
+                for i in range(min(args.certs, 2000))]
+        scenarios.append(("TLS1.3 %d certs" % len(many), "1.3",
+                          [spec(c) for c in many], n, 16))
     srvs = [Srv(base, k, pki, "A" if k == "C" and args.control else k)
             for k in "ABC"]
     results = {s[0]: {k: [] for k in "ABC"} for s in scenarios}

@@ -30,7 +30,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#define MAX_CLIENTS 8
+#define MAX_CLIENTS 2048     /* --client options */
 
 typedef struct {
     SSL_CTX *ctx;
@@ -177,7 +177,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "-v")) version = !strcmp(v, "1.2")
                                              ? TLS1_2_VERSION : TLS1_3_VERSION;
         else if (!strcmp(a, "--ca")) ca = v;
-        else if (!strcmp(a, "--client") && nspecs < MAX_CLIENTS) {
+        else if (!strcmp(a, "--client")) {
+            if (nspecs == MAX_CLIENTS) die("too many --client options");
             specs[nspecs++] = v;
         }
         else die("unknown option (see the comment at the top of hsload.c)");
