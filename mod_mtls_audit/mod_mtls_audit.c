@@ -82,7 +82,7 @@ module AP_MODULE_DECLARE_DATA mtls_audit_module;
 #define DEFAULT_FLUSH_MS    1000
 #define DEFAULT_BUSY_MS     5000
 #define DEFAULT_ANCHOR_S    3600
-#define BATCH_MAX           512
+#define BATCH_MAX           2048
 #define WRITE_RETRIES       5
 #define MAX_PATH_LEN        2048
 
@@ -462,7 +462,7 @@ static mtls_conn_t *conn_state(const SSL *ssl)
 static void open_record(mtls_conn_t *cs, int kind)
 {
     conn_rec *c = cs->c;
-    mtls_item_t *item = mtls_item_new(MTLS_ITEM_HANDSHAKE);
+    mtls_item_t *item = mtls_writer_item(g.writer, MTLS_ITEM_HANDSHAKE);
     mtls_handshake_t *hs;
 
     if (!item || !(item->link = mtls_link_new())) {
@@ -898,7 +898,7 @@ static int log_transaction(request_rec *r)
     while (last->next) {
         last = last->next;
     }
-    if (!(item = mtls_item_new(MTLS_ITEM_REQUEST))) {
+    if (!(item = mtls_writer_item(g.writer, MTLS_ITEM_REQUEST))) {
         return DECLINED;
     }
     item->link = mtls_link_ref(cs->link);

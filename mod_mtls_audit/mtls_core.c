@@ -144,12 +144,9 @@ void mtls_link_unref(mtls_link_t *l)
     }
 }
 
-mtls_item_t *mtls_item_new(int type)
+void mtls_item_init(mtls_item_t *item, int type)
 {
-    mtls_item_t *item = calloc(1, sizeof(*item));
-    if (!item) {
-        return NULL;
-    }
+    memset(item, 0, sizeof(*item));
     item->type = type;
     if (type == MTLS_ITEM_HANDSHAKE) {
         item->u.hs.verify_result = -1;
@@ -160,28 +157,43 @@ mtls_item_t *mtls_item_new(int type)
         item->u.hs.verify_us = -1;
         item->u.hs.certs.chain_from = -1;
     }
+}
+
+mtls_item_t *mtls_item_new(int type)
+{
+    mtls_item_t *item = malloc(sizeof(*item));
+    if (item) {
+        mtls_item_init(item, type);
+    }
     return item;
 }
 
-void mtls_item_free(mtls_item_t *item)
+void mtls_item_release(mtls_item_t *item)
 {
-    if (!item) {
-        return;
-    }
     switch (item->type) {
     case MTLS_ITEM_HANDSHAKE:
         mtls_certs_clear(&item->u.hs.certs);
         break;
     case MTLS_ITEM_REQUEST:
         free(item->u.rq.path);
+        item->u.rq.path = NULL;
         break;
     case MTLS_ITEM_EVENT:
         free(item->u.ev.server_version);
         free(item->u.ev.detail);
+        item->u.ev.server_version = item->u.ev.detail = NULL;
         break;
     }
     mtls_link_unref(item->link);
-    free(item);
+    item->link = NULL;
+}
+
+void mtls_item_free(mtls_item_t *item)
+{
+    if (item) {
+        mtls_item_release(item);
+        free(item);
+    }
 }
 
 void mtls_certs_clear(mtls_certs_t *c)

@@ -170,7 +170,8 @@ typedef struct {
     char *detail;                   /* malloc'd or NULL */
 } mtls_event_t;
 
-/* One unit of work for the writer; malloc'd, freed by mtls_item_free. */
+/* One unit of work for the writer; malloc'd, freed by mtls_item_free (or
+ * kept by the writer for reuse: mtls_writer_item). */
 typedef struct mtls_item {
     struct mtls_item *next;         /* queue link */
     int               type;         /* mtls_item_type_e */
@@ -185,6 +186,10 @@ typedef struct mtls_item {
 
 /* A zeroed item of the given type; NULL when out of memory. */
 mtls_item_t *mtls_item_new(int type);
+/* Make item (memory of sizeof(mtls_item_t)) a zeroed item of type. */
+void         mtls_item_init(mtls_item_t *item, int type);
+/* Free what item holds (DER, strings, its link), not item itself. */
+void         mtls_item_release(mtls_item_t *item);
 void         mtls_item_free(mtls_item_t *item);
 
 /* Copy at most size-1 bytes of src into dst, always terminated. */

@@ -30,7 +30,15 @@ struct mtls_writer {
     pthread_mutex_t    lock;
     pthread_cond_t     wake;        /* producers -> writer: work or stop */
     mtls_item_t       *head, *tail; /* FIFO */
-    int                depth;
+    int                depth;       /* queued or being written */
+    int                wake_at;     /* depth that wakes the writer early */
+    /* Stored items kept for the handshake path to fill again (guarded by
+     * spare_lock, apart from the queue's lock) */
+    pthread_mutex_t    spare_lock;
+    mtls_item_t       *spare;
+    int                spares;
+    mtls_item_t      **batch;       /* the writer's: batch_max + 1 +
+                                       REAP_MAX places */
     int                stopping;
     int                failing;     /* last write failed */
     apr_int64_t        queued, written, lost;
@@ -39,11 +47,14 @@ struct mtls_writer {
     apr_int64_t        gap_by_type[4];  /* by mtls_item_type_e */
     char               gap_cause[160];
     apr_int64_t        last_anchor_us;  /* writer thread only */
+    apr_int64_t        last_reap_us;    /* writer thread only */
     mtls_slot_t       *slot;            /* our counters in shared memory */
     apr_int64_t        mirror_lost;     /* lines not mirrored, this episode */
 };
 
 #define REAP_MAX 8      /* dead processes recorded per batch */
+#define REAP_EVERY_US 1000000
+#define SPARE_MAX 512   /* stored items kept for reuse */
 
 /* Count n items lost to cause; caller holds the lock.  The items (when
  * known) say which kinds were lost. */
@@ -63,6 +74,61 @@ static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause,
     }
     w->gap_lost += n;
     w->gap_end_us = now;
+}
+
+mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type)
+{
+    mtls_item_t *item = NULL;
+
+    if (w) {
+        pthread_mutex_lock(&w->spare_lock);
+        if ((item = w->spare)) {
+            w->spare = item->next;
+            w->spares--;
+        }
+        pthread_mutex_unlock(&w->spare_lock);
+    }
+    if (!item) {
+        return mtls_item_new(type);
+    }
+    mtls_item_init(item, type);
+    return item;
+}
+
+/* Done with items[0..n): keep up to SPARE_MAX for mtls_writer_item, free
+ * the rest.  The handshake path then refills memory the writer has just
+ * read, instead of a fresh malloc'd kilobyte per record that the writer
+ * frees into another thread's arena (and that the writer met cold: the
+ * first touch of each record cost ~1 us, measured). */
+static void recycle(mtls_writer_t *w, mtls_item_t **items, int n)
+{
+    mtls_item_t *first = NULL, *last = NULL;
+    int i, keep;
+
+    for (i = 0; i < n; i++) {
+        mtls_item_release(items[i]);
+    }
+    pthread_mutex_lock(&w->spare_lock);
+    keep = SPARE_MAX - w->spares;
+    pthread_mutex_unlock(&w->spare_lock);
+    keep = keep < 0 ? 0 : keep > n ? n : keep;
+    for (i = 0; i < keep; i++) {
+        items[i]->next = first;
+        first = items[i];
+        if (!last) {
+            last = items[i];
+        }
+    }
+    if (first) {
+        pthread_mutex_lock(&w->spare_lock);
+        last->next = w->spare;
+        w->spare = first;
+        w->spares += keep;
+        pthread_mutex_unlock(&w->spare_lock);
+    }
+    for (i = keep; i < n; i++) {
+        free(items[i]);
+    }
 }
 
 int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
@@ -99,7 +165,7 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
      * early only for a half-full batch (waking it for every first record
      * made a transaction of one or two records, several times the CPU
      * of a full batch). */
-    signal = w->depth == w->conf.batch_max / 2;
+    signal = w->depth == w->wake_at;
     pthread_mutex_unlock(&w->lock);
     if (signal) {
         pthread_cond_signal(&w->wake);
@@ -295,12 +361,19 @@ static void log_anchor(mtls_writer_t *w)
 
 /* Gap events for processes that died with records still queued (found
  * through the shared counters), into out[0..REAP_MAX); returns how many. */
-static int reap_dead(mtls_writer_t *w, mtls_item_t **out)
+static int reap_dead(mtls_writer_t *w, mtls_item_t **out, int now_anyway)
 {
     apr_uint64_t lost;
-    apr_int64_t since;
+    apr_int64_t since, now = mtls_now_us();
     apr_uint32_t pid;
     int n = 0;
+
+    /* A look costs a kill(pid, 0) per live process: once a second is
+     * soon enough for a crash, and a stopping writer looks once more. */
+    if (now - w->last_reap_us < REAP_EVERY_US && !now_anyway) {
+        return 0;
+    }
+    w->last_reap_us = now;
 
     while (n < REAP_MAX && w->conf.slots
            && (pid = mtls_slots_reap(w->conf.slots, &lost, &since)) != 0) {
@@ -337,7 +410,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
     char err[256];
-    int attempt, rc = SQLITE_OK, i, m, logged = 0, anchor_now = 0;
+    int attempt, rc = SQLITE_OK, m, logged = 0, anchor_now = 0, stopping;
     apr_int64_t gap_lost = 0;
 
     pthread_mutex_lock(&w->lock);
@@ -345,12 +418,13 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     if (gap) {
         gap_lost = w->gap_lost;
     }
+    stopping = w->stopping;
     pthread_mutex_unlock(&w->lock);
     if (gap) {
         batch[n] = gap;         /* the caller left room for it */
     }
     m = n + (gap ? 1 : 0);
-    m += reap_dead(w, batch + m);
+    m += reap_dead(w, batch + m, stopping);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
         follow_file(w);
         if (!w->store) {
@@ -404,10 +478,9 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         w->failing = 1;
         mtls_slots_set_failing(w->conf.slots, 1);
     }
+    w->depth -= n;
     pthread_mutex_unlock(&w->lock);
-    for (i = 0; i < m; i++) {
-        mtls_item_free(batch[i]);
-    }
+    recycle(w, batch, m);
     if (anchor_now) {
         log_anchor(w);
     }
@@ -416,15 +489,14 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 static void *writer_main(void *arg)
 {
     mtls_writer_t *w = arg;
-    mtls_item_t **batch = malloc(sizeof(*batch)
-                                 * (size_t)(w->conf.batch_max + 1 + REAP_MAX));
-    apr_int64_t last_reap = 0;
+    mtls_item_t **batch = w->batch;
     struct timespec until;
+    mtls_item_t *list;
     int n;
 
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        if (!w->stopping && w->depth < w->conf.batch_max / 2) {
+        if (!w->stopping && w->depth < w->wake_at) {
             clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += (long)w->conf.flush_ms * 1000000L;
             until.tv_sec += until.tv_nsec / 1000000000L;
@@ -438,11 +510,10 @@ static void *writer_main(void *arg)
             /* Idle: now and then, look for processes that died with
              * records in their queues. */
             if (w->gap_lost == 0 && w->conf.slots
-                && mtls_now_us() - last_reap > 1000000) {
+                && mtls_now_us() - w->last_reap_us >= REAP_EVERY_US) {
                 int k;
-                last_reap = mtls_now_us();
                 pthread_mutex_unlock(&w->lock);
-                k = batch ? reap_dead(w, batch) : 0;
+                k = reap_dead(w, batch, 0);
                 /* Everybody refuses while the shared flag says writing
                  * fails; whoever idles checks whether it works again (an
                  * empty write transaction), or the flag could outlive the
@@ -474,25 +545,25 @@ static void *writer_main(void *arg)
                 continue;
             }
         }
-        for (n = 0; w->head && n < w->conf.batch_max && batch; n++) {
-            batch[n] = w->head;
-            w->head = w->head->next;
-            w->depth--;
-        }
-        if (!w->head) {
-            w->tail = NULL;
-        }
+        /* Take the whole queue at once and walk it unlocked: walking it
+         * here touched every record while the handshake path waited for
+         * the lock.  The records stay counted in depth until written. */
+        list = w->head;
+        w->head = w->tail = NULL;
         pthread_mutex_unlock(&w->lock);
-        if (batch) {
+        do {                    /* (no records: a pending gap alone) */
+            for (n = 0; list && n < w->conf.batch_max; n++) {
+                batch[n] = list;
+                list = list->next;
+            }
             write_batch(w, batch, n);
-        }
+        } while (list);
         pthread_mutex_lock(&w->lock);
         if (w->stopping && !w->head) {
             break;
         }
     }
     pthread_mutex_unlock(&w->lock);
-    free(batch);
     mtls_chain_thread_done();
     return NULL;
 }
@@ -514,6 +585,16 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     if (w->conf.batch_max < 1) w->conf.batch_max = 1;
     if (w->conf.retries < 1) w->conf.retries = 1;
     if (w->conf.flush_ms < 1) w->conf.flush_ms = 1;
+    w->wake_at = (w->conf.batch_max < w->conf.queue_max
+                  ? w->conf.batch_max : w->conf.queue_max) / 2;
+    if (w->wake_at < 1) w->wake_at = 1;
+    w->batch = malloc(sizeof(*w->batch)
+                      * (size_t)(w->conf.batch_max + 1 + REAP_MAX));
+    if (!w->batch) {
+        snprintf(err, errlen, "out of memory");
+        free(w);
+        return -1;
+    }
     /* A database that cannot be opened now is tried again before each
      * write; until then records are counted as lost, never dropped
      * unseen.  The caller logs err. */
@@ -530,6 +611,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     w->last_anchor_us = mtls_now_us();  /* the parent anchored at start */
     w->slot = mtls_slots_claim(conf->slots, (apr_uint32_t)conf->pid);
     pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->spare_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->wake, &ca);
@@ -539,6 +621,8 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
         mtls_store_close(w->store);
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->lock);
+        pthread_mutex_destroy(&w->spare_lock);
+        free(w->batch);
         free(w);
         return -1;
     }
@@ -571,5 +655,12 @@ void mtls_writer_stop(mtls_writer_t *w)
     mtls_slots_release(w->slot);        /* everything settled */
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->spare_lock);
+    while (w->spare) {
+        mtls_item_t *next = w->spare->next;
+        free(w->spare);
+        w->spare = next;
+    }
+    free(w->batch);
     free(w);
 }

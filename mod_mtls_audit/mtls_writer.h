@@ -6,11 +6,12 @@
  * Producers (httpd worker threads, in the handshake path) lock, append,
  * maybe signal, unlock: they never touch SQLite and never wait for it.  The
  * writer thread wakes when a batch is ready or the flush interval passes,
- * takes everything queued (up to a batch), writes it in one transaction and
- * frees it.  A full queue drops the new item and counts it; a batch that
- * cannot be written after its retries is dropped and counted too.  Whatever
- * was lost is written as one "gap" event (first and last time, count,
- * cause) as soon as a write succeeds again: a loss is never silent.
+ * takes everything queued, writes it in transactions of up to a batch and
+ * keeps the items for reuse (or frees them).  A full queue drops the new
+ * item and counts it; a batch that cannot be written after its retries is
+ * dropped and counted too.  Whatever was lost is written as one "gap"
+ * event (first and last time, count, cause) as soon as a write succeeds
+ * again: a loss is never silent.
  * mtls_writer_stop drains the queue to the last item before it returns.
  */
 #ifndef MTLS_WRITER_H
@@ -48,6 +49,10 @@ typedef struct {
  * or -1 (no thread) with a message in err. */
 int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
                       char *err, apr_size_t errlen);
+
+/* A zeroed item of type (as mtls_item_new) for w's queue: one the writer
+ * has stored and kept, or a new one.  w may be NULL. */
+mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type);
 
 /* Queue item; the writer owns it from now on.  Returns 0 when queued, -1
  * when dropped (queue full or writer stopped); the loss is counted. */

@@ -56,7 +56,8 @@ static void *produce(void *arg)
         mtls_item_t *hs;
         X509_up_ref(p->cert);
         hs = unit_handshake(p->cert, MTLS_OUT_ACCEPTED);
-        mtls_item_t *rq = mtls_item_new(MTLS_ITEM_REQUEST);
+        /* As the module does: a request item the writer may have kept. */
+        mtls_item_t *rq = mtls_writer_item(p->w, MTLS_ITEM_REQUEST);
         rq->link = mtls_link_ref(hs->link);
         rq->u.rq.time_us = mtls_now_us();
         rq->u.rq.path = strdup("/p");
@@ -304,6 +305,62 @@ static void test_unopenable_database_counts_losses(void)
     mtls_writer_stop(w);
 }
 
+/* What the writer stored it hands back for reuse, as new: zeroed, with
+ * the defaults of its type, and nothing of the record it held. */
+static void test_stored_items_come_back_as_new(void)
+{
+    static const char *const subj[] = { "CN", "reuse", NULL };
+    const char *path = unit_db("reuse");
+    mtls_writer_conf_t c = conf(path);
+    mtls_writer_stats_t stats;
+    X509 *cert = unit_cert(subj, "ec", 9, "20200101000000Z",
+                           "20300101000000Z", NULL, NULL);
+    mtls_item_t *hs, *rq, *again;
+    mtls_writer_t *w;
+    char err[256];
+    int tries;
+
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    X509_up_ref(cert);
+    hs = unit_handshake(cert, MTLS_OUT_ACCEPTED);
+    rq = mtls_writer_item(w, MTLS_ITEM_REQUEST);
+    rq->link = mtls_link_ref(hs->link);
+    rq->u.rq.path = strdup("/kept");
+    mtls_strlcpy(rq->u.rq.method, "GET", sizeof(rq->u.rq.method));
+    CU_ASSERT_EQUAL(mtls_writer_push(w, hs), 0);
+    CU_ASSERT_EQUAL(mtls_writer_push(w, rq), 0);
+    for (tries = 0; tries < 500; tries++) {
+        mtls_writer_stats(w, &stats);
+        if (stats.written == 2) {
+            break;
+        }
+        usleep(10000);
+    }
+    CU_ASSERT_EQUAL_FATAL(stats.written, 2);
+    /* Kept last, handed out first: the request item, now a handshake. */
+    again = mtls_writer_item(w, MTLS_ITEM_HANDSHAKE);
+    CU_ASSERT_PTR_EQUAL(again, rq);
+    CU_ASSERT_EQUAL(again->type, MTLS_ITEM_HANDSHAKE);
+    CU_ASSERT_PTR_NULL(again->link);
+    CU_ASSERT_PTR_NULL(again->u.hs.certs.der);
+    CU_ASSERT_EQUAL(again->u.hs.sni[0], '\0');
+    CU_ASSERT_EQUAL(again->u.hs.verify_result, -1);
+    CU_ASSERT_EQUAL(again->u.hs.alert, -1);
+    CU_ASSERT_EQUAL(again->u.hs.certs.chain_from, -1);
+    mtls_item_free(again);
+    again = mtls_writer_item(w, MTLS_ITEM_REQUEST);
+    CU_ASSERT_PTR_EQUAL(again, hs);
+    CU_ASSERT_PTR_NULL(again->u.rq.path);
+    CU_ASSERT_EQUAL(again->u.rq.method[0], '\0');
+    CU_ASSERT_PTR_NULL(again->link);
+    mtls_item_free(again);
+    mtls_writer_stop(w);
+    X509_free(cert);
+    CU_ASSERT_EQUAL(count(path, "SELECT count(*) FROM requests r JOIN "
+                          "handshakes h ON h.id = r.handshake_id WHERE "
+                          "r.path = '/kept'"), 1);
+}
+
 static void test_links(void)
 {
     mtls_link_t *l = mtls_link_new();
@@ -332,5 +389,7 @@ void add_writer_tests(void)
                 test_shared_failing_flag_is_cleared_by_a_probe);
     CU_add_test(s, "a database that cannot be opened: losses counted",
                 test_unopenable_database_counts_losses);
+    CU_add_test(s, "stored items come back for reuse as new",
+                test_stored_items_come_back_as_new);
     CU_add_test(s, "link reference counts", test_links);
 }
