@@ -96,37 +96,25 @@ mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type)
 }
 
 /* Done with items[0..n): keep up to SPARE_MAX for mtls_writer_item, free
- * the rest.  The handshake path then refills memory the writer has just
- * read, instead of a fresh malloc'd kilobyte per record that the writer
- * frees into another thread's arena (and that the writer met cold: the
- * first touch of each record cost ~1 us, measured). */
+ * the rest.  The handshake path then refills these instead of taking a
+ * fresh kilobyte from malloc for each record (a largebin request, which
+ * consolidates the arena's fastbins) that the writer then freed into the
+ * handshake thread's arena. */
 static void recycle(mtls_writer_t *w, mtls_item_t **items, int n)
 {
-    mtls_item_t *first = NULL, *last = NULL;
-    int i, keep;
+    int i;
 
     for (i = 0; i < n; i++) {
         mtls_item_release(items[i]);
     }
     pthread_mutex_lock(&w->spare_lock);
-    keep = SPARE_MAX - w->spares;
+    for (i = 0; i < n && w->spares < SPARE_MAX; i++) {
+        items[i]->next = w->spare;
+        w->spare = items[i];
+        w->spares++;
+    }
     pthread_mutex_unlock(&w->spare_lock);
-    keep = keep < 0 ? 0 : keep > n ? n : keep;
-    for (i = 0; i < keep; i++) {
-        items[i]->next = first;
-        first = items[i];
-        if (!last) {
-            last = items[i];
-        }
-    }
-    if (first) {
-        pthread_mutex_lock(&w->spare_lock);
-        last->next = w->spare;
-        w->spare = first;
-        w->spares += keep;
-        pthread_mutex_unlock(&w->spare_lock);
-    }
-    for (i = keep; i < n; i++) {
+    for (; i < n; i++) {
         free(items[i]);
     }
 }
@@ -162,9 +150,9 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
     w->queued++;
     mtls_slot_queued(w->slot);
     /* The writer wakes every MTLSAuditFlushInterval by itself; wake it
-     * early only for a half-full batch (waking it for every first record
-     * made a transaction of one or two records, several times the CPU
-     * of a full batch). */
+     * early only for a half-full batch, or a half-full queue when that is
+     * smaller (waking it for every first record made a transaction of one
+     * or two records, several times the CPU of a full batch). */
     signal = w->depth == w->wake_at;
     pthread_mutex_unlock(&w->lock);
     if (signal) {
