@@ -361,6 +361,40 @@ static void test_stored_items_come_back_as_new(void)
                           "r.path = '/kept'"), 1);
 }
 
+/* A queue smaller than a batch: half of it wakes the writer, long before
+ * its flush interval (else it overflows while the writer sleeps). */
+static void test_half_a_small_queue_wakes_the_writer(void)
+{
+    const char *path = unit_db("smallqueue");
+    mtls_writer_conf_t c = conf(path);
+    mtls_writer_stats_t stats;
+    mtls_writer_t *w;
+    char err[256];
+    int i, tries;
+
+    c.queue_max = 40;
+    c.batch_max = 256;
+    c.flush_ms = 60000;
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    usleep(100000);             /* the writer is asleep for its minute */
+    for (i = 0; i < 20; i++) {
+        CU_ASSERT_EQUAL(mtls_writer_push(w, unit_handshake(NULL,
+                                                           MTLS_OUT_FAILED)),
+                        0);
+    }
+    for (tries = 0; tries < 300; tries++) {
+        mtls_writer_stats(w, &stats);
+        if (stats.written == 20) {
+            break;
+        }
+        usleep(10000);
+    }
+    CU_ASSERT_EQUAL(stats.written, 20);     /* within 3 s, not 60 */
+    CU_ASSERT_EQUAL(stats.lost, 0);
+    mtls_writer_stop(w);
+    CU_ASSERT_EQUAL(count(path, "SELECT count(*) FROM handshakes"), 20);
+}
+
 static void test_links(void)
 {
     mtls_link_t *l = mtls_link_new();
@@ -391,5 +425,7 @@ void add_writer_tests(void)
                 test_unopenable_database_counts_losses);
     CU_add_test(s, "stored items come back for reuse as new",
                 test_stored_items_come_back_as_new);
+    CU_add_test(s, "half of a queue smaller than a batch wakes the writer",
+                test_half_a_small_queue_wakes_the_writer);
     CU_add_test(s, "link reference counts", test_links);
 }
