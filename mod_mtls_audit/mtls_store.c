@@ -28,6 +28,30 @@
 
 #define CERT_CACHE_SIZE 1024    /* power of two */
 
+/* Handshakes and requests go into SQLite several rows per INSERT: a
+ * statement's start and end (its cursors, the AUTOINCREMENT high-water mark
+ * read from and written back to sqlite_sequence, its own savepoint) cost
+ * about as much as a row does.  Their rows wait in the table's `rows` until
+ * ROWS_MAX are there or the batch ends, and go by ROWS_MAX, by 4 and one at
+ * a time (row_sizes; the last is the one-row INSERT every table has). */
+#define ROWS_MAX 16
+#define N_SIZES 3
+static const int row_sizes[N_SIZES] = { ROWS_MAX, 4, 1 };
+
+#define MAX_COLS 25             /* the widest table's (handshakes) */
+/* A handshake's chain as text: "[" and up to MTLS_CERTS_KEPT ids of at most
+ * 20 characters each, with commas, "]" and the terminator */
+#define CHAIN_TEXT_MAX (MTLS_CERTS_KEPT * 21 + 3)
+
+/* One row waiting for its INSERT: the values to bind but the hash, which
+ * follows them; text and blobs point into the items of the batch, which
+ * outlive it, or into text. */
+typedef struct {
+    mtls_val_t    v[MAX_COLS - 1];
+    unsigned char hash[MTLS_HASH_LEN];
+    char          text[CHAIN_TEXT_MAX];
+} row_t;
+
 static const char *const cert_cols[] = {
     "id", "sha256", "subject_dn", "issuer_dn", "serial", "not_before",
     "not_after", "san", "key_type", "key_bits", "sig_alg", "der",
@@ -56,7 +80,11 @@ typedef struct {
     const char          *name;
     const char *const   *cols;
     int                  ncols;         /* including id and hash */
-    sqlite3_stmt        *insert;
+    sqlite3_stmt        *insert[N_SIZES];   /* of row_sizes[i] rows; only
+                                               the one-row INSERT when the
+                                               table's rows do not wait */
+    row_t               *rows;          /* ROWS_MAX waiting rows, or NULL */
+    int                  pending;       /* how many of them wait */
     sqlite3_stmt        *tail;          /* last id and hash */
     sqlite3_stmt        *seq;           /* AUTOINCREMENT high-water mark */
     int                  loaded;        /* tail read in this transaction */
@@ -192,12 +220,39 @@ static int check_columns(mtls_store_t *st, table_t *t, char *err,
     return SQLITE_OK;
 }
 
+/* INSERT INTO t(every column) VALUES(?, ...), ... with nrows rows. */
+static int prepare_insert(mtls_store_t *st, table_t *t, int nrows,
+                          sqlite3_stmt **out)
+{
+    sqlite3_str *q = sqlite3_str_new(st->db);
+    char *sql;
+    int i, r, rc;
+
+    sqlite3_str_appendf(q, "INSERT INTO %s(", t->name);
+    for (i = 0; i < t->ncols; i++) {
+        sqlite3_str_appendf(q, "%s%s", i ? "," : "", t->cols[i]);
+    }
+    sqlite3_str_appendall(q, ") VALUES");
+    for (r = 0; r < nrows; r++) {
+        for (i = 0; i < t->ncols; i++) {
+            sqlite3_str_appendall(q, i ? ",?" : r ? ",(?" : "(?");
+        }
+        sqlite3_str_appendchar(q, 1, ')');
+    }
+    if (!(sql = sqlite3_str_finish(q))) {
+        return SQLITE_NOMEM;
+    }
+    rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
+                            NULL);
+    sqlite3_free(sql);
+    return rc;
+}
+
 static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
-                         const char *const *cols, char *err,
+                         const char *const *cols, int batched, char *err,
                          apr_size_t errlen)
 {
     char sql[1024];
-    apr_size_t off;
     int i, rc;
 
     t->name = name;
@@ -210,19 +265,14 @@ static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
     if (st->flags & MTLS_STORE_READONLY) {
         return SQLITE_OK;
     }
-    off = (apr_size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", name);
-    for (i = 0; i < t->ncols; i++) {
-        off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, "%s%s",
-                                    i ? "," : "", cols[i]);
+    for (i = batched ? 0 : N_SIZES - 1; i < N_SIZES; i++) {
+        if ((rc = prepare_insert(st, t, row_sizes[i], &t->insert[i]))
+            != SQLITE_OK) {
+            goto fail;
+        }
     }
-    off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, ") VALUES(");
-    for (i = 0; i < t->ncols; i++) {
-        off += (apr_size_t)snprintf(sql + off, sizeof(sql) - off, "%s?",
-                                    i ? "," : "");
-    }
-    snprintf(sql + off, sizeof(sql) - off, ")");
-    if ((rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                 &t->insert, NULL)) != SQLITE_OK) {
+    if (batched && !(t->rows = calloc(ROWS_MAX, sizeof(*t->rows)))) {
+        rc = SQLITE_NOMEM;
         goto fail;
     }
     /* The last row, or, when an archive took every row, the one that
@@ -318,14 +368,16 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
             goto fail;
         }
     }
+    /* A certificate is looked up by fingerprint before it is stored, and
+     * events are few: their rows go in at once. */
     if ((rc = prepare_table(st, &st->t[T_CERT], "certificates", cert_cols,
-                            err, errlen)) != SQLITE_OK
+                            0, err, errlen)) != SQLITE_OK
         || (rc = prepare_table(st, &st->t[T_HS], "handshakes", hs_cols,
-                               err, errlen)) != SQLITE_OK
+                               1, err, errlen)) != SQLITE_OK
         || (rc = prepare_table(st, &st->t[T_RQ], "requests", rq_cols,
-                               err, errlen)) != SQLITE_OK
+                               1, err, errlen)) != SQLITE_OK
         || (rc = prepare_table(st, &st->t[T_EV], "events", ev_cols,
-                               err, errlen)) != SQLITE_OK) {
+                               0, err, errlen)) != SQLITE_OK) {
         goto fail;
     }
     {
@@ -381,7 +433,11 @@ void mtls_store_close(mtls_store_t *st)
         return;
     }
     for (i = 0; i < T_COUNT; i++) {
-        sqlite3_finalize(st->t[i].insert);
+        int k;
+        for (k = 0; k < N_SIZES; k++) {
+            sqlite3_finalize(st->t[i].insert[k]);
+        }
+        free(st->t[i].rows);
         sqlite3_finalize(st->t[i].tail);
         sqlite3_finalize(st->t[i].seq);
     }
@@ -458,48 +514,96 @@ static int bind_val(sqlite3_stmt *s, int i, const mtls_val_t *v)
     }
 }
 
+/* Bind rows[0..nrows) to s, an INSERT of that many rows, and run it. */
+static int insert_rows(table_t *t, sqlite3_stmt *s, const row_t *rows,
+                       int nrows)
+{
+    int r, i, p = 1, n = t->ncols - 1, rc = SQLITE_OK;
+
+    for (r = 0; r < nrows && rc == SQLITE_OK; r++) {
+        for (i = 0; i < n && rc == SQLITE_OK; i++) {
+            rc = bind_val(s, p++, &rows[r].v[i]);
+        }
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_bind_blob(s, p++, rows[r].hash, MTLS_HASH_LEN,
+                                   SQLITE_STATIC);
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE) {
+            rc = SQLITE_OK;
+        }
+    }
+    /* Every parameter is bound again before the next run: no need to
+     * clear them. */
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* Insert the rows waiting in t, the most at a time that there are. */
+static int flush_rows(table_t *t)
+{
+    int done = 0, k, rc = SQLITE_OK;
+
+    while (done < t->pending && rc == SQLITE_OK) {
+        for (k = 0; row_sizes[k] > t->pending - done; k++)
+            ;
+        rc = insert_rows(t, t->insert[k], t->rows + done, row_sizes[k]);
+        done += row_sizes[k];
+    }
+    t->pending = 0;
+    return rc;
+}
+
+/* Where the next row of t that waits keeps its chain text: for the caller
+ * to fill before append, when t's rows wait (NULL otherwise). */
+static char *next_row_text(table_t *t)
+{
+    return t->rows ? t->rows[t->pending].text : NULL;
+}
+
 /* Append one row to t: vals[0] is the id slot (filled here), vals[1..]
- * the other columns but hash.  Returns the new id, or 0 with *rc set. */
+ * the other columns but hash.  The row is hashed into the chain now and
+ * inserted now or, for a table whose rows wait, with the next ROWS_MAX or
+ * at the end of the batch.  Returns the new id, or 0 with *rc set. */
 static apr_int64_t append(mtls_store_t *st, table_t *t, mtls_val_t *vals,
                           int *rc)
 {
-    unsigned char h[MTLS_HASH_LEN];
-    int i, n = t->ncols - 1;
+    row_t one, *row;
+    int n = t->ncols - 1;
     apr_int64_t id;
 
     if ((*rc = load_tail(t)) != SQLITE_OK) {
         return 0;
     }
+    row = t->rows ? &t->rows[t->pending] : &one;
     id = t->next_id;
     vals[0].type = MTLS_V_INT;
     vals[0].i = id;
-    if (mtls_chain_hash(st->key, t->name, t->prev, vals, n, h) != 0) {
+    if (mtls_chain_hash(st->key, t->name, t->prev, vals, n, row->hash) != 0) {
         *rc = SQLITE_NOMEM;
         return 0;
     }
-    for (i = 0; i < n; i++) {
-        if ((*rc = bind_val(t->insert, i + 1, &vals[i])) != SQLITE_OK) {
-            goto leave;
-        }
+    memcpy(row->v, vals, sizeof(*vals) * (size_t)n);
+    if (t->rows) {
+        *rc = ++t->pending == ROWS_MAX ? flush_rows(t) : SQLITE_OK;
     }
-    if ((*rc = sqlite3_bind_blob(t->insert, n + 1, h, MTLS_HASH_LEN,
-                                 SQLITE_STATIC)) != SQLITE_OK) {
-        goto leave;
+    else {
+        *rc = insert_rows(t, t->insert[N_SIZES - 1], row, 1);
     }
-    *rc = sqlite3_step(t->insert);
-    if (*rc == SQLITE_DONE) {
-        *rc = SQLITE_OK;
-        memcpy(t->prev, h, MTLS_HASH_LEN);
-        t->next_id = id + 1;
-        if (!t->w_first) {
-            t->w_first = id;
-        }
-        t->w_last = id;
+    if (*rc != SQLITE_OK) {
+        return 0;
     }
-leave:
-    sqlite3_reset(t->insert);
-    sqlite3_clear_bindings(t->insert);
-    return *rc == SQLITE_OK ? id : 0;
+    /* A row that waits is in the chain already: a failed INSERT fails the
+     * whole transaction, which forgets the tails. */
+    memcpy(t->prev, row->hash, MTLS_HASH_LEN);
+    t->next_id = id + 1;
+    if (!t->w_first) {
+        t->w_first = id;
+    }
+    t->w_last = id;
+    return id;
 }
 
 static mtls_val_t v_int(apr_int64_t i)
@@ -606,19 +710,40 @@ static apr_int64_t cert_id(mtls_store_t *st, const unsigned char *der,
     return id;
 }
 
+/* The decimal digits of id (not negative) at p; returns how many (at most
+ * 20). */
+static apr_size_t put_id(char *p, apr_int64_t id)
+{
+    char d[20];
+    apr_uint64_t u = id > 0 ? (apr_uint64_t)id : 0;
+    apr_size_t n = 0, k;
+
+    do {
+        d[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (k = 0; k < n; k++) {
+        p[k] = d[n - 1 - k];
+    }
+    return n;
+}
+
 static int write_handshake(mtls_store_t *st, mtls_item_t *item)
 {
     mtls_handshake_t *hs = &item->u.hs;
     const mtls_certs_t *c = &hs->certs;
     const unsigned char *der = c->der;
     const char *verr = NULL;
-    /* "[" and up to MTLS_CERTS_KEPT ids of at most 20 characters each */
-    char chain[MTLS_CERTS_KEPT * 21 + 3];
+    char own[CHAIN_TEXT_MAX], *chain = next_row_text(&st->t[T_HS]);
     apr_size_t off = 0;
     apr_int64_t leaf_id = 0, id;
     mtls_val_t v[24];
     int rc = SQLITE_OK, i;
 
+    if (!chain) {
+        chain = own;
+    }
+    /* The chain text goes with the row: "[" and ids, comma-separated. */
     for (i = 0; i < c->n; der += c->len[i++]) {
         apr_int64_t cid = cert_id(st, der, c->len[i], hs->time_us, &rc);
         if (rc != SQLITE_OK) {
@@ -628,17 +753,14 @@ static int write_handshake(mtls_store_t *st, mtls_item_t *item)
             leaf_id = cid;
         }
         if (c->chain_from >= 0 && i >= c->chain_from) {
-            off += (apr_size_t)snprintf(chain + off, sizeof(chain) - off,
-                                        "%s%" APR_INT64_T_FMT,
-                                        off ? "," : "[", cid);
+            chain[off] = off ? ',' : '[';
+            off += 1 + put_id(chain + off + 1, cid);
         }
     }
     if (off) {
-        snprintf(chain + off, sizeof(chain) - off, "]");
+        chain[off++] = ']';
     }
-    else {
-        chain[0] = '\0';
-    }
+    chain[off] = '\0';
     if (hs->verify_result > 0) {
         verr = X509_verify_cert_error_string(hs->verify_result);
     }
@@ -743,6 +865,7 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
 
     for (i = 0; i < T_COUNT; i++) {
         st->t[i].loaded = 0;
+        st->t[i].pending = 0;
         st->t[i].w_first = st->t[i].w_last = 0;
     }
     rc = step_done(st->begin);
@@ -756,6 +879,12 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         case MTLS_ITEM_REQUEST:   rc = write_request(st, items[i]); break;
         case MTLS_ITEM_EVENT:     rc = write_event(st, items[i]); break;
         }
+    }
+    for (i = 0; i < T_COUNT; i++) {
+        if (rc == SQLITE_OK && st->t[i].pending) {
+            rc = flush_rows(&st->t[i]);
+        }
+        st->t[i].pending = 0;
     }
     if (rc == SQLITE_OK) {
         rc = step_done(st->commit);

@@ -373,6 +373,102 @@ static void test_chain_holds(void)
     CU_ASSERT_EQUAL(res.head_id, 3);
 }
 
+/* n handshakes with alternating certificates, each with one request
+ * "/r<first + i>" (the handshake's client port 40000 + first + i), into
+ * items[0..2n). */
+static void many_items(mtls_item_t **items, int n, int first, X509 *a,
+                       X509 *b)
+{
+    char path[32];
+    int i;
+
+    for (i = 0; i < n; i++) {
+        X509 *x = i % 2 ? b : a;
+        X509_up_ref(x);
+        items[2 * i] = unit_handshake(x, MTLS_OUT_ACCEPTED);
+        items[2 * i]->u.hs.client_port = 40000 + first + i;
+        snprintf(path, sizeof(path), "/r%d", first + i);
+        items[2 * i + 1] = request(items[2 * i]->link, path);
+    }
+}
+
+/* Handshakes and requests go into SQLite 16, 4 and 1 rows per INSERT:
+ * every row keeps its place in the chain and its request its handshake,
+ * and a row that fails takes the whole batch with it. */
+static void test_rows_in_groups(void)
+{
+    static const char *const tables[] = { "handshakes", "requests", NULL };
+    const char *path = unit_db("groups");
+    X509 *a = unit_cert(subj_a, "ec", 1, "20200101000000Z",
+                        "20300101000000Z", NULL, NULL);
+    X509 *b = unit_cert(subj_b, "ec", 2, "20200101000000Z",
+                        "20300101000000Z", NULL, NULL);
+    mtls_item_t *items[2 * 37], *again[2 * 21];
+    mtls_chain_result_t res;
+    mtls_store_t *st;
+    sqlite3 *db;
+    char err[256];
+    int i;
+
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    db = mtls_store_db(st);
+    many_items(items, 37, 0, a, b);             /* 16 + 16 + 4 + 1 */
+    CU_ASSERT_EQUAL(mtls_store_write(st, items, 74, err, sizeof(err)),
+                    SQLITE_OK);
+    for (i = 0; i < 37; i++) {
+        CU_ASSERT_EQUAL(items[2 * i]->link->rowid, i + 1);
+    }
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM handshakes WHERE id "
+                           "BETWEEN 1 AND 37 AND client_port = 39999 + id"),
+                    37);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM requests r JOIN "
+                           "handshakes h ON h.id = r.handshake_id WHERE "
+                           "r.path = '/r' || (h.client_port - 40000) AND "
+                           "r.id = h.id"), 37);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(DISTINCT cert_id) FROM "
+                           "handshakes"), 2);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT chain FROM handshakes WHERE id "
+                                "= 37"), "");
+
+    /* The 17th request fails: 16 rows went in, then the failure; nothing
+     * of the batch stays, no link keeps an id. */
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "CREATE TRIGGER no_bad BEFORE INSERT "
+                                 "ON requests WHEN NEW.path = '/r53' BEGIN "
+                                 "SELECT RAISE(ABORT, 'refused'); END",
+                                 NULL, NULL, NULL), SQLITE_OK);
+    many_items(again, 21, 37, a, b);            /* 16 + 4 + 1 */
+    CU_ASSERT_NOT_EQUAL(mtls_store_write(st, again, 42, err, sizeof(err)),
+                        SQLITE_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "refused"));
+    CU_ASSERT_EQUAL(again[0]->link->rowid, 0);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM handshakes"), 37);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM requests"), 37);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "DROP TRIGGER no_bad", NULL, NULL,
+                                 NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_write(st, again, 42, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(again[41]->link->rowid, 58);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM requests r JOIN "
+                           "handshakes h ON h.id = r.handshake_id WHERE "
+                           "r.path = '/r' || (h.client_port - 40000)"), 58);
+    for (i = 0; i < 74; i++) {
+        mtls_item_free(items[i]);
+    }
+    for (i = 0; i < 42; i++) {
+        mtls_item_free(again[i]);
+    }
+    mtls_store_close(st);
+    X509_free(a);
+    X509_free(b);
+    for (i = 0; tables[i]; i++) {
+        CU_ASSERT_EQUAL(verify(path, tables[i], NULL, &res), SQLITE_OK);
+        CU_ASSERT_EQUAL(res.bad_id, 0);
+        CU_ASSERT_EQUAL(res.rows, 58);
+        CU_ASSERT_EQUAL(res.head_id, 58);
+    }
+}
+
 static void expect_break(const char *name, const char *sql, long long at)
 {
     const char *path = unit_db(name);
@@ -547,6 +643,8 @@ void add_chain_tests(void)
 {
     CU_pSuite s = CU_add_suite("chain", NULL, NULL);
     CU_add_test(s, "an untouched database verifies", test_chain_holds);
+    CU_add_test(s, "rows go in by 16, 4 and 1, in chain order",
+                test_rows_in_groups);
     CU_add_test(s, "change, delete, insert, reorder, truncate are found",
                 test_chain_detects_tampering);
     CU_add_test(s, "HMAC key", test_chain_with_key);
