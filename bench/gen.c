@@ -332,7 +332,7 @@ static mtls_item_t *handshake(apr_int64_t t, X509 *x, int outcome, int ver,
     hs->verify_us = x ? 80 + t % 40 : -1;
     hs->pid = 1000 + (int)(t % 4);
     if (x) {
-        mtls_certs_set(&hs->certs, x, NULL);
+        mtls_certs_set(it, x, NULL);
         hs->has_leaf = 1;
         hs->chain_length = 1;
     }

@@ -533,7 +533,7 @@ static void note_ssl(mtls_conn_t *cs, const SSL *ssl)
     if (!hs->has_leaf && hs->resumed) {
         X509 *peer = SSL_get0_peer_certificate(ssl);
         if (peer) {
-            mtls_certs_set(&hs->certs, peer, NULL);
+            mtls_certs_set(cs->rec, peer, NULL);
             hs->has_leaf = 1;
             hs->chain_length = 1;
             hs->verify_result = SSL_get_verify_result(ssl);
@@ -650,13 +650,15 @@ static int cert_msg_kind(const SSL *ssl, const unsigned char *p, size_t len)
     return (p[off] | p[off + 1] | p[off + 2]) ? 2 : 1;
 }
 
+/* Called for every record and message, for the whole connection: arg is
+ * the connection's state (SSL_set_msg_callback_arg), not looked up in the
+ * SSL's ex_data each time. */
 static void msg_cb(int write_p, int version, int content_type,
                    const void *buf, size_t len, SSL *ssl, void *arg)
 {
-    mtls_conn_t *cs = conn_state(ssl);
+    mtls_conn_t *cs = arg;
     const unsigned char *p = buf;
     (void)version;
-    (void)arg;
 
     if (!cs) {
         return;
@@ -786,7 +788,7 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     leaf = X509_STORE_CTX_get0_cert(sctx);
     presented = X509_STORE_CTX_get0_untrusted(sctx);
     if (leaf || presented) {
-        mtls_certs_set(&hs->certs, leaf, presented);
+        mtls_certs_set(cs->rec, leaf, presented);
         hs->has_leaf = leaf != NULL;
         if (presented) {
             hs->chain_length = sk_X509_num(presented);
@@ -859,6 +861,7 @@ static int ssl_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
     cs->c = c;
     SSL_set_ex_data(ssl, g.ssl_idx, cs);
     SSL_set_msg_callback(ssl, msg_cb);
+    SSL_set_msg_callback_arg(ssl, cs);
     SSL_set_info_callback(ssl, info_cb);
     ap_set_module_config(c->conn_config, &mtls_audit_module, cs);
     apr_pool_cleanup_register(c->pool, cs, conn_cleanup,
@@ -911,7 +914,7 @@ static int log_transaction(request_rec *r)
     if (n > MAX_PATH_LEN) {
         n = MAX_PATH_LEN;
     }
-    item->u.rq.path = malloc(n + 1);
+    item->u.rq.path = mtls_item_mem(item, n + 1);
     if (item->u.rq.path) {
         memcpy(item->u.rq.path, path, n);
         item->u.rq.path[n] = '\0';

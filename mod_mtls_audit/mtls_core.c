@@ -146,7 +146,12 @@ void mtls_link_unref(mtls_link_t *l)
 
 void mtls_item_init(mtls_item_t *item, int type)
 {
+    void *mem = item->mem;
+    apr_size_t cap = item->mem_cap;
+
     memset(item, 0, sizeof(*item));
+    item->mem = mem;
+    item->mem_cap = cap;
     item->type = type;
     if (type == MTLS_ITEM_HANDSHAKE) {
         item->u.hs.verify_result = -1;
@@ -161,21 +166,43 @@ void mtls_item_init(mtls_item_t *item, int type)
 
 mtls_item_t *mtls_item_new(int type)
 {
-    mtls_item_t *item = malloc(sizeof(*item));
+    mtls_item_t *item = calloc(1, sizeof(*item));
     if (item) {
         mtls_item_init(item, type);
     }
     return item;
 }
 
+void *mtls_item_mem(mtls_item_t *item, apr_size_t n)
+{
+    if (n > item->mem_cap) {
+        free(item->mem);
+        item->mem_cap = 0;
+        if (!(item->mem = malloc(n))) {
+            return NULL;
+        }
+        item->mem_cap = n;
+    }
+    return item->mem;
+}
+
 void mtls_item_release(mtls_item_t *item)
 {
+    mtls_certs_t *c;
+
     switch (item->type) {
     case MTLS_ITEM_HANDSHAKE:
-        mtls_certs_clear(&item->u.hs.certs);
+        c = &item->u.hs.certs;
+        if (c->der != item->mem) {
+            free(c->der);
+        }
+        c->der = NULL;
+        c->n = 0;
         break;
     case MTLS_ITEM_REQUEST:
-        free(item->u.rq.path);
+        if (item->u.rq.path != item->mem) {
+            free(item->u.rq.path);
+        }
         item->u.rq.path = NULL;
         break;
     case MTLS_ITEM_EVENT:
@@ -186,33 +213,37 @@ void mtls_item_release(mtls_item_t *item)
     }
     mtls_link_unref(item->link);
     item->link = NULL;
+    if (item->mem_cap > MTLS_ITEM_MEM_KEPT) {
+        free(item->mem);
+        item->mem = NULL;
+        item->mem_cap = 0;
+    }
 }
 
 void mtls_item_free(mtls_item_t *item)
 {
     if (item) {
         mtls_item_release(item);
+        free(item->mem);
         free(item);
     }
 }
 
-void mtls_certs_clear(mtls_certs_t *c)
+int mtls_certs_set(mtls_item_t *item, X509 *leaf, STACK_OF(X509) *chain)
 {
-    free(c->der);
-    c->der = NULL;
-    c->n = 0;
-    c->leaf = 0;
-    c->chain_from = -1;
-}
-
-int mtls_certs_set(mtls_certs_t *c, X509 *leaf, STACK_OF(X509) *chain)
-{
+    mtls_certs_t *c = &item->u.hs.certs;
     X509 *x[MTLS_CERTS_KEPT + 1];
     int i, n = 0, m = chain ? sk_X509_num(chain) : 0, lead;
     size_t total = 0;
     unsigned char *p;
 
-    mtls_certs_clear(c);
+    if (c->der != item->mem) {
+        free(c->der);
+    }
+    c->der = NULL;
+    c->n = 0;
+    c->leaf = 0;
+    c->chain_from = -1;
     lead = leaf && (m == 0 || sk_X509_value(chain, 0) != leaf);
     if (lead) {
         x[n++] = leaf;
@@ -225,7 +256,7 @@ int mtls_certs_set(mtls_certs_t *c, X509 *leaf, STACK_OF(X509) *chain)
         c->len[i] = len > 0 ? (apr_uint32_t)len : 0;
         total += c->len[i];
     }
-    if (n && !(c->der = malloc(total ? total : 1))) {
+    if (n && !(c->der = mtls_item_mem(item, total ? total : 1))) {
         return -1;
     }
     for (i = 0, p = c->der; i < n; i++) {

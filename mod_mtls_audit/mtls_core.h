@@ -108,18 +108,22 @@ typedef enum {
 #define MTLS_CERTS_KEPT 64
 
 typedef struct {
-    unsigned char *der;             /* malloc'd, or NULL when n is 0 */
+    unsigned char *der;             /* the item's memory (mtls_item_mem) or
+                                       malloc'd; NULL when n is 0 */
     apr_uint32_t   len[MTLS_CERTS_KEPT + 1];
     int            n;
     int            leaf;
     int            chain_from;
 } mtls_certs_t;
 
+struct mtls_item;
+
 /* Copy leaf (may be NULL) and the presented chain (may be NULL; when its
- * first certificate is leaf, the leaf is stored once) into c, replacing
- * what it held.  Returns 0, or -1 out of memory (c is then empty). */
-int  mtls_certs_set(mtls_certs_t *c, X509 *leaf, STACK_OF(X509) *chain);
-void mtls_certs_clear(mtls_certs_t *c);
+ * first certificate is leaf, the leaf is stored once) into the handshake
+ * item's certs, replacing what they held, in the item's own memory.
+ * Returns 0, or -1 out of memory (the certs are then empty). */
+int  mtls_certs_set(struct mtls_item *item, X509 *leaf,
+                    STACK_OF(X509) *chain);
 
 /* Where entry i of c starts in c->der. */
 const unsigned char *mtls_certs_der(const mtls_certs_t *c, int i);
@@ -152,7 +156,8 @@ typedef struct {
 typedef struct {
     apr_int64_t time_us;            /* request start */
     char  method[32];
-    char *path;                     /* malloc'd, without the query string */
+    char *path;                     /* without the query string: the item's
+                                       memory (mtls_item_mem) or malloc'd */
     int   status;
     apr_int64_t bytes_sent;
     apr_int64_t duration_us;
@@ -171,12 +176,17 @@ typedef struct {
 } mtls_event_t;
 
 /* One unit of work for the writer; malloc'd, freed by mtls_item_free (or
- * kept by the writer for reuse: mtls_writer_item). */
+ * kept by the writer for reuse: mtls_writer_item).  An item keeps a buffer
+ * of its own from one use to the next, for the DER of a handshake or the
+ * path of a request: the handshake path then copies them without a malloc
+ * that the writer would free into another thread's arena. */
 typedef struct mtls_item {
     struct mtls_item *next;         /* queue link */
     int               type;         /* mtls_item_type_e */
     mtls_link_t      *link;         /* handshake: the link it sets;
                                        request: the link it reads */
+    void             *mem;          /* kept across uses (mtls_item_mem) */
+    apr_size_t        mem_cap;
     union {
         mtls_handshake_t hs;
         mtls_request_t   rq;
@@ -186,9 +196,17 @@ typedef struct mtls_item {
 
 /* A zeroed item of the given type; NULL when out of memory. */
 mtls_item_t *mtls_item_new(int type);
-/* Make item (memory of sizeof(mtls_item_t)) a zeroed item of type. */
+/* Make item (memory of sizeof(mtls_item_t), from mtls_item_new or zeroed)
+ * a zeroed item of type; the memory it keeps stays. */
 void         mtls_item_init(mtls_item_t *item, int type);
-/* Free what item holds (DER, strings, its link), not item itself. */
+/* The item's own memory, at least n bytes (grown when smaller, its content
+ * then lost), or NULL when out of memory.  One use at a time: the DER of a
+ * handshake, or the path of a request. */
+void        *mtls_item_mem(mtls_item_t *item, apr_size_t n);
+/* Free what item holds (DER and strings malloc'd apart from its memory,
+ * its link), not item itself nor its memory, which it keeps if at most
+ * MTLS_ITEM_MEM_KEPT bytes. */
+#define MTLS_ITEM_MEM_KEPT 4096
 void         mtls_item_release(mtls_item_t *item);
 void         mtls_item_free(mtls_item_t *item);
 

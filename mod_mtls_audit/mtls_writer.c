@@ -115,7 +115,7 @@ static void recycle(mtls_writer_t *w, mtls_item_t **items, int n)
     }
     pthread_mutex_unlock(&w->spare_lock);
     for (; i < n; i++) {
-        free(items[i]);
+        mtls_item_free(items[i]);       /* released: frees its memory */
     }
 }
 
@@ -646,7 +646,7 @@ void mtls_writer_stop(mtls_writer_t *w)
     pthread_mutex_destroy(&w->spare_lock);
     while (w->spare) {
         mtls_item_t *next = w->spare->next;
-        free(w->spare);
+        mtls_item_free(w->spare);
         w->spare = next;
     }
     free(w->batch);

@@ -44,7 +44,7 @@ mtls_item_t *unit_handshake(X509 *leaf, int outcome)
     hs->pid = 4242;
     if (leaf) {
         /* Takes the reference it is given, as the server's copy does. */
-        mtls_certs_set(&hs->certs, leaf, NULL);
+        mtls_certs_set(it, leaf, NULL);
         hs->has_leaf = 1;
         hs->chain_length = 1;
         X509_free(leaf);
@@ -191,7 +191,7 @@ static void test_presented_chain(void)
         sk_X509_push(chain, x[i]);
     }
     items[0] = unit_handshake(NULL, MTLS_OUT_ACCEPTED);
-    CU_ASSERT_EQUAL(mtls_certs_set(&items[0]->u.hs.certs, x[0], chain), 0);
+    CU_ASSERT_EQUAL(mtls_certs_set(items[0], x[0], chain), 0);
     items[0]->u.hs.has_leaf = 1;
     CU_ASSERT_EQUAL(items[0]->u.hs.certs.n, 3);
     CU_ASSERT_EQUAL(items[0]->u.hs.certs.chain_from, 0);
@@ -205,7 +205,7 @@ static void test_presented_chain(void)
     }
     /* A leaf that is not the chain's first: stored first, chain after. */
     items[1] = unit_handshake(NULL, MTLS_OUT_ACCEPTED);
-    CU_ASSERT_EQUAL(mtls_certs_set(&items[1]->u.hs.certs, other, chain), 0);
+    CU_ASSERT_EQUAL(mtls_certs_set(items[1], other, chain), 0);
     items[1]->u.hs.has_leaf = 1;
     CU_ASSERT_EQUAL(items[1]->u.hs.certs.n, 4);
     CU_ASSERT_EQUAL(items[1]->u.hs.certs.chain_from, 1);
@@ -214,7 +214,7 @@ static void test_presented_chain(void)
         sk_X509_push(chain, x[i]);
     }
     items[2] = unit_handshake(NULL, MTLS_OUT_REJECTED);
-    CU_ASSERT_EQUAL(mtls_certs_set(&items[2]->u.hs.certs, x[0], chain), 0);
+    CU_ASSERT_EQUAL(mtls_certs_set(items[2], x[0], chain), 0);
     items[2]->u.hs.has_leaf = 1;
     items[2]->u.hs.chain_length = n;
     CU_ASSERT_EQUAL(items[2]->u.hs.certs.n, MTLS_CERTS_KEPT);
