@@ -306,7 +306,8 @@ static void test_unopenable_database_counts_losses(void)
 }
 
 /* What the writer stored it hands back for reuse, as new: zeroed, with
- * the defaults of its type, and nothing of the record it held. */
+ * the defaults of its type, and nothing of the record it held but its own
+ * memory, for the next DER or path. */
 static void test_stored_items_come_back_as_new(void)
 {
     static const char *const subj[] = { "CN", "reuse", NULL };
@@ -317,6 +318,7 @@ static void test_stored_items_come_back_as_new(void)
                            "20300101000000Z", NULL, NULL);
     mtls_item_t *hs, *rq, *again;
     mtls_writer_t *w;
+    void *der;
     char err[256];
     int tries;
 
@@ -327,6 +329,9 @@ static void test_stored_items_come_back_as_new(void)
     rq->link = mtls_link_ref(hs->link);
     rq->u.rq.path = strdup("/kept");
     mtls_strlcpy(rq->u.rq.method, "GET", sizeof(rq->u.rq.method));
+    der = hs->u.hs.certs.der;
+    CU_ASSERT_PTR_NOT_NULL(der);
+    CU_ASSERT_PTR_EQUAL(der, hs->mem);      /* the DER in its own memory */
     CU_ASSERT_EQUAL(mtls_writer_push(w, hs), 0);
     CU_ASSERT_EQUAL(mtls_writer_push(w, rq), 0);
     for (tries = 0; tries < 500; tries++) {
@@ -353,6 +358,14 @@ static void test_stored_items_come_back_as_new(void)
     CU_ASSERT_PTR_NULL(again->u.rq.path);
     CU_ASSERT_EQUAL(again->u.rq.method[0], '\0');
     CU_ASSERT_PTR_NULL(again->link);
+    /* It kept its memory: the path goes where the DER was, no malloc. */
+    CU_ASSERT_PTR_EQUAL(mtls_item_mem(again, 6), der);
+    /* More than MTLS_ITEM_MEM_KEPT is not kept once released. */
+    CU_ASSERT_PTR_NOT_NULL(mtls_item_mem(again, MTLS_ITEM_MEM_KEPT + 1));
+    CU_ASSERT_EQUAL(again->mem_cap, MTLS_ITEM_MEM_KEPT + 1);
+    mtls_item_release(again);
+    CU_ASSERT_PTR_NULL(again->mem);
+    CU_ASSERT_EQUAL(again->mem_cap, 0);
     mtls_item_free(again);
     mtls_writer_stop(w);
     X509_free(cert);
