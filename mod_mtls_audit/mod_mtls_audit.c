@@ -465,8 +465,7 @@ static void open_record(mtls_conn_t *cs, int kind)
     mtls_item_t *item = mtls_writer_item(g.writer, MTLS_ITEM_HANDSHAKE);
     mtls_handshake_t *hs;
 
-    if (!item || !(item->link = mtls_link_new())) {
-        mtls_item_free(item);
+    if (!item) {                /* it comes with its link */
         return;
     }
     hs = &item->u.hs;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -120,13 +121,18 @@ apr_int64_t mtls_mono_us(void)
     return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+mtls_link_t *mtls_link_init(mtls_link_t *l)
+{
+    l->refs = 1;
+    l->rowid = 0;
+    l->next = NULL;
+    return l;
+}
+
 mtls_link_t *mtls_link_new(void)
 {
-    mtls_link_t *l = calloc(1, sizeof(*l));
-    if (l) {
-        l->refs = 1;
-    }
-    return l;
+    mtls_link_t *l = malloc(sizeof(*l));
+    return l ? mtls_link_init(l) : NULL;
 }
 
 mtls_link_t *mtls_link_ref(mtls_link_t *l)
@@ -137,9 +143,14 @@ mtls_link_t *mtls_link_ref(mtls_link_t *l)
     return l;
 }
 
+int mtls_link_drop(mtls_link_t *l)
+{
+    return l && apr_atomic_dec32(&l->refs) == 0;
+}
+
 void mtls_link_unref(mtls_link_t *l)
 {
-    if (l && apr_atomic_dec32(&l->refs) == 0) {
+    if (mtls_link_drop(l)) {
         free(l);
     }
 }
@@ -148,19 +159,32 @@ void mtls_item_init(mtls_item_t *item, int type)
 {
     void *mem = item->mem;
     apr_size_t cap = item->mem_cap;
+    mtls_handshake_t *hs = &item->u.hs;
 
-    memset(item, 0, sizeof(*item));
+    memset(item, 0, offsetof(mtls_item_t, u));
     item->mem = mem;
     item->mem_cap = cap;
     item->type = type;
-    if (type == MTLS_ITEM_HANDSHAKE) {
-        item->u.hs.verify_result = -1;
-        item->u.hs.verify_depth = -1;
-        item->u.hs.alert = -1;
-        item->u.hs.alert_received = -1;
-        item->u.hs.handshake_us = -1;
-        item->u.hs.verify_us = -1;
-        item->u.hs.certs.chain_from = -1;
+    switch (type) {
+    case MTLS_ITEM_HANDSHAKE:
+        memset(hs, 0, offsetof(mtls_handshake_t, server_name));
+        hs->server_name[0] = hs->sni[0] = hs->client_addr[0] = '\0';
+        hs->cipher[0] = '\0';
+        memset(&hs->certs, 0, offsetof(mtls_certs_t, len));
+        hs->verify_result = -1;
+        hs->verify_depth = -1;
+        hs->alert = -1;
+        hs->alert_received = -1;
+        hs->handshake_us = -1;
+        hs->verify_us = -1;
+        hs->certs.chain_from = -1;
+        break;
+    case MTLS_ITEM_REQUEST:
+        memset(&item->u.rq, 0, sizeof(item->u.rq));
+        break;
+    default:
+        memset(&item->u.ev, 0, sizeof(item->u.ev));
+        break;
     }
 }
 

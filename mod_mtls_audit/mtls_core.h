@@ -82,10 +82,17 @@ apr_int64_t mtls_mono_us(void);
 typedef struct mtls_link {
     volatile apr_uint32_t refs;     /* references: the conn and queued items */
     apr_int64_t           rowid;    /* handshakes.id once stored, else 0 */
+    struct mtls_link     *next;     /* kept for reuse (mtls_writer_item) */
 } mtls_link_t;
 
 mtls_link_t *mtls_link_new(void);
+/* l (memory of a link no longer referenced) as new: one reference. */
+mtls_link_t *mtls_link_init(mtls_link_t *l);
 mtls_link_t *mtls_link_ref(mtls_link_t *l);
+/* Drop a reference; 1 when it was the last (the caller then owns l's
+ * memory), else 0. */
+int          mtls_link_drop(mtls_link_t *l);
+/* Drop a reference, freeing l with the last. */
 void         mtls_link_unref(mtls_link_t *l);
 
 typedef enum {
@@ -110,10 +117,11 @@ typedef enum {
 typedef struct {
     unsigned char *der;             /* the item's memory (mtls_item_mem) or
                                        malloc'd; NULL when n is 0 */
-    apr_uint32_t   len[MTLS_CERTS_KEPT + 1];
     int            n;
     int            leaf;
     int            chain_from;
+    apr_uint32_t   len[MTLS_CERTS_KEPT + 1];    /* last: only len[0..n)
+                                                   is ever read */
 } mtls_certs_t;
 
 struct mtls_item;
@@ -130,13 +138,9 @@ const unsigned char *mtls_certs_der(const mtls_certs_t *c, int i);
 
 typedef struct {
     apr_int64_t time_us;            /* wall clock at the first byte received */
-    char  server_name[256];         /* vhost that owns the record */
-    char  sni[256];                 /* "" when the client sent none */
-    char  client_addr[64];
     int   client_port;
     int   local_port;
     int   tls_version;              /* wire code, 0 when not negotiated */
-    char  cipher[64];               /* "" when not negotiated */
     int   resumed;
     int   outcome;                  /* mtls_outcome_e */
     int   kind;                     /* mtls_hs_kind_e */
@@ -147,10 +151,17 @@ typedef struct {
     int   alert_received;           /* fatal alert received, -1 none */
     int   has_leaf;                 /* the client's certificate was seen */
     int   chain_length;             /* certificates the client presented */
-    mtls_certs_t certs;             /* their DER (mtls_certs_set) */
     apr_int64_t handshake_us;       /* first byte to terminal event, -1 n/a */
     apr_int64_t verify_us;          /* time in X509_verify_cert, -1 n/a */
     int   pid;
+    /* From here on, text and lengths of which only what is set is read:
+     * mtls_item_init clears the strings' first bytes, not the kilobyte
+     * they take (a reused item comes cold from the writer's core). */
+    char  server_name[256];         /* vhost that owns the record */
+    char  sni[256];                 /* "" when the client sent none */
+    char  client_addr[64];
+    char  cipher[64];               /* "" when not negotiated */
+    mtls_certs_t certs;             /* their DER (mtls_certs_set); last */
 } mtls_handshake_t;
 
 typedef struct {

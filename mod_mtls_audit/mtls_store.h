@@ -6,7 +6,10 @@
  * writer thread of an httpd child, the parent at start-up, or the tool.
  * Several processes may write one file: each batch is one BEGIN IMMEDIATE
  * transaction that reads the tail of each chain, appends, and commits, so
- * the chains stay linear whatever the interleaving.  Certificates are
+ * the chains stay linear whatever the interleaving.  A row is hashed into
+ * its chain when it is appended; handshakes and requests then wait to go
+ * into SQLite 16 rows per INSERT (a statement's fixed cost is about a
+ * row's), at the latest when the batch ends.  Certificates are
  * stored once per SHA-256; a small cache avoids asking SQLite again for the
  * ones a child has just seen.  The schema lives in schema/NNN_*.sql, compiled
  * in, applied and upgraded here by the module and the tool alike.

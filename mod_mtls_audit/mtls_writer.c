@@ -37,6 +37,9 @@ struct mtls_writer {
     pthread_mutex_t    spare_lock;
     mtls_item_t       *spare;
     int                spares;
+    mtls_link_t       *spare_link;  /* links whose last reference the
+                                       writer dropped, for new handshakes */
+    int                spare_links;
     mtls_item_t      **batch;       /* the writer's: batch_max + 1 +
                                        REAP_MAX places */
     int                stopping;
@@ -79,6 +82,7 @@ static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause,
 mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type)
 {
     mtls_item_t *item = NULL;
+    mtls_link_t *link = NULL;
 
     if (w) {
         pthread_mutex_lock(&w->spare_lock);
@@ -86,12 +90,27 @@ mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type)
             w->spare = item->next;
             w->spares--;
         }
+        if (type == MTLS_ITEM_HANDSHAKE && (link = w->spare_link)) {
+            w->spare_link = link->next;
+            w->spare_links--;
+        }
         pthread_mutex_unlock(&w->spare_lock);
     }
     if (!item) {
-        return mtls_item_new(type);
+        item = mtls_item_new(type);
     }
-    mtls_item_init(item, type);
+    else {
+        mtls_item_init(item, type);
+    }
+    if (type == MTLS_ITEM_HANDSHAKE) {
+        link = link ? mtls_link_init(link) : mtls_link_new();
+        if (!item || !link) {
+            free(link);
+            mtls_item_free(item);
+            return NULL;
+        }
+        item->link = link;
+    }
     return item;
 }
 
@@ -99,12 +118,21 @@ mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type)
  * the rest.  The handshake path then refills these instead of taking a
  * fresh kilobyte from malloc for each record (a largebin request, which
  * consolidates the arena's fastbins) that the writer then freed into the
- * handshake thread's arena. */
+ * handshake thread's arena.  So with the links whose last reference goes
+ * here (most: the connection has closed before its records are stored),
+ * which the writer freed into those arenas' fastbins for malloc_consolidate
+ * to sort out. */
 static void recycle(mtls_writer_t *w, mtls_item_t **items, int n)
 {
+    mtls_link_t *links = NULL, *l;
     int i;
 
     for (i = 0; i < n; i++) {
+        if (mtls_link_drop(l = items[i]->link)) {
+            l->next = links;
+            links = l;
+        }
+        items[i]->link = NULL;
         mtls_item_release(items[i]);
     }
     pthread_mutex_lock(&w->spare_lock);
@@ -113,9 +141,21 @@ static void recycle(mtls_writer_t *w, mtls_item_t **items, int n)
         w->spare = items[i];
         w->spares++;
     }
+    while (links && w->spare_links < SPARE_MAX) {
+        l = links;
+        links = l->next;
+        l->next = w->spare_link;
+        w->spare_link = l;
+        w->spare_links++;
+    }
     pthread_mutex_unlock(&w->spare_lock);
     for (; i < n; i++) {
         mtls_item_free(items[i]);       /* released: frees its memory */
+    }
+    while (links) {
+        l = links;
+        links = l->next;
+        free(l);
     }
 }
 
@@ -648,6 +688,11 @@ void mtls_writer_stop(mtls_writer_t *w)
         mtls_item_t *next = w->spare->next;
         mtls_item_free(w->spare);
         w->spare = next;
+    }
+    while (w->spare_link) {
+        mtls_link_t *next = w->spare_link->next;
+        free(w->spare_link);
+        w->spare_link = next;
     }
     free(w->batch);
     free(w);

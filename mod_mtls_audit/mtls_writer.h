@@ -51,7 +51,9 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
                       char *err, apr_size_t errlen);
 
 /* A zeroed item of type (as mtls_item_new) for w's queue: one the writer
- * has stored and kept, or a new one.  w may be NULL. */
+ * has stored and kept, or a new one; a handshake comes with a new link
+ * (one reference, the item's), likewise kept or new.  NULL when out of
+ * memory.  w may be NULL. */
 mtls_item_t *mtls_writer_item(mtls_writer_t *w, int type);
 
 /* Queue item; the writer owns it from now on.  Returns 0 when queued, -1

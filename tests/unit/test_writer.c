@@ -318,6 +318,7 @@ static void test_stored_items_come_back_as_new(void)
                            "20300101000000Z", NULL, NULL);
     mtls_item_t *hs, *rq, *again;
     mtls_writer_t *w;
+    mtls_link_t *link;
     void *der;
     char err[256];
     int tries;
@@ -329,6 +330,7 @@ static void test_stored_items_come_back_as_new(void)
     rq->link = mtls_link_ref(hs->link);
     rq->u.rq.path = strdup("/kept");
     mtls_strlcpy(rq->u.rq.method, "GET", sizeof(rq->u.rq.method));
+    link = hs->link;
     der = hs->u.hs.certs.der;
     CU_ASSERT_PTR_NOT_NULL(der);
     CU_ASSERT_PTR_EQUAL(der, hs->mem);      /* the DER in its own memory */
@@ -346,7 +348,10 @@ static void test_stored_items_come_back_as_new(void)
     again = mtls_writer_item(w, MTLS_ITEM_HANDSHAKE);
     CU_ASSERT_PTR_EQUAL(again, rq);
     CU_ASSERT_EQUAL(again->type, MTLS_ITEM_HANDSHAKE);
-    CU_ASSERT_PTR_NULL(again->link);
+    /* With the link whose last reference the writer dropped, as new. */
+    CU_ASSERT_PTR_EQUAL(again->link, link);
+    CU_ASSERT_EQUAL(again->link->refs, 1);
+    CU_ASSERT_EQUAL(again->link->rowid, 0);
     CU_ASSERT_PTR_NULL(again->u.hs.certs.der);
     CU_ASSERT_EQUAL(again->u.hs.sni[0], '\0');
     CU_ASSERT_EQUAL(again->u.hs.verify_result, -1);
@@ -418,6 +423,16 @@ static void test_links(void)
     CU_ASSERT_EQUAL(l->refs, 1);
     mtls_link_unref(l);     /* freed; the sanitizer build checks it */
     mtls_link_unref(NULL);
+    l = mtls_link_new();
+    mtls_link_ref(l);
+    CU_ASSERT_EQUAL(mtls_link_drop(l), 0);
+    CU_ASSERT_EQUAL(mtls_link_drop(l), 1);  /* the last: ours to keep */
+    l->rowid = 7;
+    CU_ASSERT_PTR_EQUAL(mtls_link_init(l), l);
+    CU_ASSERT_EQUAL(l->refs, 1);
+    CU_ASSERT_EQUAL(l->rowid, 0);
+    mtls_link_unref(l);
+    CU_ASSERT_EQUAL(mtls_link_drop(NULL), 0);
     CU_ASSERT_PTR_NULL(mtls_link_ref(NULL));
 }
 
