@@ -82,16 +82,31 @@ wall = max(r["wall_s"] for r in rs)
 cpu = sum(r["cpu_s"] for r in rs)
 print("%-6s %d proc  %8d records  %8.0f records/s  %6.2f us CPU/record"
       % (sys.argv[1], int(sys.argv[2]), rows, rows / wall, cpu * 1e6 / rows))
-' "$mode" "$procs"
+' "$mode" "$procs" | tee -a "$LINES"
     rm -f $outs
 }
+LINES="$DIR/store-lines"
 echo "(warm-up, reads the copy into the page cache:)"
 run store 1
+: > "$LINES"
 for round in 1 2 3 4 5; do
     run store 1
     run raw 1
 done
+# the five rounds: medians, and the median of the per-round ratios
+python3 -c '
+import statistics as st, sys
+rows = [l.split() for l in open(sys.argv[1])]
+store = [r for r in rows if r[0] == "store"]
+raw = [r for r in rows if r[0] == "raw"]
+rate = lambda rs: st.median(float(r[5]) for r in rs)
+cpu = lambda rs: st.median(float(r[7]) for r in rs)
+ratio = st.median(float(s[5]) / float(r[5]) for s, r in zip(store, raw))
+print("median: store %.0f records/s %.2f us CPU/record, raw %.0f records/s "
+      "%.2f us CPU/record; store/raw %.2f (median of the rounds)"
+      % (rate(store), cpu(store), rate(raw), cpu(raw), ratio))
+' "$LINES"
 for procs in 1 2 4; do
     run store "$procs"
 done
-rm -f "$WORK" "$WORK-wal" "$WORK-shm"
+rm -f "$WORK" "$WORK-wal" "$WORK-shm" "$LINES"
