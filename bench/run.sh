@@ -3,7 +3,8 @@
 # each printing its table:
 #   1. handshake-bench.py  what the module costs a mutual-TLS server: A
 #      (mod_ssl), B (A + mod_mtls_audit), C (A + a CustomLog of the SSL
-#      variables), interleaved rounds (A B C C B A, B C A A C B, ...);
+#      variables), interleaved rounds (full run: the three loaded at
+#      once each round; --short: one after the other, A B C C B A, ...);
 #      handshakes/s, server CPU per handshake, p99 latency, the ratios
 #      B/A and B/C; memory per child
 #   2. store-bench.sh      bytes per row; the writer's records/s and CPU
@@ -15,10 +16,11 @@
 #      callgrind (repeatable where CPU time is not); skipped without
 #      valgrind
 #
-#   bench/run.sh            the full run: 10 rounds, 2,000 connections a
-#                           run, a 10 M-handshake database (generated once
+#   bench/run.sh            the full run: 20 rounds of A, B and C loaded
+#                           together, 2,000 connections a run (the README's
+#                           figures), a 10 M-handshake database (generated once
 #                           into $BENCH_DIR, default /tmp/mtls-bench: ~3 GB
-#                           and several minutes the first time); about 50
+#                           and several minutes the first time); about 35
 #                           minutes
 #   bench/run.sh --short    2 rounds x 500 connections, 1 M handshakes:
 #                           about 5 minutes
@@ -36,7 +38,7 @@ if [ "${1:-}" = --short ]; then
         python3 "$TOP/bench/instr-bench.py" --short
     fi
 else
-    python3 "$TOP/bench/handshake-bench.py"
+    python3 "$TOP/bench/handshake-bench.py" --together --rounds 20
     "$TOP/bench/store-bench.sh" 10000000
     "$TOP/bench/report-bench.sh" 10000000
     if command -v valgrind >/dev/null; then
