@@ -20,13 +20,16 @@
  *                               with one request) between START and END
  *                               over CERTS certificates, in time order
  *
- *   mtls-gen -b [-r] DB < SCRIPT    (the store benchmark, bench/store-bench.sh)
+ *   mtls-gen -b [-r | -R] DB < SCRIPT  (the store benchmark, bench/store-bench.sh)
  *        -b  keep the module's synchronous=NORMAL (not OFF) and print, on
  *            stdout, the rows written and the wall and CPU seconds spent
  *            writing them (making the records is not counted)
  *        -r  raw SQLite instead of the store: the same rows, bound to plain
- *            INSERTs in the same batches, with no hash chain and no
- *            certificate lookup (handshakes and requests only)
+ *            INSERTs in the same batches, one row a statement, with no
+ *            hash chain and no certificate lookup (handshakes and
+ *            requests only)
+ *        -R  -r with 16 rows a statement, as many as the store puts into
+ *            one INSERT
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -70,10 +73,9 @@ static apr_int64_t when(const char *s)
 }
 
 /* -b: what writing cost; -r: the raw SQLite baseline. */
-static int bench, raw;
+static int bench, raw, raw_rows = 1;
 static double w_wall, w_cpu;
 static long w_rows;
-static sqlite3_stmt *raw_hs, *raw_rq;
 static apr_int64_t raw_hs_id, raw_rq_id;
 static apr_int64_t bulk_ids[100000];    /* bulk's certificate j: its id */
 
@@ -90,24 +92,136 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
     else sqlite3_bind_null(q, i);
 }
 
-/* The rows the store would write for the batch, with plain INSERTs: the
- * certificate id is the pool index + 1, the hash 32 constant bytes. */
+/* The raw baseline's INSERTs: raw_q[t][k] puts k rows into table t
+ * (0 handshakes, 1 requests), prepared when first wanted. */
+#define RAW_ROWS_MAX 16
+static const char *const raw_table[2] = { "handshakes", "requests" };
+static const int raw_ncols[2] = { 25, 9 };
+static sqlite3_stmt *raw_q[2][RAW_ROWS_MAX + 1];
+static int raw_pend[2][RAW_ROWS_MAX];    /* batch indices waiting */
+static int raw_npend[2];
+static const unsigned char raw_hash[32];
+
+static sqlite3_stmt *raw_stmt(int t, int k)
+{
+    sqlite3 *db = mtls_store_db(st);
+    sqlite3_str *q;
+    char *sql;
+    int r, c;
+
+    if (raw_q[t][k]) return raw_q[t][k];
+    q = sqlite3_str_new(db);
+    sqlite3_str_appendf(q, "INSERT INTO %s VALUES", raw_table[t]);
+    for (r = 0; r < k; r++) {
+        for (c = 0; c < raw_ncols[t]; c++) {
+            sqlite3_str_appendall(q, c ? ",?" : r ? ",(?" : "(?");
+        }
+        sqlite3_str_appendchar(q, 1, ')');
+    }
+    if (!(sql = sqlite3_str_finish(q))
+        || sqlite3_prepare_v2(db, sql, -1, &raw_q[t][k], NULL) != SQLITE_OK) {
+        die(sqlite3_errmsg(db));
+    }
+    sqlite3_free(sql);
+    return raw_q[t][k];
+}
+
+/* Bind batch[i], a handshake, from parameter p on. */
+static void raw_bind_hs(sqlite3_stmt *q, int p, int i)
+{
+    mtls_handshake_t *hs = &batch[i]->u.hs;
+    char chain[32];
+
+    sqlite3_bind_int64(q, p + 0, batch[i]->link->rowid);
+    sqlite3_bind_int64(q, p + 1, hs->time_us);
+    bind_text(q, p + 2, hs->server_name);
+    bind_text(q, p + 3, hs->sni);
+    bind_text(q, p + 4, hs->client_addr);
+    sqlite3_bind_int(q, p + 5, hs->client_port);
+    sqlite3_bind_int(q, p + 6, hs->local_port);
+    sqlite3_bind_int(q, p + 7, hs->tls_version);
+    bind_text(q, p + 8, hs->cipher);
+    sqlite3_bind_int(q, p + 9, hs->resumed);
+    sqlite3_bind_int(q, p + 10, hs->outcome);
+    sqlite3_bind_int(q, p + 11, hs->kind);
+    sqlite3_bind_int(q, p + 12, hs->verify_mode);
+    if (hs->verify_result >= 0) {
+        sqlite3_bind_int64(q, p + 13, hs->verify_result);
+        bind_text(q, p + 14, X509_verify_cert_error_string(hs->verify_result));
+    }
+    else {
+        sqlite3_bind_null(q, p + 13);
+        sqlite3_bind_null(q, p + 14);
+    }
+    sqlite3_bind_int(q, p + 15, hs->verify_depth);
+    sqlite3_bind_null(q, p + 16);
+    sqlite3_bind_null(q, p + 17);
+    if (batch_x[i]) {
+        /* bulk's certificates have serials 10000 + j; those it found in
+         * the file have the ids the store gives them, new ones are
+         * numbered from 1 (a raw run into an empty file). */
+        long j = ASN1_INTEGER_get(X509_get0_serialNumber(batch_x[i])) - 10000;
+        apr_int64_t cid = j >= 0 && j < (long)(sizeof(bulk_ids)
+                          / sizeof(bulk_ids[0])) && bulk_ids[j]
+                          ? bulk_ids[j] : j + 1;
+        snprintf(chain, sizeof(chain), "[%lld]", (long long)cid);
+        sqlite3_bind_int64(q, p + 18, cid);
+        sqlite3_bind_text(q, p + 19, chain, -1, SQLITE_TRANSIENT);
+    }
+    else {
+        sqlite3_bind_null(q, p + 18);
+        sqlite3_bind_null(q, p + 19);
+    }
+    sqlite3_bind_int(q, p + 20, hs->chain_length);
+    sqlite3_bind_int64(q, p + 21, hs->handshake_us);
+    sqlite3_bind_int64(q, p + 22, hs->verify_us);
+    sqlite3_bind_int(q, p + 23, hs->pid);
+    sqlite3_bind_blob(q, p + 24, raw_hash, 32, SQLITE_STATIC);
+}
+
+/* Bind batch[i], a request, from parameter p on. */
+static void raw_bind_rq(sqlite3_stmt *q, int p, int i)
+{
+    mtls_request_t *rq = &batch[i]->u.rq;
+
+    sqlite3_bind_int64(q, p + 0, ++raw_rq_id);
+    sqlite3_bind_int64(q, p + 1, batch[i]->link->rowid);
+    sqlite3_bind_int64(q, p + 2, rq->time_us);
+    bind_text(q, p + 3, rq->method);
+    bind_text(q, p + 4, rq->path);
+    sqlite3_bind_int(q, p + 5, rq->status);
+    sqlite3_bind_int64(q, p + 6, rq->bytes_sent);
+    sqlite3_bind_int64(q, p + 7, rq->duration_us);
+    sqlite3_bind_blob(q, p + 8, raw_hash, 32, SQLITE_STATIC);
+}
+
+/* Insert the rows of table t that wait, all in one statement. */
+static void raw_flush(int t)
+{
+    int k = raw_npend[t], r;
+    sqlite3_stmt *q;
+
+    if (!k) return;
+    q = raw_stmt(t, k);
+    for (r = 0; r < k; r++) {
+        (t ? raw_bind_rq : raw_bind_hs)(q, 1 + r * raw_ncols[t],
+                                        raw_pend[t][r]);
+    }
+    if (sqlite3_step(q) != SQLITE_DONE) die(sqlite3_errmsg(mtls_store_db(st)));
+    sqlite3_reset(q);
+    raw_npend[t] = 0;
+}
+
+/* The rows the store would write for the batch, with plain INSERTs of
+ * raw_rows rows each (the tail of a table's rows in one shorter INSERT):
+ * the certificate id is the pool index + 1, the hash 32 constant bytes. */
 static void raw_write(void)
 {
-    static const unsigned char h[32];
     sqlite3 *db = mtls_store_db(st);
     sqlite3_stmt *q;
-    int i;
+    int i, t;
 
-    if (!raw_hs) {
-        if (sqlite3_prepare_v2(db, "INSERT INTO handshakes VALUES(?,?,?,?,?,"
-                               "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
-                               &raw_hs, NULL) != SQLITE_OK
-            || sqlite3_prepare_v2(db, "INSERT INTO requests VALUES(?,?,?,?,"
-                                  "?,?,?,?,?)", -1, &raw_rq, NULL)
-               != SQLITE_OK) {
-            die(sqlite3_errmsg(db));
-        }
+    if (!raw_hs_id && !raw_rq_id) {
         sqlite3_prepare_v2(db, "SELECT (SELECT coalesce(max(id), 0) FROM "
                            "handshakes), (SELECT coalesce(max(id), 0) FROM "
                            "requests)", -1, &q, NULL);
@@ -120,80 +234,21 @@ static void raw_write(void)
         die(sqlite3_errmsg(db));
     }
     for (i = 0; i < nbatch; i++) {
-        mtls_item_t *it = batch[i];
-        if (it->type == MTLS_ITEM_HANDSHAKE) {
-            mtls_handshake_t *hs = &it->u.hs;
-            char chain[32];
-            q = raw_hs;
-            it->link->rowid = ++raw_hs_id;
-            sqlite3_bind_int64(q, 1, raw_hs_id);
-            sqlite3_bind_int64(q, 2, hs->time_us);
-            bind_text(q, 3, hs->server_name);
-            bind_text(q, 4, hs->sni);
-            bind_text(q, 5, hs->client_addr);
-            sqlite3_bind_int(q, 6, hs->client_port);
-            sqlite3_bind_int(q, 7, hs->local_port);
-            sqlite3_bind_int(q, 8, hs->tls_version);
-            bind_text(q, 9, hs->cipher);
-            sqlite3_bind_int(q, 10, hs->resumed);
-            sqlite3_bind_int(q, 11, hs->outcome);
-            sqlite3_bind_int(q, 12, hs->kind);
-            sqlite3_bind_int(q, 13, hs->verify_mode);
-            if (hs->verify_result >= 0) {
-                sqlite3_bind_int64(q, 14, hs->verify_result);
-                bind_text(q, 15, X509_verify_cert_error_string(
-                    hs->verify_result));
-            }
-            else {
-                sqlite3_bind_null(q, 14);
-                sqlite3_bind_null(q, 15);
-            }
-            sqlite3_bind_int(q, 16, hs->verify_depth);
-            sqlite3_bind_null(q, 17);
-            sqlite3_bind_null(q, 18);
-            if (batch_x[i]) {
-                /* bulk's certificates have serials 10000 + j; those it
-                 * found in the file have the ids the store gives them,
-                 * new ones are numbered from 1 (a raw run into an empty
-                 * file). */
-                long j = ASN1_INTEGER_get(X509_get0_serialNumber(batch_x[i]))
-                         - 10000;
-                apr_int64_t cid = j >= 0 && j < (long)(sizeof(bulk_ids)
-                                  / sizeof(bulk_ids[0])) && bulk_ids[j]
-                                  ? bulk_ids[j] : j + 1;
-                snprintf(chain, sizeof(chain), "[%lld]", (long long)cid);
-                sqlite3_bind_int64(q, 19, cid);
-                sqlite3_bind_text(q, 20, chain, -1, SQLITE_TRANSIENT);
-            }
-            else {
-                sqlite3_bind_null(q, 19);
-                sqlite3_bind_null(q, 20);
-            }
-            sqlite3_bind_int(q, 21, hs->chain_length);
-            sqlite3_bind_int64(q, 22, hs->handshake_us);
-            sqlite3_bind_int64(q, 23, hs->verify_us);
-            sqlite3_bind_int(q, 24, hs->pid);
-            sqlite3_bind_blob(q, 25, h, 32, SQLITE_STATIC);
+        if (batch[i]->type == MTLS_ITEM_HANDSHAKE) {
+            batch[i]->link->rowid = ++raw_hs_id;
+            t = 0;
         }
-        else if (it->type == MTLS_ITEM_REQUEST) {
-            mtls_request_t *rq = &it->u.rq;
-            q = raw_rq;
-            sqlite3_bind_int64(q, 1, ++raw_rq_id);
-            sqlite3_bind_int64(q, 2, it->link->rowid);
-            sqlite3_bind_int64(q, 3, rq->time_us);
-            bind_text(q, 4, rq->method);
-            bind_text(q, 5, rq->path);
-            sqlite3_bind_int(q, 6, rq->status);
-            sqlite3_bind_int64(q, 7, rq->bytes_sent);
-            sqlite3_bind_int64(q, 8, rq->duration_us);
-            sqlite3_bind_blob(q, 9, h, 32, SQLITE_STATIC);
+        else if (batch[i]->type == MTLS_ITEM_REQUEST) {
+            t = 1;
         }
         else {
             continue;
         }
-        if (sqlite3_step(q) != SQLITE_DONE) die(sqlite3_errmsg(db));
-        sqlite3_reset(q);
+        raw_pend[t][raw_npend[t]++] = i;
+        if (raw_npend[t] == raw_rows) raw_flush(t);
     }
+    raw_flush(0);
+    raw_flush(1);
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         die(sqlite3_errmsg(db));
     }
@@ -449,16 +504,18 @@ int main(int argc, char **argv)
 {
     char line[4096], err[256];
     long lineno = 0;
+    int i;
 
     while (argc > 2 && argv[1][0] == '-') {
         if (!strcmp(argv[1], "-b")) bench = 1;
         else if (!strcmp(argv[1], "-r")) raw = 1;
+        else if (!strcmp(argv[1], "-R")) raw = 1, raw_rows = RAW_ROWS_MAX;
         else break;
         argv++;
         argc--;
     }
     if (argc != 2) {
-        fprintf(stderr, "usage: mtls-gen [-b [-r]] DB < SCRIPT\n");
+        fprintf(stderr, "usage: mtls-gen [-b [-r | -R]] DB < SCRIPT\n");
         return 2;
     }
     if (mtls_store_open(argv[1], 0, 60000, &st, err, sizeof(err))
@@ -534,8 +591,10 @@ int main(int argc, char **argv)
     flush();
     mtls_link_unref(last_link);
     for (ncerts--; ncerts >= 0; ncerts--) X509_free(certs[ncerts].x);
-    sqlite3_finalize(raw_hs);
-    sqlite3_finalize(raw_rq);
+    for (i = 0; i <= RAW_ROWS_MAX; i++) {
+        sqlite3_finalize(raw_q[0][i]);
+        sqlite3_finalize(raw_q[1][i]);
+    }
     mtls_store_close(st);
     if (bench) {
         printf("{\"rows\": %ld, \"wall_s\": %.3f, \"cpu_s\": %.3f}\n",

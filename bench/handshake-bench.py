@@ -259,7 +259,8 @@ def main():
                     help="per run (each server runs twice a round "
                     "unless --together)")
     ap.add_argument("--short", action="store_true",
-                    help="2 rounds of 500 connections (about 3 minutes)")
+                    help="3 rounds of 500 connections, A, B and C loaded "
+                    "together (about 3 minutes)")
     ap.add_argument("--together", action="store_true",
                     help="load A, B and C at the same time in each round "
                     "(the host's other load then weighs on all three "
@@ -277,7 +278,7 @@ def main():
         ap.error("--certs takes 0 to 2000 (mtls-hsload's limit of client "
                  "certificates is 2048)")
     if args.short:
-        args.rounds, args.connections = 2, 500
+        args.rounds, args.connections, args.together = 3, 500, True
     base = tempfile.mkdtemp(prefix="mtls-hsbench-")
     os.chmod(base, 0o755)
     pki = pki_mod.make_pki(os.path.join(base, "pki"))

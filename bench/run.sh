@@ -3,8 +3,8 @@
 # each printing its table:
 #   1. handshake-bench.py  what the module costs a mutual-TLS server: A
 #      (mod_ssl), B (A + mod_mtls_audit), C (A + a CustomLog of the SSL
-#      variables), interleaved rounds (full run: the three loaded at
-#      once each round; --short: one after the other, A B C C B A, ...);
+#      variables), interleaved rounds, the three loaded at once each
+#      round;
 #      handshakes/s, server CPU per handshake, p99 latency, the ratios
 #      B/A and B/C; memory per child
 #   2. store-bench.sh      bytes per row; the writer's records/s and CPU
@@ -22,8 +22,8 @@
 #                           into $BENCH_DIR, default /tmp/mtls-bench: ~3 GB
 #                           and several minutes the first time); about 35
 #                           minutes
-#   bench/run.sh --short    2 rounds x 500 connections, 1 M handshakes:
-#                           about 5 minutes
+#   bench/run.sh --short    3 rounds x 500 connections, loaded together,
+#                           1 M handshakes: about 5 minutes
 #
 # Needs root (the scratch servers run as www-data) and a build
 # (./apxs-build.sh build).  Nothing is timed against a threshold here: the

@@ -12,9 +12,10 @@
 # 2. Throughput: a copy of it takes ADD more handshakes (and their
 #    requests; default 200000) per run, in the writer's batches, with
 #    synchronous=NORMAL as the module runs it: through the store (hash
-#    chain, certificate lookup) and as raw SQLite INSERTs of the same rows
-#    (no chain, no lookup), alternating, 5 rounds after a warm-up; then from 1, 2 and 4
-#    processes at once into the one file.  Records per second (wall) and
+#    chain, certificate lookup, 16 rows an INSERT) and as raw SQLite
+#    INSERTs of the same rows (no chain, no lookup), one row a statement
+#    ("raw") and 16 ("raw16"), in turn, 5 rounds after a warm-up; then
+#    from 1, 2 and 4 processes at once into the one file.  Records per second (wall) and
 #    CPU microseconds per record count the writing only, not making the
 #    records.
 set -eu
@@ -68,6 +69,7 @@ run() {         # run MODE PROCS -> one line
         end=$(date -u -d "2026-11-27 + $day days + $i hours + 50 minutes" +%Y-%m-%dT%H:%M:%SZ)
         flag=""
         [ "$mode" = raw ] && flag=-r
+        [ "$mode" = raw16 ] && flag=-R
         echo "bulk $per $start $end 1000" | "$GEN" -b $flag "$WORK" > "$out" &
         pids="$pids $!" outs="$outs $out"
         i=$((i + 1))
@@ -92,19 +94,21 @@ run store 1
 for round in 1 2 3 4 5; do
     run store 1
     run raw 1
+    run raw16 1
 done
-# the five rounds: medians, and the median of the per-round ratios
+# the five rounds: medians, and the medians of the per-round ratios
 python3 -c '
 import statistics as st, sys
 rows = [l.split() for l in open(sys.argv[1])]
-store = [r for r in rows if r[0] == "store"]
-raw = [r for r in rows if r[0] == "raw"]
-rate = lambda rs: st.median(float(r[5]) for r in rs)
-cpu = lambda rs: st.median(float(r[7]) for r in rs)
-ratio = st.median(float(s[5]) / float(r[5]) for s, r in zip(store, raw))
-print("median: store %.0f records/s %.2f us CPU/record, raw %.0f records/s "
-      "%.2f us CPU/record; store/raw %.2f (median of the rounds)"
-      % (rate(store), cpu(store), rate(raw), cpu(raw), ratio))
+by = {m: [r for r in rows if r[0] == m] for m in ("store", "raw", "raw16")}
+rate = lambda m: st.median(float(r[5]) for r in by[m])
+cpu = lambda m: st.median(float(r[7]) for r in by[m])
+ratio = lambda m: st.median(float(s[5]) / float(r[5])
+                            for s, r in zip(by["store"], by[m]))
+for m in ("store", "raw", "raw16"):
+    print("median: %-6s %8.0f records/s  %6.2f us CPU/record" % (m, rate(m), cpu(m)))
+print("store/raw %.2f, store/raw16 %.2f (medians of the per-round ratios)"
+      % (ratio("raw"), ratio("raw16")))
 ' "$LINES"
 for procs in 1 2 4; do
     run store "$procs"

@@ -469,6 +469,93 @@ static void test_rows_in_groups(void)
     }
 }
 
+/* A VFS that is the default one but counts the statement journals SQLite
+ * opens as files (it opens none while one stays in memory). */
+static sqlite3_vfs *real_vfs, counting_vfs;
+static int subjournal_files;
+
+static int counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
+                         int flags, int *out)
+{
+    (void)vfs;
+    if (flags & SQLITE_OPEN_SUBJOURNAL) {
+        subjournal_files++;
+    }
+    return real_vfs->xOpen(real_vfs, name, f, flags, out);
+}
+
+/* 16 handshakes in one batch, each with its own certificate, the
+ * certificates' rows of handshakes_cert 1,250 apiece (so on 16 leaves and
+ * more): the 16-row INSERT changes more than 16 pages, past the 64 KiB at
+ * which SQLite would move the statement journal to a file. */
+static int write_sixteen_certs(mtls_store_t *st, X509 **certs)
+{
+    mtls_item_t *items[16];
+    char err[256];
+    int i, rc;
+
+    for (i = 0; i < 16; i++) {
+        X509_up_ref(certs[i]);
+        items[i] = unit_handshake(certs[i], MTLS_OUT_ACCEPTED);
+    }
+    subjournal_files = 0;
+    rc = mtls_store_write(st, items, 16, err, sizeof(err));
+    for (i = 0; i < 16; i++) {
+        mtls_item_free(items[i]);
+    }
+    return rc;
+}
+
+/* The store's multi-row INSERTs keep their statement journal in memory
+ * (temp_store=MEMORY), not in a temp file written two pwrite()s a page;
+ * the same write with temp_store=FILE opens one, which shows the test
+ * reaches the case. */
+static void test_statement_journal_in_memory(void)
+{
+    const char *path = unit_db("subjournal");
+    X509 *certs[16];
+    mtls_store_t *st;
+    sqlite3 *db;
+    char err[256], cn[16];
+    int i;
+
+    real_vfs = sqlite3_vfs_find(NULL);
+    counting_vfs = *real_vfs;
+    counting_vfs.zName = "unit-counting";
+    counting_vfs.xOpen = counting_open;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_vfs_register(&counting_vfs, 1), SQLITE_OK);
+    for (i = 0; i < 16; i++) {
+        const char *const subj[] = { "CN", cn, NULL };
+        snprintf(cn, sizeof(cn), "c%d", i);
+        certs[i] = unit_cert(subj, "ec", 100 + i, "20200101000000Z",
+                             "20300101000000Z", NULL, NULL);
+    }
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    db = mtls_store_db(st);
+    CU_ASSERT_EQUAL(write_sixteen_certs(st, certs), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 "
+                                 "UNION ALL SELECT i + 1 FROM n WHERE i < "
+                                 "20000) INSERT INTO handshakes(time_us, "
+                                 "outcome, kind, cert_id, hash) SELECT i, 1, "
+                                 "0, 1 + i % 16, randomblob(32) FROM n",
+                                 NULL, NULL, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(write_sixteen_certs(st, certs), SQLITE_OK);
+    CU_ASSERT_EQUAL(subjournal_files, 0);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "PRAGMA temp_store=FILE", NULL, NULL,
+                                 NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(write_sixteen_certs(st, certs), SQLITE_OK);
+    CU_ASSERT(subjournal_files > 0);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM handshakes"),
+                    3 * 16 + 20000);
+    mtls_store_close(st);
+    for (i = 0; i < 16; i++) {
+        X509_free(certs[i]);
+    }
+    sqlite3_vfs_register(real_vfs, 1);
+    sqlite3_vfs_unregister(&counting_vfs);
+}
+
 static void expect_break(const char *name, const char *sql, long long at)
 {
     const char *path = unit_db(name);
@@ -643,6 +730,8 @@ void add_chain_tests(void)
 {
     CU_pSuite s = CU_add_suite("chain", NULL, NULL);
     CU_add_test(s, "an untouched database verifies", test_chain_holds);
+    CU_add_test(s, "multi-row INSERTs keep the statement journal in "
+                "memory", test_statement_journal_in_memory);
     CU_add_test(s, "rows go in by 16, 4 and 1, in chain order",
                 test_rows_in_groups);
     CU_add_test(s, "change, delete, insert, reorder, truncate are found",
