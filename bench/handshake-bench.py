@@ -20,7 +20,9 @@ their median is reported, with the spread (10th-90th percentile).  With
 each by its own client: a neighbour's burst on this shared host then slows
 all three alike instead of whichever ran during it.  With --control, C is
 a second copy of A, and the table adds C/A: what two identical servers
-measure on this host, the noise floor of B/A.
+measure on this host, the noise floor of B/A.  With --compare SO, C is B
+with the mod_mtls_audit.so at SO (another build, e.g. the one before a
+change): B/C is then this build over that one.
 
 With --certs N, one more scenario spreads its connections over N distinct
 client certificates (TLS 1.3, EC), so that the resident memory reported
@@ -28,7 +30,8 @@ after the runs includes what many certificates cost (the writer's SQLite
 page cache, its certificate cache).
 
     bench/handshake-bench.py [--rounds N] [--connections N] [--short]
-                             [--together] [--control] [--certs N]
+                             [--together] [--control | --compare SO]
+                             [--certs N]
                              [--json FILE]
 """
 import argparse
@@ -54,7 +57,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 class Srv:
-    def __init__(self, base, name, pki, kind):
+    def __init__(self, base, name, pki, kind, so=None):
         self.name = name
         self.root = os.path.join(base, name)
         self.port = server_mod.free_port()
@@ -77,8 +80,8 @@ class Srv:
             www = pwd.getpwnam("www-data")
             os.chown(d, www.pw_uid, www.pw_gid)
             os.chmod(d, 0o750)
-            mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % \
-                BUILD
+            mods += "LoadModule mtls_audit_module %s\n" % (
+                so or os.path.join(BUILD, "mod_mtls_audit.so"))
             extra = "MTLSAuditDatabase %s\n" % self.db
             vhost = "    MTLSAuditEngine On\n"
         elif kind == "C":
@@ -268,6 +271,9 @@ def main():
     ap.add_argument("--control", action="store_true",
                     help="C is a second copy of A: what two identical "
                     "servers measure (the noise floor of the ratios)")
+    ap.add_argument("--compare", metavar="SO",
+                    help="C is B with this mod_mtls_audit.so (another "
+                    "build): B/C is this build over that one")
     ap.add_argument("--certs", type=int, default=0,
                     help="add a scenario over N distinct client "
                     "certificates (at most 2000)")
@@ -277,6 +283,12 @@ def main():
     if not 0 <= args.certs <= 2000:
         ap.error("--certs takes 0 to 2000 (mtls-hsload's limit of client "
                  "certificates is 2048)")
+    if args.control and args.compare:
+        ap.error("--control and --compare both say what C is: take one")
+    if args.compare and not os.path.isfile(args.compare):
+        ap.error("--compare: no such file: %s" % args.compare)
+    if args.compare:
+        args.compare = os.path.abspath(args.compare)
     if args.short:
         args.rounds, args.connections, args.together = 3, 500, True
     base = tempfile.mkdtemp(prefix="mtls-hsbench-")
@@ -305,8 +317,9 @@ def main():
                 for i in range(args.certs)]
         scenarios.append(("TLS1.3 %d certs" % len(many), "1.3",
                           [spec(c) for c in many], n, 16))
-    srvs = [Srv(base, k, pki, "A" if k == "C" and args.control else k)
-            for k in "ABC"]
+    kind_c = "A" if args.control else "B" if args.compare else "C"
+    srvs = [Srv(base, "A", pki, "A"), Srv(base, "B", pki, "B"),
+            Srv(base, "C", pki, kind_c, args.compare)]
     results = {s[0]: {k: [] for k in "ABC"} for s in scenarios}
     try:
         for s in srvs:
@@ -370,6 +383,7 @@ def print_table(results, args, rss, rows, expected):
     print("A = mod_ssl only, B = A + mod_mtls_audit, C = %s; medians; "
           "ratios: median of per-round ratios [p10-p90]" % (
               "a second copy of A (--control)" if args.control
+              else "B with %s (--compare)" % args.compare if args.compare
               else "A + CustomLog of SSL variables"))
     hdr = ("%-19s %8s %8s %8s %19s %19s %7s %7s %7s %19s %7s %7s %19s"
            % ("scenario", "A hs/s", "B hs/s", "C hs/s", "B/A hs/s",
@@ -418,8 +432,16 @@ def print_table(results, args, rss, rows, expected):
         rest = [(b["server_cpu_ms_per_hs"] - a["server_cpu_ms_per_hs"])
                 * 1000 - b["writer_cpu_us_per_hs"]
                 for a, b in zip(R["A"], R["B"])]
-        print("  %-19s writer %6.1f us, the rest %6.1f us" % (
-            name, med(w), med(rest)))
+        line = "  %-19s writer %6.1f us, the rest %6.1f us" % (
+            name, med(w), med(rest))
+        if args.compare:
+            wc = [x["writer_cpu_us_per_hs"] for x in R["C"]]
+            restc = [(c["server_cpu_ms_per_hs"] - a["server_cpu_ms_per_hs"])
+                     * 1000 - c["writer_cpu_us_per_hs"]
+                     for a, c in zip(R["A"], R["C"])]
+            line += "; C: writer %6.1f us, the rest %6.1f us" % (
+                med(wc), med(restc))
+        print(line)
     print("resident memory per child after the runs: A %.0f KB, B %.0f KB, "
           "C %.0f KB; B-A %+.0f KB" % (rss["A"], rss["B"], rss["C"],
                                        rss["B"] - rss["A"]))

@@ -18,6 +18,9 @@
 #    from 1, 2 and 4 processes at once into the one file.  Records per second (wall) and
 #    CPU microseconds per record count the writing only, not making the
 #    records.
+#    With STORE_OLD=PATH (the mtls-gen of another build, e.g. the one before
+#    a change), each round also writes through that build's store ("old"),
+#    and store/old is printed.
 set -eu
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 ROWS=${1:-10000000}
@@ -67,10 +70,11 @@ run() {         # run MODE PROCS -> one line
         out="$DIR/store-run.$i"
         start=$(date -u -d "2026-11-27 + $day days + $i hours" +%Y-%m-%dT%H:%M:%SZ)
         end=$(date -u -d "2026-11-27 + $day days + $i hours + 50 minutes" +%Y-%m-%dT%H:%M:%SZ)
-        flag=""
+        flag="" gen=$GEN
         [ "$mode" = raw ] && flag=-r
         [ "$mode" = raw16 ] && flag=-R
-        echo "bulk $per $start $end 1000" | "$GEN" -b $flag "$WORK" > "$out" &
+        [ "$mode" = old ] && gen=$STORE_OLD
+        echo "bulk $per $start $end 1000" | "$gen" -b $flag "$WORK" > "$out" &
         pids="$pids $!" outs="$outs $out"
         i=$((i + 1))
     done
@@ -95,20 +99,24 @@ for round in 1 2 3 4 5; do
     run store 1
     run raw 1
     run raw16 1
+    if [ -n "${STORE_OLD:-}" ]; then run old 1; fi
 done
 # the five rounds: medians, and the medians of the per-round ratios
 python3 -c '
 import statistics as st, sys
 rows = [l.split() for l in open(sys.argv[1])]
-by = {m: [r for r in rows if r[0] == m] for m in ("store", "raw", "raw16")}
+modes = ["store", "raw", "raw16"] + (["old"] if any(r[0] == "old"
+                                                   for r in rows) else [])
+by = {m: [r for r in rows if r[0] == m] for m in modes}
 rate = lambda m: st.median(float(r[5]) for r in by[m])
 cpu = lambda m: st.median(float(r[7]) for r in by[m])
 ratio = lambda m: st.median(float(s[5]) / float(r[5])
                             for s, r in zip(by["store"], by[m]))
-for m in ("store", "raw", "raw16"):
+for m in modes:
     print("median: %-6s %8.0f records/s  %6.2f us CPU/record" % (m, rate(m), cpu(m)))
-print("store/raw %.2f, store/raw16 %.2f (medians of the per-round ratios)"
-      % (ratio("raw"), ratio("raw16")))
+print("store/raw %.2f, store/raw16 %.2f%s (medians of the per-round ratios)"
+      % (ratio("raw"), ratio("raw16"), ", store/old %.2f" % ratio("old")
+         if "old" in modes else ""))
 ' "$LINES"
 for procs in 1 2 4; do
     run store "$procs"
