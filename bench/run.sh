@@ -23,7 +23,8 @@
 #                           and several minutes the first time); about 35
 #                           minutes
 #   bench/run.sh --short    3 rounds x 500 connections, loaded together,
-#                           1 M handshakes: about 5 minutes
+#                           1 M handshakes: about 3.5 minutes (plus about
+#                           20 s to generate the database the first time)
 #
 # Needs root (the scratch servers run as www-data) and a build
 # (./apxs-build.sh build).  Nothing is timed against a threshold here: the
