@@ -86,9 +86,17 @@ static double clock_s(clockid_t c)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* As the store binds them: text NULL when empty, an integer NULL when
+ * below zero. */
 static void bind_text(sqlite3_stmt *q, int i, const char *v)
 {
     if (v && *v) sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(q, i);
+}
+
+static void bind_opt(sqlite3_stmt *q, int i, apr_int64_t v)
+{
+    if (v >= 0) sqlite3_bind_int64(q, i, v);
     else sqlite3_bind_null(q, i);
 }
 
@@ -130,32 +138,26 @@ static sqlite3_stmt *raw_stmt(int t, int k)
 static void raw_bind_hs(sqlite3_stmt *q, int p, int i)
 {
     mtls_handshake_t *hs = &batch[i]->u.hs;
-    char chain[32];
 
     sqlite3_bind_int64(q, p + 0, batch[i]->link->rowid);
     sqlite3_bind_int64(q, p + 1, hs->time_us);
     bind_text(q, p + 2, hs->server_name);
     bind_text(q, p + 3, hs->sni);
     bind_text(q, p + 4, hs->client_addr);
-    sqlite3_bind_int(q, p + 5, hs->client_port);
-    sqlite3_bind_int(q, p + 6, hs->local_port);
-    sqlite3_bind_int(q, p + 7, hs->tls_version);
+    bind_opt(q, p + 5, hs->client_port);
+    bind_opt(q, p + 6, hs->local_port);
+    bind_opt(q, p + 7, hs->tls_version ? hs->tls_version : -1);
     bind_text(q, p + 8, hs->cipher);
     sqlite3_bind_int(q, p + 9, hs->resumed);
     sqlite3_bind_int(q, p + 10, hs->outcome);
     sqlite3_bind_int(q, p + 11, hs->kind);
     sqlite3_bind_int(q, p + 12, hs->verify_mode);
-    if (hs->verify_result >= 0) {
-        sqlite3_bind_int64(q, p + 13, hs->verify_result);
-        bind_text(q, p + 14, X509_verify_cert_error_string(hs->verify_result));
-    }
-    else {
-        sqlite3_bind_null(q, p + 13);
-        sqlite3_bind_null(q, p + 14);
-    }
-    sqlite3_bind_int(q, p + 15, hs->verify_depth);
-    sqlite3_bind_null(q, p + 16);
-    sqlite3_bind_null(q, p + 17);
+    bind_opt(q, p + 13, hs->verify_result);
+    bind_text(q, p + 14, hs->verify_result >= 0
+              ? X509_verify_cert_error_string(hs->verify_result) : NULL);
+    bind_opt(q, p + 15, hs->verify_depth);
+    bind_opt(q, p + 16, hs->alert);
+    bind_opt(q, p + 17, hs->alert_received);
     if (batch_x[i]) {
         /* bulk's certificates have serials 10000 + j; those it found in
          * the file have the ids the store gives them, new ones are
@@ -164,18 +166,18 @@ static void raw_bind_hs(sqlite3_stmt *q, int p, int i)
         apr_int64_t cid = j >= 0 && j < (long)(sizeof(bulk_ids)
                           / sizeof(bulk_ids[0])) && bulk_ids[j]
                           ? bulk_ids[j] : j + 1;
-        snprintf(chain, sizeof(chain), "[%lld]", (long long)cid);
         sqlite3_bind_int64(q, p + 18, cid);
-        sqlite3_bind_text(q, p + 19, chain, -1, SQLITE_TRANSIENT);
     }
     else {
         sqlite3_bind_null(q, p + 18);
-        sqlite3_bind_null(q, p + 19);
     }
+    /* mtls-gen's handshakes present no chain beyond the leaf: the store
+     * writes none */
+    sqlite3_bind_null(q, p + 19);
     sqlite3_bind_int(q, p + 20, hs->chain_length);
-    sqlite3_bind_int64(q, p + 21, hs->handshake_us);
-    sqlite3_bind_int64(q, p + 22, hs->verify_us);
-    sqlite3_bind_int(q, p + 23, hs->pid);
+    bind_opt(q, p + 21, hs->handshake_us);
+    bind_opt(q, p + 22, hs->verify_us);
+    bind_opt(q, p + 23, hs->pid);
     sqlite3_bind_blob(q, p + 24, raw_hash, 32, SQLITE_STATIC);
 }
 
@@ -191,7 +193,7 @@ static void raw_bind_rq(sqlite3_stmt *q, int p, int i)
     bind_text(q, p + 4, rq->path);
     sqlite3_bind_int(q, p + 5, rq->status);
     sqlite3_bind_int64(q, p + 6, rq->bytes_sent);
-    sqlite3_bind_int64(q, p + 7, rq->duration_us);
+    bind_opt(q, p + 7, rq->duration_us);
     sqlite3_bind_blob(q, p + 8, raw_hash, 32, SQLITE_STATIC);
 }
 
@@ -214,7 +216,7 @@ static void raw_flush(int t)
 
 /* The rows the store would write for the batch, with plain INSERTs of
  * raw_rows rows each (the tail of a table's rows in one shorter INSERT):
- * the certificate id is the pool index + 1, the hash 32 constant bytes. */
+ * the store's rows but the hash, 32 constant bytes here. */
 static void raw_write(void)
 {
     sqlite3 *db = mtls_store_db(st);

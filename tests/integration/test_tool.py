@@ -524,6 +524,42 @@ def help_matches_the_man_page(ctx):
 
 
 @test(once=True)
+def store_bench_baselines_write_the_stores_rows(ctx):
+    # bench/store-bench.sh compares the store with raw SQLite writing "the
+    # same rows": mtls-gen -b (the store), -b -r (one row a statement) and
+    # -b -R (16) add the same handshakes and requests to copies of one
+    # file, and every column but the hash comes out the same.
+    base = gen(ctx, "bench-base", "bulk 2000 %s %s 50\n" % (
+        iso(NOW - 3 * DAY), iso(NOW - 2 * DAY)))
+    add = "bulk 1003 %s %s 50\n" % (iso(NOW - DAY), iso(NOW - DAY / 2))
+    got = {}
+    for flag in ("", "-r", "-R"):
+        db = base[:-3] + "-copy%s.db" % flag
+        shutil.copy(base, db)
+        r = subprocess.run([GEN, "-b"] + ([flag] if flag else []) + [db],
+                           input=add, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["rows"] > 1003, r.stdout
+        con = sqlite3.connect(db)
+        rows = []
+        for table in ("handshakes", "requests"):
+            cols = [c[1] for c in con.execute("PRAGMA table_info(%s)"
+                                              % table) if c[1] != "hash"]
+            rows.append(con.execute(
+                "SELECT %s FROM %s WHERE time_us >= ? ORDER BY id"
+                % (",".join(cols), table),
+                (int((NOW - DAY).timestamp()) * 1000000,)).fetchall())
+        con.close()
+        got[flag] = rows
+    hs, rq = got[""]
+    assert len(hs) == 1003 and len(rq) > 500, (len(hs), len(rq))
+    # failures with their NULLs are among them, not only accepted rows
+    assert any(None in row for row in hs)
+    assert got["-r"] == got[""], "raw -r differs from the store"
+    assert got["-R"] == got[""], "raw -R differs from the store"
+
+
+@test(once=True)
 def verify_reads_the_file_in_large_windows(ctx):
     # verify walks every page: through the read-ahead VFS (readahead.c)
     # one pread serves 64 of them; through the default VFS each page is a
