@@ -263,7 +263,7 @@ def main():
                     "unless --together)")
     ap.add_argument("--short", action="store_true",
                     help="3 rounds of 500 connections, A, B and C loaded "
-                    "together (about 3 minutes)")
+                    "together (about 1.5 minutes)")
     ap.add_argument("--together", action="store_true",
                     help="load A, B and C at the same time in each round "
                     "(the host's other load then weighs on all three "

@@ -15,9 +15,9 @@
 #    chain, certificate lookup, 16 rows an INSERT) and as raw SQLite
 #    INSERTs of the same rows (no chain, no lookup), one row a statement
 #    ("raw") and 16 ("raw16"), in turn, 5 rounds after a warm-up; then
-#    from 1, 2 and 4 processes at once into the one file.  Records per second (wall) and
-#    CPU microseconds per record count the writing only, not making the
-#    records.
+#    from 1, 2 and 4 processes at once into the one file.  Records per
+#    second (wall) and CPU microseconds per record count the writing only,
+#    not making the records.
 #    With STORE_OLD=PATH (the mtls-gen of another build, e.g. the one before
 #    a change), each round also writes through that build's store ("old"),
 #    and store/old is printed.

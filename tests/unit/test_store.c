@@ -724,14 +724,14 @@ void add_store_tests(void)
                 test_refuses_foreign_files);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
+    CU_add_test(s, "multi-row INSERTs keep the statement journal in "
+                "memory", test_statement_journal_in_memory);
 }
 
 void add_chain_tests(void)
 {
     CU_pSuite s = CU_add_suite("chain", NULL, NULL);
     CU_add_test(s, "an untouched database verifies", test_chain_holds);
-    CU_add_test(s, "multi-row INSERTs keep the statement journal in "
-                "memory", test_statement_journal_in_memory);
     CU_add_test(s, "rows go in by 16, 4 and 1, in chain order",
                 test_rows_in_groups);
     CU_add_test(s, "change, delete, insert, reorder, truncate are found",
