@@ -15,6 +15,7 @@
 #include "mtls_cert.h"
 #include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -190,6 +191,447 @@ leave:
     return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* The schema as the migrations make it                                 */
+/*
+ * A file is written by the web server's user and read by an operator or
+ * an auditor, often as root: its schema is input like its rows.  The hash
+ * chains cover rows only, so the schema is compared, object by object,
+ * with the one the migrations create at the file's user_version (applied
+ * afresh to an in-memory database: nothing here lists the objects), and
+ * the tool reads through views of its own made from the migrations' CREATE
+ * VIEW text, never through the file's.  SQLite keeps each CREATE statement
+ * as it was written, from the object's name on (ALTER TABLE ADD COLUMN
+ * edits that text in place), so both sides come from the same text through
+ * the same SQLite; the comparison still drops comments and white space and
+ * lower-cases bare words, so that only a change of meaning counts.
+ * SQLite's own objects are compared like the others: sqlite_sequence and
+ * the autoindexes come from the migrations too, and sqlite_stat1..4 (left
+ * by ANALYZE, which nothing of ours runs) steer SQLite's query planner,
+ * which a reader cannot switch off: they count as foreign.
+ */
+
+int mtls_db_harden(sqlite3 *db)
+{
+    int rc = sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+    }
+    return rc;
+}
+
+int mtls_schema_user_version(sqlite3 *db, const char *schema)
+{
+    sqlite3_stmt *st;
+    char *sql = sqlite3_mprintf("PRAGMA \"%w\".user_version", schema);
+    int v = -1;
+
+    if (sql && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            v = sqlite3_column_int(st, 0);
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_free(sql);
+    return v;
+}
+
+/* An in-memory database with the migrations up to version applied. */
+static int expected_schema(int version, sqlite3 **out, char *err,
+                           apr_size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int i, rc;
+
+    *out = NULL;
+    if (version < 1 || version > mtls_schema_version()) {
+        snprintf(err, errlen, "the database has schema version %d, this "
+                 "build knows versions 1 to %d", version,
+                 mtls_schema_version());
+        return SQLITE_MISMATCH;
+    }
+    rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE
+                         | SQLITE_OPEN_NOMUTEX, NULL);
+    for (i = 0; rc == SQLITE_OK && i < MTLS_MIGRATION_COUNT; i++) {
+        if (mtls_migrations[i].version <= version) {
+            rc = sqlite3_exec(db, mtls_migrations[i].sql, NULL, NULL, NULL);
+        }
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "building the expected schema", db);
+        sqlite3_close(db);
+        return rc;
+    }
+    *out = db;
+    return SQLITE_OK;
+}
+
+/* The CREATE text as compared: comments dropped, each run of white space
+ * one space (none beside a parenthesis, comma or semicolon), bare words in
+ * lower case (SQL keywords and unquoted names ignore case); quoted text
+ * ('...', "...", `...`, [...]) kept as it is.  NULL stays NULL
+ * (autoindexes).  Returns a malloc'ed string, or NULL. */
+static char *norm_sql(const char *s)
+{
+    char *o, *q;
+    int space = 0;
+
+    if (!s || !(o = malloc(strlen(s) + 1))) {
+        return NULL;
+    }
+    q = o;
+    while (*s) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '-' && s[1] == '-') {
+            while (*s && *s != '\n') s++;
+            space = 1;
+            continue;
+        }
+        if (c == '/' && s[1] == '*') {
+            for (s += 2; *s && !(s[0] == '*' && s[1] == '/'); s++)
+                ;
+            s += *s ? 2 : 0;
+            space = 1;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'
+            || c == '\v') {
+            s++;
+            space = 1;
+            continue;
+        }
+        if (space && q > o && !strchr("(),;", q[-1]) && !strchr("(),;", c)) {
+            *q++ = ' ';
+        }
+        space = 0;
+        if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            char end = c == '[' ? ']' : (char)c;
+            *q++ = *s++;
+            while (*s) {
+                if (*s == end && end != ']' && s[1] == end) {
+                    *q++ = *s++;          /* a doubled quote */
+                    *q++ = *s++;
+                    continue;
+                }
+                if (*s == end) {
+                    break;
+                }
+                *q++ = *s++;
+            }
+            if (*s) {
+                *q++ = *s++;
+            }
+            continue;
+        }
+        *q++ = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        s++;
+    }
+    while (q > o && q[-1] == ';') q--;
+    *q = '\0';
+    return o;
+}
+
+typedef struct {
+    char *type, *name, *tbl, *sql;      /* sql normalized, may be NULL */
+    int   matched;
+} obj_t;
+
+static void free_objects(obj_t *o, int n)
+{
+    int i;
+    for (i = 0; o && i < n; i++) {
+        free(o[i].type);
+        free(o[i].name);
+        free(o[i].tbl);
+        free(o[i].sql);
+    }
+    free(o);
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const char *v = (const char *)sqlite3_column_text(st, i);
+    return v ? strdup(v) : NULL;
+}
+
+/* Every row of schema.sqlite_master. */
+static int load_objects(sqlite3 *db, const char *schema, obj_t **out,
+                        int *n)
+{
+    sqlite3_stmt *st;
+    char *sql = sqlite3_mprintf("SELECT type, name, tbl_name, sql FROM "
+                                "\"%w\".sqlite_master", schema);
+    obj_t *o = NULL;
+    int rc, k = 0;
+
+    *out = NULL;
+    *n = 0;
+    rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        obj_t *no = realloc(o, sizeof(*o) * (size_t)(k + 1));
+        if (!no) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        o = no;
+        memset(&o[k], 0, sizeof(*o));
+        o[k].type = dup_col(st, 0);
+        o[k].name = dup_col(st, 1);
+        o[k].tbl = dup_col(st, 2);
+        o[k].sql = norm_sql((const char *)sqlite3_column_text(st, 3));
+        k++;
+        if (!o[k - 1].type || !o[k - 1].name || !o[k - 1].tbl) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        free_objects(o, k);
+        return rc == SQLITE_ROW ? SQLITE_ERROR : rc;
+    }
+    *out = o;
+    *n = k;
+    return SQLITE_OK;
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Tables, views and indexes share one name space, triggers another. */
+static int same_object(const obj_t *a, const obj_t *b)
+{
+    return !sqlite3_stricmp(a->name, b->name)
+           && !strcmp(a->type, "trigger") == !strcmp(b->type, "trigger");
+}
+
+int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
+                      char *msg, apr_size_t msglen)
+{
+    sqlite3 *exp = NULL;
+    obj_t *have = NULL, *want = NULL;
+    int nhave = 0, nwant = 0, i, j, rc, version;
+    sqlite3_str *s;
+    char *text;
+
+    *ndiff = 0;
+    if ((version = mtls_schema_user_version(db, schema)) < 0) {
+        seterr(msg, msglen, "reading the schema version", db);
+        return SQLITE_ERROR;
+    }
+    if ((rc = expected_schema(version, &exp, msg, msglen)) != SQLITE_OK) {
+        return rc;
+    }
+    if ((rc = load_objects(exp, "main", &want, &nwant)) != SQLITE_OK) {
+        seterr(msg, msglen, "reading the expected schema", exp);
+        goto leave;
+    }
+    if ((rc = load_objects(db, schema, &have, &nhave)) != SQLITE_OK) {
+        seterr(msg, msglen, "reading the schema", db);
+        goto leave;
+    }
+    s = sqlite3_str_new(NULL);
+    for (i = 0; i < nhave; i++) {
+        for (j = 0; j < nwant; j++) {
+            if (!want[j].matched && same_object(&have[i], &want[j])) break;
+        }
+        if (j == nwant) {
+            sqlite3_str_appendf(s, "%s%s %s foreign", *ndiff ? "; " : "",
+                                have[i].type, have[i].name);
+            if (strcmp(have[i].name, have[i].tbl)) {
+                sqlite3_str_appendf(s, " (on %s)", have[i].tbl);
+            }
+            (*ndiff)++;
+            continue;
+        }
+        want[j].matched = 1;
+        if (strcmp(have[i].type, want[j].type)
+            || sqlite3_stricmp(have[i].tbl, want[j].tbl)
+            || !same_str(have[i].sql, want[j].sql)) {
+            sqlite3_str_appendf(s, "%s%s %s altered", *ndiff ? "; " : "",
+                                have[i].type, have[i].name);
+            if (strcmp(have[i].type, want[j].type)) {
+                sqlite3_str_appendf(s, " (was a %s)", want[j].type);
+            }
+            (*ndiff)++;
+        }
+    }
+    for (j = 0; j < nwant; j++) {
+        if (!want[j].matched) {
+            sqlite3_str_appendf(s, "%s%s %s missing", *ndiff ? "; " : "",
+                                want[j].type, want[j].name);
+            (*ndiff)++;
+        }
+    }
+    if (!*ndiff) {
+        sqlite3_str_appendf(s, "%d objects as schema version %d", nhave,
+                            version);
+    }
+    text = sqlite3_str_finish(s);
+    snprintf(msg, msglen, "%s", text ? text : "out of memory");
+    if (text && strlen(text) >= msglen && msglen > 4) {
+        memcpy(msg + msglen - 4, "...", 4);
+    }
+    rc = text ? SQLITE_OK : SQLITE_NOMEM;
+    sqlite3_free(text);
+leave:
+    free_objects(have, nhave);
+    free_objects(want, nwant);
+    sqlite3_close(exp);
+    return rc;
+}
+
+/* Past white space and comments. */
+static const char *skip_space(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n') p++;
+        }
+        else if (p[0] == '/' && p[1] == '*') {
+            for (p += 2; *p && !(p[0] == '*' && p[1] == '/'); p++)
+                ;
+            p += *p ? 2 : 0;
+        }
+        else {
+            return p;
+        }
+    }
+}
+
+/* Past a name, bare or quoted, and a "schema." before it. */
+static const char *skip_name(const char *p)
+{
+    do {
+        if (*p == '"' || *p == '`' || *p == '[') {
+            char end = *p == '[' ? ']' : *p;
+            for (p++; *p && *p != end; p++)
+                ;
+            p += *p ? 1 : 0;
+        }
+        else {
+            while (*p && (isalnum((unsigned char)*p) || *p == '_' || *p == '$'
+                          || (unsigned char)*p >= 0x80)) p++;
+        }
+    } while (*p == '.' && p++);
+    return p;
+}
+
+/* The SELECT of "CREATE VIEW name [(columns)] AS select", or NULL. */
+static const char *view_select(const char *sql)
+{
+    const char *p = skip_space(sql);
+    int depth = 0;
+
+    if (sqlite3_strnicmp(p, "CREATE", 6)) return NULL;
+    p = skip_space(p + 6);
+    if (sqlite3_strnicmp(p, "VIEW", 4)) return NULL;
+    p = skip_name(skip_space(p + 4));
+    p = skip_space(p);
+    if (*p == '(') {
+        for (; *p; p++) {
+            depth += *p == '(';
+            depth -= *p == ')';
+            if (!depth) break;
+        }
+        if (!*p) return NULL;
+        p = skip_space(p + 1);
+    }
+    if (sqlite3_strnicmp(p, "AS", 2) || isalnum((unsigned char)p[2])
+        || p[2] == '_') {
+        return NULL;
+    }
+    return skip_space(p + 2);
+}
+
+int mtls_schema_temp_views(sqlite3 *db, const char *schema, int version,
+                           const char *prefix, char *err, apr_size_t errlen)
+{
+    sqlite3 *exp;
+    sqlite3_stmt *st;
+    sqlite3_str *with;
+    char *tables = NULL;
+    int rc;
+
+    if ((rc = expected_schema(version, &exp, err, errlen)) != SQLITE_OK) {
+        return rc;
+    }
+    /* WITH t AS NOT MATERIALIZED (SELECT * FROM schema.t), ... for every
+     * table: the view's own unqualified names then mean schema's tables,
+     * read as if named in place (not copied first). */
+    with = sqlite3_str_new(NULL);
+    rc = sqlite3_prepare_v2(exp, "SELECT name FROM sqlite_master WHERE type "
+                            "= 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
+                            "'\\' ORDER BY name", -1, &st, NULL);
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        sqlite3_str_appendf(with, "%s\"%w\" AS NOT MATERIALIZED (SELECT * "
+                            "FROM \"%w\".\"%w\")",
+                            sqlite3_str_length(with) ? ", " : "", t, schema,
+                            t);
+    }
+    sqlite3_finalize(st);
+    tables = sqlite3_str_finish(with);
+    if (rc == SQLITE_OK && !tables) {
+        rc = SQLITE_NOMEM;
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(exp, "SELECT name, sql FROM sqlite_master "
+                                "WHERE type = 'view' ORDER BY name", -1, &st,
+                                NULL);
+    }
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *body = view_select((const char *)
+                                       sqlite3_column_text(st, 1));
+        char *sql;
+        int recursive = 0;
+
+        if (!name || !body) {
+            snprintf(err, errlen, "view %s: cannot read its CREATE VIEW",
+                     name ? name : "?");
+            rc = SQLITE_ERROR;
+            break;
+        }
+        if (!sqlite3_strnicmp(body, "WITH", 4) && !isalnum((unsigned char)
+                                                            body[4])) {
+            /* The view's own WITH goes on after the tables'. */
+            body = skip_space(body + 4);
+            if (!sqlite3_strnicmp(body, "RECURSIVE", 9)) {
+                recursive = 1;
+                body = skip_space(body + 9);
+            }
+            sql = sqlite3_mprintf("CREATE TEMP VIEW \"%w%w\" AS WITH %s%s, "
+                                  "%s", prefix, name,
+                                  recursive ? "RECURSIVE " : "", tables,
+                                  body);
+        }
+        else {
+            sql = sqlite3_mprintf("CREATE TEMP VIEW \"%w%w\" AS WITH %s %s",
+                                  prefix, name, tables, body);
+        }
+        rc = sql ? sqlite3_exec(db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            char what[160];
+            snprintf(what, sizeof(what), "making the view %s%s", prefix,
+                     name);
+            seterr(err, errlen, what, db);
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_free(tables);
+    sqlite3_close(exp);
+    return rc;
+}
+
 /* Check that table has exactly cols, in order. */
 static int check_columns(mtls_store_t *st, table_t *t, char *err,
                          apr_size_t errlen)
@@ -341,6 +783,12 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
     }
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, busy_timeout_ms);
+    /* Before anything reads the schema: the file may come from someone
+     * less trusted than whoever opens it (the tool, run as root). */
+    if ((rc = mtls_db_harden(st->db)) != SQLITE_OK) {
+        seterr(err, errlen, "hardening the connection", st->db);
+        goto fail;
+    }
     if (!(flags & MTLS_STORE_READONLY)) {
         /* temp_store=MEMORY keeps the statement journal in memory.  A
          * multi-row INSERT has one (a failing row must undo the rows
@@ -388,6 +836,19 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                1, err, errlen)) != SQLITE_OK
         || (rc = prepare_table(st, &st->t[T_EV], "events", ev_cols,
                                0, err, errlen)) != SQLITE_OK) {
+        goto fail;
+    }
+    /* The views every reader of this connection uses (mtls_json_rows,
+     * the mirror, export): TEMP ones from the migrations, which hide the
+     * file's own, whatever someone made of them. */
+    if ((rc = sqlite3_exec(st->db, "PRAGMA temp_store=MEMORY", NULL, NULL,
+                           NULL)) != SQLITE_OK) {
+        seterr(err, errlen, "making the views", st->db);
+        goto fail;
+    }
+    if ((rc = mtls_schema_temp_views(st->db, "main",
+                                     mtls_schema_user_version(st->db, "main"),
+                                     "", err, errlen)) != SQLITE_OK) {
         goto fail;
     }
     {

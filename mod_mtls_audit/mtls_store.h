@@ -39,6 +39,38 @@ int mtls_schema_version(void);
  * SQLITE_OK or an error, with a message in err. */
 int mtls_schema_apply(sqlite3 *db, char *err, apr_size_t errlen);
 
+/* Make db safe to point at a file someone else may have written:
+ * SQLITE_DBCONFIG_DEFENSIVE (no writable_schema, no corrupting PRAGMAs)
+ * and trusted_schema OFF (the file's views and triggers may call only
+ * innocuous functions, never the application's own).  Every connection
+ * the module and the tool open goes through here before it reads a
+ * schema.  Returns SQLITE_OK or an error. */
+int mtls_db_harden(sqlite3 *db);
+
+/* Compare every object of the schema `schema` (main, db0, ...) of db --
+ * tables, views, indexes, triggers, SQLite's own tables -- with what the
+ * migrations up to that schema's user_version create, built afresh in
+ * memory: type, name, table and the CREATE statement's text (comments and
+ * white space dropped, keywords and bare names in lower case; quoted text
+ * kept).  Returns SQLITE_OK with *ndiff the number of objects foreign,
+ * missing or altered, and msg naming them ("view v_handshakes altered;
+ * trigger t foreign; ..."; "N objects as schema version V" when none), or
+ * an error with a message in msg. */
+int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
+                      char *msg, apr_size_t msglen);
+
+/* Create, in db's TEMP schema, a view PREFIXname for each view the
+ * migrations up to version define, from their own CREATE VIEW text, each
+ * reading the tables of `schema` by qualified name (a WITH clause names
+ * them).  Unqualified names resolve to TEMP first: with prefix "" the
+ * file's own views, altered or not, are never read.  Returns SQLITE_OK or
+ * an error with a message in err. */
+int mtls_schema_temp_views(sqlite3 *db, const char *schema, int version,
+                           const char *prefix, char *err, apr_size_t errlen);
+
+/* The schema's user_version, or -1 when it cannot be read. */
+int mtls_schema_user_version(sqlite3 *db, const char *schema);
+
 /* Open (creating if needed, unless READONLY) the database at path, in WAL
  * mode, with busy_timeout_ms of patience for locks, and bring its schema up
  * to date.  Returns SQLITE_OK and *out, or an error with a message in err

@@ -359,10 +359,13 @@ static const char archive_help[] =
 "  --before DATE  2026-01-01 or 2026-01-01T00:00:00Z (UTC)\n"
 "  --key FILE     the MTLSAuditChainKey file, when the server uses one\n"
 "\n"
-"A broken chain in LIVE-DB stops the move (exit 1); an ARCHIVE-DB that is\n"
-"not an archive of LIVE-DB is a usage error.\n"
+"A broken chain in LIVE-DB stops the move (exit 1), and so does a schema\n"
+"of either file that is not the one its version defines (a foreign trigger\n"
+"would run with the rights of whoever archives; see verify); an ARCHIVE-DB\n"
+"that is not an archive of LIVE-DB is a usage error.\n"
 "\n"
-"Exit: 0 moved, 1 a broken chain, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 moved, 1 a broken chain or an altered schema, 2 usage, 3 database\n"
+"or I/O error.\n";
 
 int cmd_archive(int argc, char **argv)
 {
@@ -445,6 +448,32 @@ int cmd_archive(int argc, char **argv)
         fail("%s: %s", a.out, err);
         rc = EXIT_DB;
         goto done;
+    }
+    /* Nothing is written into a file whose schema someone changed: a
+     * trigger of theirs would run as whoever archives. */
+    {
+        const char *names[2] = { a.live, a.out };
+        sqlite3 *dbs[2] = { a.db, mtls_store_db(out) };
+        char why[1024];
+        int k, ndiff = 0;
+        rc = EXIT_OK;
+        for (k = 0; k < 2; k++) {
+            if (mtls_schema_check(dbs[k], "main", &ndiff, why, sizeof(why))
+                != SQLITE_OK) {
+                fail("%s: %s", names[k], why);
+                rc = EXIT_DB;
+            }
+            else if (ndiff) {
+                fail("%s: its schema is not the one its version defines: "
+                     "%s; nothing archived (see mtls-audit verify)",
+                     names[k], why);
+                rc = EXIT_FINDING;
+            }
+            if (rc != EXIT_OK) {
+                mtls_store_close(out);
+                goto done;
+            }
+        }
     }
     mtls_store_close(out);
     sql = sqlite3_mprintf("ATTACH %Q AS arc", a.out);

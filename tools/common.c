@@ -624,6 +624,10 @@ int open_dataset(dataset_t *ds, char **files, int n)
     /* Before any ATTACH: attaching reads the file's schema, and another
      * connection closing holds the file's PENDING lock for a moment. */
     sqlite3_busy_timeout(ds->db, 5000);
+    if (mtls_db_harden(ds->db) != SQLITE_OK) {
+        fail("cannot start SQLite: %s", sqlite3_errmsg(ds->db));
+        return EXIT_DB;
+    }
     sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, 125);
     if (n > 125) {
         fail("at most 125 databases at once");
@@ -651,10 +655,30 @@ int open_dataset(dataset_t *ds, char **files, int n)
             return EXIT_DB;
         }
         ds->n++;
+        /* dbI_v_handshakes, ...: the migrations' views over this file's
+         * tables; the file's own views are never read. */
+        sql = sqlite3_mprintf("db%d", i);
+        {
+            char prefix[16];
+            snprintf(prefix, sizeof(prefix), "db%d_", i);
+            rc = sql ? mtls_schema_temp_views(ds->db, sql,
+                                              mtls_schema_user_version(ds->db,
+                                                                       sql),
+                                              prefix, err, sizeof(err))
+                     : SQLITE_NOMEM;
+        }
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            fail("%s: %s", files[i], err);
+            return EXIT_DB;
+        }
     }
+    /* DIRECTONLY: for the tool's own statements, never for a view or a
+     * trigger that came with a file. */
     for (i = 0; functions[i].name; i++) {
         sqlite3_create_function(ds->db, functions[i].name, functions[i].args,
-                                SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC
+                                | SQLITE_DIRECTONLY, NULL,
                                 functions[i].fn, NULL, NULL);
     }
     if ((rc = make_views(ds)) != SQLITE_OK) {
@@ -732,6 +756,20 @@ void record_access(char **files, int n, const char *what,
             if (end) {
                 fprintf(stderr, "mtls-audit: note: this read of %s is not "
                         "recorded in it (an archive)\n", files[i]);
+                mtls_store_close(st);
+                continue;
+            }
+        }
+        {
+            /* A trigger of someone else's would run with our rights. */
+            char why[512];
+            int ndiff;
+            if (mtls_schema_check(mtls_store_db(st), "main", &ndiff, why,
+                                  sizeof(why)) != SQLITE_OK || ndiff) {
+                fprintf(stderr, "mtls-audit: note: this read of %s is not "
+                        "recorded in it (its schema is not the one its "
+                        "version defines: %s; see mtls-audit verify)\n",
+                        files[i], why);
                 mtls_store_close(st);
                 continue;
             }

@@ -169,7 +169,8 @@ static int cmd_query(int argc, char **argv)
         sqlite3_str_appendall(sql, "SELECT * FROM (");
     }
     for (i = 0; i < ds.n; i++) {
-        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.* FROM db%d."
+        /* temp.dbI_v_handshakes: the migrations' view (open_dataset). */
+        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.* FROM temp.db%d_"
                             "v_handshakes v JOIN db%d.handshakes h ON h.id = "
                             "v.id WHERE h.time_us >= :since AND h.time_us < "
                             ":until", i ? " UNION ALL " : "", files[i], i, i);
@@ -329,7 +330,10 @@ static const char verify_help[] =
 "requests, events) of each database.  Names the first row that breaks a\n"
 "chain -- changed, deleted, inserted or moved -- and prints each table's\n"
 "head (last id and hash) to compare with an anchor kept elsewhere: rows cut\n"
-"from the end of a table can only be seen against such an anchor.\n"
+"from the end of a table can only be seen against such an anchor.  Then\n"
+"compares the file's schema (tables, views, indexes, triggers) with what\n"
+"the schema migrations of its version create, and names every object that\n"
+"is foreign, missing or altered: the chains do not cover the schema.\n"
 "\n"
 "  --key FILE     the MTLSAuditChainKey file, when the server uses one\n"
 "  --anchor FILE  also check the anchors (chain heads) the module wrote to\n"
@@ -338,7 +342,8 @@ static const char verify_help[] =
 "                 FILE is checked; with several, those naming each DB's path\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
-"Exit: 0 every chain holds, 1 a break, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 every chain and the schema hold, 1 a break or an altered schema,\n"
+"2 usage, 3 database or I/O error.\n";
 
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
@@ -375,6 +380,23 @@ static int check_cuts(char **files, int n,
         }
     }
     return bad;
+}
+
+/* Compare path's schema with its version's (mtls_schema_check).
+ * Returns 0 with *ndiff and msg, or -1 with the error in msg. */
+static int schema_file(const char *path, int *ndiff, char *msg,
+                       size_t msglen)
+{
+    mtls_store_t *st;
+    int rc;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, msg, msglen)
+        != SQLITE_OK) {
+        return -1;
+    }
+    rc = mtls_schema_check(mtls_store_db(st), "main", ndiff, msg, msglen);
+    mtls_store_close(st);
+    return rc == SQLITE_OK ? 0 : -1;
 }
 
 static int cmd_verify(int argc, char **argv)
@@ -441,6 +463,20 @@ static int cmd_verify(int argc, char **argv)
                 printf("  %-12s an archive: goes on after row %lld in the "
                        "live file\n", "", (long long)res[t].end_id);
             }
+        }
+        {
+            /* The chains cover rows, not the schema: a view, trigger or
+             * index someone added, removed or changed shows here. */
+            char msg[1024];
+            int ndiff;
+            if (schema_file(files[i], &ndiff, msg, sizeof(msg)) != 0) {
+                fail("%s: %s", files[i], msg);
+                rc = EXIT_DB;
+                break;
+            }
+            printf("  %-12s %s  %s\n", "schema", ndiff ? "ALTERED" : "ok",
+                   msg);
+            broken |= ndiff > 0;
         }
         if (anchor) {
             char msg[1024];

@@ -60,7 +60,8 @@ typedef struct {
     char        sha256[65];
     int         broken;
     int         anchored;       /* 1: anchors hold, -1: one does not */
-    char        integrity[512];
+    int         schema_bad;     /* objects foreign, missing or altered */
+    char        integrity[2048];
 } file_info_t;
 
 typedef struct {
@@ -518,7 +519,7 @@ static void chk_integrity(report_t *r, const char *id, const char *title)
     static const char *const cols[] = { "database", "sha256", "integrity",
                                         NULL };
     check_t *c = add_check(r, id, title);
-    int i, broken = 0;
+    int i, broken = 0, altered = 0;
 
     ev_init(&c->ev, cols);
     for (i = 0; i < r->nfiles; i++) {
@@ -526,14 +527,23 @@ static void chk_integrity(report_t *r, const char *id, const char *title)
                                r->fi[i].integrity };
         ev_add(&c->ev, row);
         broken += r->fi[i].broken;
+        altered += r->fi[i].schema_bad > 0;
     }
     RULE(c, "FAIL: a hash chain is broken (a row changed, removed, inserted "
-         "or moved), ids jump, or an anchor kept outside the database (the "
-         "chain heads the module writes to its error log) does not hold. "
+         "or moved), ids jump, an anchor kept outside the database (the "
+         "chain heads the module writes to its error log) does not hold, "
+         "or a database's schema is not the one its version defines (a "
+         "table, view, index or trigger foreign, missing or altered; "
+         "checked also with --no-verify). "
          "PASS: the chains hold and every database's anchors (--anchor) "
          "hold. ATTENTION: the chains hold but were not compared with an "
          "anchor. MANUAL: not verified (--no-verify).");
-    if (r->no_verify) {
+    if (altered) {
+        METRIC(c, "%d of %d databases with an altered schema; %d with a "
+               "broken chain", altered, r->nfiles, broken);
+        c->status = ST_FAIL;
+    }
+    else if (r->no_verify) {
         METRIC(c, "not verified (--no-verify)");
         c->status = ST_MANUAL;
     }
@@ -876,6 +886,33 @@ static void *hash_files(void *arg)
         }
     }
     return NULL;
+}
+
+/* Compare each file's schema with its version's (mtls_schema_check),
+ * also with --no-verify: it reads the schema, not the rows.  Appends
+ * "; schema ALTERED: ..." to the integrity text.  Returns EXIT_OK or
+ * EXIT_DB (reported). */
+static int check_schemas(report_t *r)
+{
+    int i;
+
+    for (i = 0; i < r->nfiles; i++) {
+        file_info_t *fi = &r->fi[i];
+        char schema[16], msg[1024];
+        size_t l = strlen(fi->integrity);
+
+        snprintf(schema, sizeof(schema), "db%d", i);
+        if (mtls_schema_check(r->ds.db, schema, &fi->schema_bad, msg,
+                              sizeof(msg)) != SQLITE_OK) {
+            fail("%s: %s", r->files[i], msg);
+            return EXIT_DB;
+        }
+        if (fi->schema_bad) {
+            snprintf(fi->integrity + l, sizeof(fi->integrity) - l,
+                     "%sschema ALTERED: %s", l ? "; " : "", msg);
+        }
+    }
+    return EXIT_OK;
 }
 
 static int verify_files(report_t *r)
@@ -1493,6 +1530,9 @@ int cmd_report(int argc, char **argv)
         rc = scan_period(&r.ds, &r.s);
         if (rc == EXIT_OK) {
             rc = verify_files(&r);
+        }
+        if (rc == EXIT_OK) {
+            rc = check_schemas(&r);
         }
         if (threaded) {
             pthread_join(th, NULL);

@@ -23,6 +23,7 @@
 #include "scan.h"
 #include "mtls_core.h"
 #include "mtls_chain.h"
+#include "mtls_store.h"
 #include "readahead.h"
 
 #define ID_MARGIN   200000      /* ids around the period also read */
@@ -1337,6 +1338,7 @@ static int worker_open(run_t *r, worker_t *w)
      * open_dataset). */
     sqlite3_busy_timeout(w->db, 5000);
     sqlite3_limit(w->db, SQLITE_LIMIT_ATTACHED, 125);
+    rc = mtls_db_harden(w->db);
     for (i = 0; rc == SQLITE_OK && i < r->ds->n; i++) {
         char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro%s' AS db%d",
                                     r->ds->files[i], mtls_readahead_register()
