@@ -1005,3 +1005,158 @@ def every_command_reads_while_other_connections_come_and_go(ctx):
         hold.close()
     assert runs >= 40, runs
     assert not failed, (len(failed), runs, failed[:3])
+
+
+# ---------------------------------------------------------------------------
+# A database file is input from a less-trusted user (the web server's, who
+# can write it); the tool is run by an operator or an auditor, often as
+# root.  Its schema is compared with the migrations', and the tool reads
+# through views of its own.
+
+# mod_ssl logs most verification failures at level error.
+VERIFY_ERRORS = (r"AH02039: Certificate Verification: Error", )
+
+
+def server_copy(ctx, name):
+    """A copy of the database the real server wrote, after this test made
+    accepted and rejected handshakes on it; returns (path, the rejected
+    handshakes' ids read from the table)."""
+    import clients
+    before = ctx.srv.max_id()
+    for key in ("ec", "untrusted", "expired"):
+        clients.curl(ctx.srv, ctx.pki[key])
+    ctx.srv.wait_rows(before, 3)
+    db = os.path.join(private_dir(ctx, "hostile-schema"), name + ".db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    src = sqlite3.connect("file:%s?mode=ro" % ctx.srv.db, uri=True,
+                          timeout=10)
+    dst = sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    rejected = [r[0] for r in dst.execute(
+        "SELECT id FROM handshakes WHERE outcome = 2 ORDER BY id")]
+    dst.close()
+    assert rejected, "the server recorded no rejected handshake"
+    r = tool_run(ctx, "verify", "--no-record", db)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return db, rejected
+
+
+def alter(db, *sql):
+    con = sqlite3.connect(db)
+    for s in sql:
+        con.execute(s)
+    con.commit()
+    con.close()
+
+
+def schema_is_found_and_never_trusted(ctx, db, rejected, named):
+    """verify exits 1 naming the object; the report's 10.3.4 FAILs naming
+    it; query --outcome rejected lists every rejected row of the table."""
+    r = tool_run(ctx, "verify", "--no-record", db)
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = [l for l in r.stdout.splitlines() if l.split()[:2]
+            == ["schema", "ALTERED"]]
+    assert line and named in line[0], r.stdout
+    r = report(ctx, db)
+    assert r.returncode == 1, r.stderr
+    c, _ = checks(r)
+    assert c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
+    assert "altered schema" in c["10.3.4"]["metric"], c["10.3.4"]
+    assert any(named in (e.get("integrity") or "")
+               for e in c["10.3.4"]["evidence"]), c["10.3.4"]["evidence"]
+    r = tool_run(ctx, "query", "--outcome", "rejected", "--limit", "0",
+                 "--format", "json", db)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert sorted(x["id"] for x in rows) == rejected, (rows, rejected)
+    assert all(x["outcome"] == "rejected" for x in rows)
+    # Nothing is written into it: no access event, a note on stderr.
+    assert "not recorded in it (its schema is not the one" in r.stderr, \
+        r.stderr
+    return r
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def hostile_schema_replaced_view_is_found_and_never_read(ctx):
+    db, rejected = server_copy(ctx, "view")
+    con = sqlite3.connect(db)
+    (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE name = "
+                         "'v_handshakes'").fetchone()
+    con.close()
+    # The old view, less the handshakes that were not accepted.
+    alter(db, "DROP VIEW v_handshakes", sql + " WHERE h.outcome = 1")
+    schema_is_found_and_never_trusted(ctx, db, rejected,
+                                      "view v_handshakes altered")
+    # export reads the views too: every rejected row is there.
+    r = tool_run(ctx, "export", db)
+    assert r.returncode == 0, r.stderr
+    hs = [json.loads(l) for l in r.stdout.splitlines()]
+    got = sorted(x["id"] for x in hs if x["type"] == "handshake"
+                 and x["outcome"] == "rejected")
+    assert got == rejected, (got, rejected)
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def hostile_schema_trigger_on_events_is_found_and_never_fired(ctx):
+    db, rejected = server_copy(ctx, "trigger")
+    # Fired by the tool's own access event, as whoever runs the tool: it
+    # would turn every rejected handshake into an accepted one.
+    alter(db, "CREATE TRIGGER evil AFTER INSERT ON events BEGIN "
+              "UPDATE handshakes SET outcome = 1 WHERE outcome = 2; END")
+    con = sqlite3.connect(db)
+    events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    con.close()
+    schema_is_found_and_never_trusted(ctx, db, rejected,
+                                      "trigger evil foreign (on events)")
+    for cmd in (["query"], ["certs"], ["export"], ["verify"],
+                ["report", "--standard", "summary"]):
+        r = tool_run(ctx, *(cmd + [db]))
+        assert r.returncode in (0, 1), (cmd, r.returncode, r.stderr)
+        assert "not recorded in it (its schema" in r.stderr, (cmd, r.stderr)
+    r = tool_run(ctx, "archive", "--before", "2000-01-01", db,
+                 os.path.join(os.path.dirname(db), "trigger-archive.db"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "trigger evil foreign" in r.stderr, r.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == events
+    still = [x[0] for x in con.execute(
+        "SELECT id FROM handshakes WHERE outcome = 2 ORDER BY id")]
+    con.close()
+    assert still == rejected, (still, rejected)
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def hostile_schema_extra_index_is_found(ctx):
+    db, rejected = server_copy(ctx, "extra-index")
+    alter(db, "CREATE INDEX handshakes_outcome ON handshakes(outcome)")
+    schema_is_found_and_never_trusted(
+        ctx, db, rejected, "index handshakes_outcome foreign (on handshakes)")
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def hostile_schema_missing_index_is_found(ctx):
+    db, rejected = server_copy(ctx, "missing-index")
+    alter(db, "DROP INDEX handshakes_time")
+    schema_is_found_and_never_trusted(ctx, db, rejected,
+                                      "index handshakes_time missing")
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def hostile_schema_altered_table_is_found(ctx):
+    db, rejected = server_copy(ctx, "table")
+    # Same columns, fewer constraints: the chains still hold.
+    alter(db, "DROP TABLE chain_cut",
+          "CREATE TABLE chain_cut (tbl TEXT, side TEXT, id INTEGER, "
+          "hash BLOB, time_us INTEGER, other TEXT)")
+    r = schema_is_found_and_never_trusted(ctx, db, rejected,
+                                          "table chain_cut altered")
+    v = tool_run(ctx, "verify", "--no-record", db)
+    assert v.stdout.count(" ok ") == 4, v.stdout     # every chain holds
+    # ANALYZE's statistics steer SQLite's planner: foreign too.
+    db2, rejected2 = server_copy(ctx, "stat")
+    alter(db2, "ANALYZE")
+    schema_is_found_and_never_trusted(ctx, db2, rejected2,
+                                      "table sqlite_stat1 foreign")
