@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "unit.h"
+#include "mtls_schema_sql.h"    /* the migrations, to make older files */
 
 static const char *const subj_a[] = { "CN", "alice", NULL };
 static const char *const subj_b[] = { "CN", "bob", NULL };
@@ -713,6 +714,181 @@ static void test_anchor_roundtrip_and_check(void)
     }
 }
 
+
+/* ---- the schema as the migrations make it (mtls_schema_check) ---- */
+
+/* Run sql on path with a plain connection; returns the check of path's
+ * schema afterwards (-1 on error), its message in why. */
+static int altered(const char *path, const char *sql, char *why, size_t len)
+{
+    sqlite3 *db;
+    int n = -1;
+
+    sqlite3_open(path, &db);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    if (mtls_schema_check(db, "main", &n, why, len) != SQLITE_OK) {
+        n = -1;
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_schema_check(void)
+{
+    const char *path;
+    mtls_store_t *st;
+    char why[1024], err[256];
+    int n;
+    sqlite3 *db;
+
+    /* A file as the module writes it matches; so does one at an older
+     * version (every migration up to it, no more). */
+    path = unit_db("schema-ok");
+    st = populate(path, NULL);
+    CU_ASSERT_EQUAL(mtls_schema_check(mtls_store_db(st), "main", &n, why,
+                                      sizeof(why)), SQLITE_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "objects as schema version"));
+    mtls_store_close(st);
+    path = unit_db("schema-v1");
+    sqlite3_open(path, &db);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, mtls_migrations[0].sql, NULL, NULL,
+                                 NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_schema_check(db, "main", &n, why, sizeof(why)),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    sqlite3_close(db);
+    if (MTLS_MIGRATION_COUNT > 1) {
+        /* The next version's table in a file that says it is older. */
+        CU_ASSERT_EQUAL(altered(path, mtls_migrations[1].sql, why,
+                                sizeof(why)), 0);
+        CU_ASSERT_EQUAL(altered(path, "PRAGMA user_version = 1", why,
+                                sizeof(why)), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "table chain_cut foreign"));
+    }
+
+    /* The same view written otherwise (case, white space, comments)
+     * means the same: not a finding.  Changed, it is. */
+    path = unit_db("schema-view");
+    mtls_store_close(populate(path, NULL));
+    CU_ASSERT_EQUAL(altered(path, "DROP VIEW v_events; CREATE VIEW v_events "
+        "AS   select ID, STRFTIME('%Y-%m-%dT%H:%M:%fZ', time_us / 1000000.0,"
+        " 'unixepoch') as time_utc, /* a comment */ kind, pid, "
+        "server_version, module_version, openssl_version, lost,\n"
+        "strftime('%Y-%m-%dT%H:%M:%fZ', gap_start_us / 1000000.0, "
+        "'unixepoch') AS gap_start, -- another\n strftime("
+        "'%Y-%m-%dT%H:%M:%fZ', gap_end_us / 1000000.0, 'unixepoch') "
+        "AS gap_end, detail FROM events", why, sizeof(why)), 0);
+    CU_ASSERT_EQUAL(altered(path, "DROP VIEW v_events; CREATE VIEW v_events "
+        "AS SELECT id, strftime('%Y-%m-%dT%H:%M:%fZ', time_us / 1000000.0, "
+        "'unixepoch') AS time_utc, kind, pid, server_version, module_version,"
+        " openssl_version, lost, strftime('%Y-%m-%dT%H:%M:%fZ', gap_start_us"
+        " / 1000000.0, 'unixepoch') AS gap_start, strftime('%Y-%m-%dT%H:%M:"
+        "%fZ', gap_end_us / 1000000.0, 'unixepoch') AS gap_end, detail FROM "
+        "events WHERE kind <> 'access'", why, sizeof(why)), 1);
+    CU_ASSERT_STRING_EQUAL(why, "view v_events altered");
+    /* Only the text inside quotes keeps its case. */
+    path = unit_db("schema-quote");
+    mtls_store_close(populate(path, NULL));
+    CU_ASSERT_EQUAL(altered(path, "DROP VIEW v_events; CREATE VIEW v_events "
+        "AS SELECT id, strftime('%Y-%m-%dT%H:%M:%FZ', time_us / 1000000.0, "
+        "'unixepoch') AS time_utc, kind, pid, server_version, module_version,"
+        " openssl_version, lost, strftime('%Y-%m-%dT%H:%M:%fZ', gap_start_us"
+        " / 1000000.0, 'unixepoch') AS gap_start, strftime('%Y-%m-%dT%H:%M:"
+        "%fZ', gap_end_us / 1000000.0, 'unixepoch') AS gap_end, detail FROM "
+        "events", why, sizeof(why)), 1);
+
+    /* Foreign, missing, altered, each named; SQLite's statistics too. */
+    path = unit_db("schema-bad");
+    mtls_store_close(populate(path, NULL));
+    CU_ASSERT_EQUAL(altered(path, "CREATE TRIGGER t1 AFTER INSERT ON events "
+                            "BEGIN SELECT 1; END", why, sizeof(why)), 1);
+    CU_ASSERT_STRING_EQUAL(why, "trigger t1 foreign (on events)");
+    CU_ASSERT_EQUAL(altered(path, "DROP INDEX requests_handshake", why,
+                            sizeof(why)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "index requests_handshake missing"));
+    CU_ASSERT_EQUAL(altered(path, "ALTER TABLE events ADD COLUMN x", why,
+                            sizeof(why)), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "table events altered"));
+    CU_ASSERT_EQUAL(altered(path, "ANALYZE", why, sizeof(why)), 4);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "table sqlite_stat1 foreign"));
+    /* A view where a table was: altered, and what it was said. */
+    path = unit_db("schema-swap");
+    mtls_store_close(populate(path, NULL));
+    CU_ASSERT_EQUAL(altered(path, "DROP TABLE chain_cut; CREATE VIEW "
+                            "chain_cut AS SELECT 1", why, sizeof(why)), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "view chain_cut altered (was a "
+                                  "table)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "index sqlite_autoindex_chain_cut_1 "
+                                  "missing"));
+    (void)err;
+}
+
+/* The tool's views are the migrations', whatever the file's say; with
+ * several files attached each reads its own. */
+static void test_schema_temp_views(void)
+{
+    const char *p1 = strdup(unit_db("views-1")), *p2;
+    mtls_store_t *st;
+    char err[256], *sql;
+    sqlite3 *db;
+
+    mtls_store_close(populate(p1, NULL));
+    p2 = strdup(unit_db("views-2"));
+    mtls_store_close(populate(p2, NULL));
+    sqlite3_open(p1, &db);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "DELETE FROM requests WHERE "
+                                 "handshake_id = 2; DELETE FROM handshakes "
+                                 "WHERE id = 2; "
+                                 "DROP VIEW v_handshakes; CREATE VIEW "
+                                 "v_handshakes AS SELECT 1 AS id, 'accepted' "
+                                 "AS outcome", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    /* The store's connection: v_handshakes is TEMP's. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(p1, MTLS_STORE_READONLY, 1000, &st,
+                                          err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT count(*) FROM "
+                           "v_handshakes WHERE outcome = 'rejected'"), 1);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "SELECT count(*) FROM "
+                           "main.v_handshakes"), 1);   /* the file's lie */
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(st), "PRAGMA trusted_schema"), 0);
+    CU_ASSERT_NOT_EQUAL(sqlite3_exec(mtls_store_db(st), "PRAGMA "
+                                     "writable_schema = ON; UPDATE "
+                                     "sqlite_master SET sql = 'x'", NULL,
+                                     NULL, NULL), SQLITE_OK);
+    mtls_store_close(st);
+    /* Two files attached: dbI_v_handshakes reads file I. */
+    sqlite3_open(":memory:", &db);
+    CU_ASSERT_EQUAL(mtls_db_harden(db), SQLITE_OK);
+    sql = sqlite3_mprintf("ATTACH %Q AS db0; ATTACH %Q AS db1", p1, p2);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db0", 2, "db0_", err,
+                                           sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db1", 2, "db1_", err,
+                                           sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db0_v_handshakes"), 2);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db1_v_handshakes"), 3);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db1_v_handshakes "
+                           "WHERE outcome = 'rejected' AND requests = 0 AND "
+                           "cert_sha256 IS NOT NULL"), 1);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT sum(requests) FROM db0_v_handshakes"),
+                    1);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT sum(requests) FROM db1_v_handshakes"),
+                    2);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db0_v_requests"), 1);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db1_v_certificates"), 2);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db1_v_events"), 1);
+    /* As many columns as the migrations' view. */
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM pragma_table_info("
+                           "'db0_v_handshakes')"),
+                    scalar(db, "SELECT count(*) FROM pragma_table_info("
+                           "'v_handshakes', 'db1')"));
+    sqlite3_close(db);
+    free((void *)p1);
+    free((void *)p2);
+}
+
 void add_store_tests(void)
 {
     CU_pSuite s = CU_add_suite("store", NULL, NULL);
@@ -726,6 +902,10 @@ void add_store_tests(void)
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
                 "memory", test_statement_journal_in_memory);
+    CU_add_test(s, "the schema is compared with the migrations'",
+                test_schema_check);
+    CU_add_test(s, "the tool reads the migrations' views, not the file's",
+                test_schema_temp_views);
 }
 
 void add_chain_tests(void)
