@@ -102,7 +102,8 @@ build() {
     echo "apxs-build.sh: built $B/mod_mtls_audit.so, $B/mtls-audit, $B/unit-tests, $B/mtls-gen, $B/mtls-hsload"
 }
 
-# libFuzzer targets (clang): build-fuzz/fuzz_cert, build-fuzz/fuzz_args.
+# libFuzzer targets (clang): build-fuzz/fuzz_cert, build-fuzz/fuzz_args,
+# build-fuzz/fuzz_db.
 fuzz_build() {
     FB="$TOP/build-fuzz"
     mkdir -p "$FB"
@@ -115,7 +116,12 @@ fuzz_build() {
     clang $FF $FI -o "$FB/fuzz_cert" "$TOP/tests/fuzz/fuzz_cert.c" $srcs $FL
     clang $FF $FI -o "$FB/fuzz_args" "$TOP/tests/fuzz/fuzz_args.c" \
         "$TOP/tools/common.c" "$TOP/tools/readahead.c" $srcs $FL
-    echo "apxs-build.sh: built $FB/fuzz_cert, $FB/fuzz_args"
+    # The whole tool, its main() left out, over a database's rows.
+    clang $FF $FI -DMTLS_AUDIT_NO_MAIN \
+        -DMTLS_FUZZ_CERTS="\"$TOP/tests/fuzz/corpus/cert\"" \
+        -o "$FB/fuzz_db" "$TOP/tests/fuzz/fuzz_db.c" "$TOP"/tools/*.c \
+        $srcs $FL
+    echo "apxs-build.sh: built $FB/fuzz_cert, $FB/fuzz_args, $FB/fuzz_db"
 }
 
 # The Debian layout: the module where apxs installs modules, its .load and

@@ -636,7 +636,7 @@ static const command_t commands[] = {
     { NULL, NULL }
 };
 
-int main(int argc, char **argv)
+int mtls_audit_main(int argc, char **argv)
 {
     int i;
 
@@ -660,3 +660,10 @@ int main(int argc, char **argv)
     fail("'%s' is not a command; see 'mtls-audit --help'", argv[1]);
     return EXIT_USAGE;
 }
+
+#ifndef MTLS_AUDIT_NO_MAIN
+int main(int argc, char **argv)
+{
+    return mtls_audit_main(argc, argv);
+}
+#endif

@@ -108,6 +108,11 @@ int tail_matches(sqlite3 *db, const mtls_chain_key_t *key);
 /* argv joined by spaces into buf, for the record of a command. */
 const char *cmdline(int argc, char **argv, char *buf, size_t len);
 
+/* The whole tool: argv[1] the command.  Returns the exit code; output on
+ * stdout and stderr; no exit(), and no state kept from one call to the
+ * next (tests/fuzz/fuzz_db.c calls it over and over). */
+int mtls_audit_main(int argc, char **argv);
+
 int cmd_report(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
 
