@@ -6,7 +6,7 @@ line over all of them; exit 1 on any failure.
   2. the same unit tests built with AddressSanitizer and UBSan
      (build-asan/), failing on any sanitizer report;
   3. the libFuzzer targets (certificate parsing, the tool's argument and
-     date parsing), each for MTLS_FUZZ_SECONDS (default 30) from the seed
+     date parsing, a database's rows read by the tool), each for MTLS_FUZZ_SECONDS (default 30) from the seed
      corpus in tests/fuzz/corpus, after replaying tests/fuzz/regressions;
   4. the integration tests: the real apache2 with the built module, real
      OpenSSL clients, under the event and prefork MPMs, with the load test
@@ -103,7 +103,8 @@ def main():
         failed += 1
     else:
         seconds = os.environ.get("MTLS_FUZZ_SECONDS", "30")
-        for target, corpus in (("fuzz_cert", "cert"), ("fuzz_args", "args")):
+        for target, corpus in (("fuzz_cert", "cert"), ("fuzz_args", "args"),
+                               ("fuzz_db", "db")):
             exe = os.path.join(TOP, "build-fuzz", target)
             work = tempfile.mkdtemp(prefix="mtls-fuzz-")
             regress = sorted(glob.glob(os.path.join(
