@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,36 +237,6 @@ int mtls_schema_user_version(sqlite3 *db, const char *schema)
     return v;
 }
 
-/* An in-memory database with the migrations up to version applied. */
-static int expected_schema(int version, sqlite3 **out, char *err,
-                           apr_size_t errlen)
-{
-    sqlite3 *db = NULL;
-    int i, rc;
-
-    *out = NULL;
-    if (version < 1 || version > mtls_schema_version()) {
-        snprintf(err, errlen, "the database has schema version %d, this "
-                 "build knows versions 1 to %d", version,
-                 mtls_schema_version());
-        return SQLITE_MISMATCH;
-    }
-    rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE
-                         | SQLITE_OPEN_NOMUTEX, NULL);
-    for (i = 0; rc == SQLITE_OK && i < MTLS_MIGRATION_COUNT; i++) {
-        if (mtls_migrations[i].version <= version) {
-            rc = sqlite3_exec(db, mtls_migrations[i].sql, NULL, NULL, NULL);
-        }
-    }
-    if (rc != SQLITE_OK) {
-        seterr(err, errlen, "building the expected schema", db);
-        sqlite3_close(db);
-        return rc;
-    }
-    *out = db;
-    return SQLITE_OK;
-}
-
 /* The CREATE text as compared: comments dropped, each run of white space
  * one space (none beside a parenthesis, comma or semicolon), bare words in
  * lower case (SQL keywords and unquoted names ignore case); quoted text
@@ -332,8 +303,9 @@ static char *norm_sql(const char *s)
 }
 
 typedef struct {
-    char *type, *name, *tbl, *sql;      /* sql normalized, may be NULL */
-    int   matched;
+    char *type, *name, *tbl;
+    char *sql;                          /* normalized; NULL for none */
+    char *raw;                          /* as SQLite keeps it, or NULL */
 } obj_t;
 
 static void free_objects(obj_t *o, int n)
@@ -344,6 +316,7 @@ static void free_objects(obj_t *o, int n)
         free(o[i].name);
         free(o[i].tbl);
         free(o[i].sql);
+        free(o[i].raw);
     }
     free(o);
 }
@@ -354,9 +327,9 @@ static char *dup_col(sqlite3_stmt *st, int i)
     return v ? strdup(v) : NULL;
 }
 
-/* Every row of schema.sqlite_master. */
-static int load_objects(sqlite3 *db, const char *schema, obj_t **out,
-                        int *n)
+/* Every row of schema.sqlite_master (raw text too when keep_raw). */
+static int load_objects(sqlite3 *db, const char *schema, int keep_raw,
+                        obj_t **out, int *n)
 {
     sqlite3_stmt *st;
     char *sql = sqlite3_mprintf("SELECT type, name, tbl_name, sql FROM "
@@ -383,6 +356,7 @@ static int load_objects(sqlite3 *db, const char *schema, obj_t **out,
         o[k].name = dup_col(st, 1);
         o[k].tbl = dup_col(st, 2);
         o[k].sql = norm_sql((const char *)sqlite3_column_text(st, 3));
+        o[k].raw = keep_raw ? dup_col(st, 3) : NULL;
         k++;
         if (!o[k - 1].type || !o[k - 1].name || !o[k - 1].tbl) {
             rc = SQLITE_NOMEM;
@@ -397,6 +371,61 @@ static int load_objects(sqlite3 *db, const char *schema, obj_t **out,
     *out = o;
     *n = k;
     return SQLITE_OK;
+}
+
+/* The objects the migrations up to version create, applied once per
+ * process to an in-memory database and kept (every connection the tool
+ * opens asks, some from two threads at once). */
+static pthread_mutex_t expected_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    obj_t *o;
+    int    n;
+} *expected;
+
+static int expected_objects(int version, const obj_t **out, int *n,
+                            char *err, apr_size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int i, rc = SQLITE_OK;
+
+    if (version < 1 || version > mtls_schema_version()) {
+        snprintf(err, errlen, "the database has schema version %d, this "
+                 "build knows versions 1 to %d", version,
+                 mtls_schema_version());
+        return SQLITE_MISMATCH;
+    }
+    pthread_mutex_lock(&expected_lock);
+    if (!expected && !(expected = calloc((size_t)mtls_schema_version() + 1,
+                                         sizeof(*expected)))) {
+        rc = SQLITE_NOMEM;
+        seterr(err, errlen, "building the expected schema", NULL);
+        goto leave;
+    }
+    if (expected[version].o) {
+        goto leave;
+    }
+    rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE
+                         | SQLITE_OPEN_NOMUTEX, NULL);
+    for (i = 0; rc == SQLITE_OK && i < MTLS_MIGRATION_COUNT; i++) {
+        if (mtls_migrations[i].version <= version) {
+            rc = sqlite3_exec(db, mtls_migrations[i].sql, NULL, NULL, NULL);
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = load_objects(db, "main", 1, &expected[version].o,
+                          &expected[version].n);
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "building the expected schema", db);
+    }
+    sqlite3_close(db);
+leave:
+    if (rc == SQLITE_OK) {
+        *out = expected[version].o;
+        *n = expected[version].n;
+    }
+    pthread_mutex_unlock(&expected_lock);
+    return rc;
 }
 
 static int same_str(const char *a, const char *b)
@@ -414,32 +443,34 @@ static int same_object(const obj_t *a, const obj_t *b)
 int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
                       char *msg, apr_size_t msglen)
 {
-    sqlite3 *exp = NULL;
-    obj_t *have = NULL, *want = NULL;
+    const obj_t *want;
+    obj_t *have = NULL;
+    char *matched = NULL, *text;
     int nhave = 0, nwant = 0, i, j, rc, version;
     sqlite3_str *s;
-    char *text;
 
     *ndiff = 0;
     if ((version = mtls_schema_user_version(db, schema)) < 0) {
         seterr(msg, msglen, "reading the schema version", db);
         return SQLITE_ERROR;
     }
-    if ((rc = expected_schema(version, &exp, msg, msglen)) != SQLITE_OK) {
+    if ((rc = expected_objects(version, &want, &nwant, msg, msglen))
+        != SQLITE_OK) {
         return rc;
     }
-    if ((rc = load_objects(exp, "main", &want, &nwant)) != SQLITE_OK) {
-        seterr(msg, msglen, "reading the expected schema", exp);
-        goto leave;
-    }
-    if ((rc = load_objects(db, schema, &have, &nhave)) != SQLITE_OK) {
+    if ((rc = load_objects(db, schema, 0, &have, &nhave)) != SQLITE_OK) {
         seterr(msg, msglen, "reading the schema", db);
-        goto leave;
+        return rc;
+    }
+    if (!(matched = calloc((size_t)nwant + 1, 1))) {
+        free_objects(have, nhave);
+        seterr(msg, msglen, "comparing the schema", NULL);
+        return SQLITE_NOMEM;
     }
     s = sqlite3_str_new(NULL);
     for (i = 0; i < nhave; i++) {
         for (j = 0; j < nwant; j++) {
-            if (!want[j].matched && same_object(&have[i], &want[j])) break;
+            if (!matched[j] && same_object(&have[i], &want[j])) break;
         }
         if (j == nwant) {
             sqlite3_str_appendf(s, "%s%s %s foreign", *ndiff ? "; " : "",
@@ -450,7 +481,7 @@ int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
             (*ndiff)++;
             continue;
         }
-        want[j].matched = 1;
+        matched[j] = 1;
         if (strcmp(have[i].type, want[j].type)
             || sqlite3_stricmp(have[i].tbl, want[j].tbl)
             || !same_str(have[i].sql, want[j].sql)) {
@@ -463,7 +494,7 @@ int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
         }
     }
     for (j = 0; j < nwant; j++) {
-        if (!want[j].matched) {
+        if (!matched[j]) {
             sqlite3_str_appendf(s, "%s%s %s missing", *ndiff ? "; " : "",
                                 want[j].type, want[j].name);
             (*ndiff)++;
@@ -480,10 +511,8 @@ int mtls_schema_check(sqlite3 *db, const char *schema, int *ndiff,
     }
     rc = text ? SQLITE_OK : SQLITE_NOMEM;
     sqlite3_free(text);
-leave:
+    free(matched);
     free_objects(have, nhave);
-    free_objects(want, nwant);
-    sqlite3_close(exp);
     return rc;
 }
 
@@ -554,54 +583,48 @@ static const char *view_select(const char *sql)
 int mtls_schema_temp_views(sqlite3 *db, const char *schema, int version,
                            const char *prefix, char *err, apr_size_t errlen)
 {
-    sqlite3 *exp;
-    sqlite3_stmt *st;
+    const obj_t *o;
     sqlite3_str *with;
-    char *tables = NULL;
-    int rc;
+    char *tables;
+    int n, i, rc;
 
-    if ((rc = expected_schema(version, &exp, err, errlen)) != SQLITE_OK) {
+    if ((rc = expected_objects(version, &o, &n, err, errlen)) != SQLITE_OK) {
         return rc;
     }
     /* WITH t AS NOT MATERIALIZED (SELECT * FROM schema.t), ... for every
      * table: the view's own unqualified names then mean schema's tables,
      * read as if named in place (not copied first). */
     with = sqlite3_str_new(NULL);
-    rc = sqlite3_prepare_v2(exp, "SELECT name FROM sqlite_master WHERE type "
-                            "= 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE "
-                            "'\\' ORDER BY name", -1, &st, NULL);
-    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(st, 0);
+    for (i = 0; i < n; i++) {
+        if (strcmp(o[i].type, "table") || !sqlite3_strnicmp(o[i].name,
+                                                            "sqlite_", 7)) {
+            continue;
+        }
         sqlite3_str_appendf(with, "%s\"%w\" AS NOT MATERIALIZED (SELECT * "
                             "FROM \"%w\".\"%w\")",
-                            sqlite3_str_length(with) ? ", " : "", t, schema,
-                            t);
+                            sqlite3_str_length(with) ? ", " : "", o[i].name,
+                            schema, o[i].name);
     }
-    sqlite3_finalize(st);
-    tables = sqlite3_str_finish(with);
-    if (rc == SQLITE_OK && !tables) {
-        rc = SQLITE_NOMEM;
+    if (!(tables = sqlite3_str_finish(with))) {
+        seterr(err, errlen, "making the views", NULL);
+        return SQLITE_NOMEM;
     }
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_prepare_v2(exp, "SELECT name, sql FROM sqlite_master "
-                                "WHERE type = 'view' ORDER BY name", -1, &st,
-                                NULL);
-    }
-    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        const char *body = view_select((const char *)
-                                       sqlite3_column_text(st, 1));
+    for (i = 0; rc == SQLITE_OK && i < n; i++) {
+        const char *body;
         char *sql;
         int recursive = 0;
 
-        if (!name || !body) {
+        if (strcmp(o[i].type, "view")) {
+            continue;
+        }
+        if (!o[i].raw || !(body = view_select(o[i].raw))) {
             snprintf(err, errlen, "view %s: cannot read its CREATE VIEW",
-                     name ? name : "?");
+                     o[i].name);
             rc = SQLITE_ERROR;
             break;
         }
-        if (!sqlite3_strnicmp(body, "WITH", 4) && !isalnum((unsigned char)
-                                                            body[4])) {
+        if (!sqlite3_strnicmp(body, "WITH", 4)
+            && !isalnum((unsigned char)body[4]) && body[4] != '_') {
             /* The view's own WITH goes on after the tables'. */
             body = skip_space(body + 4);
             if (!sqlite3_strnicmp(body, "RECURSIVE", 9)) {
@@ -609,26 +632,24 @@ int mtls_schema_temp_views(sqlite3 *db, const char *schema, int version,
                 body = skip_space(body + 9);
             }
             sql = sqlite3_mprintf("CREATE TEMP VIEW \"%w%w\" AS WITH %s%s, "
-                                  "%s", prefix, name,
+                                  "%s", prefix, o[i].name,
                                   recursive ? "RECURSIVE " : "", tables,
                                   body);
         }
         else {
             sql = sqlite3_mprintf("CREATE TEMP VIEW \"%w%w\" AS WITH %s %s",
-                                  prefix, name, tables, body);
+                                  prefix, o[i].name, tables, body);
         }
         rc = sql ? sqlite3_exec(db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
         sqlite3_free(sql);
         if (rc != SQLITE_OK) {
             char what[160];
             snprintf(what, sizeof(what), "making the view %s%s", prefix,
-                     name);
+                     o[i].name);
             seterr(err, errlen, what, db);
         }
     }
-    sqlite3_finalize(st);
     sqlite3_free(tables);
-    sqlite3_close(exp);
     return rc;
 }
 

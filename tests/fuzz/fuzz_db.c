@@ -41,7 +41,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <time.h>
 
 #include <openssl/x509.h>
 #include <sanitizer/common_interface_defs.h>
@@ -423,15 +422,7 @@ static int run(int argc, const char **argv)
 
     fflush(stderr);
     dup2(quiet_fd, 2);
-    {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        rc = mtls_audit_main(argc, (char **)argv);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        if (getenv("FUZZ_DB_TIME")) {
-            dprintf(err_fd, "%s %.3f\n", argv[1], (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
-        }
-    }
+    rc = mtls_audit_main(argc, (char **)argv);
     fflush(stdout);
     clearerr(stdout);
     fflush(stderr);
