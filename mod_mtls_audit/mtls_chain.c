@@ -484,7 +484,14 @@ int mtls_chain_walk_vals(mtls_chain_walk_t *w, const mtls_val_t *vals,
         return -1;
     }
     if (!res->bad_id) {
-        if (id <= res->base_id) {
+        if (id < 1) {
+            /* AUTOINCREMENT starts at 1: only a forged row has one. */
+            res->bad_id = id;
+            snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
+                     " has an id the module never writes (ids start at 1)",
+                     id);
+        }
+        else if (id <= res->base_id) {
             res->bad_id = id;
             snprintf(res->why, sizeof(res->why), "row %" APR_INT64_T_FMT
                      " should have been archived (the chain starts "

@@ -884,7 +884,7 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
     /* Each table in two halves by id, one half per core. */
     for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
         apr_int64_t mid = max[t] / 2;
-        w[0].lo[t] = 0;
+        w[0].lo[t] = INT64_MIN;     /* a row id below 1 is forged: read */
         w[0].hi[t] = mid;
         w[1].lo[t] = mid + 1;
         w[1].hi[t] = INT64_MAX;

@@ -546,10 +546,12 @@ static int load_certs(dataset_t *ds, int i, ctab_t *ct)
     memset(ct, 0, sizeof(*ct));
     if (rc != SQLITE_OK) return rc;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        ct->n = sqlite3_column_int64(st, 0) + 1;
+        /* Any id a file holds (INT64_MAX too): compared, never
+         * incremented, before it is known to be small. */
+        apr_int64_t max = sqlite3_column_int64(st, 0);
+        ct->n = max >= 1 && max < 100000000 ? max + 1 : 1;
     }
     sqlite3_finalize(st);
-    if (ct->n < 1 || ct->n > 100000000) ct->n = 1;
     ct->c = calloc((size_t)ct->n, sizeof(cinfo_t));
     if (!ct->c) return SQLITE_NOMEM;
     sql = sqlite3_mprintf("SELECT id, lower(hex(sha256)), subject_dn, "
@@ -885,6 +887,13 @@ enum { T_CERTS, T_HS, T_RQ, T_EVENTS };     /* mtls_anchor_tables order */
 #define PIECE_ROWS 1250000      /* rows per piece at most (or exactly
                                    MTLS_AUDIT_SCAN_PIECE) */
 #define PIECE_MIN  50000        /* and at least */
+#define PIECES_MAX 256          /* pieces a table of one file at most:
+                                   ids the file forged far apart make
+                                   wider pieces, not more */
+#define AUTH_IDS_MAX (1LL << 30)   /* handshake ids the bitmap of
+                                      verified ones covers at most (128
+                                      MiB); past that, each request's
+                                      handshake row is read instead */
 #define WORKERS    2
 
 typedef struct {
@@ -988,6 +997,11 @@ static void fail_add(worker_t *w, apr_uint64_t h, int db, apr_int64_t id)
         w->capfails = cap;
     }
     w->fails[w->nfails].h = h;
+    /* An id that does not fit in 56 bits (only a forged row has one)
+     * still counts in its group, which is shown from another row. */
+    if (id < 0 || id >= (apr_int64_t)(1ULL << 56) - 1) {
+        id = (apr_int64_t)(1ULL << 56) - 1;
+    }
     w->fails[w->nfails++].ref = (apr_uint64_t)db << 56 | (apr_uint64_t)id;
 }
 
@@ -1852,8 +1866,9 @@ static int plan_piece = PIECE_ROWS, plan_fixed;
 static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
                      apr_int64_t hi, apr_int64_t max, int verify, int count)
 {
-    apr_int64_t top = hi < max ? hi : max, rows = top - lo + 1, n, k;
-    apr_int64_t piece = plan_piece;
+    /* In 128 bits: the ids are the file's, anywhere in 64. */
+    __int128 top = hi < max ? hi : max, rows = top - lo + 1, piece = plan_piece;
+    apr_int64_t n, k;
     part_t *np;
 
     /* At least eight pieces for a big table, so both workers stay busy
@@ -1861,7 +1876,10 @@ static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
     if (!plan_fixed && rows / 8 < piece) {
         piece = rows / 8 > PIECE_MIN ? rows / 8 : PIECE_MIN;
     }
-    n = rows > piece ? (rows + piece - 1) / piece : 1;
+    n = rows > piece ? (apr_int64_t)((rows + piece - 1) / piece) : 1;
+    if (n > PIECES_MAX) {
+        n = PIECES_MAX;
+    }
     if (!(np = realloc(r->parts, sizeof(part_t) * (size_t)(r->nparts + n)))) {
         return SQLITE_NOMEM;
     }
@@ -1871,8 +1889,8 @@ static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
         memset(p, 0, sizeof(*p));
         p->db = db;
         p->table = table;
-        p->lo = lo + rows * k / n;
-        p->hi = k == n - 1 ? hi : lo + rows * (k + 1) / n - 1;
+        p->lo = (apr_int64_t)(lo + rows * k / n);
+        p->hi = k == n - 1 ? hi : (apr_int64_t)(lo + rows * (k + 1) / n - 1);
         p->verify = verify;
         p->count = count;
         p->s.since = r->s->since;
@@ -1882,6 +1900,11 @@ static int add_parts(run_t *r, int db, int table, apr_int64_t lo,
         if (table == T_RQ) {
             p->need_h = last_handshake(r->ds, db, p->hi);
         }
+    }
+    /* The chain is walked from the lowest id there is: a row below 1 is
+     * forged, and must not stay out of sight. */
+    if (verify && lo <= 0) {
+        r->parts[r->nparts - n].lo = INT64_MIN;
     }
     return SQLITE_OK;
 }
@@ -1914,10 +1937,13 @@ static int plan(run_t *r)
                 continue;
             }
             max = max_id(ds, i, tb == T_HS ? "handshakes" : "requests");
-            if (tb == T_HS) {
+            if (tb == T_HS && max >= 0 && max < AUTH_IDS_MAX) {
                 r->auth_n[i] = max + 1;
                 r->auth[i] = calloc((size_t)(max / 8 + 1), 1);
                 if (!r->auth[i]) return SQLITE_NOMEM;
+            }
+            else if (tb == T_HS) {
+                r->auth_n[i] = 0;       /* no bits: rows are read */
             }
             if (!verify) {
                 /* Only the ids around the period. */
@@ -1933,7 +1959,7 @@ static int plan(run_t *r)
                     hi = bisect_requests(ds, i, s->until);
                 }
                 lo = lo > ID_MARGIN ? lo - ID_MARGIN : 1;
-                hi += ID_MARGIN;
+                hi = hi < INT64_MAX - ID_MARGIN ? hi + ID_MARGIN : INT64_MAX;
             }
             rc = add_parts(r, i, tb, lo, hi, max, verify, 1);
         }
