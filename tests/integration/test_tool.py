@@ -1160,3 +1160,32 @@ def hostile_schema_altered_table_is_found(ctx):
     alter(db2, "ANALYZE")
     schema_is_found_and_never_trusted(ctx, db2, rejected2,
                                       "table sqlite_stat1 foreign")
+
+
+@test(once=True, expect_errors=VERIFY_ERRORS)
+def forged_ids_below_1_or_far_apart_are_found_in_bounded_time(ctx):
+    import time
+    for name, new_id in (("id-negative", -5), ("id-far", 2 ** 62),
+                         ("id-max", 2 ** 63 - 1)):
+        db, rejected = server_copy(ctx, name)
+        con = sqlite3.connect(db)
+        (last,) = con.execute("SELECT max(id) FROM handshakes").fetchone()
+        con.execute("UPDATE requests SET handshake_id = ? WHERE "
+                    "handshake_id = ?", (new_id, last))
+        con.execute("UPDATE handshakes SET id = ? WHERE id = ?",
+                    (new_id, last))
+        con.commit()
+        con.close()
+        r = tool_run(ctx, "verify", "--no-record", db)
+        assert r.returncode == 1, (name, r.stdout, r.stderr)
+        assert "handshakes   BROKEN at id %d" % new_id in r.stdout, r.stdout
+        t0 = time.time()
+        r = report(ctx, db, standard="pci-dss")
+        took = time.time() - t0
+        assert r.returncode == 1, (name, r.returncode, r.stderr)
+        c, _ = checks(r)
+        assert c["10.3.4"]["status"] == "FAIL", (name, c["10.3.4"])
+        assert took < 20, (name, took)
+        r = tool_run(ctx, "query", "--limit", "0", "--format", "json", db)
+        assert r.returncode == 0, r.stderr
+        assert new_id in [x["id"] for x in json.loads(r.stdout)], name
