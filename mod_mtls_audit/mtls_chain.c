@@ -408,8 +408,9 @@ int mtls_chain_verify(sqlite3 *db, const char *schema, const char *table,
                       const mtls_chain_key_t *key,
                       mtls_chain_result_t *res)
 {
-    return mtls_chain_verify_range(db, schema, table, key, 0, INT64_MAX,
-                                   res);
+    /* From the lowest id there is: one below 1 is forged. */
+    return mtls_chain_verify_range(db, schema, table, key, INT64_MIN,
+                                   INT64_MAX, res);
 }
 
 int mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
@@ -436,7 +437,7 @@ int mtls_chain_walk_begin(mtls_chain_walk_t *w, sqlite3 *db,
     }
     w->last_id = res->base_id;
     memcpy(res->base, w->prev, MTLS_HASH_LEN);
-    if (lo > res->base_id + 1) {
+    if (res->base_id < INT64_MAX && lo > res->base_id + 1) {
         /* Start from the stored hash of the row before the range: that
          * row is checked by whoever walks the range below. */
         sql = sqlite3_mprintf("SELECT id, hash FROM \"%w\".\"%w\" WHERE id < "
@@ -503,7 +504,8 @@ int mtls_chain_walk_vals(mtls_chain_walk_t *w, const mtls_val_t *vals,
                      " lies after the end of this archive (row %"
                      APR_INT64_T_FMT ")", id, res->end_id);
         }
-        else if (id != w->last_id + 1 && w->last_id != 0) {
+        else if (w->last_id != 0 && (w->last_id == INT64_MAX
+                                     || id != w->last_id + 1)) {
             res->bad_id = id;
             snprintf(res->why, sizeof(res->why),
                      "ids jump from %" APR_INT64_T_FMT " to %"

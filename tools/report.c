@@ -605,7 +605,8 @@ static void chk_retention(report_t *r, const char *id, const char *title)
             for (j = 0; base && j < r->ds.n; j++) {
                 joined |= j != i && base[i] && end[j] == base[i];
             }
-            if (!base || !base[i] || m != base[i] + 1) pruned++;
+            if (!base || !base[i] || base[i] == INT64_MAX
+                || m != base[i] + 1) pruned++;
             else if (!joined) archived++;
         }
         row[0] = r->files[i];

@@ -889,6 +889,33 @@ static void test_schema_temp_views(void)
     free((void *)p2);
 }
 
+
+/* Ids are the file's: one below 1, or at the edge of 64 bits (a row or a
+ * cut), is named, never an overflow. */
+static void test_chain_forged_ids(void)
+{
+    const char *path = unit_db("chain-ids");
+    mtls_chain_result_t res;
+
+    mtls_store_close(populate(path, NULL));
+    tamper(path, "UPDATE requests SET handshake_id = -7 WHERE "
+                 "handshake_id = 3; UPDATE handshakes SET id = -7 WHERE "
+                 "id = 3");
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, -7);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.why, "never writes"));
+    path = unit_db("chain-ids-max");
+    mtls_store_close(populate(path, NULL));
+    tamper(path, "UPDATE handshakes SET id = 9223372036854775807 WHERE "
+                 "id = 2");
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 3);             /* after 1, 3: a jump */
+    tamper(path, "INSERT INTO chain_cut VALUES ('requests', 'base', "
+                 "9223372036854775807, zeroblob(32), 0, NULL)");
+    CU_ASSERT_EQUAL(verify(path, "requests", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 1);             /* "should be archived" */
+}
+
 void add_store_tests(void)
 {
     CU_pSuite s = CU_add_suite("store", NULL, NULL);
@@ -917,6 +944,8 @@ void add_chain_tests(void)
     CU_add_test(s, "change, delete, insert, reorder, truncate are found",
                 test_chain_detects_tampering);
     CU_add_test(s, "HMAC key", test_chain_with_key);
+    CU_add_test(s, "ids below 1 or at the edge of 64 bits are named",
+                test_chain_forged_ids);
     CU_add_test(s, "encoding separates fields, types, tables",
                 test_chain_hash_encoding);
     CU_add_test(s, "key file", test_key_file);
