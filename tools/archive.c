@@ -426,6 +426,36 @@ int cmd_archive(int argc, char **argv)
         free(files);
         return EXIT_DB;
     }
+    /* Nothing is written into a file whose schema someone changed: a
+     * trigger of theirs would run as whoever archives.  Checked read-only,
+     * before either file is opened for writing. */
+    {
+        const char *names[2] = { a.live, a.out };
+        char why[1024];
+        int k, ndiff = 0;
+        struct stat ob;
+        rc = EXIT_OK;
+        for (k = 0; k < 2; k++) {
+            if (k == 1 && (stat(a.out, &ob) != 0 || ob.st_size == 0)) {
+                break;              /* made below, by the migrations */
+            }
+            if (schema_file(names[k], &ndiff, why, sizeof(why)) != 0) {
+                fail("%s: %s", names[k], why);
+                rc = EXIT_DB;
+            }
+            else if (ndiff) {
+                fail("%s: its schema is not the one its version defines: "
+                     "%s; nothing archived (see mtls-audit verify)",
+                     names[k], why);
+                rc = EXIT_FINDING;
+            }
+            if (rc != EXIT_OK) {
+                mtls_chain_key_clear(&key);
+                free(files);
+                return rc;
+            }
+        }
+    }
     if (mtls_store_open(a.live, 0, 10000, &live, err, sizeof(err))
         != SQLITE_OK) {
         fail("%s: %s", a.live, err);
@@ -448,32 +478,6 @@ int cmd_archive(int argc, char **argv)
         fail("%s: %s", a.out, err);
         rc = EXIT_DB;
         goto done;
-    }
-    /* Nothing is written into a file whose schema someone changed: a
-     * trigger of theirs would run as whoever archives. */
-    {
-        const char *names[2] = { a.live, a.out };
-        sqlite3 *dbs[2] = { a.db, mtls_store_db(out) };
-        char why[1024];
-        int k, ndiff = 0;
-        rc = EXIT_OK;
-        for (k = 0; k < 2; k++) {
-            if (mtls_schema_check(dbs[k], "main", &ndiff, why, sizeof(why))
-                != SQLITE_OK) {
-                fail("%s: %s", names[k], why);
-                rc = EXIT_DB;
-            }
-            else if (ndiff) {
-                fail("%s: its schema is not the one its version defines: "
-                     "%s; nothing archived (see mtls-audit verify)",
-                     names[k], why);
-                rc = EXIT_FINDING;
-            }
-            if (rc != EXIT_OK) {
-                mtls_store_close(out);
-                goto done;
-            }
-        }
     }
     mtls_store_close(out);
     sql = sqlite3_mprintf("ATTACH %Q AS arc", a.out);

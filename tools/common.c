@@ -725,6 +725,20 @@ int tail_matches(sqlite3 *db, const mtls_chain_key_t *key)
     return ok;
 }
 
+int schema_file(const char *path, int *ndiff, char *msg, size_t msglen)
+{
+    mtls_store_t *st;
+    int rc;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, msg, msglen)
+        != SQLITE_OK) {
+        return -1;
+    }
+    rc = mtls_schema_check(mtls_store_db(st), "main", ndiff, msg, msglen);
+    mtls_store_close(st);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
 void record_access(char **files, int n, const char *what,
                    const mtls_chain_key_t *key)
 {
@@ -737,8 +751,19 @@ void record_access(char **files, int n, const char *what,
     for (i = 0; i < n; i++) {
         mtls_store_t *st;
         mtls_item_t *ev;
-        char err[256];
+        char err[256], why[512];
+        int ndiff = 0;
 
+        /* A trigger of someone else's would run with our rights: the
+         * schema is checked before the file is opened for writing. */
+        if (access(files[i], W_OK) == 0
+            && (schema_file(files[i], &ndiff, why, sizeof(why)) != 0
+                || ndiff)) {
+            fprintf(stderr, "mtls-audit: note: this read of %s is not "
+                    "recorded in it (its schema is not the one its version "
+                    "defines: %s; see mtls-audit verify)\n", files[i], why);
+            continue;
+        }
         if (access(files[i], W_OK) != 0
             || mtls_store_open(files[i], 0, 2000, &st, err, sizeof(err))
                != SQLITE_OK) {
@@ -756,20 +781,6 @@ void record_access(char **files, int n, const char *what,
             if (end) {
                 fprintf(stderr, "mtls-audit: note: this read of %s is not "
                         "recorded in it (an archive)\n", files[i]);
-                mtls_store_close(st);
-                continue;
-            }
-        }
-        {
-            /* A trigger of someone else's would run with our rights. */
-            char why[512];
-            int ndiff;
-            if (mtls_schema_check(mtls_store_db(st), "main", &ndiff, why,
-                                  sizeof(why)) != SQLITE_OK || ndiff) {
-                fprintf(stderr, "mtls-audit: note: this read of %s is not "
-                        "recorded in it (its schema is not the one its "
-                        "version defines: %s; see mtls-audit verify)\n",
-                        files[i], why);
                 mtls_store_close(st);
                 continue;
             }

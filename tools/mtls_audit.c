@@ -381,23 +381,6 @@ static int check_cuts(char **files, int n,
     return bad;
 }
 
-/* Compare path's schema with its version's (mtls_schema_check).
- * Returns 0 with *ndiff and msg, or -1 with the error in msg. */
-static int schema_file(const char *path, int *ndiff, char *msg,
-                       size_t msglen)
-{
-    mtls_store_t *st;
-    int rc;
-
-    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, msg, msglen)
-        != SQLITE_OK) {
-        return -1;
-    }
-    rc = mtls_schema_check(mtls_store_db(st), "main", ndiff, msg, msglen);
-    mtls_store_close(st);
-    return rc == SQLITE_OK ? 0 : -1;
-}
-
 static int cmd_verify(int argc, char **argv)
 {
     const char *keyfile = NULL, *kerr, *anchor = NULL;

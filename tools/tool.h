@@ -100,6 +100,12 @@ int check_anchors(const char *anchors, const char *db, int any_path,
                   const mtls_chain_key_t *key, int *found, char *msg,
                   size_t msglen);
 
+/* Compare the schema of the file at path with its version's
+ * (mtls_schema_check), on a read-only connection: before anything opens
+ * it for writing, which would run its triggers.  Returns 0 with *ndiff
+ * and msg, or -1 with the error in msg. */
+int schema_file(const char *path, int *ndiff, char *msg, size_t msglen);
+
 /* Does the tail of db's events chain verify with key (NULL or an empty
  * key: plain SHA-256)?  Writing with the wrong key would break the chain
  * the module keeps. */
