@@ -199,7 +199,8 @@ leave:
  * an auditor, often as root: its schema is input like its rows.  The hash
  * chains cover rows only, so the schema is compared, object by object,
  * with the one the migrations create at the file's user_version (applied
- * afresh to an in-memory database: nothing here lists the objects), and
+ * to an in-memory database once per process and version: nothing here
+ * lists the objects, so a new schema/NNN_*.sql needs no change), and
  * the tool reads through views of its own made from the migrations' CREATE
  * VIEW text, never through the file's.  SQLite keeps each CREATE statement
  * as it was written, from the object's name on (ALTER TABLE ADD COLUMN

@@ -342,7 +342,7 @@ static const char verify_help[] =
 "                 FILE is checked; with several, those naming each DB's path\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
-"Exit: 0 ok, 1 a break or an altered schema, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 ok, 1 a break or altered schema, 2 usage, 3 database or I/O error.\n";
 
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
