@@ -226,9 +226,11 @@ def debian_layout(ctx, name):
     it) and given SSLVerifyClient require with the test CA, the module
     enabled by a2enmod with MTLSAuditEngine On in mods-enabled/
     mtls_audit.conf.  Returns (conf, env, http_port, tls_port, root, db)."""
+    # The plain build even under MTLS_ASAN: apache2ctl starts apache2
+    # without the sanitizer runtime preloaded.
     conf, env, http_port, root = system_layout(
         ctx, name, os.path.join(TOP, "mod_mtls_audit"),
-        so=os.path.join(server_mod.MODULE_DIR, "mod_mtls_audit.so"))
+        so=os.path.join(server_mod.BUILD, "mod_mtls_audit.so"))
     tls_port = server_mod.free_port()
     db = os.path.join(root, "db", "audit.db")
     p = os.path.join(conf, "mods-available", "mtls_audit.conf")
