@@ -93,6 +93,7 @@ def server_level_on_audits_each_tls_vhost_as_mod_ssl_configured_it(ctx):
         + vhost(port, "$name", ssl + "    SSLVerifyClient $mode\n")
         + "</Macro>\n"
           "Use TLSHost macro.test optional_no_ca\n"
+          "Use TLSHost macro-opt.test optional\n"
           "Use TLSHost macro-req.test require\n"
         + vhost(port, "none.test", ssl + "    SSLVerifyClient none\n")
         + vhost(plain, "plain.test", ""))
@@ -111,19 +112,24 @@ def server_level_on_audits_each_tls_vhost_as_mod_ssl_configured_it(ctx):
                 ("include.test", "optional_no_ca"),
                 ("last.test", "optional_no_ca"),
                 ("macro.test", "optional_no_ca"),
+                ("macro-opt.test", "optional"),
                 ("macro-req.test", "require"), ("none.test", "none")]
         before = srv.max_id()
         for host, _ in want:
             got = clients.curl(srv, p["ec"], host=host, port=port,
                                extra=INSECURE)
             assert got.stdout.strip() == "200", (host, got.stdout, got.stderr)
+        # A vhost that says Off under the server-level On: not recorded.
+        got = clients.curl(srv, p["ec"], host="off.test")
+        assert got.stdout.strip() == "200", got.stdout + got.stderr
         # Plain HTTP to the vhost without TLS: served, never recorded.
         got = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w",
                               "%{http_code}", "http://127.0.0.1:%d/" % plain],
                              capture_output=True, text=True, timeout=20)
         assert got.stdout == "200", got.stdout + got.stderr
         rows = srv.wait_rows(before, len(want))
-        assert len(rows) == len(want), [(r["server_name"], r["local_port"])
+        assert len(rows) == len(want) and "off.test" not in [
+            r["server_name"] for r in rows], [(r["server_name"], r["local_port"])
                                         for r in rows]
         by_sni = dict((r["sni"], r) for r in rows)
         bad = []                # every case's mismatch, not just the first
@@ -176,6 +182,62 @@ def a_vhost_made_tls_by_listen_https_without_sslengine_is_audited(ctx):
         assert len(rows) == 1, rows
         expect(rows[0], server_name="implicit.test", local_port=port,
                verify_mode="require", outcome="accepted")
+    finally:
+        srv.stop()
+
+
+@test(once=True)
+def on_written_in_vhosts_whose_sslengine_is_conditional_passes(ctx):
+    """MTLSAuditEngine On written in vhosts whose SSLEngine on comes through
+    a true <IfDefine !...>, <IfModule>, <IfVersion>, Include, a Define'd
+    variable and mod_macro's Use: configtest passes and each vhost's
+    handshake is recorded."""
+    p = ctx.pki
+    port = server_mod.free_port()
+    root = os.path.join(ctx.scratch, "cond-engine")
+    os.makedirs(root, exist_ok=True)
+    inc = os.path.join(root, "engine.conf")
+    with open(inc, "w") as f:
+        f.write("SSLEngine on\n")
+    rest = "".join(l for l in ssl_lines(p).splitlines(True)
+                   if "SSLEngine" not in l) \
+        + "    SSLVerifyClient require\n    MTLSAuditEngine On\n"
+    cases = [
+        ("ifdefine.test", "    <IfDefine !MTLS_NEVER_DEFINED>\n"
+                          "        SSLEngine on\n    </IfDefine>\n"),
+        ("ifmodule.test", "    <IfModule ssl_module>\n"
+                          "        SSLEngine on\n    </IfModule>\n"),
+        ("ifversion.test", "    <IfVersion >= 2.4>\n"
+                           "        SSLEngine on\n    </IfVersion>\n"),
+        ("include.test", "    Include %s\n" % inc),
+        ("define.test", "    SSLEngine ${MTLS_TLS}\n"),
+    ]
+    extra = ("LoadModule macro_module %s/mod_macro.so\n"
+             "Define MTLS_TLS on\nListen 127.0.0.1:%d\n"
+             % (server_mod.MODULES, port)
+             + "".join(vhost(port, n, b + rest) for n, b in cases)
+             + "<Macro TLSOn $name $engine>\n"
+             + vhost(port, "$name", "    SSLEngine $engine\n" + rest)
+             + "</Macro>\nUse TLSOn macro.test on\n")
+    srv = server_mod.Server(root + "/srv", p, mpm=ctx.srv.mpm,
+                            extra_global=extra)
+    r = srv.httpd("-t")
+    assert r.returncode == 0 and "Syntax OK" in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+    srv.start()
+    try:
+        names = [n for n, _ in cases] + ["macro.test"]
+        before = srv.max_id()
+        for host in names:
+            got = clients.curl(srv, p["ec"], host=host, port=port,
+                               extra=INSECURE)
+            assert got.stdout.strip() == "200", (host, got.stdout,
+                                                 got.stderr)
+        rows = srv.wait_rows(before, len(names))
+        assert sorted(r["server_name"] for r in rows) == sorted(names), rows
+        for row in rows:
+            expect(row, local_port=port, verify_mode="require",
+                   outcome="accepted")
     finally:
         srv.stop()
 
