@@ -1374,10 +1374,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
         srv_conf_t *sc = srv_conf(v);
         sc->audit = sc->engine == 1 && sc->tls;
         if (sc->audit) {
-            g.any_engine = 1;
             const char *at_v = v->defn_name
                 ? apr_psprintf(ptemp, "%s:%u", v->defn_name,
                                v->defn_line_number) : "the server config";
+            g.any_engine = 1;
             audited = apr_psprintf(ptemp, "%s%s%s (%s)", audited ? audited
                                    : "", audited ? ", " : "",
                                    v->server_hostname ? v->server_hostname

@@ -8,6 +8,7 @@ plain ones."""
 import os
 import re
 import subprocess
+import time
 
 import clients
 import server as server_mod
@@ -150,6 +151,19 @@ def server_level_on_audits_each_tls_vhost_as_mod_ssl_configured_it(ctx):
         for host, _ in want:
             assert host + " (" in audited[-1], (host, audited[-1])
         assert "plain.test" not in audited[-1], audited[-1]
+        # A graceful restart decides again, from the new generation.
+        srv.graceful()
+        assert wait_for(lambda: srv.read_error_log().count(
+            "mtls_audit: auditing the TLS handshakes of:") == 2, 15)
+        time.sleep(1)
+        before = srv.max_id()
+        got = clients.curl(srv, p["ec"], host="define.test", port=port,
+                           extra=INSECURE)
+        assert got.stdout.strip() == "200", got.stdout + got.stderr
+        rows = srv.wait_rows(before, 1)
+        assert len(rows) == 1, rows
+        expect(rows[0], server_name="define.test",
+               verify_mode="optional_no_ca", outcome="accepted")
     finally:
         srv.stop()
 
@@ -372,7 +386,6 @@ def server_level_on_in_the_debian_layout_audits_default_ssl_only(ctx):
             assert r.stdout in ("200", "403", "404"), r.stdout + r.stderr
         assert wait_for(lambda: os.path.exists(db) and count(
             db, "SELECT count(*) FROM handshakes") >= 2, 15)
-        import time
         time.sleep(0.5)         # a row for the plain requests would be late
         assert count(db, "SELECT count(*) FROM v_handshakes WHERE "
                      "local_port = %d AND outcome = 'accepted' AND "
