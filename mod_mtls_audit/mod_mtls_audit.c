@@ -43,6 +43,7 @@
 #include "http_request.h"
 #include "ap_mpm.h"
 #include "util_cfgtree.h"
+#include "ap_listen.h"
 #include "unixd.h"
 #include "mod_ssl.h"
 
@@ -97,10 +98,17 @@ typedef struct {
     int         busy_ms;          /* MTLSAuditBusyTimeout, -1 (5000) */
     const char *key_file;         /* MTLSAuditChainKey, NULL none */
     int         anchor_s;         /* MTLSAuditAnchorInterval, -1 (3600) */
-    int         verify_cfg;       /* SSLVerifyClient of this vhost, as
-                                     found in the config tree; -1 unknown */
+    int         verify_cfg;       /* SSLVerifyClient of this vhost: the
+                                     mode mod_ssl put on its SSL_CTX, told
+                                     optional from optional_no_ca by the
+                                     config tree; -1 unknown */
     const char *engine_at;        /* "file:line" of MTLSAuditEngine */
-    int         engine_here;      /* set in this very server (not merged) */
+    int         engine_here;      /* set in this very server (not merged:
+                                     an On written in this vhost) */
+    int         tls;              /* mod_ssl configured TLS for this
+                                     server (its init_server hook ran) */
+    int         audit;            /* engine On and tls: its handshakes are
+                                     recorded (decided in post_config) */
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
@@ -199,6 +207,8 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(mirror_at);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
+    sc->tls = 0;
+    sc->audit = 0;
     return sc;
 }
 
@@ -404,51 +414,129 @@ static int parse_verify(const char *args)
     return MTLS_VM_NONE;
 }
 
-/* The arguments of directive name as written for server s (in its
- * <VirtualHost>, else at the top level), or NULL.  mod_ssl keeps its
- * configuration private, so we read the configuration tree. */
-static const char *find_directive(server_rec *s, const char *name)
-{
-    ap_directive_t *d, *v;
-    const char *global = NULL;
+/* Which servers have TLS, and with which SSLVerifyClient.
+ *
+ * mod_ssl keeps its configuration private.  What it configured is learnt
+ * from its init_server hook (ssl_init_server), which mod_ssl's post_config
+ * runs for exactly the servers it gave TLS, with their SSL_CTX and the
+ * verify mode on it: post_config decides from that who is audited.  The
+ * configuration tree answers the two questions left: at configtest, where
+ * mod_ssl's post_config does not run, whether a virtual host with
+ * MTLSAuditEngine On can have TLS at all (check_config); and optional
+ * against optional_no_ca, which OpenSSL's verify mode cannot tell apart.
+ *
+ * By the time the tree is complete httpd has applied what it evaluates
+ * as it reads: a true <IfDefine>, <IfModule>, <IfVersion> or <IfFile>
+ * leaves its children in its parent's place and a false one leaves
+ * nothing; Include and mod_macro's Use leave the lines they read; ${VAR}
+ * is replaced as each line is read.  So a server's own directives are the
+ * direct children of its <VirtualHost> (the top level for the main
+ * server), the last one winning as it does for mod_ssl; one nested in
+ * <If>, <Location>, <Directory> and the like is per-directory, not the
+ * server's. */
 
+/* The <VirtualHost> node that made s, or NULL (the main server).  It is
+ * at the top level: httpd accepts <VirtualHost> nowhere else. */
+static ap_directive_t *vhost_node(server_rec *s)
+{
+    ap_directive_t *d;
+
+    if (!s->is_virtual || !s->defn_name) {
+        return NULL;
+    }
     for (d = ap_conftree; d; d = d->next) {
-        if (!strcasecmp(d->directive, name)) {
-            global = d->args;
-        }
-        else if (s->is_virtual && !strcasecmp(d->directive, "<VirtualHost")
-                 && (unsigned)d->line_num == s->defn_line_number && s->defn_name
-                 && d->filename && !strcmp(d->filename, s->defn_name)) {
-            for (v = d->first_child; v; v = v->next) {
-                if (!strcasecmp(v->directive, name)) {
-                    return v->args;
-                }
-            }
+        if (!strcasecmp(d->directive, "<VirtualHost")
+            && (unsigned)d->line_num == s->defn_line_number
+            && d->filename && !strcmp(d->filename, s->defn_name)) {
+            return d;
         }
     }
-    return global;
+    return NULL;
 }
 
-/* SSLVerifyClient of s: OpenSSL's verify mode cannot tell optional from
- * optional_no_ca. */
-static int find_verify_client(server_rec *s)
+/* The arguments of the last directive name among first and its next
+ * siblings, or NULL. */
+static const char *last_directive(ap_directive_t *first, const char *name)
+{
+    const char *args = NULL;
+    ap_directive_t *d;
+
+    for (d = first; d; d = d->next) {
+        if (!strcasecmp(d->directive, name)) {
+            args = d->args;
+        }
+    }
+    return args;
+}
+
+/* The arguments of directive name as it applies to server s: its own, or
+ * else the main server's, which mod_ssl's merge gives every virtual host
+ * that does not set it; NULL if neither sets it. */
+static const char *find_directive(server_rec *s, const char *name)
+{
+    ap_directive_t *v = vhost_node(s);
+    const char *args = v ? last_directive(v->first_child, name) : NULL;
+
+    return args ? args : last_directive(ap_conftree, name);
+}
+
+/* The first word of args, lower case, into buf. */
+static const char *first_word(const char *args, char *buf, int size)
+{
+    int i;
+
+    for (i = 0; args && args[i] && !apr_isspace(args[i]) && i < size - 1;
+         i++) {
+        buf[i] = (char)apr_tolower(args[i]);
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* SSLVerifyClient of s in the tree, or -1 if it is not set. */
+static int tree_verify_client(server_rec *s)
 {
     const char *args = find_directive(s, "SSLVerifyClient");
     return args ? parse_verify(args) : -1;
 }
 
-/* Does s have SSLEngine on (or optional)? */
-static int ssl_engine_on(server_rec *s)
+/* The protocol httpd will give s, decided as listen.c decides it after
+ * check_config: its Protocol, else that of the Listen on one of its
+ * addresses (https by default for port 443), else http. */
+static const char *server_protocol(server_rec *s)
 {
-    const char *args = find_directive(s, "SSLEngine");
-    char word[16];
-    int i;
+    const char *proto = ap_get_server_protocol(s);
+    server_addr_rec *a;
+    ap_listen_rec *lr;
 
-    for (i = 0; args && args[i] && !apr_isspace(args[i]) && i < 15; i++) {
-        word[i] = (char)apr_tolower(args[i]);
+    if (proto) {
+        return proto;
     }
-    word[i] = '\0';
-    return !strcmp(word, "on") || !strcmp(word, "optional");
+    for (a = s->addrs; a; a = a->next) {
+        for (lr = ap_listeners; a->host_addr && lr; lr = lr->next) {
+            if (apr_sockaddr_equal(lr->bind_addr, a->host_addr)
+                && lr->bind_addr->port == a->host_port) {
+                return lr->protocol ? lr->protocol : "http";
+            }
+        }
+    }
+    return "http";
+}
+
+/* Can mod_ssl give s TLS, by the tree?  As mod_ssl's post_config decides:
+ * SSLEngine on or optional; without SSLEngine, a certificate file on a
+ * server whose protocol is https (Listen 443, or Listen ... https). */
+static int tree_may_have_tls(server_rec *s)
+{
+    char word[16];
+    const char *args = find_directive(s, "SSLEngine");
+
+    if (args) {
+        first_word(args, word, sizeof(word));
+        return !strcmp(word, "on") || !strcmp(word, "optional");
+    }
+    return find_directive(s, "SSLCertificateFile")
+           && !strcasecmp(server_protocol(s), "https");
 }
 
 /* ------------------------------------------------------------------ */
@@ -604,7 +692,7 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     }
     mtls_link_unref(cs->link);
     cs->link = NULL;
-    cs->audited = sc->engine == 1;
+    cs->audited = sc->audit;
     if (!cs->audited) {
         mtls_item_free(item);
         return;
@@ -799,12 +887,30 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 /* ------------------------------------------------------------------ */
 /* Hooks                                                                */
 
+/* mod_ssl runs this from its post_config (before ours), on every pass,
+ * for exactly the servers it gave TLS: what they are, and the client
+ * verification mod_ssl put on their SSL_CTX, comes from here. */
 static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
                            SSL_CTX *ctx)
 {
+    srv_conf_t *sc = srv_conf(s);
+    int mode;
+
     (void)p;
     if (is_proxy || g.ctx_idx < 0) {
         return DECLINED;
+    }
+    sc->tls = 1;
+    mode = SSL_CTX_get_verify_mode(ctx);
+    if (!(mode & SSL_VERIFY_PEER)) {
+        sc->verify_cfg = MTLS_VM_NONE;
+    }
+    else if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+        sc->verify_cfg = MTLS_VM_REQUIRE;
+    }
+    else {      /* optional or optional_no_ca: only the tree can tell */
+        sc->verify_cfg = tree_verify_client(s) == MTLS_VM_OPTIONAL_NO_CA
+                         ? MTLS_VM_OPTIONAL_NO_CA : MTLS_VM_OPTIONAL;
     }
     SSL_CTX_set_ex_data(ctx, g.ctx_idx, s);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
@@ -1004,6 +1110,17 @@ static const char *db_path_of(apr_pool_t *p, srv_conf_t *msc,
                                                    : DEFAULT_DB);
 }
 
+/* The one line for MTLSAuditEngine On written in virtual host v, which
+ * has no TLS. */
+static void no_tls_error(server_rec *s, server_rec *v, srv_conf_t *sc)
+{
+    ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                 " MTLSAuditEngine On (%s): the virtual host %s (%s:%u) has "
+                 "no 'SSLEngine on', so it makes no TLS handshake to record",
+                 sc->engine_at, v->server_hostname ? v->server_hostname : "",
+                 v->defn_name ? v->defn_name : "?", v->defn_line_number);
+}
+
 /* After the configuration is read, at every start and at configtest:
  * what would make auditing fail is refused here, one line each, naming
  * the directive and where it was set. */
@@ -1024,17 +1141,13 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!first_at) {
             first_at = sc->engine_at ? sc->engine_at : "?";
         }
-        if (ssl_engine_on(v)) {
+        /* An On written in a virtual host that cannot have TLS is an
+         * error; one inherited from the server config just skips it. */
+        if (tree_may_have_tls(v)) {
             any_ssl = 1;
         }
         else if (v->is_virtual && sc->engine_here) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                         " MTLSAuditEngine On (%s): the virtual host %s "
-                         "(%s:%u) has no 'SSLEngine on', so it makes no TLS "
-                         "handshake to record", sc->engine_at,
-                         v->server_hostname ? v->server_hostname : "",
-                         v->defn_name ? v->defn_name : "?",
-                         v->defn_line_number);
+            no_tls_error(s, v, sc);
             bad = 1;
         }
     }
@@ -1048,10 +1161,9 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!any_ssl && !bad) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                     " MTLSAuditEngine On (%s), but no virtual host that "
-                     "audits has 'SSLEngine on'", first_at);
-        bad = 1;
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditEngine On (%s), but no server has "
+                     "'SSLEngine on': there is nothing to audit", first_at);
     }
     if (srv_conf(s)->mirror && srv_conf(s)->mirror[0] != '|') {
         const char *m = ap_server_root_relative(ptemp, srv_conf(s)->mirror);
@@ -1242,7 +1354,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     srv_conf_t *msc = srv_conf(s);
     server_rec *v;
-    const char *dir, *err, *at;
+    const char *dir, *err, *at, *audited;
     apr_status_t rv;
     char errbuf[256];
     mtls_store_t *st;
@@ -1252,19 +1364,37 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
     g.main_server = s;
     mtls_log_set(log_to_httpd, NULL);
+    /* mod_ssl's post_config, before this one, called ssl_init_server for
+     * every server it gave TLS: On (written here or inherited from the
+     * server config) audits those; an On written in a virtual host
+     * without TLS is refused, as check_config does from the tree. */
     g.any_engine = 0;
+    audited = NULL;
     for (v = s; v; v = v->next) {
         srv_conf_t *sc = srv_conf(v);
-        if (sc->engine == 1) {
+        sc->audit = sc->engine == 1 && sc->tls;
+        if (sc->audit) {
+            const char *at_v = v->defn_name
+                ? apr_psprintf(ptemp, "%s:%u", v->defn_name,
+                               v->defn_line_number) : "the server config";
             g.any_engine = 1;
+            audited = apr_psprintf(ptemp, "%s%s%s (%s)", audited ? audited
+                                   : "", audited ? ", " : "",
+                                   v->server_hostname ? v->server_hostname
+                                   : "", at_v);
         }
-        sc->verify_cfg = find_verify_client(v);
+        else if (sc->engine == 1 && v->is_virtual && sc->engine_here) {
+            no_tls_error(s, v, sc);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     /* The first pass only checks the configuration. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
         || !g.any_engine) {
         return OK;
     }
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG " auditing "
+                 "the TLS handshakes of: %s", audited);
     g.db_path = db_path_of(pconf, msc, &at);
     mtls_chain_key_clear(&g.key);
     if (msc->key_file
@@ -1425,5 +1555,8 @@ AP_DECLARE_MODULE(mtls_audit) = {
     merge_srv,
     cmds,
     register_hooks,
-    AP_MODULE_FLAG_NONE
+    /* Every vhost gets its own merged config, even one that sets none of
+     * our directives: tls, audit and verify_cfg are per vhost (without
+     * this flag such vhosts share the main server's struct). */
+    AP_MODULE_FLAG_ALWAYS_MERGE
 };
