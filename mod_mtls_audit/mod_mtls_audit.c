@@ -35,11 +35,13 @@
  * goes on reading and writing TLS records, so what a request reads of the
  * connection's state (the link, audited, refuse) is swapped and read under
  * the state's spin lock (conn_lock), and the link's count is atomic.  A
- * stream's state is read during its request only: mod_http2 joins every
- * stream of a connection (h2_mplx_c1_destroy, from the connection's
- * pre_close or its pool's pre-cleanup) before the primary connection's
- * pool, which holds the state, runs conn_cleanup; a queued request item
- * holds a reference to the link, never the state.
+ * stream reads the state during its request only, and never outlives it:
+ * a stream's pool descends from the primary connection's (through the
+ * h2 session's and its multiplexer's), and mod_http2 waits for every
+ * stream of the connection (h2_mplx_c1_destroy, from the connection's
+ * pre_close hook or the session pool's pre-cleanup) before that pool's
+ * own cleanups run, conn_cleanup among them.  A queued request item holds
+ * a reference to the link, never to the state.
  *
  * The parent process (root, post_config) creates the database and its
  * directory with private modes owned by the run user, applies the schema,
@@ -870,7 +872,6 @@ static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
 static apr_status_t conn_cleanup(void *data)
 {
     mtls_conn_t *cs = data;
-
     mtls_link_t *old;
 
     if (cs->rec) {
