@@ -347,6 +347,83 @@ def overlapping(srv, hid):
 
 
 @test(once=True)
+def h2_connections_closed_midway_count_exactly(ctx):
+    """6 clients, 10 h2 connections each, 40 streams on each opened at
+    once; every other connection is dropped (TCP close, no GOAWAY) as soon
+    as its first response arrives, while its other streams still run on
+    the h2 workers.  Every request httpd logged is a row of its
+    connection's handshake, and `requests` is that count, exactly."""
+    import threading
+    srv = h2_server(ctx, "h2-drop")
+    cert = ctx.pki["ec"]
+    ports, waited, errors, lock = [], set(), [], threading.Lock()
+
+    def client(k):
+        for i in range(10):
+            try:
+                c = H2(srv, cert)
+                ids = c.get(*(["/mid.bin", "/index.html?n=%d" % i,
+                               "/missing/%d" % k, "/big.bin"] * 10))
+                if i % 2:
+                    c.pump(lambda: any(c.streams[j]["done"] for j in ids))
+                    c.sock.close()
+                else:
+                    c.wait(ids)
+                    c.close()
+                with lock:
+                    ports.append(c.client_port)
+                    if not i % 2:
+                        waited.add(c.client_port)
+            except Exception as e:      # noqa: BLE001 - reported below
+                with lock:
+                    errors.append(repr(e))
+
+    try:
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors, errors
+        # Dropped connections' streams finish on the server after the
+        # client has gone: wait until the log and the rows stop growing.
+        last = None
+        for _ in range(100):
+            now = (len(srv.requests_lines()),
+                   count(srv.db, "SELECT count(*) FROM requests"))
+            if now == last and now[0] == now[1]:
+                break
+            last = now
+            time.sleep(0.3)
+    finally:
+        stopped(srv)
+    log = srv.requests_lines()
+    hss = srv.query("SELECT * FROM v_handshakes ORDER BY id")
+    assert sorted(h["client_port"] for h in hss) == sorted(ports), (
+        len(hss), len(ports))
+    by_port = {}
+    for l in log:
+        by_port.setdefault(l["client_port"], []).append(l)
+    for h in hss:
+        rows = srv.query("SELECT * FROM v_requests WHERE handshake_id = ?",
+                         (h["id"],))
+        mine = by_port.get(h["client_port"], [])
+        assert h["requests"] == len(rows) == len(mine), (
+            h["id"], h["requests"], len(rows), len(mine))
+        if h["client_port"] in waited:
+            assert len(mine) == 40, (h["id"], len(mine))
+            assert as_logged(rows) == log_tuples(mine), h["id"]
+        else:
+            # %B is 0 for a body that never went out (r->sent_bodyct);
+            # bytes_sent is what httpd counted, as for HTTP/1.1.
+            assert [t[:3] for t in as_logged(rows)] == [
+                t[:3] for t in log_tuples(mine)], h["id"]
+    assert count(srv.db, "SELECT count(*) FROM requests WHERE handshake_id "
+                 "IS NULL") == 0
+    assert len(waited) == 30, len(waited)
+
+
+@test(once=True)
 def h2_reset_stream_is_recorded(ctx):
     """A stream the client resets (RST_STREAM CANCEL) after its response
     began, while the server waits for the stream's window: one request row
