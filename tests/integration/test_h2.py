@@ -304,12 +304,14 @@ def h2_requests_are_recorded_as_http11_requests_are(ctx):
 @test(once=True)
 def h2_many_concurrent_streams_on_one_connection(ctx):
     """90 streams opened at once on one connection, served by several h2
-    workers at the same time: 90 rows, one handshake, requests = 90."""
+    workers at the same time, then one more: 91 rows, one handshake,
+    requests = 91."""
     srv = h2_server(ctx, "h2-many")
     cert = ctx.pki["rsa"]
     paths = []
     for i in range(30):
-        paths += ["/mid.bin", "/missing/%d?q=%d" % (i, i), "/index.html?x=%d" % i]
+        paths += ["/mid.bin", "/missing/%d?q=%d" % (i, i),
+                  "/index.html?x=%d" % i]
     try:
         c = H2(srv, cert)
         ids = c.get(*paths)
