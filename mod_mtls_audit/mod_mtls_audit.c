@@ -28,6 +28,21 @@
  * SQLite.  Requests on an audited connection are queued from the
  * log_transaction hook with a link to their handshake's row.
  *
+ * HTTP/2: each stream is a request on a secondary connection (c2), whose
+ * c->master is the connection that carries the TLS and our state (mod_ssl
+ * makes no SSL for c2).  mod_http2 runs the streams of one connection on
+ * several worker threads at once while the primary connection's thread
+ * goes on reading and writing TLS records, so what a request reads of the
+ * connection's state (the link, audited, refuse) is swapped and read under
+ * the state's spin lock (conn_lock), and the link's count is atomic.  A
+ * stream reads the state during its request only, and never outlives it:
+ * a stream's pool descends from the primary connection's (through the
+ * h2 session's and its multiplexer's), and mod_http2 waits for every
+ * stream of the connection (h2_mplx_c1_destroy, from the connection's
+ * pre_close hook or the session pool's pre-cleanup) before that pool's
+ * own cleanups run, conn_cleanup among them.  A queued request item holds
+ * a reference to the link, never to the state.
+ *
  * The parent process (root, post_config) creates the database and its
  * directory with private modes owned by the run user, applies the schema,
  * reads the chain key and writes the start/reload/stop events.  Each child
@@ -47,8 +62,10 @@
 #include "unixd.h"
 #include "mod_ssl.h"
 
+#include "apr_atomic.h"
 #include "apr_optional_hooks.h"
 #include "apr_strings.h"
+#include "apr_thread_proc.h"
 #include "apr_lib.h"
 
 #include <errno.h>
@@ -157,6 +174,9 @@ typedef struct {
                                      on this connection are recorded */
     int           refuse;         /* fail closed: record not queued */
     mtls_link_t  *link;           /* link of the last kept record */
+    volatile apr_uint32_t lock;   /* 1 while link, audited or refuse are
+                                     being swapped or read for an HTTP/2
+                                     stream (conn_lock) */
 } mtls_conn_t;
 
 static srv_conf_t *srv_conf(server_rec *s)
@@ -547,6 +567,32 @@ static mtls_conn_t *conn_state(const SSL *ssl)
     return g.ssl_idx >= 0 ? SSL_get_ex_data(ssl, g.ssl_idx) : NULL;
 }
 
+/* The state of the connection c's requests arrive on: c's own, or for an
+ * HTTP/2 stream (a secondary connection) that of c->master, which carries
+ * the TLS. */
+static mtls_conn_t *request_conn_state(const conn_rec *c)
+{
+    return ap_get_module_config((c->master ? c->master : c)->conn_config,
+                                &mtls_audit_module);
+}
+
+/* The spin lock of cs's link, audited and refuse: taken by the primary
+ * connection's thread when it swaps them (finalize, conn_cleanup) and by
+ * the threads of HTTP/2 streams when they read them; an HTTP/1 request
+ * runs in the connection's own thread and reads them without it.  Held
+ * for a few instructions, so a waiter yields rather than sleeps. */
+static void conn_lock(mtls_conn_t *cs)
+{
+    while (apr_atomic_cas32(&cs->lock, 1, 0) != 0) {
+        apr_thread_yield();
+    }
+}
+
+static void conn_unlock(mtls_conn_t *cs)
+{
+    apr_atomic_set32(&cs->lock, 0);
+}
+
 static void open_record(mtls_conn_t *cs, int kind)
 {
     conn_rec *c = cs->c;
@@ -671,6 +717,8 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
 {
     mtls_item_t *item = cs->rec;
     mtls_handshake_t *hs = &item->u.hs;
+    mtls_link_t *link = NULL, *old;
+    int audited, refuse = 0;
     server_rec *s;
     srv_conf_t *sc;
 
@@ -690,31 +738,41 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     if (why == FIN_DONE) {
         cs->hs_done++;
     }
-    mtls_link_unref(cs->link);
-    cs->link = NULL;
-    cs->audited = sc->audit;
-    if (!cs->audited) {
+    audited = sc->audit;
+    if (!audited) {
         mtls_item_free(item);
-        return;
     }
-    cs->link = mtls_link_ref(item->link);
-    if (!g.writer) {
+    else if (!g.writer) {
         if (!g.lost_noted) {
             g.lost_noted = 1;
             ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cs->c, MTLS_LOG_TAG
                           " no writer in this process: records are lost");
         }
+        link = mtls_link_ref(item->link);
         mtls_item_free(item);
-        cs->refuse = 1;
-        return;
+        refuse = 1;
     }
-    if (mtls_writer_push(g.writer, item) != 0) {
-        cs->refuse = 1;
+    else {
+        /* Our reference first: the writer may store the item and drop its
+         * own before we are back.  The record is queued before requests
+         * can see its link, so they follow it in the queue. */
+        link = mtls_link_ref(item->link);
+        if (mtls_writer_push(g.writer, item) != 0) {
+            refuse = 1;
+        }
+        else if (srv_conf(g.main_server)->fail_closed == 1
+                 && !mtls_writer_healthy(g.writer)) {
+            refuse = 1;     /* queued, but the database is failing */
+        }
     }
-    else if (srv_conf(g.main_server)->fail_closed == 1
-             && !mtls_writer_healthy(g.writer)) {
-        cs->refuse = 1;     /* queued, but the database is failing */
-    }
+    /* Requests of HTTP/2 streams may be reading these on other threads. */
+    conn_lock(cs);
+    old = cs->link;
+    cs->link = link;
+    cs->audited = audited;
+    cs->refuse |= refuse;
+    conn_unlock(cs);
+    mtls_link_unref(old);
 }
 
 /* ------------------------------------------------------------------ */
@@ -920,12 +978,16 @@ static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
 static apr_status_t conn_cleanup(void *data)
 {
     mtls_conn_t *cs = data;
+    mtls_link_t *old;
 
     if (cs->rec) {
         finalize(cs, NULL, FIN_CLOSED);
     }
-    mtls_link_unref(cs->link);
+    conn_lock(cs);
+    old = cs->link;
     cs->link = NULL;
+    conn_unlock(cs);
+    mtls_link_unref(old);
     return APR_SUCCESS;
 }
 
@@ -975,41 +1037,71 @@ static int ssl_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
 }
 
 /* Fail closed: a connection whose record could not be queued serves
- * nothing. */
+ * nothing: every request on it (every stream of an HTTP/2 connection) is
+ * answered 503, and an HTTP/1 connection is closed after it. */
 static int post_read_request(request_rec *r)
 {
-    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
-                                            &mtls_audit_module);
-    if (!cs || !cs->refuse || srv_conf(g.main_server)->fail_closed != 1) {
+    conn_rec *c = r->connection;
+    mtls_conn_t *cs = request_conn_state(c);
+    int refuse;
+
+    if (!cs || srv_conf(g.main_server)->fail_closed != 1) {
         return DECLINED;
     }
-    r->connection->keepalive = AP_CONN_CLOSE;
+    if (c->master) {
+        conn_lock(cs);
+        refuse = cs->refuse;
+        conn_unlock(cs);
+    }
+    else {
+        refuse = cs->refuse;
+    }
+    if (!refuse) {
+        return DECLINED;
+    }
+    c->keepalive = AP_CONN_CLOSE;
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MTLS_LOG_TAG " refusing a "
                   "request: its handshake could not be recorded "
                   "(MTLSAuditFailMode closed)");
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
+/* A new reference to the link of the handshake the requests on c (c's
+ * own state cs) belong to, or NULL when they are not recorded. */
+static mtls_link_t *request_link(mtls_conn_t *cs, const conn_rec *c)
+{
+    mtls_link_t *link;
+
+    if (!c->master) {           /* HTTP/1: the connection's own thread */
+        return cs->audited ? mtls_link_ref(cs->link) : NULL;
+    }
+    conn_lock(cs);              /* an HTTP/2 stream: see conn_lock */
+    link = cs->audited ? mtls_link_ref(cs->link) : NULL;
+    conn_unlock(cs);
+    return link;
+}
+
 static int log_transaction(request_rec *r)
 {
-    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
-                                            &mtls_audit_module);
+    mtls_conn_t *cs = request_conn_state(r->connection);
     request_rec *last = r;
+    mtls_link_t *link;
     mtls_item_t *item;
     const char *path;
     apr_size_t n;
 
-    if (!cs || !cs->audited || !cs->link || !g.writer
-        || srv_conf(r->server)->requests == 0) {
+    if (!cs || !g.writer || srv_conf(r->server)->requests == 0
+        || !(link = request_link(cs, r->connection))) {
         return DECLINED;
     }
     while (last->next) {
         last = last->next;
     }
     if (!(item = mtls_writer_item(g.writer, MTLS_ITEM_REQUEST))) {
+        mtls_link_unref(link);
         return DECLINED;
     }
-    item->link = mtls_link_ref(cs->link);
+    item->link = link;
     item->u.rq.time_us = r->request_time;
     mtls_strlcpy(item->u.rq.method, r->method, sizeof(item->u.rq.method));
     /* The path as sent, without query string or fragment: queries carry

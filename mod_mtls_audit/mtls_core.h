@@ -77,7 +77,9 @@ apr_int64_t mtls_mono_us(void);
  * The module creates it with the handshake record; the writer sets rowid
  * when it stores that record, and reads it for the requests that follow.
  * All of a connection's items go through one writer in order, so rowid is
- * only ever touched by the writer thread; the reference count is atomic.
+ * only ever touched by the writer thread; the reference count is atomic
+ * (the streams of an HTTP/2 connection take references on several threads
+ * at once, each while the connection still holds its own).
  */
 typedef struct mtls_link {
     volatile apr_uint32_t refs;     /* references: the conn and queued items */

@@ -24,6 +24,7 @@ import test_load        # noqa: E402
 import test_tool        # noqa: E402
 import test_faults      # noqa: E402
 import test_ops         # noqa: E402
+import test_h2          # noqa: E402
 
 
 class Context:
@@ -63,7 +64,8 @@ def main():
                     "\n    " + "\n    ".join(bad) if bad else ""), flush=True)
                 tests = (test_capture.test.tests + test_tool.test.tests
                          + test_faults.test.tests + test_ops.test.tests
-                         + test_config.test.tests)
+                         + test_config.test.tests
+                         + test_h2.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
