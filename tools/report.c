@@ -1538,7 +1538,7 @@ int cmd_report(int argc, char **argv)
     out = stdout;
     if (rc != EXIT_DB) {
         close_dataset(&r.ds);
-        snprintf(detail, sizeof(detail), "mtls-audit report --standard %s "
+        snprintf(detail, sizeof(detail), "report --standard %s "
                  "(%d checks, exit %d)", standard, r.nchecks, rc);
         record_access(files, nfiles, detail, &r.key);
     }

@@ -71,7 +71,9 @@ void close_dataset(dataset_t *ds);
 
 /* Record that this command read the files (PCI DSS 10.2.1.3): an
  * "access" event in each database we may write without breaking its
- * chain.  Quietly skips files it cannot write; says so on stderr. */
+ * chain.  what is the command without the program's name ("verify
+ * DB"): the detail reads "mtls-audit <what> by <user> (uid N)".  Quietly
+ * skips files it cannot write; says so on stderr. */
 void record_access(char **files, int n, const char *what,
                    const mtls_chain_key_t *key);
 
