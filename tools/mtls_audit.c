@@ -335,7 +335,10 @@ static const char verify_help[] =
 "  --anchor FILE  also check the anchors (chain heads) the module wrote to\n"
 "                 its error log, FILE: rows removed from the end of a table\n"
 "                 are found only this way.  With one DB every anchor in\n"
-"                 FILE is checked; with several, those naming each DB's path\n"
+"                 FILE is checked; with several, those naming one of them,\n"
+"                 each row in the file that holds it now (the archive, for\n"
+"                 a row archived after the anchor was written: give\n"
+"                 ARCHIVE and LIVE together)\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
 "Exit: 0 every chain holds, 1 a break, 2 usage, 3 database or I/O error.\n";
@@ -387,6 +390,7 @@ static int cmd_verify(int argc, char **argv)
     };
     mtls_chain_key_t key = { NULL, 0 };
     mtls_chain_result_t (*all)[MTLS_ANCHOR_TABLES] = NULL;
+    anchor_info_t *anchors = NULL;
     int i, t, nfiles, broken = 0, rc;
     char **files, buf[512];
 
@@ -409,6 +413,20 @@ static int cmd_verify(int argc, char **argv)
         fail("out of memory");
         free(files);
         return EXIT_DB;
+    }
+    /* The anchors first, over the files as one set: a row an anchor of
+     * the live file names may be in an archive now. */
+    if (anchor) {
+        char err[1024];
+        if (!(anchors = calloc((size_t)nfiles, sizeof(*anchors)))) {
+            fail("out of memory");
+            rc = EXIT_DB;
+        }
+        else if (check_anchor_files(anchor, files, nfiles, anchors, err,
+                                    sizeof(err)) != 0) {
+            fail("%s", err);
+            rc = EXIT_DB;
+        }
     }
     for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
         mtls_chain_result_t *res = all[i];
@@ -443,22 +461,17 @@ static int cmd_verify(int argc, char **argv)
             }
         }
         if (anchor) {
-            char msg[1024];
-            int found, a = check_anchors(anchor, files[i], nfiles == 1, &key,
-                                         &found, msg, sizeof(msg));
-            if (a < 0) {
-                fail("%s", msg);
-                rc = EXIT_DB;
-                break;
-            }
-            printf("  %-12s %s  %s\n", "anchors", a ? "BROKEN" : "ok", msg);
-            broken |= a;
+            const anchor_info_t *a = &anchors[i];
+            printf("  %-12s %s  %s\n", "anchors", a->rc ? "BROKEN"
+                   : a->anchored ? "ok" : "none", a->msg);
+            broken |= a->rc;
         }
     }
     if (rc == EXIT_OK) {
         broken |= check_cuts(files, nfiles, all);
     }
     free(all);
+    free(anchors);
     rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);
     if (rc != EXIT_DB && !no_record) {
         record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),
