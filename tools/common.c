@@ -902,6 +902,15 @@ typedef struct {
     char          why[768];
 } afile_t;
 
+int same_path(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0
+                             && sa.st_dev == sb.st_dev
+                             && sa.st_ino == sb.st_ino);
+}
+
 /* Is path the file f (the same name, or the same inode)? */
 static int same_file(const char *path, const char *name, const afile_t *f)
 {

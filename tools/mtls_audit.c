@@ -346,12 +346,36 @@ static const char verify_help[] =
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
  * table cut at the same row with another hash means one of the two files
- * is not what the cut recorded.  Returns 1 on such a mismatch. */
+ * is not what the cut recorded; an archive that the other file's cut
+ * names (the path given to archive) but that ends before that file
+ * begins has lost rows at its end, even if its own record of its end was
+ * rewritten to match.  Returns 1 on such a mismatch. */
 static int check_cuts(char **files, int n,
                       mtls_chain_result_t (*res)[MTLS_ANCHOR_TABLES])
 {
     int i, j, t, bad = 0;
+    char *(*named)[MTLS_ANCHOR_TABLES] = n > 0 ? calloc((size_t)n,
+                                                        sizeof(*named)) : NULL;
 
+    /* The file each base names. */
+    for (j = 0; named && j < n; j++) {
+        mtls_store_t *st;
+        char err[256];
+        if (mtls_store_open(files[j], MTLS_STORE_READONLY, 5000, &st, err,
+                            sizeof(err)) != SQLITE_OK) {
+            continue;
+        }
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            unsigned char h[MTLS_HASH_LEN];
+            apr_int64_t id;
+            if (res[j][t].base_id) {
+                mtls_chain_cut(mtls_store_db(st), "main",
+                               mtls_anchor_tables[t], "base", &id, h,
+                               &named[j][t]);
+            }
+        }
+        mtls_store_close(st);
+    }
     for (i = 0; i < n; i++) {
         for (j = 0; j < n; j++) {
             int joined = 0, apart = 0;
@@ -369,6 +393,16 @@ static int check_cuts(char **files, int n,
                            "than %s starts from\n", mtls_anchor_tables[t],
                            files[i], (long long)a->end_id, files[j]);
                 }
+                else if (a->end_id < l->base_id && named && named[j][t]
+                         && same_path(named[j][t], files[i])) {
+                    apart++;
+                    printf("  %s: %s ends at row %lld, but %s, whose cut "
+                           "names it, starts after row %lld: rows %lld-%lld "
+                           "are in neither file\n", mtls_anchor_tables[t],
+                           files[i], (long long)a->end_id, files[j],
+                           (long long)l->base_id, (long long)a->end_id + 1,
+                           (long long)l->base_id);
+                }
             }
             if (joined && !apart) {
                 printf("%s continues into %s: ok (%d tables cut)\n",
@@ -377,6 +411,12 @@ static int check_cuts(char **files, int n,
             bad |= apart > 0;
         }
     }
+    for (j = 0; named && j < n; j++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            sqlite3_free(named[j][t]);
+        }
+    }
+    free(named);
     return bad;
 }
 

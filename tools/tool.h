@@ -93,6 +93,10 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
                 mtls_chain_result_t res[MTLS_ANCHOR_TABLES], char *err,
                 size_t errlen);
 
+/* Do paths a and b name the same file (the same string, or the same
+ * inode)? */
+int same_path(const char *a, const char *b);
+
 /* What the anchors of an error log say of one file of a set checked
  * together (check_anchor_files). */
 typedef struct {

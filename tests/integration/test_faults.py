@@ -879,6 +879,14 @@ def archive_recipe_verifies_with_the_error_logs_anchors(ctx):
     r = subprocess.run([ctx.tool, "verify", "--no-record", out],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+    # With the live file, whose cut names the archive, even without the
+    # anchors.
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "handshakes: %s ends at row %d, but %s, whose cut names it, " \
+        "starts after row %d: rows %d-%d are in neither file" % (
+            out, last - 1, srv.db, last, last, last) in r.stdout, r.stdout
     v = verify(out, srv.db)
     assert v.returncode == 1, v.stdout
     arc = anchors_line(v.stdout, out)
