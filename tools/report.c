@@ -880,7 +880,24 @@ static void *hash_files(void *arg)
 
 static int verify_files(report_t *r)
 {
+    anchor_info_t *anchors = NULL;
     int i, t;
+
+    /* The anchors over the files as one set (an archive holds rows the
+     * live file's anchors name). */
+    if (r->anchor && !r->no_verify) {
+        char err[1024];
+        if (!(anchors = calloc((size_t)r->nfiles, sizeof(*anchors)))) {
+            fail("out of memory");
+            return EXIT_DB;
+        }
+        if (check_anchor_files(r->anchor, r->files, r->nfiles, anchors, err,
+                               sizeof(err)) != 0) {
+            fail("%s", err);
+            free(anchors);
+            return EXIT_DB;
+        }
+    }
 
     for (i = 0; i < r->nfiles; i++) {
         file_info_t *fi = &r->fi[i];
@@ -909,21 +926,15 @@ static int verify_files(report_t *r)
             snprintf(fi->integrity, sizeof(fi->integrity),
                      "hash chains verified");
         }
-        if (r->anchor) {
-            char msg[1024];
-            int found, a = check_anchors(r->anchor, r->files[i],
-                                         r->nfiles == 1, &r->key, &found,
-                                         msg, sizeof(msg));
+        if (anchors) {
+            const anchor_info_t *a = &anchors[i];
             size_t l = strlen(fi->integrity);
-            if (a < 0) {
-                fail("%s", msg);
-                return EXIT_DB;
-            }
-            fi->anchored = a == 0 ? 1 : found ? -1 : 0;
+            fi->anchored = a->anchored;
             snprintf(fi->integrity + l, sizeof(fi->integrity) - l, "; %s%s",
-                     a ? "ANCHOR BROKEN: " : "", msg);
+                     a->rc ? "ANCHOR BROKEN: " : "", a->msg);
         }
     }
+    free(anchors);
     return EXIT_OK;
 }
 
@@ -1538,7 +1549,7 @@ int cmd_report(int argc, char **argv)
     out = stdout;
     if (rc != EXIT_DB) {
         close_dataset(&r.ds);
-        snprintf(detail, sizeof(detail), "mtls-audit report --standard %s "
+        snprintf(detail, sizeof(detail), "report --standard %s "
                  "(%d checks, exit %d)", standard, r.nchecks, rc);
         record_access(files, nfiles, detail, &r.key);
     }

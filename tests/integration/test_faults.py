@@ -748,6 +748,189 @@ def archive_while_the_server_writes_loses_nothing(ctx):
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
+def anchor_lines(log):
+    return [l for l in log.splitlines() if "mtls_audit: anchor " in l]
+
+
+def anchored_ids(log, table):
+    return [int(m.group(1)) for m in (re.search(r" %s=(\d+):" % table, l)
+                                      for l in anchor_lines(log)) if m]
+
+
+@test(once=True)
+def archive_recipe_verifies_with_the_error_logs_anchors(ctx):
+    """The README's retention recipe under load: anchors every second,
+    `mtls-audit archive` while 8 clients write, then
+    `verify --anchor ERRORLOG ARCHIVE LIVE` exits 0 and says where each
+    anchored row was checked (the heads anchored before the run are in the
+    archive now, and are checked there); `report --anchor` gives 10.3.4
+    PASS.  A row cut from the end of the archive (its cut record rewritten
+    to match, so that the archive verifies on its own) and rows cut from
+    the live tail are still found."""
+    import datetime
+    import json
+    import shutil
+    srv = own_server(ctx, "recipe", "MTLSAuditAnchorInterval 1")
+    load = Load(ctx, srv)
+    out = os.path.join(ctx.scratch, "recipe", "archive-old.db")
+    try:
+        load.start()
+        time.sleep(3.5)
+        cut = datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
+        time.sleep(1)
+        env = dict(os.environ, MTLS_AUDIT_ARCHIVE_CHUNK="50")
+        r = subprocess.run([ctx.tool, "archive", "--before", cut, srv.db,
+                            out], capture_output=True, text=True, env=env)
+        time.sleep(2.5)
+        load.stop()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not load.errors, load.errors[:5]
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") + count(out, "SELECT "
+                                      "count(*) FROM handshakes")
+                        >= load.answered[0])
+    finally:
+        load.stop()
+        srv.stop()
+    log = srv.read_error_log()
+    base = count(srv.db, "SELECT id FROM chain_cut WHERE tbl = 'handshakes' "
+                 "AND side = 'base'")
+    ids = anchored_ids(log, "handshakes")
+    # Heads anchored before the run are archived rows now, some after it
+    # are live rows: the recipe needs both files to check them.
+    assert any(0 < i <= base for i in ids), (base, ids)
+    assert any(i > base for i in ids), (base, ids)
+    assert all(srv.db in l for l in anchor_lines(log))
+
+    def verify(*files):
+        return subprocess.run([ctx.tool, "verify", "--no-record", "--anchor",
+                               srv.error_log] + list(files),
+                              capture_output=True, text=True)
+
+    def anchors_line(stdout, db):
+        """The `anchors` line printed under db's name."""
+        block = stdout.split(db + "\n", 1)[1]
+        return [l for l in block.splitlines()
+                if l.strip().startswith("anchors")][0]
+
+    def c1034(*files):
+        rep = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                              "--format", "json", "--anchor",
+                              srv.error_log] + list(files),
+                             capture_output=True, text=True)
+        assert rep.returncode in (0, 1), rep.stderr
+        return {x["id"]: x for x in json.loads(rep.stdout)["checks"]}[
+            "10.3.4"], rep
+    v = verify(out, srv.db)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "continues into" in v.stdout, v.stdout
+    arc, live = anchors_line(v.stdout, out), anchors_line(v.stdout, srv.db)
+    n = len(anchor_lines(log))
+    moved = sum(1 for l in anchor_lines(log)
+                for t in ("handshakes", "requests", "events")
+                if 0 < int(re.search(r" %s=(\d+):" % t, l).group(1))
+                <= count(srv.db, "SELECT id FROM chain_cut WHERE tbl = "
+                         "'%s' AND side = 'base'" % t))
+    assert moved > 0
+    assert re.search(r"anchors +ok +%d anchors from %s name it; of their "
+                     r"\d+ anchored rows, \d+ hold here, %d were checked "
+                     r"in %s$"
+                     % (n, re.escape(srv.error_log), moved, re.escape(out)),
+                     live), live
+    assert re.search(r"anchors +ok +no anchor names it; %d anchored rows of "
+                     r"%s hold here$" % (moved, re.escape(srv.db)), arc), arc
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "PASS", c
+    # The live file alone: the archived rows are said to be elsewhere.
+    v = verify(srv.db)
+    assert v.returncode == 0, v.stdout
+    assert "other side of an archive cut" in v.stdout, v.stdout
+
+    keep = os.path.join(ctx.scratch, "recipe", "keep")
+    os.makedirs(keep)
+    for f in (out, srv.db):         # nothing has them open: file and WAL
+        for suffix in ("", "-wal"):
+            if os.path.exists(f + suffix):
+                shutil.copy(f + suffix, keep)
+
+    def restore():
+        for f in (out, srv.db):
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(f + suffix):
+                    os.unlink(f + suffix)
+            for suffix in ("", "-wal"):
+                k = os.path.join(keep, os.path.basename(f) + suffix)
+                if os.path.exists(k):
+                    shutil.copy(k, f + suffix)
+
+    # The last handshake cut from the archive, and its end moved back to
+    # the row before: the archive verifies alone, and plain verify of the
+    # two does not see it.
+    last = count(out, "SELECT max(id) FROM handshakes")
+    con = sqlite3.connect(out)
+    con.execute("DELETE FROM requests WHERE handshake_id = ?", (last,))
+    con.execute("DELETE FROM handshakes WHERE id = ?", (last,))
+    con.execute("UPDATE chain_cut SET id = ?, hash = (SELECT hash FROM "
+                "handshakes WHERE id = ?) WHERE tbl = 'handshakes' AND "
+                "side = 'end'", (last - 1, last - 1))
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    # With the live file, whose cut names the archive, even without the
+    # anchors.
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "handshakes: %s ends at row %d, but %s, whose cut names it, " \
+        "starts after row %d: rows %d-%d are in neither file" % (
+            out, last - 1, srv.db, last, last, last) in r.stdout, r.stdout
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    arc = anchors_line(v.stdout, out)
+    assert "BROKEN" in arc and "handshakes" in arc and str(last) in arc, \
+        v.stdout
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "FAIL" and rep.returncode == 1, c
+    restore()
+    # An anchored archived row cut (the archive's own walk finds it too).
+    row = max(i for i in ids if 0 < i <= base)
+    con = sqlite3.connect(out)
+    con.execute("DELETE FROM requests WHERE handshake_id = ?", (row,))
+    con.execute("DELETE FROM handshakes WHERE id = ?", (row,))
+    con.commit()
+    con.close()
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    arc = anchors_line(v.stdout, out)
+    assert "BROKEN" in arc and "row %d" % row in arc and "missing" in arc, \
+        v.stdout
+    restore()
+    # Rows cut from the live tail: the stop anchor names the last one.
+    con = sqlite3.connect(srv.db)
+    last = count(srv.db, "SELECT max(id) FROM requests")
+    con.execute("DELETE FROM requests WHERE id >= ?", (last - 1,))
+    con.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = "
+                "'requests'", (last - 2,))
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    live = anchors_line(v.stdout, srv.db)
+    assert "BROKEN" in live and "missing" in live, v.stdout
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "FAIL" and rep.returncode == 1, c
+    restore()
+    v = verify(out, srv.db)
+    assert v.returncode == 0, v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
 @test(once=True)
 def report_while_the_server_writes_reads_consistent_rows(ctx):
     """The report reads each table in many pieces (one read transaction
