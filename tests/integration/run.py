@@ -23,6 +23,7 @@ import test_load        # noqa: E402
 import test_tool        # noqa: E402
 import test_faults      # noqa: E402
 import test_ops         # noqa: E402
+import test_revocation  # noqa: E402
 
 
 class Context:
@@ -61,7 +62,8 @@ def main():
                     "FAIL" if bad else "PASS", mpm,
                     "\n    " + "\n    ".join(bad) if bad else ""), flush=True)
                 tests = (test_capture.test.tests + test_tool.test.tests
-                         + test_faults.test.tests + test_ops.test.tests)
+                         + test_faults.test.tests + test_ops.test.tests
+                         + test_revocation.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
