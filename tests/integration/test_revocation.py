@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import threading
 
 import clients
@@ -289,3 +290,91 @@ def report_counts_revocation_results(ctx):
             got
     run_ocsp(ctx, "ocsp-report", body, VERIFY_ERRORS + OCSP_REVOKED
              + OCSP_UNKNOWN + OCSP_DOWN)
+
+
+def schema2_file(path, top):
+    """A database as a schema-2 build left it: schema/001 and 002 applied,
+    two handshake rows chained over their 24 columns (mtls_chain.h)."""
+    import hashlib
+    import sqlite3
+    import struct
+    con = sqlite3.connect(path)
+    for f in ("001_initial.sql", "002_chain_cut.sql"):
+        con.executescript(open(os.path.join(top, "schema", f)).read())
+
+    def enc(v):
+        if v is None:
+            return b"\0"
+        if isinstance(v, int):
+            return b"\1" + struct.pack(">q", v)
+        b = v.encode()
+        return b"\3" + struct.pack(">I", len(b)) + b
+    prev = bytes(32)
+    now = int(time.time() * 1e6)
+    for i in (1, 2):
+        row = [i, now - 1000000 * (3 - i), "old.example"] + [None] * 7 + \
+              [2, 0, 1, 23, "certificate revoked", 0] + [None] * 8
+        h = hashlib.sha256(prev + b"handshakes\0" +
+                           b"".join(enc(v) for v in row)).digest()
+        con.execute("INSERT INTO handshakes VALUES (%s)" %
+                    ",".join("?" * 25), row + [h])
+        prev = h
+    con.commit()
+    con.close()
+
+
+@test(expect_errors=VERIFY_ERRORS)
+def older_files_read_beside_new_ones(ctx):
+    """A schema-2 file (no revocation columns) and a schema-3 one read as
+    one data set: the tool verifies the old file unchanged, and query and
+    report give the old rows null revocation columns."""
+    top = os.path.dirname(os.path.dirname(ctx.tool))
+    old = os.path.join(ctx.scratch, "schema2.db")
+
+    def fresh():
+        # A read is recorded in the file (an access event), which brings
+        # it to schema 3: each command gets the schema-2 file anew.
+        for f in (old, old + "-wal", old + "-shm"):
+            if os.path.exists(f):
+                os.unlink(f)
+        schema2_file(old, top)
+    fresh()
+    after = ctx.srv.max_id()
+    clients.curl(ctx.srv, ctx.pki["revoked"])
+    assert len(ctx.srv.wait_rows(after, 1)) == 1
+    r = subprocess.run([ctx.tool, "verify", "--no-record", old],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fresh()
+    r = subprocess.run([ctx.tool, "query", "--format", "json", "--limit", "0",
+                        old, ctx.srv.db], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    olds = [x for x in rows if x["source"] == old]
+    assert len(olds) == 2 and all(x["revocation_method"] is None and
+                                  x["revocation_status"] is None
+                                  for x in olds), olds
+    assert any(x["revocation_status"] == "revoked" for x in rows
+               if x["source"] == ctx.srv.db), rows
+    fresh()
+    r = subprocess.run([ctx.tool, "query", old, ctx.srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "crl revoked" in r.stdout, r.stdout + r.stderr
+    for args in ([], ["--no-verify"]):
+        fresh()
+        r = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                            "--format", "json"] + args + [old, ctx.srv.db],
+                           capture_output=True, text=True)
+        assert r.returncode in (0, 1), (r.returncode, r.stderr)
+        c = {x["id"]: x for x in json.loads(r.stdout)["checks"]}
+        assert "CRL good" in c["4.2.1 revocation"]["metric"], c
+        rows = {(e["method"], e["status"]): e
+                for e in c["4.2.1 revocation"]["evidence"]}
+        assert int(rows[("crl", "revoked")]["handshakes"]) >= 1, rows
+    fresh()
+    r = subprocess.run([ctx.tool, "export", old], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    assert sum(l["type"] == "handshake" for l in lines) == 2
+    assert all("revocation_status" not in l for l in lines)
