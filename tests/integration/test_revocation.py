@@ -52,6 +52,9 @@ class Responder:
         self.thread = None
         self.port = None
         self.answered = 0
+        # "ok", or how to misbehave: "hang" (answer after 6 s, beyond
+        # SSLOCSPResponderTimeout), "http500", "garbage" (200, not DER)
+        self.mode = "ok"
 
     def answer(self, req):
         root = self.ctx.pki["root"]
@@ -77,11 +80,22 @@ class Responder:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = me.answer(self.rfile.read(n))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ocsp-response")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                if me.mode == "hang":
+                    time.sleep(6)
+                elif me.mode == "http500":
+                    self.send_error(500)
+                    return
+                elif me.mode == "garbage":
+                    body = b"this is not an OCSP response"
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type",
+                                     "application/ocsp-response")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:         # "hang": mod_ssl gave up on us
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -215,6 +229,26 @@ def ocsp_responder_down_is_a_failed_check_not_a_revocation(ctx):
                verify_result=X509_APPLICATION_VERIFICATION,
                revocation_method="ocsp", revocation_status="unreachable")
     run_ocsp(ctx, "ocsp-down", body, VERIFY_ERRORS + OCSP_DOWN)
+
+
+@test(expect_errors=VERIFY_ERRORS)
+def ocsp_responder_misbehaving_is_a_failed_check(ctx):
+    """A responder that answers too late (SSLOCSPResponderTimeout 3), with
+    an HTTP error, or with bytes that are no OCSP response."""
+    def body(srv, responder):
+        for mode, status in (("http500", "bad_response"),
+                             ("garbage", "bad_response"),
+                             ("hang", "unreachable")):
+            responder.mode = mode
+            row = handshake(srv, ctx.pki["ec"])
+            expect(row, outcome="rejected",
+                   verify_result=X509_APPLICATION_VERIFICATION,
+                   revocation_method="ocsp", revocation_status=status)
+    run_ocsp(ctx, "ocsp-misbehaving", body, VERIFY_ERRORS + (
+        r"AH01980: bad response from OCSP server",
+        r"AH01988: failed to decode OCSP response data",
+        r"AH01977: failed reading line from OCSP server",
+        r"SSL Library Error: .*(asn1|ASN1|header too long|nested asn1)"))
 
 
 @test(expect_errors=VERIFY_ERRORS)
