@@ -159,6 +159,7 @@ def handshake(srv, cert, tls="1.3"):
 
 def no_other_errors(srv, expected):
     bad = srv.new_errors(expected)
+    bad += ["sanitizer: " + r for r in srv.sanitizer_reports()]
     assert not bad, "unexpected errors in the error log:\n  " + \
         "\n  ".join(bad)
 
