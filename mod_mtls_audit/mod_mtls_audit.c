@@ -43,6 +43,18 @@
  * own cleanups run, conn_cleanup among them.  A queued request item holds
  * a reference to the link, never to the state.
  *
+ * The revocation check (handshakes.revocation_method and _status) is
+ * learnt without waiting on anything: the certificate-verify callback also
+ * wraps, for the length of X509_verify_cert, the verify callback OpenSSL
+ * calls for each certificate (mod_ssl's).  A CRL error reaches it from
+ * OpenSSL (before mod_ssl sees it); mod_ssl's OCSP check runs inside it
+ * (SSLOCSPEnable, at depth 0 for leaf) and leaves X509_V_OK, CERT_REVOKED
+ * or APPLICATION_VERIFICATION behind.  Why an OCSP check failed, mod_ssl
+ * only says in the error log: an error_log hook, armed by a thread-local
+ * pointer only while mod_ssl's callback runs an OCSP check on this
+ * thread, reads the AH number of its messages (all at level error, so
+ * seen at any LogLevel from error up).
+ *
  * The parent process (root, post_config) creates the database and its
  * directory with private modes owned by the run user, applies the schema,
  * reads the chain key and writes the start/reload/stop events.  Each child
@@ -76,6 +88,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "mtls_core.h"
 #include "mtls_chain.h"
@@ -119,6 +132,8 @@ typedef struct {
                                      mode mod_ssl put on its SSL_CTX, told
                                      optional from optional_no_ca by the
                                      config tree; -1 unknown */
+    int         ocsp_cfg;         /* SSLOCSPEnable of this vhost: OCSP_*
+                                     flags, 0 off (config tree) */
     const char *engine_at;        /* "file:line" of MTLSAuditEngine */
     int         engine_here;      /* set in this very server (not merged:
                                      an On written in this vhost) */
@@ -130,6 +145,12 @@ typedef struct {
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
 } srv_conf_t;
+
+/* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
+#define OCSP_LEAF       0x01      /* leaf: the client's certificate */
+#define OCSP_CHAIN      0x02      /* on: every certificate of the chain */
+#define OCSP_NO_URL_OK  0x04      /* no_ocsp_for_cert_ok */
+#define OCSP_DEFAULT    0x08      /* an SSLOCSPDefaultResponder is set */
 
 /* Per-process state.  Set in post_config (parent) and child_init. */
 static struct {
@@ -147,7 +168,8 @@ static struct {
     volatile int      refusing;     /* fail closed: refusing connections */
     int               pid;          /* this child's (getpid is a system
                                        call: not one per handshake) */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0 };
+    int               ssl_module;   /* mod_ssl's module_index, -1 */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0, -1 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -177,7 +199,20 @@ typedef struct {
     volatile apr_uint32_t lock;   /* 1 while link, audited or refuse are
                                      being swapped or read for an HTTP/2
                                      stream (conn_lock) */
+    int         (*verify_cb)(int, X509_STORE_CTX *);
+                                  /* the verify callback we wrap (mod_ssl's)
+                                     while X509_verify_cert runs */
+    int           ocsp_cfg;       /* srv_conf_t.ocsp_cfg of the vhost that
+                                     verifies */
 } mtls_conn_t;
+
+/* While X509_verify_cert runs on this thread for an audited connection:
+ * its state (the verify callback we wrap finds it here).  While mod_ssl's
+ * callback runs an OCSP check: the connection, and the cause its error
+ * log messages gave (the error_log hook sets it, first message wins). */
+static __thread mtls_conn_t *tls_verifying;
+static __thread mtls_conn_t *tls_ocsp;
+static __thread int          tls_ocsp_cause;
 
 static srv_conf_t *srv_conf(server_rec *s)
 {
@@ -518,6 +553,27 @@ static int tree_verify_client(server_rec *s)
 {
     const char *args = find_directive(s, "SSLVerifyClient");
     return args ? parse_verify(args) : -1;
+}
+
+/* SSLOCSPEnable of s (on|leaf|off [no_ocsp_for_cert_ok]) as OCSP_* flags,
+ * and whether SSLOCSPDefaultResponder is set for it. */
+static int find_ocsp(apr_pool_t *p, server_rec *s)
+{
+    const char *args = find_directive(s, "SSLOCSPEnable"), *w;
+    int flags = 0;
+
+    while (args && *(w = ap_getword_white(p, &args))) {
+        if (!strcasecmp(w, "on")) flags |= OCSP_CHAIN;
+        else if (!strcasecmp(w, "leaf")) flags |= OCSP_LEAF;
+        else if (!strcasecmp(w, "no_ocsp_for_cert_ok")) flags |= OCSP_NO_URL_OK;
+    }
+    if (!(flags & (OCSP_CHAIN | OCSP_LEAF))) {
+        return 0;
+    }
+    if (find_directive(s, "SSLOCSPDefaultResponder")) {
+        flags |= OCSP_DEFAULT;
+    }
+    return flags;
 }
 
 /* The protocol httpd will give s, decided as listen.c decides it after
@@ -899,6 +955,179 @@ static void info_cb(const SSL *ssl, int where, int ret)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* The revocation check                                                 */
+
+/* A CRL error OpenSSL reports to the verify callback, as a status; 0 for
+ * an error that is not about a CRL. */
+static int crl_status(int err)
+{
+    switch (err) {
+    case X509_V_ERR_CERT_REVOKED:
+        return MTLS_RS_REVOKED;
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        return MTLS_RS_UNKNOWN;
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
+    case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+        return MTLS_RS_BAD_RESPONSE;
+    default:
+        return 0;
+    }
+}
+
+/* The status a message of mod_ssl's OCSP check gives (its AH number;
+ * ssl_engine_ocsp.c, ssl_util_ocsp.c), or 0 for another message.  All are
+ * logged at level error but 03239 "good" (info). */
+static int ocsp_message_status(const char *msg)
+{
+    static const struct { const char *ah; int status; } map[] = {
+        { "AH01972", MTLS_RS_UNREACHABLE },   /* could not resolve */
+        { "AH01974", MTLS_RS_UNREACHABLE },   /* could not connect */
+        { "AH01976", MTLS_RS_UNREACHABLE },   /* failed to send request */
+        { "AH01977", MTLS_RS_UNREACHABLE },   /* failed reading line */
+        { "AH01978", MTLS_RS_UNREACHABLE },   /* (timeout) */
+        { "AH02321", MTLS_RS_UNREACHABLE },   /* empty response */
+        { "AH01985", MTLS_RS_UNREACHABLE },   /* error reading response */
+        { "AH01979", MTLS_RS_BAD_RESPONSE },  /* header line too long */
+        { "AH01980", MTLS_RS_BAD_RESPONSE },  /* bad response (HTTP) */
+        { "AH01982", MTLS_RS_BAD_RESPONSE },  /* too many headers */
+        { "AH01983", MTLS_RS_BAD_RESPONSE },  /* could not read header */
+        { "AH01986", MTLS_RS_BAD_RESPONSE },  /* response too large */
+        { "AH01988", MTLS_RS_BAD_RESPONSE },  /* failed to decode */
+        { "AH01922", MTLS_RS_BAD_RESPONSE },  /* not successful */
+        { "AH01923", MTLS_RS_BAD_RESPONSE },  /* no basic response */
+        { "AH01924", MTLS_RS_BAD_RESPONSE },  /* bad nonce */
+        { "AH01925", MTLS_RS_BAD_RESPONSE },  /* signature did not verify */
+        { "AH02272", MTLS_RS_BAD_RESPONSE },  /* no status for the cert */
+        { "AH02273", MTLS_RS_BAD_RESPONSE },  /* outside validity period */
+        { "AH01921", MTLS_RS_ERROR },         /* could not build request */
+        { "AH01989", MTLS_RS_ERROR },         /* could not serialize it */
+        { "AH02038", MTLS_RS_ERROR },         /* optional_no_ca: no check */
+    };
+    apr_size_t i;
+
+    if (strncmp(msg, "AH0", 3) != 0) {
+        return 0;
+    }
+    if (!strncmp(msg, "AH03239", 7)) {        /* validation completed */
+        return strstr(msg, "status: good") ? MTLS_RS_GOOD
+             : strstr(msg, "status: revoked") ? MTLS_RS_REVOKED
+             : MTLS_RS_UNKNOWN;
+    }
+    for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (!strncmp(msg, map[i].ah, 7)) {
+            return map[i].status;
+        }
+    }
+    return 0;
+}
+
+/* Reads mod_ssl's messages while it runs an OCSP check on this thread
+ * (tls_ocsp set): the first that says something gives the cause.  Every
+ * other message costs one thread-local read. */
+static void error_log_hook(const ap_errorlog_info *info, const char *msg)
+{
+    int st;
+
+    if (!tls_ocsp || tls_ocsp_cause || !msg
+        || info->module_index != g.ssl_module) {
+        return;
+    }
+    if ((st = ocsp_message_status(msg))) {
+        tls_ocsp_cause = st;
+    }
+}
+
+/* Would mod_ssl run its OCSP check for the current certificate of sctx
+ * (ok, at this depth)?  As modssl_verify_ocsp decides: not for a
+ * self-issued certificate, nor, with no_ocsp_for_cert_ok, for one without
+ * a responder to ask. */
+static int ocsp_applies(const mtls_conn_t *cs, X509_STORE_CTX *sctx)
+{
+    X509 *cert;
+    int depth = X509_STORE_CTX_get_error_depth(sctx);
+
+    if (!(cs->ocsp_cfg & OCSP_CHAIN)
+        && !((cs->ocsp_cfg & OCSP_LEAF) && depth == 0)) {
+        return 0;
+    }
+    if (!(cert = X509_STORE_CTX_get_current_cert(sctx))
+        || X509_check_issued(cert, cert) == X509_V_OK) {
+        return 0;
+    }
+    if ((cs->ocsp_cfg & OCSP_NO_URL_OK) && !(cs->ocsp_cfg & OCSP_DEFAULT)) {
+        STACK_OF(OPENSSL_STRING) *urls = X509_get1_ocsp(cert);
+        int n = urls ? sk_OPENSSL_STRING_num(urls) : 0;
+        X509_email_free(urls);
+        return n > 0;
+    }
+    return 1;
+}
+
+/* Note a status of method in the record: a revoked certificate, or a
+ * failed check, is not overwritten by a later "good". */
+static void note_revocation(mtls_handshake_t *hs, int method, int status)
+{
+    if (status == MTLS_RS_GOOD && hs->revocation_status > MTLS_RS_GOOD) {
+        return;
+    }
+    if (hs->revocation_status == MTLS_RS_REVOKED) {
+        return;
+    }
+    hs->revocation_method = method;
+    hs->revocation_status = status;
+}
+
+/* The verify callback while X509_verify_cert runs for an audited
+ * connection: mod_ssl's, seen from both sides.  A CRL error comes in
+ * from OpenSSL; an OCSP check is done by mod_ssl in between and leaves
+ * its result in the context's error. */
+static int verify_wrap_cb(int ok, X509_STORE_CTX *sctx)
+{
+    mtls_conn_t *cs = tls_verifying;
+    mtls_handshake_t *hs;
+    int st, ocsp, err;
+
+    if (!cs || !cs->verify_cb || !cs->rec) {    /* cannot happen */
+        return cs && cs->verify_cb ? cs->verify_cb(ok, sctx) : ok;
+    }
+    hs = &cs->rec->u.hs;
+    if (!ok && (st = crl_status(X509_STORE_CTX_get_error(sctx)))) {
+        note_revocation(hs, MTLS_REV_CRL, st);
+    }
+    if (!(ocsp = ok && cs->ocsp_cfg && ocsp_applies(cs, sctx))) {
+        return cs->verify_cb(ok, sctx);
+    }
+    tls_ocsp = cs;
+    tls_ocsp_cause = 0;
+    ok = cs->verify_cb(ok, sctx);
+    tls_ocsp = NULL;
+    err = X509_STORE_CTX_get_error(sctx);
+    if (ok && err == X509_V_OK) {
+        st = MTLS_RS_GOOD;
+    }
+    else if (err == X509_V_ERR_CERT_REVOKED) {
+        st = MTLS_RS_REVOKED;
+    }
+    else if (tls_ocsp_cause > MTLS_RS_REVOKED) {
+        st = tls_ocsp_cause;
+    }
+    else {
+        st = MTLS_RS_ERROR;     /* failed, and said nothing we could read */
+    }
+    note_revocation(hs, MTLS_REV_OCSP, st);
+    return ok;
+}
+
 /* Wraps X509_verify_cert on every vhost's SSL_CTX: sees every chain a
  * client presents, whatever CTX SNI chose and whenever it happens. */
 static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
@@ -916,11 +1145,37 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (!cs || !cs->rec) {
         return X509_verify_cert(sctx);
     }
+    /* The revocation check: wrap the verify callback (mod_ssl's) for
+     * this call, with the vhost's SSLOCSPEnable. */
+    hs = &cs->rec->u.hs;
+    hs->revocation_method = MTLS_REV_NONE;
+    hs->revocation_status = MTLS_RS_NONE;
+    {
+        server_rec *s = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g.ctx_idx);
+        cs->ocsp_cfg = s ? srv_conf(s)->ocsp_cfg : 0;
+    }
+    cs->verify_cb = X509_STORE_CTX_get_verify_cb(sctx);
+    if (cs->verify_cb) {
+        X509_STORE_CTX_set_verify_cb(sctx, verify_wrap_cb);
+    }
+    tls_verifying = cs;
     t0 = mtls_mono_us();
     ok = X509_verify_cert(sctx);
-    hs = &cs->rec->u.hs;
     hs->verify_us = mtls_mono_us() - t0;
+    tls_verifying = NULL;
+    tls_ocsp = NULL;
+    if (cs->verify_cb) {
+        X509_STORE_CTX_set_verify_cb(sctx, cs->verify_cb);
+        cs->verify_cb = NULL;
+    }
     hs->verify_result = X509_STORE_CTX_get_error(sctx);
+    /* CRLs checked (SSLCARevocationCheck sets these flags on the store)
+     * and none said anything against a chain that verified: good. */
+    if (!hs->revocation_method && hs->verify_result == X509_V_OK
+        && (X509_VERIFY_PARAM_get_flags(X509_STORE_CTX_get0_param(sctx))
+            & X509_V_FLAG_CRL_CHECK)) {
+        note_revocation(hs, MTLS_REV_CRL, MTLS_RS_GOOD);
+    }
     if (hs->verify_result != X509_V_OK) {
         hs->verify_depth = X509_STORE_CTX_get_error_depth(sctx);
     }
@@ -1479,6 +1734,11 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
             no_tls_error(s, v, sc);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+        sc->ocsp_cfg = find_ocsp(ptemp, v);
+    }
+    {
+        module *ssl = ap_find_linked_module("mod_ssl.c");
+        g.ssl_module = ssl ? ssl->module_index : -1;
     }
     /* The first pass only checks the configuration. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
@@ -1631,6 +1891,8 @@ static void register_hooks(apr_pool_t *p)
                               APR_HOOK_REALLY_FIRST);
     /* Records each request once its status and size are final. */
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Reads why mod_ssl's OCSP check failed, while it runs (see DESIGN). */
+    ap_hook_error_log(error_log_hook, NULL, NULL, APR_HOOK_MIDDLE);
     /* mod_ssl's hooks: one per SSL_CTX at start-up, one per connection
      * before its handshake. */
     APR_OPTIONAL_HOOK(ssl, init_server, ssl_init_server, NULL, NULL,

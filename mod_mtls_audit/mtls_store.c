@@ -38,7 +38,7 @@
 #define N_SIZES 3
 static const int row_sizes[N_SIZES] = { ROWS_MAX, 4, 1 };
 
-#define MAX_COLS 25             /* the widest table's (handshakes) */
+#define MAX_COLS 27             /* the widest table's (handshakes) */
 /* A handshake's chain as text: "[" and up to MTLS_CERTS_KEPT ids of at most
  * 20 characters each, with commas, "]" and the terminator */
 #define CHAIN_TEXT_MAX (MTLS_CERTS_KEPT * 21 + 3)
@@ -62,7 +62,9 @@ static const char *const hs_cols[] = {
     "local_port", "tls_version", "cipher", "resumed", "outcome", "kind",
     "verify_mode", "verify_result", "verify_error", "verify_depth", "alert",
     "alert_received", "cert_id", "chain", "chain_length", "handshake_us",
-    "verify_us", "pid", "hash", NULL
+    "verify_us", "pid", "hash",
+    /* added by schema 3, after hash (see mtls_chain.h) */
+    "revocation_method", "revocation_status", NULL
 };
 static const char *const rq_cols[] = {
     "id", "handshake_id", "time_us", "method", "path", "status",
@@ -80,6 +82,9 @@ typedef struct {
     const char          *name;
     const char *const   *cols;
     int                  ncols;         /* including id and hash */
+    int                  hcol;          /* hash's index in cols: the
+                                           columns after it came with a
+                                           later schema (mtls_chain.h) */
     sqlite3_stmt        *insert[N_SIZES];   /* of row_sizes[i] rows; only
                                                the one-row INSERT when the
                                                table's rows do not wait */
@@ -196,7 +201,7 @@ static int check_columns(mtls_store_t *st, table_t *t, char *err,
 {
     sqlite3_stmt *s;
     char *sql = sqlite3_mprintf("PRAGMA table_info(\"%w\")", t->name);
-    int i = 0, rc;
+    int i = 0, rc, more = 0;
 
     rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
     sqlite3_free(sql);
@@ -207,11 +212,17 @@ static int check_columns(mtls_store_t *st, table_t *t, char *err,
     while (sqlite3_step(s) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 1);
         if (!t->cols[i] || !name || strcmp(name, t->cols[i]) != 0) {
+            more = 1;
             break;
         }
         i++;
     }
     sqlite3_finalize(s);
+    /* A reader takes a file of an older schema (it never migrates): its
+     * table ends at hash, without the columns added since. */
+    if ((st->flags & MTLS_STORE_READONLY) && !more && i == t->hcol + 1) {
+        return SQLITE_OK;
+    }
     if (i != t->ncols) {
         snprintf(err, errlen, "table %s does not have the columns this "
                  "build expects: the database was altered", t->name);
@@ -228,10 +239,14 @@ static int prepare_insert(mtls_store_t *st, table_t *t, int nrows,
     char *sql;
     int i, r, rc;
 
+    /* The values in table order but hash, then hash (insert_rows). */
     sqlite3_str_appendf(q, "INSERT INTO %s(", t->name);
     for (i = 0; i < t->ncols; i++) {
-        sqlite3_str_appendf(q, "%s%s", i ? "," : "", t->cols[i]);
+        if (i != t->hcol) {
+            sqlite3_str_appendf(q, "%s,", t->cols[i]);
+        }
     }
+    sqlite3_str_appendall(q, "hash");
     sqlite3_str_appendall(q, ") VALUES");
     for (r = 0; r < nrows; r++) {
         for (i = 0; i < t->ncols; i++) {
@@ -257,8 +272,11 @@ static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
 
     t->name = name;
     t->cols = cols;
-    for (t->ncols = 0; cols[t->ncols]; t->ncols++)
-        ;
+    for (t->ncols = 0; cols[t->ncols]; t->ncols++) {
+        if (!strcmp(cols[t->ncols], "hash")) {
+            t->hcol = t->ncols;
+        }
+    }
     if ((rc = check_columns(st, t, err, errlen)) != SQLITE_OK) {
         return rc;
     }
@@ -591,7 +609,10 @@ static apr_int64_t append(mtls_store_t *st, table_t *t, mtls_val_t *vals,
     id = t->next_id;
     vals[0].type = MTLS_V_INT;
     vals[0].i = id;
-    if (mtls_chain_hash(st->key, t->name, t->prev, vals, n, row->hash) != 0) {
+    /* vals are in table order without hash: those from t->hcol on came
+     * with a later schema, hashed up to the last that is not NULL. */
+    if (mtls_chain_hash(st->key, t->name, t->prev, vals,
+                        mtls_chain_trim(vals, n, t->hcol), row->hash) != 0) {
         *rc = SQLITE_NOMEM;
         return 0;
     }
@@ -747,7 +768,7 @@ static int write_handshake(mtls_store_t *st, mtls_item_t *item)
     char own[CHAIN_TEXT_MAX], *chain = next_row_text(&st->t[T_HS]);
     apr_size_t off = 0;
     apr_int64_t leaf_id = 0, id;
-    mtls_val_t v[24];
+    mtls_val_t v[26];
     int rc = SQLITE_OK, i;
 
     if (!chain) {
@@ -800,6 +821,8 @@ static int write_handshake(mtls_store_t *st, mtls_item_t *item)
     v[21] = v_opt(hs->handshake_us);
     v[22] = v_opt(hs->verify_us);
     v[23] = v_opt(hs->pid);
+    v[24] = v_text(mtls_rev_method_name(hs->revocation_method));
+    v[25] = v_text(mtls_rev_status_name(hs->revocation_status));
     id = append(st, &st->t[T_HS], v, &rc);
     if (id && item->link) {
         item->link->rowid = id;

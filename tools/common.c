@@ -560,8 +560,10 @@ static int exec_str(sqlite3 *db, sqlite3_str *s)
 }
 
 /* CREATE TEMP VIEW name AS the UNION ALL of arm, printed once per
- * database with (its file name, its index, its index, its index). */
-static int union_view(dataset_t *ds, const char *name, const char *arm)
+ * database with (its file name, its text from old when its schema is
+ * older than 3, its index, its index, its index). */
+static int union_view(dataset_t *ds, const char *name, const char *arm,
+                      const char *old)
 {
     sqlite3_str *s = sqlite3_str_new(ds->db);
     int i;
@@ -569,7 +571,8 @@ static int union_view(dataset_t *ds, const char *name, const char *arm)
     sqlite3_str_appendf(s, "CREATE TEMP VIEW %s AS ", name);
     for (i = 0; i < ds->n; i++) {
         if (i) sqlite3_str_appendall(s, " UNION ALL ");
-        sqlite3_str_appendf(s, arm, ds->files[i], i, i, i);
+        sqlite3_str_appendf(s, arm, ds->files[i],
+                            ds->version[i] < 3 ? old : "", i, i, i);
     }
     return exec_str(ds->db, s);
 }
@@ -578,21 +581,23 @@ static int make_views(dataset_t *ds)
 {
     int rc;
 
-    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*, c.sha256, "
+    /* A file of schema 1 or 2 has no revocation columns (schema 3,
+     * after hash): NULL in their place. */
+    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*%s, c.sha256, "
             "lower(hex(c.sha256)) AS cert_sha256, c.subject_dn, c.issuer_dn, "
             "c.serial, c.not_before, c.not_after, c.key_type, c.key_bits, "
             "c.sig_alg FROM db%d.handshakes h LEFT JOIN db%d.certificates c "
-            "ON c.id = h.cert_id")) != SQLITE_OK) {
+            "ON c.id = h.cert_id", MTLS_OLD_HS_COLS)) != SQLITE_OK) {
         return rc;
     }
-    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, * FROM "
-                         "db%d.events")) != SQLITE_OK) {
+    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, *%s FROM "
+                         "db%d.events", "")) != SQLITE_OK) {
         return rc;
     }
-    return union_view(ds, "certs", "SELECT %Q AS source, id, sha256, "
+    return union_view(ds, "certs", "SELECT %Q AS source%s, id, sha256, "
             "lower(hex(sha256)) AS cert_sha256, subject_dn, issuer_dn, serial, "
             "not_before, not_after, san, key_type, key_bits, sig_alg, "
-            "first_seen_us FROM db%d.certificates");
+            "first_seen_us FROM db%d.certificates", "");
 }
 
 static const struct {
@@ -650,6 +655,17 @@ int open_dataset(dataset_t *ds, char **files, int n)
         if (rc != SQLITE_OK) {
             fail("%s: %s", files[i], sqlite3_errmsg(ds->db));
             return EXIT_DB;
+        }
+        {
+            sqlite3_stmt *v;
+            char q[64];
+            snprintf(q, sizeof(q), "PRAGMA db%d.user_version", i);
+            ds->version[i] = 0;
+            if (sqlite3_prepare_v2(ds->db, q, -1, &v, NULL) == SQLITE_OK
+                && sqlite3_step(v) == SQLITE_ROW) {
+                ds->version[i] = sqlite3_column_int(v, 0);
+            }
+            sqlite3_finalize(v);
         }
         ds->n++;
     }

@@ -162,6 +162,8 @@ static int cmd_query(int argc, char **argv)
         /* A terminal gets who, when and what happened. */
         sqlite3_str_appendf(sql, "SELECT %sid, time_utc, client_addr, sni, "
                             "tls_version, outcome, verify_result AS vr, "
+                            "revocation_method || ' ' || revocation_status "
+                            "AS revocation, "
                             "alert_name AS alert, subject_dn, requests FROM (",
                             ds.n > 1 ? "source, " : "");
     }
@@ -169,10 +171,11 @@ static int cmd_query(int argc, char **argv)
         sqlite3_str_appendall(sql, "SELECT * FROM (");
     }
     for (i = 0; i < ds.n; i++) {
-        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.* FROM db%d."
+        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.*%s FROM db%d."
                             "v_handshakes v JOIN db%d.handshakes h ON h.id = "
                             "v.id WHERE h.time_us >= :since AND h.time_us < "
-                            ":until", i ? " UNION ALL " : "", files[i], i, i);
+                            ":until", i ? " UNION ALL " : "", files[i],
+                            ds.version[i] < 3 ? MTLS_OLD_HS_COLS : "", i, i);
     }
     sqlite3_str_appendall(sql, ") WHERE 1");
     if (outcome) sqlite3_str_appendall(sql, " AND outcome = :outcome");

@@ -59,6 +59,8 @@ typedef struct {
     sqlite3  *db;               /* :memory:, with db0..dbN attached */
     int       n;
     char    **files;
+    int       version[125];     /* each file's schema version (older ones
+                                   lack columns: see open_dataset) */
 } dataset_t;
 
 /* Open files as one data set, read-only, with the temporary views
@@ -67,6 +69,9 @@ typedef struct {
  * and the SQL function in_cidr(addr, cidr).  Returns EXIT_OK or an exit
  * code (reported). */
 int  open_dataset(dataset_t *ds, char **files, int n);
+/* What a file of schema 1 or 2 selects after its handshakes' (or
+ * v_handshakes') columns in place of those schema 3 added. */
+#define MTLS_OLD_HS_COLS ", NULL AS revocation_method, NULL AS revocation_status"
 void close_dataset(dataset_t *ds);
 
 /* Record that this command read the files (PCI DSS 10.2.1.3): an

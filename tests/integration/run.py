@@ -25,6 +25,7 @@ import test_tool        # noqa: E402
 import test_faults      # noqa: E402
 import test_ops         # noqa: E402
 import test_h2          # noqa: E402
+import test_revocation  # noqa: E402
 
 
 class Context:
@@ -65,7 +66,8 @@ def main():
                 tests = (test_capture.test.tests + test_tool.test.tests
                          + test_faults.test.tests + test_ops.test.tests
                          + test_config.test.tests
-                         + test_h2.test.tests)
+                         + test_h2.test.tests
+                         + test_revocation.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
