@@ -729,26 +729,36 @@ def take_the_path_away(ctx, srv, closed, break_it, mend_it, n, cause):
     accepted_after = len([c for c in after if c != "000"])
 
     def settled():
+        # Each accepted connection made a handshake and a request record.
         try:
-            stored = count(srv.db, "SELECT count(*) FROM handshakes")
             hs, rq, details = lost_in(srv.db)
+            got = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"), hs, rq)
         except sqlite3.Error:
             return None
-        got = (stored, hs, rq)
-        return (got, details) if got == (accepted_after, accepted,
-                                         accepted) else None
+        return (got, details) if got == (accepted_after, accepted_after,
+                                         accepted, accepted) else None
     got = wait_for(settled, 30)
     if not got:
         try:
             now = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"),
                    lost_in(srv.db))
         except sqlite3.Error as e:
             now = repr(e)
-        raise AssertionError("want %d stored, %d handshakes and requests "
-                             "lost; the file holds %r (codes %s, then %s)"
-                             % (accepted_after, accepted, now, codes, after))
+        raise AssertionError("want %d handshakes and requests stored, %d "
+                             "of each lost; the file holds %r (codes %s, "
+                             "then %s)" % (accepted_after, accepted, now,
+                                           codes, after))
+    # Each child that lost records stored a gap with the cause; a child
+    # started meanwhile (the event MPM keeps spare threads) never opened
+    # the file at all.
     details = got[1]
-    assert all(re.search(cause, d) for d in details), (cause, details)
+    assert any(re.search(cause, d) for d in details), (cause, details)
+    assert all(re.search(cause, d) or re.search(
+        r"^database write failed: cannot open %s \(%s" % (
+            re.escape(srv.db), cause.split("(", 1)[1]), d) for d in details), \
+        (cause, details)
     assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
                  "'reopen'") >= 1
     return codes
@@ -773,7 +783,7 @@ def removed_with_directory_unwritable(ctx, closed, n):
         for _ in range(3):
             assert ok(srv, ctx.pki["ec"]) == "200"
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
-                                      "handshakes") == 3)
+                                      "requests") == 3)
         take_the_path_away(ctx, srv, closed, break_it,
                            lambda: os.chmod(d, 0o750), n,
                            r"^database file removed and cannot be created "
@@ -843,8 +853,8 @@ def replaced_by_unusable_files(ctx, closed):
         for _ in range(3):
             assert ok(srv, ctx.pki["ec"]) == "200"
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
-                                      "handshakes") == 3)
-        why = r"^database file replaced by one that cannot be used \(%s\)"
+                                      "requests") == 3)
+        why = r"^database file replaced by one that cannot be used \(%s"
         take_the_path_away(ctx, srv, closed, replace_with(text, www.pw_uid),
                            lambda: unlink_db(srv), 10,
                            why % ".*file is not a database")
