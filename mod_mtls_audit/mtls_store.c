@@ -10,6 +10,9 @@
  *  - Nothing here keeps state that outlives a failed transaction: on
  *    rollback the certificate cache and the chain tails are forgotten and
  *    links set by the batch are cleared.
+ *  - A write is stored only if, once committed, its file is still the one
+ *    at the path (SQLite commits into a removed file without a word):
+ *    otherwise it fails as if rolled back.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE             /* O_PATH */
@@ -408,7 +411,7 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
         int moved = 0;
         st->path = strdup(path);
         st->fd = open(path, O_PATH | O_CLOEXEC);
-        if (st->fd >= 0 && fstat(st->fd, &sb) == 0) {
+        if ((st->fd >= 0 && fstat(st->fd, &sb) == 0) || stat(path, &sb) == 0) {
             st->dev = sb.st_dev;
             st->ino = sb.st_ino;
         }

@@ -584,13 +584,22 @@ static void *writer_main(void *arg)
                 /* Everybody refuses while the shared flag says writing
                  * fails; whoever idles checks whether it works again (an
                  * empty write transaction), or the flag could outlive the
-                 * process that set it. */
-                if (!k && mtls_slots_failing(w->conf.slots)) {
+                 * process that set it.  So does a writer whose own last
+                 * try failed (one that could not open the file at start):
+                 * refusing every connection, it gets no record to try. */
+                if (!k && (mtls_slots_failing(w->conf.slots) || w->failing)) {
                     char err[512];
                     if (follow_file(w, err, sizeof(err)) == SQLITE_OK
                         && mtls_store_write(w->store, batch, 0, err,
                                             sizeof(err)) == SQLITE_OK) {
                         mtls_slots_set_failing(w->conf.slots, 0);
+                        if (w->failing) {
+                            mtls_log(MTLS_LOG_NOTICE, "writing to %s again",
+                                     w->conf.path);
+                            pthread_mutex_lock(&w->lock);
+                            w->failing = 0;
+                            pthread_mutex_unlock(&w->lock);
+                        }
                     }
                 }
                 if (k) {

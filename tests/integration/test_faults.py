@@ -761,6 +761,15 @@ def take_the_path_away(ctx, srv, closed, break_it, mend_it, n, cause):
         (cause, details)
     assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
                  "'reopen'") >= 1
+    # Every child serves again, those started while the path could not be
+    # written too (each looks for itself, about once a second when idle).
+    time.sleep(2)
+    more = [ok(srv, ctx.pki["ec"]) for _ in range(6)]
+    assert more == ["200"] * 6, more
+    assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM requests")
+                    == accepted_after + 6)
+    assert count(srv.db, "SELECT count(*) FROM handshakes") == \
+        accepted_after + 6
     return codes
 
 
@@ -784,6 +793,16 @@ def removed_with_directory_unwritable(ctx, closed, n):
             assert ok(srv, ctx.pki["ec"]) == "200"
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
                                       "requests") == 3)
+        # A directory the children cannot even search: the file they hold
+        # is still at its path (it has its link), and written on.
+        os.chmod(d, 0)
+        for _ in range(2):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 5)
+        assert count(srv.db, "SELECT count(*) FROM handshakes") == 5
+        assert count(srv.db, "SELECT count(*) FROM events WHERE kind IN "
+                     "('gap', 'reopen')") == 0
         take_the_path_away(ctx, srv, closed, break_it,
                            lambda: os.chmod(d, 0o750), n,
                            r"^database file removed and cannot be created "
@@ -828,10 +847,12 @@ def replaced_by_unusable_files(ctx, closed):
             write(tmp)
             os.chown(tmp, owner, owner)
             os.chmod(tmp, 0o640 if owner else 0o600)
-            os.replace(tmp, srv.db)
+            # The WAL goes first: a child opening the new file beside the
+            # old WAL would read the old file's pages from it.
             for suffix in ("-wal", "-shm"):
                 if os.path.exists(srv.db + suffix):
                     os.unlink(srv.db + suffix)
+            os.replace(tmp, srv.db)
         return break_it
 
     def text(path):
