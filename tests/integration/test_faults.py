@@ -818,6 +818,7 @@ def removed_with_directory_unwritable(ctx, closed, n):
         assert "refusing new connections" in log, log[-3000:]
     bad = srv.new_errors(GONE_ERRORS)
     assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
@@ -897,6 +898,7 @@ def replaced_by_unusable_files(ctx, closed):
                                                              log[-3000:])
     bad = srv.new_errors(GONE_ERRORS)
     assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
