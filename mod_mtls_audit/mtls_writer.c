@@ -486,17 +486,18 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             rc = store_write(w, batch, m, err, sizeof(err));
             unusable = 0;
         }
-        else if (w->store) {
-            /* No usable file at the path: no write can succeed until
+        else {
+            /* No usable file at the path (ours was removed or replaced,
+             * or none could be opened yet): no write can succeed until
              * there is one, so MTLSAuditFailMode closed refuses new
              * connections now, not after the tries. */
-            unusable = 1;
+            unusable = w->store != NULL;
             if (!w->failing) {
                 pthread_mutex_lock(&w->lock);
                 w->failing = 1;
                 pthread_mutex_unlock(&w->lock);
-                mtls_slots_set_failing(w->conf.slots, 1);
             }
+            mtls_slots_set_failing(w->conf.slots, 1);
         }
         if (rc == SQLITE_OK) {
             break;
@@ -678,6 +679,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     if (rc != SQLITE_OK) {
         w->store = NULL;
         w->failing = 1;
+        mtls_slots_set_failing(conf->slots, 1);     /* closed mode refuses */
     }
     if (w->store) {
         mtls_store_set_key(w->store, conf->key);

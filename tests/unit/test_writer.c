@@ -440,12 +440,17 @@ static void test_unopenable_database_counts_losses(void)
     mtls_writer_stats_t st;
     mtls_writer_t *w;
     char err[256] = "";
+    size_t size = mtls_slots_size(4);
+    void *mem = calloc(1, size);
     int i;
 
     c.retries = 1;
+    c.slots = mtls_slots_init(mem, 4);
     CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/x.db"));
     CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    /* Every process refuses in closed mode, not this one alone. */
+    CU_ASSERT_TRUE(mtls_slots_failing(c.slots));
     for (i = 0; i < 5; i++) {
         mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
     }
@@ -456,7 +461,9 @@ static void test_unopenable_database_counts_losses(void)
     }
     CU_ASSERT_EQUAL(st.lost, 5);
     CU_ASSERT_EQUAL(st.written, 0);
+    CU_ASSERT_TRUE(mtls_slots_failing(c.slots));
     mtls_writer_stop(w);
+    free(mem);
 }
 
 /* What the writer stored it hands back for reuse, as new: zeroed, with
