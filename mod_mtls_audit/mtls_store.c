@@ -10,7 +10,13 @@
  *  - Nothing here keeps state that outlives a failed transaction: on
  *    rollback the certificate cache and the chain tails are forgotten and
  *    links set by the batch are cleared.
+ *  - A write is stored only if, once committed, its file is still the one
+ *    at the path (SQLite commits into a removed file without a word):
+ *    otherwise it fails as if rolled back.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             /* O_PATH */
+#endif
 #include "mtls_store.h"
 #include "mtls_cert.h"
 #include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
@@ -107,6 +113,8 @@ struct mtls_store {
     sqlite3                *db;
     int                     flags;
     char                   *path;
+    int                     fd;         /* O_PATH of the file SQLite
+                                           opened, for its link count */
     dev_t                   dev;        /* the file we opened */
     ino_t                   ino;
     const mtls_chain_key_t *key;
@@ -320,7 +328,10 @@ static int create_private(const char *path, char *err, apr_size_t errlen)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot %s %s: %s",
+                 access(path, F_OK) == 0 ? "open" : "create", path,
+                 strerror(e));
         return SQLITE_CANTOPEN;
     }
     close(fd);
@@ -339,6 +350,7 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
         return SQLITE_NOMEM;
     }
     st->flags = flags;
+    st->fd = -1;
     if (flags & MTLS_STORE_READONLY) {
         oflags = SQLITE_OPEN_READONLY;
     }
@@ -408,12 +420,26 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                0, err, errlen)) != SQLITE_OK) {
         goto fail;
     }
+    /* Remember the file SQLite opened, to tell later whether it is still
+     * the one at path (mtls_store_file_gone).  An O_PATH descriptor, not
+     * a real one: closing a real one would drop the process's POSIX locks
+     * on the file, SQLite's included; this one holds none. */
     {
         struct stat sb;
+        int moved = 0;
         st->path = strdup(path);
-        if (stat(path, &sb) == 0) {
+        st->fd = open(path, O_PATH | O_CLOEXEC);
+        if ((st->fd >= 0 && fstat(st->fd, &sb) == 0) || stat(path, &sb) == 0) {
             st->dev = sb.st_dev;
             st->ino = sb.st_ino;
+        }
+        /* SQLite's own file against the path: replaced while we opened? */
+        if (sqlite3_file_control(st->db, "main", SQLITE_FCNTL_HAS_MOVED,
+                                 &moved) == SQLITE_OK && moved) {
+            snprintf(err, errlen, "%s was replaced while it was opened",
+                     path);
+            rc = SQLITE_CANTOPEN;
+            goto fail;
         }
     }
     if (!(flags & MTLS_STORE_READONLY)) {
@@ -473,6 +499,9 @@ void mtls_store_close(mtls_store_t *st)
     sqlite3_finalize(st->begin);
     sqlite3_finalize(st->commit);
     sqlite3_close_v2(st->db);
+    if (st->fd >= 0) {
+        close(st->fd);
+    }
     free(st->path);
     free(st);
 }
@@ -481,10 +510,20 @@ int mtls_store_file_gone(mtls_store_t *st)
 {
     struct stat sb;
 
-    if (!st->path || stat(st->path, &sb) != 0) {
-        return 1;
+    if (!st->path) {
+        return MTLS_FILE_REMOVED;
     }
-    return sb.st_dev != st->dev || sb.st_ino != st->ino;
+    if (stat(st->path, &sb) == 0) {
+        return sb.st_dev == st->dev && sb.st_ino == st->ino
+               ? MTLS_FILE_IN_PLACE : MTLS_FILE_REPLACED;
+    }
+    if (errno == ENOENT || errno == ENOTDIR || st->fd < 0) {
+        return MTLS_FILE_REMOVED;
+    }
+    /* The path cannot be looked at (a directory on the way that we may
+     * not search): the file is in place as long as it has a link. */
+    return fstat(st->fd, &sb) == 0 && sb.st_nlink == 0
+           ? MTLS_FILE_REMOVED : MTLS_FILE_IN_PLACE;
 }
 
 /* Read the tail of t's chain, once per transaction. */
@@ -921,6 +960,19 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
     }
     if (rc == SQLITE_OK) {
         rc = step_done(st->commit);
+        /* Committed into a file that is no longer at its path (removed or
+         * replaced since the writer last looked): nobody will read these
+         * rows, so they are not stored. */
+        if (rc == SQLITE_OK && !(st->flags & MTLS_STORE_READONLY)
+            && mtls_store_file_gone(st) != MTLS_FILE_IN_PLACE) {
+            snprintf(err, errlen, "the database file was removed or "
+                     "replaced while records were written to it");
+            forget(st, items, n);
+            for (i = 0; i < T_COUNT; i++) {
+                st->t[i].w_first = st->t[i].w_last = 0;
+            }
+            return SQLITE_IOERR;
+        }
     }
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "writing records", st->db);

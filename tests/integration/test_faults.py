@@ -673,6 +673,245 @@ def database_directory_made_read_only(ctx):
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
+# The database file taken from its path while no child can open one there:
+# what the children accept meanwhile is counted as lost, never written into
+# the file that is gone (where no reader would ever find it).
+GONE_ERRORS = WRITE_ERRORS + (
+    r"mtls_audit: .*: database file (removed|replaced)",
+    r"was removed or replaced while in use")
+
+
+def lost_in(db):
+    """Handshakes and requests lost by the gap events of db, and their
+    details."""
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        details = [d for (d,) in con.execute(
+            "SELECT detail FROM events WHERE kind = 'gap'")]
+    finally:
+        con.close()
+    hs = rq = 0
+    for d in details:
+        m = re.search(r"\((\d+) handshakes, (\d+) requests", d)
+        hs, rq = hs + int(m.group(1)), rq + int(m.group(2))
+    return hs, rq, details
+
+
+def take_the_path_away(ctx, srv, closed, break_it, mend_it, n, cause):
+    """One episode: break_it() leaves no file a child can use at the
+    database's path; n handshakes are attempted; mend_it() makes the path
+    usable again; handshakes until one is served.  Then the file at the
+    path must hold the handshakes served after the mending and, in its gap
+    events, exactly the ones accepted before it (none of which reached a
+    file anybody can read), with the cause."""
+    break_it()
+    codes = [ok(srv, ctx.pki["ec"]) for _ in range(n)]
+    # Long enough for every writer to finish the tries of its last batch
+    # (5 tries, 1.5 s): after that no record of the episode can be stored.
+    time.sleep(4)
+    mend_it()
+    after = []
+    deadline = time.time() + 30
+    while not after or after[-1] != "200":
+        assert time.time() < deadline, "not served again: %s" % after
+        after.append(ok(srv, ctx.pki["ec"]))
+    assert set(codes + after) <= {"200", "503", "000"}, codes + after
+    if closed:
+        # Refused before the handshake ("000", no record) from the first
+        # refusal until the path could be written again; accepted before
+        # the writer learned (200, or 503 when the request came after).
+        assert "000" in codes, codes
+        first = codes.index("000")
+        assert set(codes[first:]) == {"000"}, codes
+    else:
+        assert codes == ["200"] * n, codes      # open mode serves on
+    accepted = len([c for c in codes if c != "000"])
+    accepted_after = len([c for c in after if c != "000"])
+
+    def settled():
+        # Each accepted connection made a handshake and a request record.
+        try:
+            hs, rq, details = lost_in(srv.db)
+            got = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"), hs, rq)
+        except sqlite3.Error:
+            return None
+        return (got, details) if got == (accepted_after, accepted_after,
+                                         accepted, accepted) else None
+    got = wait_for(settled, 30)
+    if not got:
+        try:
+            now = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"),
+                   lost_in(srv.db))
+        except sqlite3.Error as e:
+            now = repr(e)
+        raise AssertionError("want %d handshakes and requests stored, %d "
+                             "of each lost; the file holds %r (codes %s, "
+                             "then %s)" % (accepted_after, accepted, now,
+                                           codes, after))
+    # Each child that lost records stored a gap with the cause; a child
+    # started meanwhile (the event MPM keeps spare threads) never opened
+    # the file at all.
+    details = got[1]
+    assert any(re.search(cause, d) for d in details), (cause, details)
+    assert all(re.search(cause, d) or re.search(
+        r"^database write failed: cannot open %s \(%s" % (
+            re.escape(srv.db), cause.split("(", 1)[1]), d) for d in details), \
+        (cause, details)
+    assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
+                 "'reopen'") >= 1
+    # Every child serves again, those started while the path could not be
+    # written too (each looks for itself, about once a second when idle).
+    time.sleep(2)
+    more = [ok(srv, ctx.pki["ec"]) for _ in range(6)]
+    assert more == ["200"] * 6, more
+    assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM requests")
+                    == accepted_after + 6)
+    assert count(srv.db, "SELECT count(*) FROM handshakes") == \
+        accepted_after + 6
+    return codes
+
+
+def unlink_db(srv):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(srv.db + suffix):
+            os.unlink(srv.db + suffix)
+
+
+def removed_with_directory_unwritable(ctx, closed, n):
+    srv = own_server(ctx, "gone-dir-%s" % ("closed" if closed else "open"),
+                     "MTLSAuditFailMode closed" if closed else "")
+    d = os.path.dirname(srv.db)
+
+    def break_it():
+        os.chmod(d, 0)      # the children (www-data) cannot create a file
+        unlink_db(srv)
+
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 3)
+        # A directory the children cannot even search: the file they hold
+        # is still at its path (it has its link), and written on.
+        os.chmod(d, 0)
+        for _ in range(2):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 5)
+        assert count(srv.db, "SELECT count(*) FROM handshakes") == 5
+        assert count(srv.db, "SELECT count(*) FROM events WHERE kind IN "
+                     "('gap', 'reopen')") == 0
+        take_the_path_away(ctx, srv, closed, break_it,
+                           lambda: os.chmod(d, 0o750), n,
+                           r"^database file removed and cannot be created "
+                           r"again \(cannot create .*Permission denied\)")
+    finally:
+        os.chmod(d, 0o750)
+        srv.stop()
+    log = srv.read_error_log()
+    assert re.search(r"\[mtls_audit:error\] .*mtls_audit: %s: database file "
+                     r"removed and cannot be created again" % re.escape(
+                         srv.db), log), log[-3000:]
+    if closed:
+        assert "refusing new connections" in log, log[-3000:]
+    bad = srv.new_errors(GONE_ERRORS)
+    assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_removed_and_directory_unwritable_open_counts_the_loss(ctx):
+    removed_with_directory_unwritable(ctx, False, 40)
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_removed_and_directory_unwritable_closed_refuses(ctx):
+    removed_with_directory_unwritable(ctx, True, 50)
+
+
+def replaced_by_unusable_files(ctx, closed):
+    """Three episodes on one server, each mended before the next: the
+    file replaced by one that is not SQLite, by a database of a newer
+    schema, by one owned by root with mode 0600."""
+    import pwd
+    www = pwd.getpwnam("www-data")
+    srv = own_server(ctx, "replaced-%s" % ("closed" if closed else "open"),
+                     "MTLSAuditFailMode closed" if closed else "")
+    d = os.path.dirname(srv.db)
+    tmp = os.path.join(d, "replacement")
+
+    def replace_with(write, owner):
+        def break_it():
+            write(tmp)
+            os.chown(tmp, owner, owner)
+            os.chmod(tmp, 0o640 if owner else 0o600)
+            # The WAL goes first: a child opening the new file beside the
+            # old WAL would read the old file's pages from it.
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(srv.db + suffix):
+                    os.unlink(srv.db + suffix)
+            os.replace(tmp, srv.db)
+        return break_it
+
+    def text(path):
+        with open(path, "w") as f:
+            f.write("these are not the records you are looking for\n" * 100)
+
+    def newer(path):
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE t (x)")
+        con.execute("PRAGMA user_version = 99")
+        con.commit()
+        con.close()
+
+    def give_to_www():
+        os.chown(srv.db, www.pw_uid, www.pw_gid)
+        os.chmod(srv.db, 0o640)
+
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 3)
+        why = r"^database file replaced by one that cannot be used \(%s"
+        take_the_path_away(ctx, srv, closed, replace_with(text, www.pw_uid),
+                           lambda: unlink_db(srv), 10,
+                           why % ".*file is not a database")
+        take_the_path_away(ctx, srv, closed, replace_with(newer, www.pw_uid),
+                           lambda: unlink_db(srv), 10,
+                           why % ".*schema version 99, newer than this build")
+        take_the_path_away(ctx, srv, closed,
+                           replace_with(lambda p: open(p, "w").close(), 0),
+                           give_to_www, 10,
+                           why % "cannot open .*: Permission denied")
+    finally:
+        srv.stop()
+    log = srv.read_error_log()
+    for what in ("file is not a database", "schema version 99",
+                 "Permission denied"):
+        assert re.search(r"\[mtls_audit:error\] .*mtls_audit: %s: database "
+                         r"file replaced by one that cannot be used \(.*%s"
+                         % (re.escape(srv.db), what), log), (what,
+                                                             log[-3000:])
+    bad = srv.new_errors(GONE_ERRORS)
+    assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_replaced_by_an_unusable_file_open_counts_the_loss(ctx):
+    replaced_by_unusable_files(ctx, False)
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_replaced_by_an_unusable_file_closed_refuses(ctx):
+    replaced_by_unusable_files(ctx, True)
+
+
 @test(once=True)
 def requests_and_certificate_der_can_be_turned_off(ctx):
     srv = own_server(ctx, "offswitches", "MTLSAuditRequests Off\n"

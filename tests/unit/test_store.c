@@ -333,6 +333,49 @@ static void test_locked_write_rolls_back(void)
     mtls_store_close(st);
 }
 
+/* The database and its WAL removed during the commit (from SQLite's commit
+ * hook, which runs as COMMIT starts): SQLite commits into the removed file
+ * all the same, where nobody will read it. */
+static int remove_on_commit(void *arg)
+{
+    const char *path = arg;
+    char p[600];
+
+    unlink(path);
+    snprintf(p, sizeof(p), "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s-shm", path);
+    unlink(p);
+    return 0;                   /* and let the COMMIT go on */
+}
+
+static void test_a_commit_into_a_removed_file_is_not_stored(void)
+{
+    char path[512], err[256];
+    mtls_store_t *st;
+    mtls_item_t *it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s", unit_db("removedcommit"));
+    st = populate(path, NULL);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_IN_PLACE);
+    sqlite3_commit_hook(mtls_store_db(st), remove_on_commit, path);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_IOERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "removed or replaced"));
+    CU_ASSERT_EQUAL(it->link->rowid, 0);    /* as after a rollback */
+    sqlite3_commit_hook(mtls_store_db(st), NULL, NULL);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_REMOVED);
+    /* Another file at the path. */
+    f = fopen(path, "w");
+    fclose(f);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_REPLACED);
+    CU_ASSERT_NOT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                        SQLITE_OK);
+    mtls_item_free(it);
+    mtls_store_close(st);
+}
+
 /* --- the chain ---------------------------------------------------- */
 
 static int verify(const char *path, const char *table,
@@ -847,6 +890,8 @@ void add_store_tests(void)
                 test_presented_chain);
     CU_add_test(s, "refuses foreign, altered, newer files",
                 test_refuses_foreign_files);
+    CU_add_test(s, "a commit into a file removed meanwhile is not stored",
+                test_a_commit_into_a_removed_file_is_not_stored);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
