@@ -29,7 +29,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
-TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot strace"  # HTML report rendering; fuzzing; JSON Schema; the .deb; counting verify's reads
+TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads
 
 deps() {
     missing=""
@@ -162,9 +162,16 @@ install_files() {
          "database directory $DBDIR for $run_user); next: a2enmod ssl mtls_audit"
 }
 
-# libapache2-mod-mtls-audit_VERSION_ARCH.deb with dpkg-deb.  Depends comes
-# from dpkg-shlibdeps (the libraries the module and the tool link) and the
-# httpd module API the module was built against (ap_mmn.h).
+# libapache2-mod-mtls-audit_VERSION_ARCH.deb with dpkg-deb, lintian-clean
+# (a test runs lintian on it).  Depends comes from dpkg-shlibdeps (the
+# libraries the module and the tool link) and the httpd module API the
+# module was built against (ap_mmn.h).  The binaries are stripped as
+# dh_strip strips them (no -dbgsym package: build/ keeps the unstripped
+# ones).  DEB_MAINTAINER overrides the Maintainer (and changelog) address.
+# Removing the package disables the module, and purging it forgets its
+# a2enmod state, through apache2-maintscript-helper as dh_apache2 does;
+# installing it does not enable the module (that would enable mod_ssl too):
+# the operator runs a2enmod.
 deb() {
     build
     V=$(sed -n 's/^#define MTLS_VERSION *"\(.*\)"/\1/p' "$TOP/mod_mtls_audit/mtls_core.h")
@@ -174,11 +181,38 @@ deb() {
     rm -rf "$B/deb"
     mkdir -p "$S/DEBIAN" "$S/usr/share/doc/$PKG"
     DESTDIR="$S" PREFIX=/usr NO_CHOWN=1 install_files >/dev/null
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+        "$S/usr/lib/apache2/modules/mod_mtls_audit.so" "$S/usr/bin/mtls-audit"
     gzip -9n "$S/usr/share/man/man1/mtls-audit.1"
     cp "$TOP/README.md" "$S/usr/share/doc/$PKG/README.md"
     gzip -9n "$S/usr/share/doc/$PKG/README.md"
-    printf 'mod_mtls_audit %s\nSee /usr/share/doc/%s/README.md.gz\n' "$V" "$PKG" \
-        > "$S/usr/share/doc/$PKG/copyright"
+    MAINT="${DEB_MAINTAINER:-mod_mtls_audit developers <mtls-audit@example.org>}"
+    # The date of the last commit, so that the same tree builds the same
+    # package (SOURCE_DATE_EPOCH first, as Debian's tools do).
+    when=${SOURCE_DATE_EPOCH:-$(git -C "$TOP" log -1 --format=%ct 2>/dev/null || date +%s)}
+    # A native package (no Debian revision): changelog.gz, not
+    # changelog.Debian.gz.
+    cat > "$S/usr/share/doc/$PKG/changelog" <<CHANGELOG
+$PKG ($V) unstable; urgency=medium
+
+  * mod_mtls_audit $V: the module, the mtls-audit tool and its man
+    page, the mirror's JSON Schema (see README.md.gz).
+
+ -- $MAINT  $(LC_ALL=C date -u -R -d "@$when")
+CHANGELOG
+    gzip -9n "$S/usr/share/doc/$PKG/changelog"
+    cat > "$S/usr/share/doc/$PKG/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: mod_mtls_audit
+Upstream-Contact: $MAINT
+
+Files: *
+Copyright: $(LC_ALL=C date -u -d "@$when" +%Y) mod_mtls_audit developers
+License: other
+ No licence has been chosen for mod_mtls_audit yet: until one is, all
+ rights are reserved by its developers.
+COPYRIGHT
+    chmod 0644 "$S/usr/share/doc/$PKG/copyright" "$S/usr/share/doc/$PKG/changelog.gz"
     mmn=$(sed -n 's/^#define MODULE_MAGIC_NUMBER_MAJOR \([0-9]*\).*/\1/p' \
         "$(apxs -q INCLUDEDIR)/ap_mmn.h")
     mkdir -p "$B/deb/debian"
@@ -193,7 +227,7 @@ deb() {
 Package: $PKG
 Version: $V
 Architecture: $ARCH
-Maintainer: mod_mtls_audit developers <mtls-audit@localhost>
+Maintainer: $MAINT
 Installed-Size: $size
 Depends: apache2-api-$mmn, $shlibs
 Suggests: sqlite3
@@ -226,17 +260,36 @@ exit 0
 POSTINST
     cat > "$S/DEBIAN/prerm" <<'PRERM'
 #!/bin/sh
-# Apache must still start once the module is gone.
+# Apache must still start once the module is gone: disable it (and reload)
+# through Debian's helper, as dh_apache2's scripts do.
 set -e
-if [ "$1" = remove ] && [ -e /etc/apache2/mods-enabled/mtls_audit.load ]; then
-    a2dismod -q -f mtls_audit || true
+if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
+    if [ -e /usr/share/apache2/apache2-maintscript-helper ]; then
+        . /usr/share/apache2/apache2-maintscript-helper
+        apache2_invoke dismod mtls_audit || exit 1
+    fi
 fi
 exit 0
 PRERM
-    chmod 0755 "$S/DEBIAN/postinst" "$S/DEBIAN/prerm"
+    cat > "$S/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+# On purge, forget the module's a2enmod/a2dismod state.  The audit
+# database is never removed: dpkg removes only what it installed.
+set -e
+if [ "$1" = purge ]; then
+    if [ -e /usr/share/apache2/apache2-maintscript-helper ]; then
+        . /usr/share/apache2/apache2-maintscript-helper
+        apache2_invoke dismod mtls_audit || exit 1
+    fi
+fi
+exit 0
+POSTRM
+    chmod 0755 "$S/DEBIAN/postinst" "$S/DEBIAN/prerm" "$S/DEBIAN/postrm"
     # The database directory is made by postinst, not shipped: dpkg never
     # removes what it did not install, so purge leaves the audit data.
     rmdir "$S/var/lib/apache2/mtls_audit" "$S/var/lib/apache2" "$S/var/lib" "$S/var"
+    (cd "$S" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z \
+        | xargs -0 md5sum) > "$S/DEBIAN/md5sums"
     OUT="$B/${PKG}_${V}_${ARCH}.deb"
     dpkg-deb --root-owner-group --build "$S" "$OUT" >/dev/null
     echo "apxs-build.sh: built $OUT"

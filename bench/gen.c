@@ -104,7 +104,7 @@ static void bind_opt(sqlite3_stmt *q, int i, apr_int64_t v)
  * (0 handshakes, 1 requests), prepared when first wanted. */
 #define RAW_ROWS_MAX 16
 static const char *const raw_table[2] = { "handshakes", "requests" };
-static const int raw_ncols[2] = { 25, 9 };
+static const int raw_ncols[2] = { 27, 9 };   /* handshakes: schema 3 */
 static sqlite3_stmt *raw_q[2][RAW_ROWS_MAX + 1];
 static int raw_pend[2][RAW_ROWS_MAX];    /* batch indices waiting */
 static int raw_npend[2];
@@ -179,6 +179,8 @@ static void raw_bind_hs(sqlite3_stmt *q, int p, int i)
     bind_opt(q, p + 22, hs->verify_us);
     bind_opt(q, p + 23, hs->pid);
     sqlite3_bind_blob(q, p + 24, raw_hash, 32, SQLITE_STATIC);
+    bind_text(q, p + 25, mtls_rev_method_name(hs->revocation_method));
+    bind_text(q, p + 26, mtls_rev_status_name(hs->revocation_status));
 }
 
 /* Bind batch[i], a request, from parameter p on. */

@@ -28,6 +28,33 @@
  * SQLite.  Requests on an audited connection are queued from the
  * log_transaction hook with a link to their handshake's row.
  *
+ * HTTP/2: each stream is a request on a secondary connection (c2), whose
+ * c->master is the connection that carries the TLS and our state (mod_ssl
+ * makes no SSL for c2).  mod_http2 runs the streams of one connection on
+ * several worker threads at once while the primary connection's thread
+ * goes on reading and writing TLS records, so what a request reads of the
+ * connection's state (the link, audited, refuse) is swapped and read under
+ * the state's spin lock (conn_lock), and the link's count is atomic.  A
+ * stream reads the state during its request only, and never outlives it:
+ * a stream's pool descends from the primary connection's (through the
+ * h2 session's and its multiplexer's), and mod_http2 waits for every
+ * stream of the connection (h2_mplx_c1_destroy, from the connection's
+ * pre_close hook or the session pool's pre-cleanup) before that pool's
+ * own cleanups run, conn_cleanup among them.  A queued request item holds
+ * a reference to the link, never to the state.
+ *
+ * The revocation check (handshakes.revocation_method and _status) is
+ * learnt without waiting on anything: the certificate-verify callback also
+ * wraps, for the length of X509_verify_cert, the verify callback OpenSSL
+ * calls for each certificate (mod_ssl's).  A CRL error reaches it from
+ * OpenSSL (before mod_ssl sees it); mod_ssl's OCSP check runs inside it
+ * (SSLOCSPEnable, at depth 0 for leaf) and leaves X509_V_OK, CERT_REVOKED
+ * or APPLICATION_VERIFICATION behind.  Why an OCSP check failed, mod_ssl
+ * only says in the error log: an error_log hook, armed by a thread-local
+ * pointer only while mod_ssl's callback runs an OCSP check on this
+ * thread, reads the AH number of its messages (all at level error, so
+ * seen at any LogLevel from error up).
+ *
  * The parent process (root, post_config) creates the database and its
  * directory with private modes owned by the run user, applies the schema,
  * reads the chain key and writes the start/reload/stop events.  Each child
@@ -43,11 +70,14 @@
 #include "http_request.h"
 #include "ap_mpm.h"
 #include "util_cfgtree.h"
+#include "ap_listen.h"
 #include "unixd.h"
 #include "mod_ssl.h"
 
+#include "apr_atomic.h"
 #include "apr_optional_hooks.h"
 #include "apr_strings.h"
+#include "apr_thread_proc.h"
 #include "apr_lib.h"
 
 #include <errno.h>
@@ -58,6 +88,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "mtls_core.h"
 #include "mtls_chain.h"
@@ -97,14 +128,29 @@ typedef struct {
     int         busy_ms;          /* MTLSAuditBusyTimeout, -1 (5000) */
     const char *key_file;         /* MTLSAuditChainKey, NULL none */
     int         anchor_s;         /* MTLSAuditAnchorInterval, -1 (3600) */
-    int         verify_cfg;       /* SSLVerifyClient of this vhost, as
-                                     found in the config tree; -1 unknown */
+    int         verify_cfg;       /* SSLVerifyClient of this vhost: the
+                                     mode mod_ssl put on its SSL_CTX, told
+                                     optional from optional_no_ca by the
+                                     config tree; -1 unknown */
+    int         ocsp_cfg;         /* SSLOCSPEnable of this vhost: OCSP_*
+                                     flags, 0 off (config tree) */
     const char *engine_at;        /* "file:line" of MTLSAuditEngine */
-    int         engine_here;      /* set in this very server (not merged) */
+    int         engine_here;      /* set in this very server (not merged:
+                                     an On written in this vhost) */
+    int         tls;              /* mod_ssl configured TLS for this
+                                     server (its init_server hook ran) */
+    int         audit;            /* engine On and tls: its handshakes are
+                                     recorded (decided in post_config) */
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
 } srv_conf_t;
+
+/* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
+#define OCSP_LEAF       0x01      /* leaf: the client's certificate */
+#define OCSP_CHAIN      0x02      /* on: every certificate of the chain */
+#define OCSP_NO_URL_OK  0x04      /* no_ocsp_for_cert_ok */
+#define OCSP_DEFAULT    0x08      /* an SSLOCSPDefaultResponder is set */
 
 /* Per-process state.  Set in post_config (parent) and child_init. */
 static struct {
@@ -122,7 +168,8 @@ static struct {
     volatile int      refusing;     /* fail closed: refusing connections */
     int               pid;          /* this child's (getpid is a system
                                        call: not one per handshake) */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0 };
+    int               ssl_module;   /* mod_ssl's module_index, -1 */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0, -1 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -149,7 +196,23 @@ typedef struct {
                                      on this connection are recorded */
     int           refuse;         /* fail closed: record not queued */
     mtls_link_t  *link;           /* link of the last kept record */
+    volatile apr_uint32_t lock;   /* 1 while link, audited or refuse are
+                                     being swapped or read for an HTTP/2
+                                     stream (conn_lock) */
+    int         (*verify_cb)(int, X509_STORE_CTX *);
+                                  /* the verify callback we wrap (mod_ssl's)
+                                     while X509_verify_cert runs */
+    int           ocsp_cfg;       /* srv_conf_t.ocsp_cfg of the vhost that
+                                     verifies */
 } mtls_conn_t;
+
+/* While X509_verify_cert runs on this thread for an audited connection:
+ * its state (the verify callback we wrap finds it here).  While mod_ssl's
+ * callback runs an OCSP check: the connection, and the cause its error
+ * log messages gave (the error_log hook sets it, first message wins). */
+static __thread mtls_conn_t *tls_verifying;
+static __thread mtls_conn_t *tls_ocsp;
+static __thread int          tls_ocsp_cause;
 
 static srv_conf_t *srv_conf(server_rec *s)
 {
@@ -199,6 +262,8 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(mirror_at);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
+    sc->tls = 0;
+    sc->audit = 0;
     return sc;
 }
 
@@ -404,51 +469,150 @@ static int parse_verify(const char *args)
     return MTLS_VM_NONE;
 }
 
-/* The arguments of directive name as written for server s (in its
- * <VirtualHost>, else at the top level), or NULL.  mod_ssl keeps its
- * configuration private, so we read the configuration tree. */
-static const char *find_directive(server_rec *s, const char *name)
-{
-    ap_directive_t *d, *v;
-    const char *global = NULL;
+/* Which servers have TLS, and with which SSLVerifyClient.
+ *
+ * mod_ssl keeps its configuration private.  What it configured is learnt
+ * from its init_server hook (ssl_init_server), which mod_ssl's post_config
+ * runs for exactly the servers it gave TLS, with their SSL_CTX and the
+ * verify mode on it: post_config decides from that who is audited.  The
+ * configuration tree answers the two questions left: at configtest, where
+ * mod_ssl's post_config does not run, whether a virtual host with
+ * MTLSAuditEngine On can have TLS at all (check_config); and optional
+ * against optional_no_ca, which OpenSSL's verify mode cannot tell apart.
+ *
+ * By the time the tree is complete httpd has applied what it evaluates
+ * as it reads: a true <IfDefine>, <IfModule>, <IfVersion> or <IfFile>
+ * leaves its children in its parent's place and a false one leaves
+ * nothing; Include and mod_macro's Use leave the lines they read; ${VAR}
+ * is replaced as each line is read.  So a server's own directives are the
+ * direct children of its <VirtualHost> (the top level for the main
+ * server), the last one winning as it does for mod_ssl; one nested in
+ * <If>, <Location>, <Directory> and the like is per-directory, not the
+ * server's. */
 
+/* The <VirtualHost> node that made s, or NULL (the main server).  It is
+ * at the top level: httpd accepts <VirtualHost> nowhere else. */
+static ap_directive_t *vhost_node(server_rec *s)
+{
+    ap_directive_t *d;
+
+    if (!s->is_virtual || !s->defn_name) {
+        return NULL;
+    }
     for (d = ap_conftree; d; d = d->next) {
-        if (!strcasecmp(d->directive, name)) {
-            global = d->args;
-        }
-        else if (s->is_virtual && !strcasecmp(d->directive, "<VirtualHost")
-                 && (unsigned)d->line_num == s->defn_line_number && s->defn_name
-                 && d->filename && !strcmp(d->filename, s->defn_name)) {
-            for (v = d->first_child; v; v = v->next) {
-                if (!strcasecmp(v->directive, name)) {
-                    return v->args;
-                }
-            }
+        if (!strcasecmp(d->directive, "<VirtualHost")
+            && (unsigned)d->line_num == s->defn_line_number
+            && d->filename && !strcmp(d->filename, s->defn_name)) {
+            return d;
         }
     }
-    return global;
+    return NULL;
 }
 
-/* SSLVerifyClient of s: OpenSSL's verify mode cannot tell optional from
- * optional_no_ca. */
-static int find_verify_client(server_rec *s)
+/* The arguments of the last directive name among first and its next
+ * siblings, or NULL. */
+static const char *last_directive(ap_directive_t *first, const char *name)
+{
+    const char *args = NULL;
+    ap_directive_t *d;
+
+    for (d = first; d; d = d->next) {
+        if (!strcasecmp(d->directive, name)) {
+            args = d->args;
+        }
+    }
+    return args;
+}
+
+/* The arguments of directive name as it applies to server s: its own, or
+ * else the main server's, which mod_ssl's merge gives every virtual host
+ * that does not set it; NULL if neither sets it. */
+static const char *find_directive(server_rec *s, const char *name)
+{
+    ap_directive_t *v = vhost_node(s);
+    const char *args = v ? last_directive(v->first_child, name) : NULL;
+
+    return args ? args : last_directive(ap_conftree, name);
+}
+
+/* The first word of args, lower case, into buf. */
+static const char *first_word(const char *args, char *buf, int size)
+{
+    int i;
+
+    for (i = 0; args && args[i] && !apr_isspace(args[i]) && i < size - 1;
+         i++) {
+        buf[i] = (char)apr_tolower(args[i]);
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* SSLVerifyClient of s in the tree, or -1 if it is not set. */
+static int tree_verify_client(server_rec *s)
 {
     const char *args = find_directive(s, "SSLVerifyClient");
     return args ? parse_verify(args) : -1;
 }
 
-/* Does s have SSLEngine on (or optional)? */
-static int ssl_engine_on(server_rec *s)
+/* SSLOCSPEnable of s (on|leaf|off [no_ocsp_for_cert_ok]) as OCSP_* flags,
+ * and whether SSLOCSPDefaultResponder is set for it. */
+static int find_ocsp(apr_pool_t *p, server_rec *s)
 {
-    const char *args = find_directive(s, "SSLEngine");
-    char word[16];
-    int i;
+    const char *args = find_directive(s, "SSLOCSPEnable"), *w;
+    int flags = 0;
 
-    for (i = 0; args && args[i] && !apr_isspace(args[i]) && i < 15; i++) {
-        word[i] = (char)apr_tolower(args[i]);
+    while (args && *(w = ap_getword_white(p, &args))) {
+        if (!strcasecmp(w, "on")) flags |= OCSP_CHAIN;
+        else if (!strcasecmp(w, "leaf")) flags |= OCSP_LEAF;
+        else if (!strcasecmp(w, "no_ocsp_for_cert_ok")) flags |= OCSP_NO_URL_OK;
     }
-    word[i] = '\0';
-    return !strcmp(word, "on") || !strcmp(word, "optional");
+    if (!(flags & (OCSP_CHAIN | OCSP_LEAF))) {
+        return 0;
+    }
+    if (find_directive(s, "SSLOCSPDefaultResponder")) {
+        flags |= OCSP_DEFAULT;
+    }
+    return flags;
+}
+
+/* The protocol httpd will give s, decided as listen.c decides it after
+ * check_config: its Protocol, else that of the Listen on one of its
+ * addresses (https by default for port 443), else http. */
+static const char *server_protocol(server_rec *s)
+{
+    const char *proto = ap_get_server_protocol(s);
+    server_addr_rec *a;
+    ap_listen_rec *lr;
+
+    if (proto) {
+        return proto;
+    }
+    for (a = s->addrs; a; a = a->next) {
+        for (lr = ap_listeners; a->host_addr && lr; lr = lr->next) {
+            if (apr_sockaddr_equal(lr->bind_addr, a->host_addr)
+                && lr->bind_addr->port == a->host_port) {
+                return lr->protocol ? lr->protocol : "http";
+            }
+        }
+    }
+    return "http";
+}
+
+/* Can mod_ssl give s TLS, by the tree?  As mod_ssl's post_config decides:
+ * SSLEngine on or optional; without SSLEngine, a certificate file on a
+ * server whose protocol is https (Listen 443, or Listen ... https). */
+static int tree_may_have_tls(server_rec *s)
+{
+    char word[16];
+    const char *args = find_directive(s, "SSLEngine");
+
+    if (args) {
+        first_word(args, word, sizeof(word));
+        return !strcmp(word, "on") || !strcmp(word, "optional");
+    }
+    return find_directive(s, "SSLCertificateFile")
+           && !strcasecmp(server_protocol(s), "https");
 }
 
 /* ------------------------------------------------------------------ */
@@ -457,6 +621,32 @@ static int ssl_engine_on(server_rec *s)
 static mtls_conn_t *conn_state(const SSL *ssl)
 {
     return g.ssl_idx >= 0 ? SSL_get_ex_data(ssl, g.ssl_idx) : NULL;
+}
+
+/* The state of the connection c's requests arrive on: c's own, or for an
+ * HTTP/2 stream (a secondary connection) that of c->master, which carries
+ * the TLS. */
+static mtls_conn_t *request_conn_state(const conn_rec *c)
+{
+    return ap_get_module_config((c->master ? c->master : c)->conn_config,
+                                &mtls_audit_module);
+}
+
+/* The spin lock of cs's link, audited and refuse: taken by the primary
+ * connection's thread when it swaps them (finalize, conn_cleanup) and by
+ * the threads of HTTP/2 streams when they read them; an HTTP/1 request
+ * runs in the connection's own thread and reads them without it.  Held
+ * for a few instructions, so a waiter yields rather than sleeps. */
+static void conn_lock(mtls_conn_t *cs)
+{
+    while (apr_atomic_cas32(&cs->lock, 1, 0) != 0) {
+        apr_thread_yield();
+    }
+}
+
+static void conn_unlock(mtls_conn_t *cs)
+{
+    apr_atomic_set32(&cs->lock, 0);
 }
 
 static void open_record(mtls_conn_t *cs, int kind)
@@ -583,6 +773,8 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
 {
     mtls_item_t *item = cs->rec;
     mtls_handshake_t *hs = &item->u.hs;
+    mtls_link_t *link = NULL, *old;
+    int audited, refuse = 0;
     server_rec *s;
     srv_conf_t *sc;
 
@@ -602,31 +794,41 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     if (why == FIN_DONE) {
         cs->hs_done++;
     }
-    mtls_link_unref(cs->link);
-    cs->link = NULL;
-    cs->audited = sc->engine == 1;
-    if (!cs->audited) {
+    audited = sc->audit;
+    if (!audited) {
         mtls_item_free(item);
-        return;
     }
-    cs->link = mtls_link_ref(item->link);
-    if (!g.writer) {
+    else if (!g.writer) {
         if (!g.lost_noted) {
             g.lost_noted = 1;
             ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cs->c, MTLS_LOG_TAG
                           " no writer in this process: records are lost");
         }
+        link = mtls_link_ref(item->link);
         mtls_item_free(item);
-        cs->refuse = 1;
-        return;
+        refuse = 1;
     }
-    if (mtls_writer_push(g.writer, item) != 0) {
-        cs->refuse = 1;
+    else {
+        /* Our reference first: the writer may store the item and drop its
+         * own before we are back.  The record is queued before requests
+         * can see its link, so they follow it in the queue. */
+        link = mtls_link_ref(item->link);
+        if (mtls_writer_push(g.writer, item) != 0) {
+            refuse = 1;
+        }
+        else if (srv_conf(g.main_server)->fail_closed == 1
+                 && !mtls_writer_healthy(g.writer)) {
+            refuse = 1;     /* queued, but the database is failing */
+        }
     }
-    else if (srv_conf(g.main_server)->fail_closed == 1
-             && !mtls_writer_healthy(g.writer)) {
-        cs->refuse = 1;     /* queued, but the database is failing */
-    }
+    /* Requests of HTTP/2 streams may be reading these on other threads. */
+    conn_lock(cs);
+    old = cs->link;
+    cs->link = link;
+    cs->audited = audited;
+    cs->refuse |= refuse;
+    conn_unlock(cs);
+    mtls_link_unref(old);
 }
 
 /* ------------------------------------------------------------------ */
@@ -753,6 +955,179 @@ static void info_cb(const SSL *ssl, int where, int ret)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* The revocation check                                                 */
+
+/* A CRL error OpenSSL reports to the verify callback, as a status; 0 for
+ * an error that is not about a CRL. */
+static int crl_status(int err)
+{
+    switch (err) {
+    case X509_V_ERR_CERT_REVOKED:
+        return MTLS_RS_REVOKED;
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        return MTLS_RS_UNKNOWN;
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
+    case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+        return MTLS_RS_BAD_RESPONSE;
+    default:
+        return 0;
+    }
+}
+
+/* The status a message of mod_ssl's OCSP check gives (its AH number;
+ * ssl_engine_ocsp.c, ssl_util_ocsp.c), or 0 for another message.  All are
+ * logged at level error but 03239 "good" (info). */
+static int ocsp_message_status(const char *msg)
+{
+    static const struct { const char *ah; int status; } map[] = {
+        { "AH01972", MTLS_RS_UNREACHABLE },   /* could not resolve */
+        { "AH01974", MTLS_RS_UNREACHABLE },   /* could not connect */
+        { "AH01976", MTLS_RS_UNREACHABLE },   /* failed to send request */
+        { "AH01977", MTLS_RS_UNREACHABLE },   /* failed reading line */
+        { "AH01978", MTLS_RS_UNREACHABLE },   /* (timeout) */
+        { "AH02321", MTLS_RS_UNREACHABLE },   /* empty response */
+        { "AH01985", MTLS_RS_UNREACHABLE },   /* error reading response */
+        { "AH01979", MTLS_RS_BAD_RESPONSE },  /* header line too long */
+        { "AH01980", MTLS_RS_BAD_RESPONSE },  /* bad response (HTTP) */
+        { "AH01982", MTLS_RS_BAD_RESPONSE },  /* too many headers */
+        { "AH01983", MTLS_RS_BAD_RESPONSE },  /* could not read header */
+        { "AH01986", MTLS_RS_BAD_RESPONSE },  /* response too large */
+        { "AH01988", MTLS_RS_BAD_RESPONSE },  /* failed to decode */
+        { "AH01922", MTLS_RS_BAD_RESPONSE },  /* not successful */
+        { "AH01923", MTLS_RS_BAD_RESPONSE },  /* no basic response */
+        { "AH01924", MTLS_RS_BAD_RESPONSE },  /* bad nonce */
+        { "AH01925", MTLS_RS_BAD_RESPONSE },  /* signature did not verify */
+        { "AH02272", MTLS_RS_BAD_RESPONSE },  /* no status for the cert */
+        { "AH02273", MTLS_RS_BAD_RESPONSE },  /* outside validity period */
+        { "AH01921", MTLS_RS_ERROR },         /* could not build request */
+        { "AH01989", MTLS_RS_ERROR },         /* could not serialize it */
+        { "AH02038", MTLS_RS_ERROR },         /* optional_no_ca: no check */
+    };
+    apr_size_t i;
+
+    if (strncmp(msg, "AH0", 3) != 0) {
+        return 0;
+    }
+    if (!strncmp(msg, "AH03239", 7)) {        /* validation completed */
+        return strstr(msg, "status: good") ? MTLS_RS_GOOD
+             : strstr(msg, "status: revoked") ? MTLS_RS_REVOKED
+             : MTLS_RS_UNKNOWN;
+    }
+    for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (!strncmp(msg, map[i].ah, 7)) {
+            return map[i].status;
+        }
+    }
+    return 0;
+}
+
+/* Reads mod_ssl's messages while it runs an OCSP check on this thread
+ * (tls_ocsp set): the first that says something gives the cause.  Every
+ * other message costs one thread-local read. */
+static void error_log_hook(const ap_errorlog_info *info, const char *msg)
+{
+    int st;
+
+    if (!tls_ocsp || tls_ocsp_cause || !msg
+        || info->module_index != g.ssl_module) {
+        return;
+    }
+    if ((st = ocsp_message_status(msg))) {
+        tls_ocsp_cause = st;
+    }
+}
+
+/* Would mod_ssl run its OCSP check for the current certificate of sctx
+ * (ok, at this depth)?  As modssl_verify_ocsp decides: not for a
+ * self-issued certificate, nor, with no_ocsp_for_cert_ok, for one without
+ * a responder to ask. */
+static int ocsp_applies(const mtls_conn_t *cs, X509_STORE_CTX *sctx)
+{
+    X509 *cert;
+    int depth = X509_STORE_CTX_get_error_depth(sctx);
+
+    if (!(cs->ocsp_cfg & OCSP_CHAIN)
+        && !((cs->ocsp_cfg & OCSP_LEAF) && depth == 0)) {
+        return 0;
+    }
+    if (!(cert = X509_STORE_CTX_get_current_cert(sctx))
+        || X509_check_issued(cert, cert) == X509_V_OK) {
+        return 0;
+    }
+    if ((cs->ocsp_cfg & OCSP_NO_URL_OK) && !(cs->ocsp_cfg & OCSP_DEFAULT)) {
+        STACK_OF(OPENSSL_STRING) *urls = X509_get1_ocsp(cert);
+        int n = urls ? sk_OPENSSL_STRING_num(urls) : 0;
+        X509_email_free(urls);
+        return n > 0;
+    }
+    return 1;
+}
+
+/* Note a status of method in the record: a revoked certificate, or a
+ * failed check, is not overwritten by a later "good". */
+static void note_revocation(mtls_handshake_t *hs, int method, int status)
+{
+    if (status == MTLS_RS_GOOD && hs->revocation_status > MTLS_RS_GOOD) {
+        return;
+    }
+    if (hs->revocation_status == MTLS_RS_REVOKED) {
+        return;
+    }
+    hs->revocation_method = method;
+    hs->revocation_status = status;
+}
+
+/* The verify callback while X509_verify_cert runs for an audited
+ * connection: mod_ssl's, seen from both sides.  A CRL error comes in
+ * from OpenSSL; an OCSP check is done by mod_ssl in between and leaves
+ * its result in the context's error. */
+static int verify_wrap_cb(int ok, X509_STORE_CTX *sctx)
+{
+    mtls_conn_t *cs = tls_verifying;
+    mtls_handshake_t *hs;
+    int st, ocsp, err;
+
+    if (!cs || !cs->verify_cb || !cs->rec) {    /* cannot happen */
+        return cs && cs->verify_cb ? cs->verify_cb(ok, sctx) : ok;
+    }
+    hs = &cs->rec->u.hs;
+    if (!ok && (st = crl_status(X509_STORE_CTX_get_error(sctx)))) {
+        note_revocation(hs, MTLS_REV_CRL, st);
+    }
+    if (!(ocsp = ok && cs->ocsp_cfg && ocsp_applies(cs, sctx))) {
+        return cs->verify_cb(ok, sctx);
+    }
+    tls_ocsp = cs;
+    tls_ocsp_cause = 0;
+    ok = cs->verify_cb(ok, sctx);
+    tls_ocsp = NULL;
+    err = X509_STORE_CTX_get_error(sctx);
+    if (ok && err == X509_V_OK) {
+        st = MTLS_RS_GOOD;
+    }
+    else if (err == X509_V_ERR_CERT_REVOKED) {
+        st = MTLS_RS_REVOKED;
+    }
+    else if (tls_ocsp_cause > MTLS_RS_REVOKED) {
+        st = tls_ocsp_cause;
+    }
+    else {
+        st = MTLS_RS_ERROR;     /* failed, and said nothing we could read */
+    }
+    note_revocation(hs, MTLS_REV_OCSP, st);
+    return ok;
+}
+
 /* Wraps X509_verify_cert on every vhost's SSL_CTX: sees every chain a
  * client presents, whatever CTX SNI chose and whenever it happens. */
 static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
@@ -770,11 +1145,37 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (!cs || !cs->rec) {
         return X509_verify_cert(sctx);
     }
+    /* The revocation check: wrap the verify callback (mod_ssl's) for
+     * this call, with the vhost's SSLOCSPEnable. */
+    hs = &cs->rec->u.hs;
+    hs->revocation_method = MTLS_REV_NONE;
+    hs->revocation_status = MTLS_RS_NONE;
+    {
+        server_rec *s = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g.ctx_idx);
+        cs->ocsp_cfg = s ? srv_conf(s)->ocsp_cfg : 0;
+    }
+    cs->verify_cb = X509_STORE_CTX_get_verify_cb(sctx);
+    if (cs->verify_cb) {
+        X509_STORE_CTX_set_verify_cb(sctx, verify_wrap_cb);
+    }
+    tls_verifying = cs;
     t0 = mtls_mono_us();
     ok = X509_verify_cert(sctx);
-    hs = &cs->rec->u.hs;
     hs->verify_us = mtls_mono_us() - t0;
+    tls_verifying = NULL;
+    tls_ocsp = NULL;
+    if (cs->verify_cb) {
+        X509_STORE_CTX_set_verify_cb(sctx, cs->verify_cb);
+        cs->verify_cb = NULL;
+    }
     hs->verify_result = X509_STORE_CTX_get_error(sctx);
+    /* CRLs checked (SSLCARevocationCheck sets these flags on the store)
+     * and none said anything against a chain that verified: good. */
+    if (!hs->revocation_method && hs->verify_result == X509_V_OK
+        && (X509_VERIFY_PARAM_get_flags(X509_STORE_CTX_get0_param(sctx))
+            & X509_V_FLAG_CRL_CHECK)) {
+        note_revocation(hs, MTLS_REV_CRL, MTLS_RS_GOOD);
+    }
     if (hs->verify_result != X509_V_OK) {
         hs->verify_depth = X509_STORE_CTX_get_error_depth(sctx);
     }
@@ -799,12 +1200,30 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 /* ------------------------------------------------------------------ */
 /* Hooks                                                                */
 
+/* mod_ssl runs this from its post_config (before ours), on every pass,
+ * for exactly the servers it gave TLS: what they are, and the client
+ * verification mod_ssl put on their SSL_CTX, comes from here. */
 static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
                            SSL_CTX *ctx)
 {
+    srv_conf_t *sc = srv_conf(s);
+    int mode;
+
     (void)p;
     if (is_proxy || g.ctx_idx < 0) {
         return DECLINED;
+    }
+    sc->tls = 1;
+    mode = SSL_CTX_get_verify_mode(ctx);
+    if (!(mode & SSL_VERIFY_PEER)) {
+        sc->verify_cfg = MTLS_VM_NONE;
+    }
+    else if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+        sc->verify_cfg = MTLS_VM_REQUIRE;
+    }
+    else {      /* optional or optional_no_ca: only the tree can tell */
+        sc->verify_cfg = tree_verify_client(s) == MTLS_VM_OPTIONAL_NO_CA
+                         ? MTLS_VM_OPTIONAL_NO_CA : MTLS_VM_OPTIONAL;
     }
     SSL_CTX_set_ex_data(ctx, g.ctx_idx, s);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
@@ -814,12 +1233,16 @@ static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
 static apr_status_t conn_cleanup(void *data)
 {
     mtls_conn_t *cs = data;
+    mtls_link_t *old;
 
     if (cs->rec) {
         finalize(cs, NULL, FIN_CLOSED);
     }
-    mtls_link_unref(cs->link);
+    conn_lock(cs);
+    old = cs->link;
     cs->link = NULL;
+    conn_unlock(cs);
+    mtls_link_unref(old);
     return APR_SUCCESS;
 }
 
@@ -869,41 +1292,71 @@ static int ssl_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
 }
 
 /* Fail closed: a connection whose record could not be queued serves
- * nothing. */
+ * nothing: every request on it (every stream of an HTTP/2 connection) is
+ * answered 503, and an HTTP/1 connection is closed after it. */
 static int post_read_request(request_rec *r)
 {
-    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
-                                            &mtls_audit_module);
-    if (!cs || !cs->refuse || srv_conf(g.main_server)->fail_closed != 1) {
+    conn_rec *c = r->connection;
+    mtls_conn_t *cs = request_conn_state(c);
+    int refuse;
+
+    if (!cs || srv_conf(g.main_server)->fail_closed != 1) {
         return DECLINED;
     }
-    r->connection->keepalive = AP_CONN_CLOSE;
+    if (c->master) {
+        conn_lock(cs);
+        refuse = cs->refuse;
+        conn_unlock(cs);
+    }
+    else {
+        refuse = cs->refuse;
+    }
+    if (!refuse) {
+        return DECLINED;
+    }
+    c->keepalive = AP_CONN_CLOSE;
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MTLS_LOG_TAG " refusing a "
                   "request: its handshake could not be recorded "
                   "(MTLSAuditFailMode closed)");
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
+/* A new reference to the link of the handshake the requests on c (c's
+ * own state cs) belong to, or NULL when they are not recorded. */
+static mtls_link_t *request_link(mtls_conn_t *cs, const conn_rec *c)
+{
+    mtls_link_t *link;
+
+    if (!c->master) {           /* HTTP/1: the connection's own thread */
+        return cs->audited ? mtls_link_ref(cs->link) : NULL;
+    }
+    conn_lock(cs);              /* an HTTP/2 stream: see conn_lock */
+    link = cs->audited ? mtls_link_ref(cs->link) : NULL;
+    conn_unlock(cs);
+    return link;
+}
+
 static int log_transaction(request_rec *r)
 {
-    mtls_conn_t *cs = ap_get_module_config(r->connection->conn_config,
-                                            &mtls_audit_module);
+    mtls_conn_t *cs = request_conn_state(r->connection);
     request_rec *last = r;
+    mtls_link_t *link;
     mtls_item_t *item;
     const char *path;
     apr_size_t n;
 
-    if (!cs || !cs->audited || !cs->link || !g.writer
-        || srv_conf(r->server)->requests == 0) {
+    if (!cs || !g.writer || srv_conf(r->server)->requests == 0
+        || !(link = request_link(cs, r->connection))) {
         return DECLINED;
     }
     while (last->next) {
         last = last->next;
     }
     if (!(item = mtls_writer_item(g.writer, MTLS_ITEM_REQUEST))) {
+        mtls_link_unref(link);
         return DECLINED;
     }
-    item->link = mtls_link_ref(cs->link);
+    item->link = link;
     item->u.rq.time_us = r->request_time;
     mtls_strlcpy(item->u.rq.method, r->method, sizeof(item->u.rq.method));
     /* The path as sent, without query string or fragment: queries carry
@@ -1004,6 +1457,17 @@ static const char *db_path_of(apr_pool_t *p, srv_conf_t *msc,
                                                    : DEFAULT_DB);
 }
 
+/* The one line for MTLSAuditEngine On written in virtual host v, which
+ * has no TLS. */
+static void no_tls_error(server_rec *s, server_rec *v, srv_conf_t *sc)
+{
+    ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                 " MTLSAuditEngine On (%s): the virtual host %s (%s:%u) has "
+                 "no 'SSLEngine on', so it makes no TLS handshake to record",
+                 sc->engine_at, v->server_hostname ? v->server_hostname : "",
+                 v->defn_name ? v->defn_name : "?", v->defn_line_number);
+}
+
 /* After the configuration is read, at every start and at configtest:
  * what would make auditing fail is refused here, one line each, naming
  * the directive and where it was set. */
@@ -1024,17 +1488,13 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!first_at) {
             first_at = sc->engine_at ? sc->engine_at : "?";
         }
-        if (ssl_engine_on(v)) {
+        /* An On written in a virtual host that cannot have TLS is an
+         * error; one inherited from the server config just skips it. */
+        if (tree_may_have_tls(v)) {
             any_ssl = 1;
         }
         else if (v->is_virtual && sc->engine_here) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                         " MTLSAuditEngine On (%s): the virtual host %s "
-                         "(%s:%u) has no 'SSLEngine on', so it makes no TLS "
-                         "handshake to record", sc->engine_at,
-                         v->server_hostname ? v->server_hostname : "",
-                         v->defn_name ? v->defn_name : "?",
-                         v->defn_line_number);
+            no_tls_error(s, v, sc);
             bad = 1;
         }
     }
@@ -1048,10 +1508,9 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!any_ssl && !bad) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
-                     " MTLSAuditEngine On (%s), but no virtual host that "
-                     "audits has 'SSLEngine on'", first_at);
-        bad = 1;
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditEngine On (%s), but no server has "
+                     "'SSLEngine on': there is nothing to audit", first_at);
     }
     if (srv_conf(s)->mirror && srv_conf(s)->mirror[0] != '|') {
         const char *m = ap_server_root_relative(ptemp, srv_conf(s)->mirror);
@@ -1242,7 +1701,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     srv_conf_t *msc = srv_conf(s);
     server_rec *v;
-    const char *dir, *err, *at;
+    const char *dir, *err, *at, *audited;
     apr_status_t rv;
     char errbuf[256];
     mtls_store_t *st;
@@ -1252,19 +1711,42 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
     g.main_server = s;
     mtls_log_set(log_to_httpd, NULL);
+    /* mod_ssl's post_config, before this one, called ssl_init_server for
+     * every server it gave TLS: On (written here or inherited from the
+     * server config) audits those; an On written in a virtual host
+     * without TLS is refused, as check_config does from the tree. */
     g.any_engine = 0;
+    audited = NULL;
     for (v = s; v; v = v->next) {
         srv_conf_t *sc = srv_conf(v);
-        if (sc->engine == 1) {
+        sc->audit = sc->engine == 1 && sc->tls;
+        if (sc->audit) {
+            const char *at_v = v->defn_name
+                ? apr_psprintf(ptemp, "%s:%u", v->defn_name,
+                               v->defn_line_number) : "the server config";
             g.any_engine = 1;
+            audited = apr_psprintf(ptemp, "%s%s%s (%s)", audited ? audited
+                                   : "", audited ? ", " : "",
+                                   v->server_hostname ? v->server_hostname
+                                   : "", at_v);
         }
-        sc->verify_cfg = find_verify_client(v);
+        else if (sc->engine == 1 && v->is_virtual && sc->engine_here) {
+            no_tls_error(s, v, sc);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        sc->ocsp_cfg = find_ocsp(ptemp, v);
+    }
+    {
+        module *ssl = ap_find_linked_module("mod_ssl.c");
+        g.ssl_module = ssl ? ssl->module_index : -1;
     }
     /* The first pass only checks the configuration. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
         || !g.any_engine) {
         return OK;
     }
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG " auditing "
+                 "the TLS handshakes of: %s", audited);
     g.db_path = db_path_of(pconf, msc, &at);
     mtls_chain_key_clear(&g.key);
     if (msc->key_file
@@ -1409,6 +1891,8 @@ static void register_hooks(apr_pool_t *p)
                               APR_HOOK_REALLY_FIRST);
     /* Records each request once its status and size are final. */
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Reads why mod_ssl's OCSP check failed, while it runs (see DESIGN). */
+    ap_hook_error_log(error_log_hook, NULL, NULL, APR_HOOK_MIDDLE);
     /* mod_ssl's hooks: one per SSL_CTX at start-up, one per connection
      * before its handshake. */
     APR_OPTIONAL_HOOK(ssl, init_server, ssl_init_server, NULL, NULL,
@@ -1425,5 +1909,8 @@ AP_DECLARE_MODULE(mtls_audit) = {
     merge_srv,
     cmds,
     register_hooks,
-    AP_MODULE_FLAG_NONE
+    /* Every vhost gets its own merged config, even one that sets none of
+     * our directives: tls, audit and verify_cfg are per vhost (without
+     * this flag such vhosts share the main server's struct). */
+    AP_MODULE_FLAG_ALWAYS_MERGE
 };

@@ -195,6 +195,14 @@ int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
     return enc_finish(key, e, out);
 }
 
+int mtls_chain_trim(const mtls_val_t *vals, int n, int first_added)
+{
+    while (n > first_added && vals[n - 1].type == MTLS_V_NULL) {
+        n--;
+    }
+    return n;
+}
+
 int mtls_chain_hash_column(sqlite3_stmt *stmt)
 {
     int i, n = sqlite3_column_count(stmt);
@@ -266,6 +274,9 @@ static int hash_vals(const mtls_chain_key_t *key, const char *table,
     int i;
 
     *has_stored = 0;
+    if (hcol >= 0) {            /* columns added after hash (schema 3) */
+        n = mtls_chain_trim(vals, n, hcol + 1);
+    }
     /* Room for the whole row at once: millions of rows go through here. */
     for (i = 0; i < n; i++) {
         if (i != hcol) {

@@ -12,6 +12,12 @@
  *     1 INTEGER         8 bytes, big-endian two's complement
  *     2 REAL            8 bytes, the IEEE 754 bits, big-endian
  *     3 TEXT, 4 BLOB    4-byte big-endian length, then the bytes
+ * Columns a later schema version added (ALTER TABLE ADD COLUMN puts them
+ * after `hash`: handshakes' revocation_method and revocation_status, schema
+ * 3) are encoded only up to the last one that is not NULL, so a row written
+ * before they existed hashes as it did, and a value in one is covered (a
+ * NULL there encodes as no column; the column count is the table's, so
+ * no two rows of a table share an encoding).
  * The writer hashes the very values it binds; the verifier hashes what
  * SELECT * gives back.  Changing, deleting, inserting or reordering a row
  * breaks the chain at that row; removing rows at the tail needs an anchor
@@ -52,6 +58,10 @@ int mtls_chain_hash(const mtls_chain_key_t *key, const char *table,
                     const unsigned char prev[MTLS_HASH_LEN],
                     const mtls_val_t *vals, int n,
                     unsigned char out[MTLS_HASH_LEN]);
+
+/* How many of vals[0..n) to hash when vals[first_added..n) are columns a
+ * later schema version added: n without the trailing NULLs among those. */
+int mtls_chain_trim(const mtls_val_t *vals, int n, int first_added);
 
 /* The same for the current row of stmt, skipping the column named "hash"
  * (whose value, if any, is copied to stored). */

@@ -50,6 +50,28 @@ const char *mtls_outcome_name(int outcome)
     }
 }
 
+const char *mtls_rev_method_name(int method)
+{
+    switch (method) {
+    case MTLS_REV_CRL:  return "crl";
+    case MTLS_REV_OCSP: return "ocsp";
+    default:            return NULL;
+    }
+}
+
+const char *mtls_rev_status_name(int status)
+{
+    switch (status) {
+    case MTLS_RS_GOOD:         return "good";
+    case MTLS_RS_REVOKED:      return "revoked";
+    case MTLS_RS_UNKNOWN:      return "unknown";
+    case MTLS_RS_UNREACHABLE:  return "unreachable";
+    case MTLS_RS_BAD_RESPONSE: return "bad_response";
+    case MTLS_RS_ERROR:        return "error";
+    default:                   return NULL;
+    }
+}
+
 const char *mtls_verify_mode_name(int mode)
 {
     switch (mode) {

@@ -63,6 +63,30 @@ typedef enum {
     MTLS_HS_POST_HANDSHAKE = 2
 } mtls_hs_kind_e;
 
+/* The revocation check of a handshake (handshakes.revocation_method and
+ * revocation_status, schema 3).  0: none ran / nothing known. */
+typedef enum {
+    MTLS_REV_NONE = 0,
+    MTLS_REV_CRL  = 1,               /* SSLCARevocationCheck, in OpenSSL */
+    MTLS_REV_OCSP = 2                /* SSLOCSPEnable, in mod_ssl */
+} mtls_rev_method_e;
+
+typedef enum {
+    MTLS_RS_NONE = 0,
+    MTLS_RS_GOOD,
+    MTLS_RS_REVOKED,
+    MTLS_RS_UNKNOWN,                 /* the responder or the CRLs know
+                                        nothing of the certificate */
+    MTLS_RS_UNREACHABLE,             /* no answer from the responder */
+    MTLS_RS_BAD_RESPONSE,            /* an answer (or a CRL) that failed
+                                        its checks */
+    MTLS_RS_ERROR                    /* the check failed, cause not logged */
+} mtls_rev_status_e;
+
+/* "crl", "ocsp", "good", "revoked", ...; NULL for 0. */
+const char *mtls_rev_method_name(int method);
+const char *mtls_rev_status_name(int status);
+
 const char *mtls_outcome_name(int outcome);
 const char *mtls_verify_mode_name(int mode);
 const char *mtls_tls_version_name(int version);  /* NULL if unknown */
@@ -77,7 +101,9 @@ apr_int64_t mtls_mono_us(void);
  * The module creates it with the handshake record; the writer sets rowid
  * when it stores that record, and reads it for the requests that follow.
  * All of a connection's items go through one writer in order, so rowid is
- * only ever touched by the writer thread; the reference count is atomic.
+ * only ever touched by the writer thread; the reference count is atomic
+ * (the streams of an HTTP/2 connection take references on several threads
+ * at once, each while the connection still holds its own).
  */
 typedef struct mtls_link {
     volatile apr_uint32_t refs;     /* references: the conn and queued items */
@@ -154,6 +180,8 @@ typedef struct {
     apr_int64_t handshake_us;       /* first byte to terminal event, -1 n/a */
     apr_int64_t verify_us;          /* time in X509_verify_cert, -1 n/a */
     int   pid;
+    int   revocation_method;        /* mtls_rev_method_e */
+    int   revocation_status;        /* mtls_rev_status_e */
     /* From here on, text and lengths of which only what is set is read:
      * mtls_item_init clears the strings' first bytes, not the kilobyte
      * they take (a reused item comes cold from the writer's core). */

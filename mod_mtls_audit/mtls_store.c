@@ -10,7 +10,13 @@
  *  - Nothing here keeps state that outlives a failed transaction: on
  *    rollback the certificate cache and the chain tails are forgotten and
  *    links set by the batch are cleared.
+ *  - A write is stored only if, once committed, its file is still the one
+ *    at the path (SQLite commits into a removed file without a word):
+ *    otherwise it fails as if rolled back.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             /* O_PATH */
+#endif
 #include "mtls_store.h"
 #include "mtls_cert.h"
 #include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
@@ -40,7 +46,7 @@
 #define N_SIZES 3
 static const int row_sizes[N_SIZES] = { ROWS_MAX, 4, 1 };
 
-#define MAX_COLS 25             /* the widest table's (handshakes) */
+#define MAX_COLS 27             /* the widest table's (handshakes) */
 /* A handshake's chain as text: "[" and up to MTLS_CERTS_KEPT ids of at most
  * 20 characters each, with commas, "]" and the terminator */
 #define CHAIN_TEXT_MAX (MTLS_CERTS_KEPT * 21 + 3)
@@ -64,7 +70,9 @@ static const char *const hs_cols[] = {
     "local_port", "tls_version", "cipher", "resumed", "outcome", "kind",
     "verify_mode", "verify_result", "verify_error", "verify_depth", "alert",
     "alert_received", "cert_id", "chain", "chain_length", "handshake_us",
-    "verify_us", "pid", "hash", NULL
+    "verify_us", "pid", "hash",
+    /* added by schema 3, after hash (see mtls_chain.h) */
+    "revocation_method", "revocation_status", NULL
 };
 static const char *const rq_cols[] = {
     "id", "handshake_id", "time_us", "method", "path", "status",
@@ -82,6 +90,9 @@ typedef struct {
     const char          *name;
     const char *const   *cols;
     int                  ncols;         /* including id and hash */
+    int                  hcol;          /* hash's index in cols: the
+                                           columns after it came with a
+                                           later schema (mtls_chain.h) */
     sqlite3_stmt        *insert[N_SIZES];   /* of row_sizes[i] rows; only
                                                the one-row INSERT when the
                                                table's rows do not wait */
@@ -104,6 +115,8 @@ struct mtls_store {
     sqlite3                *db;
     int                     flags;
     char                   *path;
+    int                     fd;         /* O_PATH of the file SQLite
+                                           opened, for its link count */
     dev_t                   dev;        /* the file we opened */
     ino_t                   ino;
     const mtls_chain_key_t *key;
@@ -660,7 +673,7 @@ static int check_columns(mtls_store_t *st, table_t *t, char *err,
 {
     sqlite3_stmt *s;
     char *sql = sqlite3_mprintf("PRAGMA table_info(\"%w\")", t->name);
-    int i = 0, rc;
+    int i = 0, rc, more = 0;
 
     rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
     sqlite3_free(sql);
@@ -671,11 +684,17 @@ static int check_columns(mtls_store_t *st, table_t *t, char *err,
     while (sqlite3_step(s) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 1);
         if (!t->cols[i] || !name || strcmp(name, t->cols[i]) != 0) {
+            more = 1;
             break;
         }
         i++;
     }
     sqlite3_finalize(s);
+    /* A reader takes a file of an older schema (it never migrates): its
+     * table ends at hash, without the columns added since. */
+    if ((st->flags & MTLS_STORE_READONLY) && !more && i == t->hcol + 1) {
+        return SQLITE_OK;
+    }
     if (i != t->ncols) {
         snprintf(err, errlen, "table %s does not have the columns this "
                  "build expects: the database was altered", t->name);
@@ -692,10 +711,14 @@ static int prepare_insert(mtls_store_t *st, table_t *t, int nrows,
     char *sql;
     int i, r, rc;
 
+    /* The values in table order but hash, then hash (insert_rows). */
     sqlite3_str_appendf(q, "INSERT INTO %s(", t->name);
     for (i = 0; i < t->ncols; i++) {
-        sqlite3_str_appendf(q, "%s%s", i ? "," : "", t->cols[i]);
+        if (i != t->hcol) {
+            sqlite3_str_appendf(q, "%s,", t->cols[i]);
+        }
     }
+    sqlite3_str_appendall(q, "hash");
     sqlite3_str_appendall(q, ") VALUES");
     for (r = 0; r < nrows; r++) {
         for (i = 0; i < t->ncols; i++) {
@@ -721,8 +744,11 @@ static int prepare_table(mtls_store_t *st, table_t *t, const char *name,
 
     t->name = name;
     t->cols = cols;
-    for (t->ncols = 0; cols[t->ncols]; t->ncols++)
-        ;
+    for (t->ncols = 0; cols[t->ncols]; t->ncols++) {
+        if (!strcmp(cols[t->ncols], "hash")) {
+            t->hcol = t->ncols;
+        }
+    }
     if ((rc = check_columns(st, t, err, errlen)) != SQLITE_OK) {
         return rc;
     }
@@ -766,7 +792,10 @@ static int create_private(const char *path, char *err, apr_size_t errlen)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot %s %s: %s",
+                 access(path, F_OK) == 0 ? "open" : "create", path,
+                 strerror(e));
         return SQLITE_CANTOPEN;
     }
     close(fd);
@@ -785,6 +814,7 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
         return SQLITE_NOMEM;
     }
     st->flags = flags;
+    st->fd = -1;
     if (flags & MTLS_STORE_READONLY) {
         oflags = SQLITE_OPEN_READONLY;
     }
@@ -873,12 +903,26 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                      "", err, errlen)) != SQLITE_OK) {
         goto fail;
     }
+    /* Remember the file SQLite opened, to tell later whether it is still
+     * the one at path (mtls_store_file_gone).  An O_PATH descriptor, not
+     * a real one: closing a real one would drop the process's POSIX locks
+     * on the file, SQLite's included; this one holds none. */
     {
         struct stat sb;
+        int moved = 0;
         st->path = strdup(path);
-        if (stat(path, &sb) == 0) {
+        st->fd = open(path, O_PATH | O_CLOEXEC);
+        if ((st->fd >= 0 && fstat(st->fd, &sb) == 0) || stat(path, &sb) == 0) {
             st->dev = sb.st_dev;
             st->ino = sb.st_ino;
+        }
+        /* SQLite's own file against the path: replaced while we opened? */
+        if (sqlite3_file_control(st->db, "main", SQLITE_FCNTL_HAS_MOVED,
+                                 &moved) == SQLITE_OK && moved) {
+            snprintf(err, errlen, "%s was replaced while it was opened",
+                     path);
+            rc = SQLITE_CANTOPEN;
+            goto fail;
         }
     }
     if (!(flags & MTLS_STORE_READONLY)) {
@@ -938,6 +982,9 @@ void mtls_store_close(mtls_store_t *st)
     sqlite3_finalize(st->begin);
     sqlite3_finalize(st->commit);
     sqlite3_close_v2(st->db);
+    if (st->fd >= 0) {
+        close(st->fd);
+    }
     free(st->path);
     free(st);
 }
@@ -946,10 +993,20 @@ int mtls_store_file_gone(mtls_store_t *st)
 {
     struct stat sb;
 
-    if (!st->path || stat(st->path, &sb) != 0) {
-        return 1;
+    if (!st->path) {
+        return MTLS_FILE_REMOVED;
     }
-    return sb.st_dev != st->dev || sb.st_ino != st->ino;
+    if (stat(st->path, &sb) == 0) {
+        return sb.st_dev == st->dev && sb.st_ino == st->ino
+               ? MTLS_FILE_IN_PLACE : MTLS_FILE_REPLACED;
+    }
+    if (errno == ENOENT || errno == ENOTDIR || st->fd < 0) {
+        return MTLS_FILE_REMOVED;
+    }
+    /* The path cannot be looked at (a directory on the way that we may
+     * not search): the file is in place as long as it has a link. */
+    return fstat(st->fd, &sb) == 0 && sb.st_nlink == 0
+           ? MTLS_FILE_REMOVED : MTLS_FILE_IN_PLACE;
 }
 
 /* Read the tail of t's chain, once per transaction. */
@@ -1074,7 +1131,10 @@ static apr_int64_t append(mtls_store_t *st, table_t *t, mtls_val_t *vals,
     id = t->next_id;
     vals[0].type = MTLS_V_INT;
     vals[0].i = id;
-    if (mtls_chain_hash(st->key, t->name, t->prev, vals, n, row->hash) != 0) {
+    /* vals are in table order without hash: those from t->hcol on came
+     * with a later schema, hashed up to the last that is not NULL. */
+    if (mtls_chain_hash(st->key, t->name, t->prev, vals,
+                        mtls_chain_trim(vals, n, t->hcol), row->hash) != 0) {
         *rc = SQLITE_NOMEM;
         return 0;
     }
@@ -1230,7 +1290,7 @@ static int write_handshake(mtls_store_t *st, mtls_item_t *item)
     char own[CHAIN_TEXT_MAX], *chain = next_row_text(&st->t[T_HS]);
     apr_size_t off = 0;
     apr_int64_t leaf_id = 0, id;
-    mtls_val_t v[24];
+    mtls_val_t v[26];
     int rc = SQLITE_OK, i;
 
     if (!chain) {
@@ -1283,6 +1343,8 @@ static int write_handshake(mtls_store_t *st, mtls_item_t *item)
     v[21] = v_opt(hs->handshake_us);
     v[22] = v_opt(hs->verify_us);
     v[23] = v_opt(hs->pid);
+    v[24] = v_text(mtls_rev_method_name(hs->revocation_method));
+    v[25] = v_text(mtls_rev_status_name(hs->revocation_status));
     id = append(st, &st->t[T_HS], v, &rc);
     if (id && item->link) {
         item->link->rowid = id;
@@ -1381,6 +1443,19 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
     }
     if (rc == SQLITE_OK) {
         rc = step_done(st->commit);
+        /* Committed into a file that is no longer at its path (removed or
+         * replaced since the writer last looked): nobody will read these
+         * rows, so they are not stored. */
+        if (rc == SQLITE_OK && !(st->flags & MTLS_STORE_READONLY)
+            && mtls_store_file_gone(st) != MTLS_FILE_IN_PLACE) {
+            snprintf(err, errlen, "the database file was removed or "
+                     "replaced while records were written to it");
+            forget(st, items, n);
+            for (i = 0; i < T_COUNT; i++) {
+                st->t[i].w_first = st->t[i].w_last = 0;
+            }
+            return SQLITE_IOERR;
+        }
     }
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "writing records", st->db);

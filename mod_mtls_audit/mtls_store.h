@@ -84,13 +84,21 @@ void mtls_store_set_key(mtls_store_t *st, const mtls_chain_key_t *key);
 /* Store n items in one transaction.  On success every handshake item's
  * link holds its row id.  On failure the transaction is rolled back, no
  * link keeps a row id from it, and the SQLite error is returned (message in
- * err): the caller still owns the items and may try again. */
+ * err): the caller still owns the items and may try again.  A transaction
+ * committed into a file that was removed or replaced meanwhile (checked
+ * after COMMIT) is a failure too: SQLITE_IOERR, as if rolled back. */
 int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
                      char *err, apr_size_t errlen);
 
-/* Was the file this store writes removed or replaced (another file at its
- * path) since it was opened?  SQLite would go on writing to the removed
- * file, where nobody will ever read it. */
+/* Is the file this store writes still the one at its path?  SQLite would
+ * go on writing to a removed file, where nobody will ever read it.  A stat
+ * of the path (and an fstat when it cannot be looked at); returns one of: */
+#define MTLS_FILE_IN_PLACE 0    /* at its path; or the path cannot be
+                                   looked at (a directory we may not
+                                   search) and the file still has a link */
+#define MTLS_FILE_REMOVED  1    /* nothing at the path, or the file has no
+                                   link left */
+#define MTLS_FILE_REPLACED 2    /* another file at the path */
 int mtls_store_file_gone(mtls_store_t *st);
 
 /* The ids the last successful mtls_store_write stored in table 0

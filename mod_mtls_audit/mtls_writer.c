@@ -48,8 +48,11 @@ struct mtls_writer {
     /* losses not yet written as a gap event (guarded by lock) */
     apr_int64_t        gap_lost, gap_start_us, gap_end_us;
     apr_int64_t        gap_by_type[4];  /* by mtls_item_type_e */
-    char               gap_cause[160];
+    char               gap_cause[256];
     apr_int64_t        last_anchor_us;  /* writer thread only */
+    int                gone_noted;      /* writer thread only: the file
+                                           left its path and none can be
+                                           opened there; logged */
     apr_int64_t        last_reap_us;    /* writer thread only */
     mtls_slot_t       *slot;            /* our counters in shared memory */
     apr_int64_t        mirror_lost;     /* lines not mirrored, this episode */
@@ -226,7 +229,7 @@ void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st)
 static mtls_item_t *gap_event(mtls_writer_t *w)
 {
     mtls_item_t *ev;
-    char detail[256];
+    char detail[400];
 
     if (w->gap_lost == 0 || !(ev = mtls_item_new(MTLS_ITEM_EVENT))) {
         return NULL;
@@ -325,34 +328,56 @@ static int store_write(mtls_writer_t *w, mtls_item_t **items, int n,
     return rc;
 }
 
-/* If the database file was removed or replaced behind our back, start
- * writing to (a new file at) its path again, and say so in it: records
- * written to a removed file are lost to every reader. */
-static void follow_file(mtls_writer_t *w)
+/* Before each write: make w->store the file at the configured path.  If
+ * the file was removed or replaced behind our back, open (a new file at)
+ * the path and say so in it: records written to a removed file are lost to
+ * every reader.  Returns SQLITE_OK when the store may be written; else an
+ * error, with the cause in err, and nothing may be written: the file we
+ * hold is not at the path any more (what went into it would be counted as
+ * stored and never read), or we hold none.  Called again before the next
+ * try, it opens the path as soon as it can be. */
+static int follow_file(mtls_writer_t *w, char *err, apr_size_t errlen)
 {
     mtls_store_t *st;
     mtls_item_t *ev;
-    char err[256];
+    char why[256];
+    int gone;
 
     if (!w->store) {
         /* Not open yet (it could not be at start): try again now. */
         if (mtls_store_open(w->conf.path, w->conf.store_flags,
-                            w->conf.busy_timeout_ms, &w->store, err,
-                            sizeof(err)) == SQLITE_OK) {
-            mtls_store_set_key(w->store, w->conf.key);
-            mtls_log(MTLS_LOG_NOTICE, "%s is open for writing now",
-                     w->conf.path);
+                            w->conf.busy_timeout_ms, &w->store, why,
+                            sizeof(why)) != SQLITE_OK) {
+            snprintf(err, errlen, "cannot open %s (%s)", w->conf.path, why);
+            return SQLITE_CANTOPEN;
         }
-        return;
+        mtls_store_set_key(w->store, w->conf.key);
+        mtls_log(MTLS_LOG_NOTICE, "%s is open for writing now",
+                 w->conf.path);
+        return SQLITE_OK;
     }
-    if (!mtls_store_file_gone(w->store)) {
-        return;
+    if ((gone = mtls_store_file_gone(w->store)) == MTLS_FILE_IN_PLACE) {
+        w->gone_noted = 0;
+        return SQLITE_OK;
     }
     if (mtls_store_open(w->conf.path, w->conf.store_flags,
-                        w->conf.busy_timeout_ms, &st, err, sizeof(err))
+                        w->conf.busy_timeout_ms, &st, why, sizeof(why))
         != SQLITE_OK) {
-        return;     /* the write below fails and is counted */
+        /* Keep the old store: should the file come back to its path, it
+         * is written again. */
+        snprintf(err, errlen, "database file %s (%s)",
+                 gone == MTLS_FILE_REMOVED
+                 ? "removed and cannot be created again"
+                 : "replaced by one that cannot be used", why);
+        if (!w->gone_noted) {
+            w->gone_noted = 1;
+            mtls_log(MTLS_LOG_ERR, "%s: %s; records are not stored, and are "
+                     "counted as lost, until the file at that path can be "
+                     "written", w->conf.path, err);
+        }
+        return SQLITE_CANTOPEN;
     }
+    w->gone_noted = 0;
     mtls_log(MTLS_LOG_ERR, "%s was removed or replaced while in use; "
              "recording goes on in the file now at that path",
              w->conf.path);
@@ -366,11 +391,12 @@ static void follow_file(mtls_writer_t *w)
         ev->u.ev.detail = strdup("the database file was removed or replaced "
                                  "while the server wrote it; earlier records "
                                  "are not in this file");
-        if (store_write(w, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
-            mtls_log(MTLS_LOG_ERR, "cannot record the reopen: %s", err);
+        if (store_write(w, &ev, 1, why, sizeof(why)) != SQLITE_OK) {
+            mtls_log(MTLS_LOG_ERR, "cannot record the reopen: %s", why);
         }
         mtls_item_free(ev);
     }
+    return SQLITE_OK;
 }
 
 /* Write the chain heads to the log: an anchor kept outside the database
@@ -437,8 +463,9 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out, int now_anyway)
 static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
 {
     mtls_item_t *gap;
-    char err[256];
+    char err[512];
     int attempt, rc = SQLITE_OK, m, logged = 0, anchor_now = 0, stopping;
+    int was_failing, unusable = 0;
     apr_int64_t gap_lost = 0;
 
     pthread_mutex_lock(&w->lock);
@@ -447,6 +474,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         gap_lost = w->gap_lost;
     }
     stopping = w->stopping;
+    was_failing = w->failing;
     pthread_mutex_unlock(&w->lock);
     if (gap) {
         batch[n] = gap;         /* the caller left room for it */
@@ -454,18 +482,27 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     m = n + (gap ? 1 : 0);
     m += reap_dead(w, batch + m, stopping);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
-        follow_file(w);
-        if (!w->store) {
-            rc = SQLITE_CANTOPEN;
-            snprintf(err, sizeof(err), "cannot open %s", w->conf.path);
+        if ((rc = follow_file(w, err, sizeof(err))) == SQLITE_OK) {
+            rc = store_write(w, batch, m, err, sizeof(err));
+            unusable = 0;
         }
         else {
-            rc = store_write(w, batch, m, err, sizeof(err));
+            /* No usable file at the path (ours was removed or replaced,
+             * or none could be opened yet): no write can succeed until
+             * there is one, so MTLSAuditFailMode closed refuses new
+             * connections now, not after the tries. */
+            unusable = w->store != NULL;
+            if (!w->failing) {
+                pthread_mutex_lock(&w->lock);
+                w->failing = 1;
+                pthread_mutex_unlock(&w->lock);
+            }
+            mtls_slots_set_failing(w->conf.slots, 1);
         }
         if (rc == SQLITE_OK) {
             break;
         }
-        if (!w->failing && !logged) {
+        if (!was_failing && !logged) {
             mtls_log(MTLS_LOG_ERR, "cannot write to %s (%s), retrying",
                      w->conf.path, err);
             logged = 1;
@@ -496,10 +533,13 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
                      >= (apr_int64_t)w->conf.anchor_s * 1000000;
     }
     else {
-        char cause[160] = "database write failed: ";
+        char cause[256] = "database write failed: ";
+        if (unusable) {
+            cause[0] = '\0';       /* err says it all */
+        }
         mtls_strlcpy(cause + strlen(cause), err, sizeof(cause) - strlen(cause));
         count_loss(w, n, cause, batch);
-        if (!w->failing) {
+        if (!was_failing) {
             mtls_log(MTLS_LOG_ERR, "dropped %d records after %d tries: %s",
                      n, w->conf.retries, err);
         }
@@ -545,20 +585,27 @@ static void *writer_main(void *arg)
                 /* Everybody refuses while the shared flag says writing
                  * fails; whoever idles checks whether it works again (an
                  * empty write transaction), or the flag could outlive the
-                 * process that set it. */
-                if (!k && mtls_slots_failing(w->conf.slots)) {
-                    char err[256];
-                    follow_file(w);
-                    if (w->store && mtls_store_write(w->store, batch, 0, err,
-                                                     sizeof(err))
-                        == SQLITE_OK) {
+                 * process that set it.  So does a writer whose own last
+                 * try failed (one that could not open the file at start):
+                 * refusing every connection, it gets no record to try. */
+                if (!k && (mtls_slots_failing(w->conf.slots) || w->failing)) {
+                    char err[512];
+                    if (follow_file(w, err, sizeof(err)) == SQLITE_OK
+                        && mtls_store_write(w->store, batch, 0, err,
+                                            sizeof(err)) == SQLITE_OK) {
                         mtls_slots_set_failing(w->conf.slots, 0);
+                        if (w->failing) {
+                            mtls_log(MTLS_LOG_NOTICE, "writing to %s again",
+                                     w->conf.path);
+                            pthread_mutex_lock(&w->lock);
+                            w->failing = 0;
+                            pthread_mutex_unlock(&w->lock);
+                        }
                     }
                 }
                 if (k) {
-                    char err[256];
-                    follow_file(w);
-                    if (!w->store
+                    char err[512];
+                    if (follow_file(w, err, sizeof(err)) != SQLITE_OK
                         || store_write(w, batch, k, err, sizeof(err))
                            != SQLITE_OK) {
                         mtls_log(MTLS_LOG_ERR, "cannot record the loss of "
@@ -632,6 +679,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     if (rc != SQLITE_OK) {
         w->store = NULL;
         w->failing = 1;
+        mtls_slots_set_failing(conf->slots, 1);     /* closed mode refuses */
     }
     if (w->store) {
         mtls_store_set_key(w->store, conf->key);

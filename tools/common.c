@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -559,8 +560,10 @@ static int exec_str(sqlite3 *db, sqlite3_str *s)
 }
 
 /* CREATE TEMP VIEW name AS the UNION ALL of arm, printed once per
- * database with (its file name, its index, its index, its index). */
-static int union_view(dataset_t *ds, const char *name, const char *arm)
+ * database with (its file name, its text from old when its schema is
+ * older than 3, its index, its index, its index). */
+static int union_view(dataset_t *ds, const char *name, const char *arm,
+                      const char *old)
 {
     sqlite3_str *s = sqlite3_str_new(ds->db);
     int i;
@@ -568,7 +571,8 @@ static int union_view(dataset_t *ds, const char *name, const char *arm)
     sqlite3_str_appendf(s, "CREATE TEMP VIEW %s AS ", name);
     for (i = 0; i < ds->n; i++) {
         if (i) sqlite3_str_appendall(s, " UNION ALL ");
-        sqlite3_str_appendf(s, arm, ds->files[i], i, i, i);
+        sqlite3_str_appendf(s, arm, ds->files[i],
+                            ds->version[i] < 3 ? old : "", i, i, i);
     }
     return exec_str(ds->db, s);
 }
@@ -577,21 +581,23 @@ static int make_views(dataset_t *ds)
 {
     int rc;
 
-    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*, c.sha256, "
+    /* A file of schema 1 or 2 has no revocation columns (schema 3,
+     * after hash): NULL in their place. */
+    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*%s, c.sha256, "
             "lower(hex(c.sha256)) AS cert_sha256, c.subject_dn, c.issuer_dn, "
             "c.serial, c.not_before, c.not_after, c.key_type, c.key_bits, "
             "c.sig_alg FROM db%d.handshakes h LEFT JOIN db%d.certificates c "
-            "ON c.id = h.cert_id")) != SQLITE_OK) {
+            "ON c.id = h.cert_id", MTLS_OLD_HS_COLS)) != SQLITE_OK) {
         return rc;
     }
-    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, * FROM "
-                         "db%d.events")) != SQLITE_OK) {
+    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, *%s FROM "
+                         "db%d.events", "")) != SQLITE_OK) {
         return rc;
     }
-    return union_view(ds, "certs", "SELECT %Q AS source, id, sha256, "
+    return union_view(ds, "certs", "SELECT %Q AS source%s, id, sha256, "
             "lower(hex(sha256)) AS cert_sha256, subject_dn, issuer_dn, serial, "
             "not_before, not_after, san, key_type, key_bits, sig_alg, "
-            "first_seen_us FROM db%d.certificates");
+            "first_seen_us FROM db%d.certificates", "");
 }
 
 static const struct {
@@ -653,6 +659,17 @@ int open_dataset(dataset_t *ds, char **files, int n)
         if (rc != SQLITE_OK) {
             fail("%s: %s", files[i], sqlite3_errmsg(ds->db));
             return EXIT_DB;
+        }
+        {
+            sqlite3_stmt *v;
+            char q[64];
+            snprintf(q, sizeof(q), "PRAGMA db%d.user_version", i);
+            ds->version[i] = 0;
+            if (sqlite3_prepare_v2(ds->db, q, -1, &v, NULL) == SQLITE_OK
+                && sqlite3_step(v) == SQLITE_ROW) {
+                ds->version[i] = sqlite3_column_int(v, 0);
+            }
+            sqlite3_finalize(v);
         }
         ds->n++;
         /* dbI_v_handshakes, ...: the migrations' views over this file's
@@ -928,67 +945,369 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
 /* ------------------------------------------------------------------ */
 /* Anchors                                                              */
 
-int check_anchors(const char *anchors, const char *db, int any_path,
-                  const mtls_chain_key_t *key, int *found, char *msg,
-                  size_t msglen)
-{
+/* One file of the set, as the anchors see it. */
+typedef struct {
     mtls_store_t *st;
-    char line[4096], path[2048], err[256], why[256];
-    long lineno = 0;
-    FILE *f;
-    int rc = 0, elsewhere = 0;
-    (void)key;
+    struct stat   sb;
+    int           have_sb;      /* sb is valid */
+    apr_int64_t   base[MTLS_ANCHOR_TABLES];   /* its chain starts after */
+    apr_int64_t   end[MTLS_ANCHOR_TABLES];    /* an archive: ends at */
+    unsigned char bhash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    unsigned char ehash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    int           pred[MTLS_ANCHOR_TABLES];   /* the file holding the
+                                               * rows up to base, or -1 */
+    int           archive;      /* has an end: an archive */
+    int           named;        /* anchors naming it (one file given:
+                                 * every anchor) */
+    int           taken;        /* of them, naming another path */
+    long          rows;         /* anchored rows of those anchors */
+    long          away;         /* of them, in no file given */
+    long          here;         /* anchored rows checked in it */
+    int           bad;          /* something does not hold: why */
+    char          why[768];
+} afile_t;
 
-    *found = 0;
-    if (!(f = fopen(anchors, "r"))) {
-        snprintf(msg, msglen, "cannot read %s: %s", anchors, strerror(errno));
+int same_path(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0
+                             && sa.st_dev == sb.st_dev
+                             && sa.st_ino == sb.st_ino);
+}
+
+/* Is path the file f (the same name, or the same inode)? */
+static int same_file(const char *path, const char *name, const afile_t *f)
+{
+    struct stat sb;
+
+    if (!strcmp(path, name)) {
+        return 1;
+    }
+    return f->have_sb && stat(path, &sb) == 0 && sb.st_dev == f->sb.st_dev
+           && sb.st_ino == f->sb.st_ino;
+}
+
+/* The stored hash of row id of table in db: 1 found, 0 no such row, -1
+ * an error. */
+static int stored_hash(sqlite3 *db, const char *table, apr_int64_t id,
+                       unsigned char hash[MTLS_HASH_LEN])
+{
+    sqlite3_stmt *st;
+    char *sql = sqlite3_mprintf("SELECT hash FROM \"%w\" WHERE id = ?1",
+                                table);
+    int rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
         return -1;
     }
-    if (mtls_store_open(db, MTLS_STORE_READONLY, 5000, &st, err, sizeof(err))
-        != SQLITE_OK) {
-        fclose(f);
-        snprintf(msg, msglen, "%s", err);
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    memset(hash, 0, MTLS_HASH_LEN);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == MTLS_HASH_LEN) {
+        memcpy(hash, sqlite3_column_blob(st, 0), MTLS_HASH_LEN);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Which file holds the rows of table t up to f[i].base[t]: the one whose
+ * chain ends there with that hash (or, a move interrupted, goes on past
+ * it with that row), else the one the cut names (the path given to
+ * archive), which then has lost rows at its end: a finding in it.  -1
+ * when none of the files given; -2 on a read error. */
+static int find_pred(afile_t *f, char **files, int n, int i, int t,
+                     const char *other)
+{
+    unsigned char h[MTLS_HASH_LEN];
+    apr_int64_t b = f[i].base[t];
+    int j, r;
+
+    for (j = 0; j < n; j++) {
+        if (j != i && f[j].end[t] == b
+            && !memcmp(f[j].ehash[t], f[i].bhash[t], MTLS_HASH_LEN)) {
+            return j;
+        }
+    }
+    for (j = 0; j < n; j++) {
+        if (j == i || f[j].end[t] <= b || f[j].base[t] >= b) continue;
+        r = stored_hash(mtls_store_db(f[j].st), mtls_anchor_tables[t], b, h);
+        if (r < 0) return -2;
+        if (r && !memcmp(h, f[i].bhash[t], MTLS_HASH_LEN)) return j;
+    }
+    for (j = 0; other && j < n; j++) {
+        if (j == i || !same_file(other, files[j], &f[j])) continue;
+        if (!f[j].bad) {
+            f[j].bad = 1;
+            if (f[j].end[t] < b) {
+                snprintf(f[j].why, sizeof(f[j].why), "its %s end at row %lld, "
+                         "but %s, whose cut names it, goes on after row "
+                         "%lld: rows %lld-%lld are in neither file",
+                         mtls_anchor_tables[t], (long long)f[j].end[t],
+                         files[i], (long long)b, (long long)f[j].end[t] + 1,
+                         (long long)b);
+            }
+            else {
+                snprintf(f[j].why, sizeof(f[j].why), "its row %lld of %s is "
+                         "not the one %s, whose cut names it, goes on from",
+                         (long long)b, mtls_anchor_tables[t], files[i]);
+            }
+        }
+        return j;
+    }
+    return -1;
+}
+
+/* Check table t's anchored row (id, hash) of an anchor naming file o:
+ * in o, or in the file along o's cuts that holds it now.  Counts it; a
+ * row that does not hold marks the file that holds it.  Returns the file
+ * that held it, -1 when no file given does, -2 on a read error. */
+static int check_anchored_row(afile_t *f, char **files, int n, int o, int t,
+                              apr_int64_t id, const unsigned char *hash,
+                              long lineno, const char *anchors)
+{
+    const char *table = mtls_anchor_tables[t];
+    unsigned char h[MTLS_HASH_LEN];
+    int cur = o, steps, k, r;
+
+    for (steps = 0; cur >= 0 && steps <= 2 * n; steps++) {
+        if (id > f[cur].base[t] && (!f[cur].end[t] || id <= f[cur].end[t])) {
+            break;                              /* in cur */
+        }
+        if (id > f[cur].base[t]) {              /* after an archive's end */
+            for (k = 0; k < n && f[k].pred[t] != cur; k++);
+            cur = k < n ? k : -1;
+            continue;
+        }
+        if (f[cur].pred[t] >= 0) {              /* before a live base */
+            cur = f[cur].pred[t];
+            continue;
+        }
+        if (id == f[cur].base[t]) {             /* the cut's own record */
+            f[cur].here++;
+            if (memcmp(f[cur].bhash[t], hash, MTLS_HASH_LEN) && !f[cur].bad) {
+                f[cur].bad = 1;
+                snprintf(f[cur].why, sizeof(f[cur].why), "%s: anchored row "
+                         "%lld was archived with another hash than its "
+                         "anchor (anchor at line %ld of %s)", table,
+                         (long long)id, lineno, anchors);
+            }
+            return cur;
+        }
         return -1;
     }
-    while (fgets(line, sizeof(line), f)) {
+    if (cur < 0 || steps > 2 * n) {
+        return -1;
+    }
+    if ((r = stored_hash(mtls_store_db(f[cur].st), table, id, h)) < 0) {
+        return -2;
+    }
+    f[cur].here++;
+    if (!f[cur].bad && (!r || memcmp(h, hash, MTLS_HASH_LEN))) {
+        f[cur].bad = 1;
+        snprintf(f[cur].why, sizeof(f[cur].why), "%s: anchored row %lld %s "
+                 "(anchor at line %ld of %s, naming %s)", table, (long long)id,
+                 !r ? "is missing: rows were removed from the end"
+                    : "has another hash than its anchor: the table was "
+                      "rewritten", lineno, anchors, files[o]);
+    }
+    return cur;
+}
+
+int check_anchor_files(const char *anchors, char **files, int n,
+                       anchor_info_t *info, char *err, size_t errlen)
+{
+    char line[4096], path[2048], last[2048] = "";
+    afile_t *f = calloc((size_t)n, sizeof(*f));
+    long *held = calloc((size_t)n * (size_t)n, sizeof(long)), lineno = 0;
+    int i, j, t, k, rc = 0, owner = -1, pass, same = 1;
+    FILE *fp = NULL;
+
+    if (!f || !held) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+        goto done;
+    }
+    if (!(fp = fopen(anchors, "r"))) {
+        snprintf(err, errlen, "cannot read %s: %s", anchors, strerror(errno));
+        rc = -1;
+        goto done;
+    }
+    /* Each file's cuts, and which file holds the rows before each base. */
+    for (i = 0; i < n; i++) {
+        char e[256];
+        if (mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &f[i].st, e,
+                            sizeof(e)) != SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", files[i], e);
+            rc = -1;
+            goto done;
+        }
+        f[i].have_sb = stat(files[i], &f[i].sb) == 0;
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            sqlite3 *db = mtls_store_db(f[i].st);
+            if (mtls_chain_cut(db, "main", mtls_anchor_tables[t], "base",
+                               &f[i].base[t], f[i].bhash[t], NULL)
+                != SQLITE_OK
+                || mtls_chain_cut(db, "main", mtls_anchor_tables[t], "end",
+                                  &f[i].end[t], f[i].ehash[t], NULL)
+                   != SQLITE_OK) {
+                snprintf(err, errlen, "%s: %s", files[i], sqlite3_errmsg(db));
+                rc = -1;
+                goto done;
+            }
+            f[i].archive |= f[i].end[t] > 0;
+            f[i].pred[t] = -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            char *other = NULL;
+            apr_int64_t id;
+            unsigned char h[MTLS_HASH_LEN];
+            if (!f[i].base[t]) continue;
+            mtls_chain_cut(mtls_store_db(f[i].st), "main",
+                           mtls_anchor_tables[t], "base", &id, h, &other);
+            f[i].pred[t] = find_pred(f, files, n, i, t, other);
+            sqlite3_free(other);
+            if (f[i].pred[t] == -2) {
+                snprintf(err, errlen, "reading %s", files[i]);
+                rc = -1;
+                goto done;
+            }
+        }
+    }
+    /* Every anchor naming one of the files (with one file: every one). */
+    while (fgets(line, sizeof(line), fp)) {
         mtls_anchor_t a;
-        int bad, other;
 
         lineno++;
         if (!strstr(line, "mtls_audit: anchor ")
-            || mtls_anchor_parse(line, path, sizeof(path), &a) != 0
-            || (!any_path && strcmp(path, db) != 0)) {
+            || mtls_anchor_parse(line, path, sizeof(path), &a) != 0) {
             continue;
         }
-        (*found)++;
-        if (mtls_anchor_check(mtls_store_db(st), &a, &bad, &other, why,
-                              sizeof(why)) != SQLITE_OK) {
-            snprintf(msg, msglen, "reading %s: %s", db,
-                     sqlite3_errmsg(mtls_store_db(st)));
-            rc = -1;
-            break;
+        if (n == 1) {
+            owner = 0;
+            if (strcmp(path, last) != 0) {
+                snprintf(last, sizeof(last), "%s", path);
+                same = same_file(path, files[0], &f[0]);
+            }
+            f[0].taken += !same;        /* names another path: taken */
         }
-        elsewhere += other > 0;
-        if (bad >= 0) {
-            snprintf(msg, msglen, "%s: %s (anchor at line %ld of %s)",
-                     mtls_anchor_tables[bad], why, lineno, anchors);
-            rc = 1;
-            break;
+        else if (strcmp(path, last) != 0) {
+            for (owner = 0; owner < n
+                 && !same_file(path, files[owner], &f[owner]); owner++);
+            owner = owner < n ? owner : -1;
+            snprintf(last, sizeof(last), "%s", path);
+        }
+        if (owner < 0) {
+            continue;
+        }
+        f[owner].named++;
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            if (a.id[t] == 0) continue;         /* empty then */
+            f[owner].rows++;
+            k = check_anchored_row(f, files, n, owner, t, a.id[t], a.hash[t],
+                                   lineno, anchors);
+            if (k == -2) {
+                snprintf(err, errlen, "reading %s", files[owner]);
+                rc = -1;
+                goto done;
+            }
+            if (k < 0) {
+                f[owner].away++;
+            }
+            else {
+                held[(size_t)owner * (size_t)n + (size_t)k]++;
+            }
         }
     }
-    fclose(f);
-    mtls_store_close(st);
-    if (rc == 0 && !*found) {
-        snprintf(msg, msglen, "no anchor for %s in %s", db, anchors);
-        rc = 1;
+    /* What each file's anchors came to. */
+    for (i = 0; i < n; i++) {
+        anchor_info_t *in = &info[i];
+        size_t off = 0;
+
+        memset(in, 0, sizeof(*in));
+        if (f[i].bad) {
+            in->rc = 1;
+            in->anchored = -1;
+            snprintf(in->msg, sizeof(in->msg), "%s", f[i].why);
+        }
+        else if (f[i].named || f[i].here) {
+            in->anchored = 1;
+            if (f[i].named) {
+                off += (size_t)snprintf(in->msg, sizeof(in->msg), "%d anchors "
+                        "from %s %s; of their %ld anchored rows, %ld "
+                        "hold here", f[i].named, anchors, f[i].taken
+                        ? "(the only file given: taken for it whatever path "
+                          "they name)" : "name it", f[i].rows - f[i].away,
+                        held[(size_t)i * (size_t)n + (size_t)i]);
+                for (j = 0; j < n && off < sizeof(in->msg); j++) {
+                    long c = held[(size_t)i * (size_t)n + (size_t)j];
+                    if (j != i && c) {
+                        off += (size_t)snprintf(in->msg + off,
+                                sizeof(in->msg) - off, ", %ld were checked in "
+                                "%s", c, files[j]);
+                    }
+                }
+                if (f[i].away && off < sizeof(in->msg)) {
+                    off += (size_t)snprintf(in->msg + off,
+                            sizeof(in->msg) - off, "; %ld more on the other "
+                            "side of an archive cut, in a file not given "
+                            "(give it too to check them)", f[i].away);
+                }
+            }
+            else {
+                off += (size_t)snprintf(in->msg, sizeof(in->msg),
+                                        "no anchor names it");
+            }
+            for (j = 0; j < n && off < sizeof(in->msg); j++) {
+                long c = held[(size_t)j * (size_t)n + (size_t)i];
+                if (j != i && c) {
+                    off += (size_t)snprintf(in->msg + off,
+                            sizeof(in->msg) - off, "; %ld anchored rows of "
+                            "%s hold here", c, files[j]);
+                }
+            }
+        }
+        else if (!f[i].archive) {
+            in->rc = 1;
+            snprintf(in->msg, sizeof(in->msg), "no anchor for %s in %s",
+                     files[i], anchors);
+        }
+        else {
+            snprintf(in->msg, sizeof(in->msg), "no anchor in %s names it or "
+                     "a row it holds: an archive, checked through its cut "
+                     "(give the file it continues into too)", anchors);
+        }
     }
-    else if (rc == 0 && elsewhere) {
-        snprintf(msg, msglen, "%d anchors from %s hold (%d name rows on the "
-                 "other side of an archive cut: those hold in that file)",
-                 *found, anchors, elsewhere);
+    /* An archive no anchor covers is covered through its cut by a file it
+     * continues into whose anchors hold (archives in a row: n passes). */
+    for (pass = 0; pass < n; pass++) {
+        for (i = 0; i < n; i++) {
+            if (info[i].anchored || info[i].rc || !f[i].archive) continue;
+            for (j = 0; j < n; j++) {
+                for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+                    if (f[j].pred[t] == i && info[j].anchored == 1
+                        && !info[i].anchored) {
+                        info[i].anchored = 1;
+                        snprintf(info[i].msg, sizeof(info[i].msg), "no "
+                                 "anchor names it or a row it holds; its "
+                                 "chains end where those of %s begin, whose "
+                                 "anchors hold", files[j]);
+                    }
+                }
+            }
+        }
     }
-    else if (rc == 0) {
-        snprintf(msg, msglen, "%d anchors from %s hold", *found, anchors);
+done:
+    if (fp) {
+        fclose(fp);
     }
+    for (i = 0; f && i < n; i++) {
+        mtls_store_close(f[i].st);
+    }
+    free(f);
+    free(held);
     return rc;
 }

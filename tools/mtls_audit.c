@@ -162,6 +162,8 @@ static int cmd_query(int argc, char **argv)
         /* A terminal gets who, when and what happened. */
         sqlite3_str_appendf(sql, "SELECT %sid, time_utc, client_addr, sni, "
                             "tls_version, outcome, verify_result AS vr, "
+                            "revocation_method || ' ' || revocation_status "
+                            "AS revocation, "
                             "alert_name AS alert, subject_dn, requests FROM (",
                             ds.n > 1 ? "source, " : "");
     }
@@ -170,10 +172,11 @@ static int cmd_query(int argc, char **argv)
     }
     for (i = 0; i < ds.n; i++) {
         /* temp.dbI_v_handshakes: the migrations' view (open_dataset). */
-        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.* FROM temp.db%d_"
+        sqlite3_str_appendf(sql, "%sSELECT %Q AS source, v.*%s FROM temp.db%d_"
                             "v_handshakes v JOIN db%d.handshakes h ON h.id = "
                             "v.id WHERE h.time_us >= :since AND h.time_us < "
-                            ":until", i ? " UNION ALL " : "", files[i], i, i);
+                            ":until", i ? " UNION ALL " : "", files[i],
+                            ds.version[i] < 3 ? MTLS_OLD_HS_COLS : "", i, i);
     }
     sqlite3_str_appendall(sql, ") WHERE 1");
     if (outcome) sqlite3_str_appendall(sql, " AND outcome = :outcome");
@@ -339,7 +342,10 @@ static const char verify_help[] =
 "  --anchor FILE  also check the anchors (chain heads) the module wrote to\n"
 "                 its error log, FILE: rows removed from the end of a table\n"
 "                 are found only this way.  With one DB every anchor in\n"
-"                 FILE is checked; with several, those naming each DB's path\n"
+"                 FILE is checked; with several, those naming one of them,\n"
+"                 each row in the file that holds it now (the archive, for\n"
+"                 a row archived after the anchor was written: give\n"
+"                 ARCHIVE and LIVE together)\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
 "Exit: 0 ok, 1 a break or altered schema, 2 usage, 3 database or I/O error.\n";
@@ -347,12 +353,36 @@ static const char verify_help[] =
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
  * table cut at the same row with another hash means one of the two files
- * is not what the cut recorded.  Returns 1 on such a mismatch. */
+ * is not what the cut recorded; an archive that the other file's cut
+ * names (the path given to archive) but that ends before that file
+ * begins has lost rows at its end, even if its own record of its end was
+ * rewritten to match.  Returns 1 on such a mismatch. */
 static int check_cuts(char **files, int n,
                       mtls_chain_result_t (*res)[MTLS_ANCHOR_TABLES])
 {
     int i, j, t, bad = 0;
+    char *(*named)[MTLS_ANCHOR_TABLES] = n > 0 ? calloc((size_t)n,
+                                                        sizeof(*named)) : NULL;
 
+    /* The file each base names. */
+    for (j = 0; named && j < n; j++) {
+        mtls_store_t *st;
+        char err[256];
+        if (mtls_store_open(files[j], MTLS_STORE_READONLY, 5000, &st, err,
+                            sizeof(err)) != SQLITE_OK) {
+            continue;
+        }
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            unsigned char h[MTLS_HASH_LEN];
+            apr_int64_t id;
+            if (res[j][t].base_id) {
+                mtls_chain_cut(mtls_store_db(st), "main",
+                               mtls_anchor_tables[t], "base", &id, h,
+                               &named[j][t]);
+            }
+        }
+        mtls_store_close(st);
+    }
     for (i = 0; i < n; i++) {
         for (j = 0; j < n; j++) {
             int joined = 0, apart = 0;
@@ -370,6 +400,16 @@ static int check_cuts(char **files, int n,
                            "than %s starts from\n", mtls_anchor_tables[t],
                            files[i], (long long)a->end_id, files[j]);
                 }
+                else if (a->end_id < l->base_id && named && named[j][t]
+                         && same_path(named[j][t], files[i])) {
+                    apart++;
+                    printf("  %s: %s ends at row %lld, but %s, whose cut "
+                           "names it, starts after row %lld: rows %lld-%lld "
+                           "are in neither file\n", mtls_anchor_tables[t],
+                           files[i], (long long)a->end_id, files[j],
+                           (long long)l->base_id, (long long)a->end_id + 1,
+                           (long long)l->base_id);
+                }
             }
             if (joined && !apart) {
                 printf("%s continues into %s: ok (%d tables cut)\n",
@@ -378,6 +418,12 @@ static int check_cuts(char **files, int n,
             bad |= apart > 0;
         }
     }
+    for (j = 0; named && j < n; j++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            sqlite3_free(named[j][t]);
+        }
+    }
+    free(named);
     return bad;
 }
 
@@ -391,6 +437,7 @@ static int cmd_verify(int argc, char **argv)
     };
     mtls_chain_key_t key = { NULL, 0 };
     mtls_chain_result_t (*all)[MTLS_ANCHOR_TABLES] = NULL;
+    anchor_info_t *anchors = NULL;
     int i, t, nfiles, broken = 0, rc;
     char **files, buf[512];
 
@@ -413,6 +460,20 @@ static int cmd_verify(int argc, char **argv)
         fail("out of memory");
         free(files);
         return EXIT_DB;
+    }
+    /* The anchors first, over the files as one set: a row an anchor of
+     * the live file names may be in an archive now. */
+    if (anchor) {
+        char err[1024];
+        if (!(anchors = calloc((size_t)nfiles, sizeof(*anchors)))) {
+            fail("out of memory");
+            rc = EXIT_DB;
+        }
+        else if (check_anchor_files(anchor, files, nfiles, anchors, err,
+                                    sizeof(err)) != 0) {
+            fail("%s", err);
+            rc = EXIT_DB;
+        }
     }
     for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
         mtls_chain_result_t *res = all[i];
@@ -461,22 +522,17 @@ static int cmd_verify(int argc, char **argv)
             broken |= ndiff > 0;
         }
         if (anchor) {
-            char msg[1024];
-            int found, a = check_anchors(anchor, files[i], nfiles == 1, &key,
-                                         &found, msg, sizeof(msg));
-            if (a < 0) {
-                fail("%s", msg);
-                rc = EXIT_DB;
-                break;
-            }
-            printf("  %-12s %s  %s\n", "anchors", a ? "BROKEN" : "ok", msg);
-            broken |= a;
+            const anchor_info_t *a = &anchors[i];
+            printf("  %-12s %s  %s\n", "anchors", a->rc ? "BROKEN"
+                   : a->anchored ? "ok" : "none", a->msg);
+            broken |= a->rc;
         }
     }
     if (rc == EXIT_OK) {
         broken |= check_cuts(files, nfiles, all);
     }
     free(all);
+    free(anchors);
     rc = finish_output(stdout, rc == EXIT_OK && broken ? EXIT_FINDING : rc);
     if (rc != EXIT_DB && !no_record) {
         record_access(files, nfiles, cmdline(argc, argv, buf, sizeof(buf)),

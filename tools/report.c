@@ -229,6 +229,89 @@ static void take(check_t *c, evidence_t *ev)
     c->ev = copy;
 }
 
+/* Handshakes of the period whose revocation check (schema 3) said a
+ * status from lo to hi (mtls_rev_status_e), both methods. */
+static apr_int64_t rev_count(const scan_t *s, int lo, int hi)
+{
+    apr_int64_t n = 0;
+    int m, k;
+    for (m = 0; m < 2; m++) {
+        for (k = lo; k <= hi; k++) n += s->rev[m][k];
+    }
+    return n;
+}
+
+/* PCI 4.2.1, HIPAA 164.312(e): revocation of the client certificates,
+ * as the module recorded each check (handshakes.revocation_method and
+ * _status): what said good or revoked, and, apart, the checks that
+ * themselves failed (responder unreachable, a bad answer, a certificate
+ * the responder or the CRLs do not know). */
+static void chk_revocation(report_t *r, const char *id, const char *title)
+{
+    static const char *const cols[] = { "method", "status", "handshakes",
+                                        "meaning", NULL };
+    static const char *const meaning[] = { "", "not revoked", "revoked",
+        "check failed: the certificate is unknown to the responder or CRLs",
+        "check failed: the responder could not be reached",
+        "check failed: the answer (or CRL) did not pass its checks",
+        "check failed: cause not logged (see the module's README)" };
+    check_t *c = add_check(r, id, title);
+    scan_t *s = &r->s;
+    apr_int64_t good = rev_count(s, MTLS_RS_GOOD, MTLS_RS_GOOD);
+    apr_int64_t revoked = rev_count(s, MTLS_RS_REVOKED, MTLS_RS_REVOKED);
+    apr_int64_t failed = rev_count(s, MTLS_RS_UNKNOWN, MTLS_RS_ERROR);
+    char num[32];
+    int m, k;
+
+    RULE(c, "FAIL: a handshake was accepted although its revocation check "
+         "failed. ATTENTION: a revocation check failed (the certificate "
+         "could be neither accepted nor refused on its revocation status), "
+         "or no revocation check was recorded in the period "
+         "(SSLCARevocationCheck or SSLOCSPEnable). PASS: revocation was "
+         "checked and no check failed. N/A: no handshake in the period.");
+    METRIC(c, "%lld handshakes with a revocation check: OCSP good %lld, "
+           "revoked %lld, unknown %lld, unreachable %lld, bad response "
+           "%lld, error %lld; CRL good %lld, revoked %lld, unknown %lld, "
+           "bad CRL %lld; the revocation check itself failed: %lld (%lld "
+           "accepted)", (long long)(good + revoked + failed),
+           (long long)s->rev[1][MTLS_RS_GOOD],
+           (long long)s->rev[1][MTLS_RS_REVOKED],
+           (long long)s->rev[1][MTLS_RS_UNKNOWN],
+           (long long)s->rev[1][MTLS_RS_UNREACHABLE],
+           (long long)s->rev[1][MTLS_RS_BAD_RESPONSE],
+           (long long)s->rev[1][MTLS_RS_ERROR],
+           (long long)s->rev[0][MTLS_RS_GOOD],
+           (long long)s->rev[0][MTLS_RS_REVOKED],
+           (long long)s->rev[0][MTLS_RS_UNKNOWN],
+           (long long)(s->rev[0][MTLS_RS_BAD_RESPONSE]
+                       + s->rev[0][MTLS_RS_UNREACHABLE]
+                       + s->rev[0][MTLS_RS_ERROR]),
+           (long long)failed, (long long)s->rev_fail_accepted);
+    if (!s->n_hs) c->status = ST_NA;
+    else if (s->rev_fail_accepted) c->status = ST_FAIL;
+    else if (failed || !(good + revoked)) c->status = ST_ATTENTION;
+    else c->status = ST_PASS;
+    ev_init(&c->ev, cols);
+    for (m = 1; m >= 0; m--) {
+        for (k = MTLS_RS_GOOD; k <= MTLS_RS_ERROR; k++) {
+            const char *row[4];
+            if (!s->rev[m][k]) continue;
+            snprintf(num, sizeof(num), "%lld", (long long)s->rev[m][k]);
+            row[0] = m ? "ocsp" : "crl";
+            row[1] = mtls_rev_status_name(k);
+            row[2] = num;
+            row[3] = meaning[k];
+            ev_add(&c->ev, row);
+        }
+    }
+    if (failed) {
+        const char *row[4] = { "any", "check_failed", num,
+                               "the revocation check itself failed" };
+        snprintf(num, sizeof(num), "%lld", (long long)failed);
+        ev_add(&c->ev, row);
+    }
+}
+
 /* PCI 4.2.1, HIPAA 164.312(e): protocol, suite and certificate of every
  * accepted handshake. */
 static void chk_crypto(report_t *r, const char *id, const char *title)
@@ -247,10 +330,14 @@ static void chk_crypto(report_t *r, const char *id, const char *title)
            "suite, %lld deprecated, %lld with an unverified certificate; "
            "revocation-check evidence: %s", (long long)s->accepted,
            (long long)s->bad_suite, (long long)s->weak_suite,
-           (long long)s->unverified, s->revocation ? "yes" : "none");
+           (long long)s->unverified,
+           s->revocation || rev_count(s, MTLS_RS_GOOD, MTLS_RS_ERROR)
+           ? "yes" : "none");
     if (!s->accepted) c->status = ST_NA;
     else if (s->bad_suite || s->unverified) c->status = ST_FAIL;
-    else if (s->weak_suite || !s->revocation) c->status = ST_ATTENTION;
+    else if (s->weak_suite
+             || !(s->revocation || rev_count(s, MTLS_RS_GOOD, MTLS_RS_ERROR)))
+        c->status = ST_ATTENTION;
     else c->status = ST_PASS;
     take(c, &s->crypto);
 }
@@ -775,6 +862,8 @@ static void run_pci(report_t *r)
 {
     chk_crypto(r, "4.2.1", "Strong cryptography and trusted, valid "
                "certificates in transit");
+    chk_revocation(r, "4.2.1 revocation", "Revocation of client "
+                   "certificates is checked (CRL, OCSP)");
     chk_inventory(r, "4.2.1.1", "Inventory of trusted keys and certificates");
     chk_protocols(r, "12.3.3", "Protocols and cipher suites in use");
     chk_identity(r, "8.2.1", "Unique identity before access");
@@ -817,6 +906,9 @@ static void run_hipaa(report_t *r)
     chk_crypto(r, "164.312(e)(1), (e)(2)(i), (e)(2)(ii)", "Transmission "
                "security: integrity controls and encryption (addressable), "
                "graded against NIST SP 800-52r2");
+    chk_revocation(r, "164.312(e) revocation", "Transmission security: "
+                   "revocation of client certificates is checked (CRL, "
+                   "OCSP)");
     chk_review(r, "164.308(a)(1)(ii)(D)", "Information system activity "
                "review");
     chk_bursts(r, "164.308(a)(5)(ii)(C)", "Log-in monitoring (addressable)");
@@ -833,6 +925,8 @@ static void run_summary(report_t *r)
     chk_identity(r, "identity", "Every request had a verified client "
                  "certificate");
     chk_crypto(r, "transport", "Protocols, suites and certificates accepted");
+    chk_revocation(r, "revocation", "Revocation of client certificates is "
+                   "checked");
     chk_inventory(r, "certificates", "Client certificates: strength and "
                   "expiry");
 }
@@ -918,7 +1012,24 @@ static int check_schemas(report_t *r)
 
 static int verify_files(report_t *r)
 {
+    anchor_info_t *anchors = NULL;
     int i, t;
+
+    /* The anchors over the files as one set (an archive holds rows the
+     * live file's anchors name). */
+    if (r->anchor && !r->no_verify) {
+        char err[1024];
+        if (!(anchors = calloc((size_t)r->nfiles, sizeof(*anchors)))) {
+            fail("out of memory");
+            return EXIT_DB;
+        }
+        if (check_anchor_files(r->anchor, r->files, r->nfiles, anchors, err,
+                               sizeof(err)) != 0) {
+            fail("%s", err);
+            free(anchors);
+            return EXIT_DB;
+        }
+    }
 
     for (i = 0; i < r->nfiles; i++) {
         file_info_t *fi = &r->fi[i];
@@ -947,21 +1058,15 @@ static int verify_files(report_t *r)
             snprintf(fi->integrity, sizeof(fi->integrity),
                      "hash chains verified");
         }
-        if (r->anchor) {
-            char msg[1024];
-            int found, a = check_anchors(r->anchor, r->files[i],
-                                         r->nfiles == 1, &r->key, &found,
-                                         msg, sizeof(msg));
+        if (anchors) {
+            const anchor_info_t *a = &anchors[i];
             size_t l = strlen(fi->integrity);
-            if (a < 0) {
-                fail("%s", msg);
-                return EXIT_DB;
-            }
-            fi->anchored = a == 0 ? 1 : found ? -1 : 0;
+            fi->anchored = a->anchored;
             snprintf(fi->integrity + l, sizeof(fi->integrity) - l, "; %s%s",
-                     a ? "ANCHOR BROKEN: " : "", msg);
+                     a->rc ? "ANCHOR BROKEN: " : "", a->msg);
         }
     }
+    free(anchors);
     return EXIT_OK;
 }
 
@@ -1579,7 +1684,7 @@ int cmd_report(int argc, char **argv)
     out = stdout;
     if (rc != EXIT_DB) {
         close_dataset(&r.ds);
-        snprintf(detail, sizeof(detail), "mtls-audit report --standard %s "
+        snprintf(detail, sizeof(detail), "report --standard %s "
                  "(%d checks, exit %d)", standard, r.nchecks, rc);
         record_access(files, nfiles, detail, &r.key);
     }

@@ -959,8 +959,11 @@ typedef struct {
 static const char *const hs_cols[] = { "id", "time_us", "client_addr",
     "server_name", "sni", "tls_version", "cipher", "outcome",
     "verify_result", "verify_error", "alert", "cert_id", "pid", NULL };
+/* Then those a file of schema 3 has, -1 in col[] when it has not. */
+static const char *const hs_opt_cols[] = { "revocation_method",
+    "revocation_status", NULL };
 enum { H_ID, H_TIME, H_CLIENT, H_SERVER, H_SNI, H_VER, H_CIPHER, H_OUT,
-       H_VR, H_VERR, H_ALERT, H_CERT, H_PID, H_N };
+       H_VR, H_VERR, H_ALERT, H_CERT, H_PID, H_RM, H_RS, H_N };
 static const char *const rq_cols[] = { "id", "time_us", "method", "path",
     "status", "handshake_id", NULL };
 enum { R_ID, R_TIME, R_METHOD, R_PATH, R_STATUS, R_HS, R_N };
@@ -975,6 +978,35 @@ static int col_index(sqlite3_stmt *st, const char *const *names, int *idx)
         if (idx[k] < 0) return SQLITE_ERROR;
     }
     return SQLITE_OK;
+}
+
+/* The same for columns that may be missing: -1 for those. */
+static void col_index_opt(sqlite3_stmt *st, const char *const *names,
+                          int *idx)
+{
+    int k, c, n = sqlite3_column_count(st);
+    for (k = 0; names[k]; k++) {
+        for (idx[k] = -1, c = 0; c < n; c++) {
+            if (!strcmp(sqlite3_column_name(st, c), names[k])) idx[k] = c;
+        }
+    }
+}
+
+/* "crl" 0, "ocsp" 1, else -1; a status's mtls_rev_status_e, else 0. */
+static int rev_method(const char *m)
+{
+    return !m ? -1 : !strcmp(m, "crl") ? 0 : !strcmp(m, "ocsp") ? 1 : -1;
+}
+
+static int rev_status(const char *st)
+{
+    static const char *const names[] = { "", "good", "revoked", "unknown",
+        "unreachable", "bad_response", "error" };
+    int k;
+    for (k = 1; st && k < (int)(sizeof(names) / sizeof(names[0])); k++) {
+        if (!strcmp(st, names[k])) return k;
+    }
+    return 0;
 }
 
 static int valid_result(sqlite3_stmt *st, int col)
@@ -1054,6 +1086,13 @@ static void hs_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
     pid = (int)V_INT(H_PID);
 
     s->n_hs++;
+    if (col[H_RM] >= 0 && col[H_RS] >= 0) {
+        int m = rev_method(V_TEXT(H_RM)), rs = rev_status(V_TEXT(H_RS));
+        if (m >= 0 && rs > 0) {
+            s->rev[m][rs]++;
+            if (out == 1 && rs >= MTLS_RS_UNKNOWN) s->rev_fail_accepted++;
+        }
+    }
     verified = out == 1 && c && vr == 0;
     if (out != 1) s->n_fail++;
     if (out == 2 || out == 3) s->failures++;
@@ -1299,8 +1338,10 @@ static int part_run(run_t *r, worker_t *w, part_t *p)
         sql = sqlite3_mprintf("SELECT id, time_us, client_addr, server_name, "
                               "sni, tls_version, cipher, outcome, "
                               "verify_result, verify_error, alert, cert_id, "
-                              "pid FROM %s.handshakes WHERE id BETWEEN ?1 AND "
-                              "?2 ORDER BY id", schema);
+                              "pid%s FROM %s.handshakes WHERE id BETWEEN ?1 "
+                              "AND ?2 ORDER BY id", r->ds->version[p->db] >= 3
+                              ? ", revocation_method, revocation_status" : "",
+                              schema);
     }
     else {
         sql = sqlite3_mprintf("SELECT id, time_us, method, path, status, "
@@ -1311,6 +1352,7 @@ static int part_run(run_t *r, worker_t *w, part_t *p)
     sqlite3_free(sql);
     if (rc == SQLITE_OK && p->count) {
         rc = col_index(st, p->table == T_HS ? hs_cols : rq_cols, col);
+        if (p->table == T_HS) col_index_opt(st, hs_opt_cols, col + H_RM);
     }
     if (rc != SQLITE_OK) {
         sqlite3_finalize(st);

@@ -27,7 +27,10 @@
 #define INACTIVE_DAYS  90       /* 8.2.6 */
 #define EXPIRY_DAYS    30       /* 4.2.1.1 */
 #define DAY_US         86400000000LL
-#define SCAN_COUNTS    19       /* the row counts of scan_t */
+#define SCAN_COUNTS    36       /* the row counts of scan_t */
+/* rev[method][status] of scan_t: method 0 CRL, 1 OCSP; status as
+ * mtls_rev_status_e (1 good ... 6 error; 0 unused). */
+#define SCAN_REV_STATUSES 8
 #define SCAN_EVIDENCE  19       /* its evidence tables */
 
 typedef struct {
@@ -63,6 +66,9 @@ typedef struct {
                         outside_validity, backwards;
             /* over its requests */
             apr_int64_t n_rq, answered, unauthenticated, pan;
+            /* over the period's handshakes: the revocation check (schema
+             * 3) by method and status; accepted ones whose check failed */
+            apr_int64_t rev[2][SCAN_REV_STATUSES], rev_fail_accepted;
         };
         apr_int64_t counts[SCAN_COUNTS];
     };

@@ -59,6 +59,8 @@ typedef struct {
     sqlite3  *db;               /* :memory:, with db0..dbN attached */
     int       n;
     char    **files;
+    int       version[125];     /* each file's schema version (older ones
+                                   lack columns: see open_dataset) */
 } dataset_t;
 
 /* Open files as one data set, read-only, with the temporary views
@@ -67,11 +69,16 @@ typedef struct {
  * and the SQL function in_cidr(addr, cidr).  Returns EXIT_OK or an exit
  * code (reported). */
 int  open_dataset(dataset_t *ds, char **files, int n);
+/* What a file of schema 1 or 2 selects after its handshakes' (or
+ * v_handshakes') columns in place of those schema 3 added. */
+#define MTLS_OLD_HS_COLS ", NULL AS revocation_method, NULL AS revocation_status"
 void close_dataset(dataset_t *ds);
 
 /* Record that this command read the files (PCI DSS 10.2.1.3): an
  * "access" event in each database we may write without breaking its
- * chain.  Quietly skips files it cannot write; says so on stderr. */
+ * chain.  what is the command without the program's name ("verify
+ * DB"): the detail reads "mtls-audit <what> by <user> (uid N)".  Quietly
+ * skips files it cannot write; says so on stderr. */
 void record_access(char **files, int n, const char *what,
                    const mtls_chain_key_t *key);
 
@@ -91,14 +98,32 @@ int verify_file(const char *path, const mtls_chain_key_t *key,
                 mtls_chain_result_t res[MTLS_ANCHOR_TABLES], char *err,
                 size_t errlen);
 
-/* Check the anchors for db found in the text file anchors (an error log):
- * those naming db's path, or all of them when any_path.  Returns 0 when
- * at least one anchor was found and all hold (*found set), 1 when one
- * does not hold or none was found (msg says which), -1 when the file
- * cannot be read or db not opened (msg says why). */
-int check_anchors(const char *anchors, const char *db, int any_path,
-                  const mtls_chain_key_t *key, int *found, char *msg,
-                  size_t msglen);
+/* Do paths a and b name the same file (the same string, or the same
+ * inode)? */
+int same_path(const char *a, const char *b);
+
+/* What the anchors of an error log say of one file of a set checked
+ * together (check_anchor_files). */
+typedef struct {
+    int   rc;                   /* 1: a finding (an anchor that does not
+                                 * hold, rows missing at a cut, or a file
+                                 * that is no archive and no anchor names) */
+    int   anchored;             /* 1: anchors cover it and hold, 0: none
+                                 * covers it, -1: one does not hold */
+    char  msg[1024];            /* how its anchors were checked, or what
+                                 * broke */
+} anchor_info_t;
+
+/* Check the anchors in the text file anchors (an error log) against the
+ * n files read as one set.  An anchor names the live file's path (with
+ * one file, every anchor is taken for it); each row it names is checked
+ * in the file that holds that row now: the named file, or, for a row an
+ * archive took, the archive whose chains end where the named file's
+ * begin (chain_cut), found among the n files.  An archive no anchor
+ * covers is no finding.  Fills info[0..n-1]; returns 0, or -1 when a
+ * file cannot be read (err says why). */
+int check_anchor_files(const char *anchors, char **files, int n,
+                       anchor_info_t *info, char *err, size_t errlen);
 
 /* Compare the schema of the file at path with its version's
  * (mtls_schema_check), on a read-only connection: before anything opens

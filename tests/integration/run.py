@@ -19,10 +19,13 @@ import harness          # noqa: E402
 import pki              # noqa: E402
 import server           # noqa: E402
 import test_capture     # noqa: E402
+import test_config      # noqa: E402
 import test_load        # noqa: E402
 import test_tool        # noqa: E402
 import test_faults      # noqa: E402
 import test_ops         # noqa: E402
+import test_h2          # noqa: E402
+import test_revocation  # noqa: E402
 
 
 class Context:
@@ -61,7 +64,10 @@ def main():
                     "FAIL" if bad else "PASS", mpm,
                     "\n    " + "\n    ".join(bad) if bad else ""), flush=True)
                 tests = (test_capture.test.tests + test_tool.test.tests
-                         + test_faults.test.tests + test_ops.test.tests)
+                         + test_faults.test.tests + test_ops.test.tests
+                         + test_config.test.tests
+                         + test_h2.test.tests
+                         + test_revocation.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,

@@ -67,7 +67,8 @@ def static_modules():
 
 
 class Server:
-    def __init__(self, root, pki, mpm="event", extra_global="", user="www-data"):
+    def __init__(self, root, pki, mpm="event", extra_global="", user="www-data",
+                 h2=False):
         self.root = root
         self.pki = pki
         self.mpm = mpm
@@ -80,6 +81,11 @@ class Server:
         self.conf = os.path.join(root, "httpd.conf")
         self.extra_global = extra_global
         self.user = user
+        # h2: load mod_http2 and offer h2 (then http/1.1) on the audited
+        # vhosts localhost and perdir.test of the main port, each request
+        # also written to logs/requests.log by mod_log_config.
+        self.h2 = h2
+        self.requests_log = os.path.join(root, "logs", "requests.log")
         self.err_offset = 0
         os.makedirs(os.path.join(root, "logs"), exist_ok=True)
         os.makedirs(os.path.join(root, "htdocs", "secure"), exist_ok=True)
@@ -102,6 +108,8 @@ class Server:
         for name in ("authz_core", "mime", "dir", "log_config", "ssl",
                      "socache_shmcb"):
             mods += self.load(name, name)
+        if self.h2:
+            mods += self.load("http2", "http2")
         mods += "LoadModule mtls_audit_module %s/mod_mtls_audit.so\n" % MODULE_DIR
         ssl_common = """
     SSLEngine on
@@ -136,6 +144,7 @@ SSLRandomSeed startup builtin
 MTLSAuditDatabase {db}
 MTLSAuditFlushInterval 20
 {extra_global}
+LogFormat "%{{remote}}p|%H|%m|%U|%>s|%B" requests
 LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x|%{{SSL_PROTOCOL}}x|%{{SSL_CIPHER}}x|%{{SSL_SESSION_RESUMED}}x|%{{SSL_CLIENT_VERIFY}}x|%U" sslvars
 
 # The default vhost of the main port: client certificates required.
@@ -147,7 +156,7 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
     SSLCARevocationCheck leaf
     MTLSAuditEngine On
     CustomLog "{root}/logs/ssl_vars.log" sslvars
-</VirtualHost>
+{h2}</VirtualHost>
 
 # Per-directory client authentication: renegotiation (TLS 1.2) and
 # post-handshake authentication (TLS 1.3).
@@ -160,7 +169,7 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
         SSLVerifyClient require
     </Location>
     CustomLog "{root}/logs/ssl_vars.log" sslvars
-</VirtualHost>
+{h2}</VirtualHost>
 
 # optional_no_ca: mod_ssl lets some bad certificates through.
 <VirtualHost 127.0.0.1:{port}>
@@ -197,7 +206,9 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
 </VirtualHost>
 """.format(root=root, port=self.port, port13=self.port13, mods=mods,
            db=self.db, ssl=ssl_common, crl=p["crl"], user=self.user,
-           extra_global=self.extra_global)
+           extra_global=self.extra_global,
+           h2=('    Protocols h2 http/1.1\n    CustomLog "%s" requests\n'
+               % self.requests_log) if self.h2 else "")
         with open(self.conf, "w") as f:
             f.write(conf)
 
@@ -328,6 +339,25 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
     def vars_lines(self):
         try:
             with open(self.vars_log, "rb") as f:
+                return [unescape_log(l.rstrip(b"\n")) for l in f]
+        except OSError:
+            return []
+
+    def requests_lines(self):
+        """logs/requests.log of an h2 server: each request as
+        mod_log_config saw it, a dict of client_port, protocol, method,
+        path (%U: without the query string), status and bytes (%B)."""
+        out = []
+        for l in self.vars_lines_of(self.requests_log):
+            f = l.split("|")
+            out.append(dict(client_port=int(f[0]), protocol=f[1],
+                            method=f[2], path=f[3], status=int(f[4]),
+                            bytes=int(f[5])))
+        return out
+
+    def vars_lines_of(self, path):
+        try:
+            with open(path, "rb") as f:
                 return [unescape_log(l.rstrip(b"\n")) for l in f]
         except OSError:
             return []

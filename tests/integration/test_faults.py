@@ -673,6 +673,245 @@ def database_directory_made_read_only(ctx):
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
+# The database file taken from its path while no child can open one there:
+# what the children accept meanwhile is counted as lost, never written into
+# the file that is gone (where no reader would ever find it).
+GONE_ERRORS = WRITE_ERRORS + (
+    r"mtls_audit: .*: database file (removed|replaced)",
+    r"was removed or replaced while in use")
+
+
+def lost_in(db):
+    """Handshakes and requests lost by the gap events of db, and their
+    details."""
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        details = [d for (d,) in con.execute(
+            "SELECT detail FROM events WHERE kind = 'gap'")]
+    finally:
+        con.close()
+    hs = rq = 0
+    for d in details:
+        m = re.search(r"\((\d+) handshakes, (\d+) requests", d)
+        hs, rq = hs + int(m.group(1)), rq + int(m.group(2))
+    return hs, rq, details
+
+
+def take_the_path_away(ctx, srv, closed, break_it, mend_it, n, cause):
+    """One episode: break_it() leaves no file a child can use at the
+    database's path; n handshakes are attempted; mend_it() makes the path
+    usable again; handshakes until one is served.  Then the file at the
+    path must hold the handshakes served after the mending and, in its gap
+    events, exactly the ones accepted before it (none of which reached a
+    file anybody can read), with the cause."""
+    break_it()
+    codes = [ok(srv, ctx.pki["ec"]) for _ in range(n)]
+    # Long enough for every writer to finish the tries of its last batch
+    # (5 tries, 1.5 s): after that no record of the episode can be stored.
+    time.sleep(4)
+    mend_it()
+    after = []
+    deadline = time.time() + 30
+    while not after or after[-1] != "200":
+        assert time.time() < deadline, "not served again: %s" % after
+        after.append(ok(srv, ctx.pki["ec"]))
+    assert set(codes + after) <= {"200", "503", "000"}, codes + after
+    if closed:
+        # Refused before the handshake ("000", no record) from the first
+        # refusal until the path could be written again; accepted before
+        # the writer learned (200, or 503 when the request came after).
+        assert "000" in codes, codes
+        first = codes.index("000")
+        assert set(codes[first:]) == {"000"}, codes
+    else:
+        assert codes == ["200"] * n, codes      # open mode serves on
+    accepted = len([c for c in codes if c != "000"])
+    accepted_after = len([c for c in after if c != "000"])
+
+    def settled():
+        # Each accepted connection made a handshake and a request record.
+        try:
+            hs, rq, details = lost_in(srv.db)
+            got = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"), hs, rq)
+        except sqlite3.Error:
+            return None
+        return (got, details) if got == (accepted_after, accepted_after,
+                                         accepted, accepted) else None
+    got = wait_for(settled, 30)
+    if not got:
+        try:
+            now = (count(srv.db, "SELECT count(*) FROM handshakes"),
+                   count(srv.db, "SELECT count(*) FROM requests"),
+                   lost_in(srv.db))
+        except sqlite3.Error as e:
+            now = repr(e)
+        raise AssertionError("want %d handshakes and requests stored, %d "
+                             "of each lost; the file holds %r (codes %s, "
+                             "then %s)" % (accepted_after, accepted, now,
+                                           codes, after))
+    # Each child that lost records stored a gap with the cause; a child
+    # started meanwhile (the event MPM keeps spare threads) never opened
+    # the file at all.
+    details = got[1]
+    assert any(re.search(cause, d) for d in details), (cause, details)
+    assert all(re.search(cause, d) or re.search(
+        r"^database write failed: cannot open %s \(%s" % (
+            re.escape(srv.db), cause.split("(", 1)[1]), d) for d in details), \
+        (cause, details)
+    assert count(srv.db, "SELECT count(*) FROM events WHERE kind = "
+                 "'reopen'") >= 1
+    # Every child serves again, those started while the path could not be
+    # written too (each looks for itself, about once a second when idle).
+    time.sleep(2)
+    more = [ok(srv, ctx.pki["ec"]) for _ in range(6)]
+    assert more == ["200"] * 6, more
+    assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM requests")
+                    == accepted_after + 6)
+    assert count(srv.db, "SELECT count(*) FROM handshakes") == \
+        accepted_after + 6
+    return codes
+
+
+def unlink_db(srv):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(srv.db + suffix):
+            os.unlink(srv.db + suffix)
+
+
+def removed_with_directory_unwritable(ctx, closed, n):
+    srv = own_server(ctx, "gone-dir-%s" % ("closed" if closed else "open"),
+                     "MTLSAuditFailMode closed" if closed else "")
+    d = os.path.dirname(srv.db)
+
+    def break_it():
+        os.chmod(d, 0)      # the children (www-data) cannot create a file
+        unlink_db(srv)
+
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 3)
+        # A directory the children cannot even search: the file they hold
+        # is still at its path (it has its link), and written on.
+        os.chmod(d, 0)
+        for _ in range(2):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 5)
+        assert count(srv.db, "SELECT count(*) FROM handshakes") == 5
+        assert count(srv.db, "SELECT count(*) FROM events WHERE kind IN "
+                     "('gap', 'reopen')") == 0
+        take_the_path_away(ctx, srv, closed, break_it,
+                           lambda: os.chmod(d, 0o750), n,
+                           r"^database file removed and cannot be created "
+                           r"again \(cannot create .*Permission denied\)")
+    finally:
+        os.chmod(d, 0o750)
+        srv.stop()
+    log = srv.read_error_log()
+    assert re.search(r"\[mtls_audit:error\] .*mtls_audit: %s: database file "
+                     r"removed and cannot be created again" % re.escape(
+                         srv.db), log), log[-3000:]
+    if closed:
+        assert "refusing new connections" in log, log[-3000:]
+    bad = srv.new_errors(GONE_ERRORS)
+    assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_removed_and_directory_unwritable_open_counts_the_loss(ctx):
+    removed_with_directory_unwritable(ctx, False, 40)
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_removed_and_directory_unwritable_closed_refuses(ctx):
+    removed_with_directory_unwritable(ctx, True, 50)
+
+
+def replaced_by_unusable_files(ctx, closed):
+    """Three episodes on one server, each mended before the next: the
+    file replaced by one that is not SQLite, by a database of a newer
+    schema, by one owned by root with mode 0600."""
+    import pwd
+    www = pwd.getpwnam("www-data")
+    srv = own_server(ctx, "replaced-%s" % ("closed" if closed else "open"),
+                     "MTLSAuditFailMode closed" if closed else "")
+    d = os.path.dirname(srv.db)
+    tmp = os.path.join(d, "replacement")
+
+    def replace_with(write, owner):
+        def break_it():
+            write(tmp)
+            os.chown(tmp, owner, owner)
+            os.chmod(tmp, 0o640 if owner else 0o600)
+            # The WAL goes first: a child opening the new file beside the
+            # old WAL would read the old file's pages from it.
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(srv.db + suffix):
+                    os.unlink(srv.db + suffix)
+            os.replace(tmp, srv.db)
+        return break_it
+
+    def text(path):
+        with open(path, "w") as f:
+            f.write("these are not the records you are looking for\n" * 100)
+
+    def newer(path):
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE t (x)")
+        con.execute("PRAGMA user_version = 99")
+        con.commit()
+        con.close()
+
+    def give_to_www():
+        os.chown(srv.db, www.pw_uid, www.pw_gid)
+        os.chmod(srv.db, 0o640)
+
+    try:
+        for _ in range(3):
+            assert ok(srv, ctx.pki["ec"]) == "200"
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "requests") == 3)
+        why = r"^database file replaced by one that cannot be used \(%s"
+        take_the_path_away(ctx, srv, closed, replace_with(text, www.pw_uid),
+                           lambda: unlink_db(srv), 10,
+                           why % ".*file is not a database")
+        take_the_path_away(ctx, srv, closed, replace_with(newer, www.pw_uid),
+                           lambda: unlink_db(srv), 10,
+                           why % ".*schema version 99, newer than this build")
+        take_the_path_away(ctx, srv, closed,
+                           replace_with(lambda p: open(p, "w").close(), 0),
+                           give_to_www, 10,
+                           why % "cannot open .*: Permission denied")
+    finally:
+        srv.stop()
+    log = srv.read_error_log()
+    for what in ("file is not a database", "schema version 99",
+                 "Permission denied"):
+        assert re.search(r"\[mtls_audit:error\] .*mtls_audit: %s: database "
+                         r"file replaced by one that cannot be used \(.*%s"
+                         % (re.escape(srv.db), what), log), (what,
+                                                             log[-3000:])
+    bad = srv.new_errors(GONE_ERRORS)
+    assert not bad, bad
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_replaced_by_an_unusable_file_open_counts_the_loss(ctx):
+    replaced_by_unusable_files(ctx, False)
+
+
+@test(expect_errors=GONE_ERRORS)
+def database_replaced_by_an_unusable_file_closed_refuses(ctx):
+    replaced_by_unusable_files(ctx, True)
+
+
 @test(once=True)
 def requests_and_certificate_der_can_be_turned_off(ctx):
     srv = own_server(ctx, "offswitches", "MTLSAuditRequests Off\n"
@@ -745,6 +984,189 @@ def archive_while_the_server_writes_loses_nothing(ctx):
                        text=True)
     assert v.returncode == 0, v.stdout
     assert "other side of an archive cut" in v.stdout, v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+def anchor_lines(log):
+    return [l for l in log.splitlines() if "mtls_audit: anchor " in l]
+
+
+def anchored_ids(log, table):
+    return [int(m.group(1)) for m in (re.search(r" %s=(\d+):" % table, l)
+                                      for l in anchor_lines(log)) if m]
+
+
+@test(once=True)
+def archive_recipe_verifies_with_the_error_logs_anchors(ctx):
+    """The README's retention recipe under load: anchors every second,
+    `mtls-audit archive` while 8 clients write, then
+    `verify --anchor ERRORLOG ARCHIVE LIVE` exits 0 and says where each
+    anchored row was checked (the heads anchored before the run are in the
+    archive now, and are checked there); `report --anchor` gives 10.3.4
+    PASS.  A row cut from the end of the archive (its cut record rewritten
+    to match, so that the archive verifies on its own) and rows cut from
+    the live tail are still found."""
+    import datetime
+    import json
+    import shutil
+    srv = own_server(ctx, "recipe", "MTLSAuditAnchorInterval 1")
+    load = Load(ctx, srv)
+    out = os.path.join(ctx.scratch, "recipe", "archive-old.db")
+    try:
+        load.start()
+        time.sleep(3.5)
+        cut = datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
+        time.sleep(1)
+        env = dict(os.environ, MTLS_AUDIT_ARCHIVE_CHUNK="50")
+        r = subprocess.run([ctx.tool, "archive", "--before", cut, srv.db,
+                            out], capture_output=True, text=True, env=env)
+        time.sleep(2.5)
+        load.stop()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not load.errors, load.errors[:5]
+        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
+                                      "handshakes") + count(out, "SELECT "
+                                      "count(*) FROM handshakes")
+                        >= load.answered[0])
+    finally:
+        load.stop()
+        srv.stop()
+    log = srv.read_error_log()
+    base = count(srv.db, "SELECT id FROM chain_cut WHERE tbl = 'handshakes' "
+                 "AND side = 'base'")
+    ids = anchored_ids(log, "handshakes")
+    # Heads anchored before the run are archived rows now, some after it
+    # are live rows: the recipe needs both files to check them.
+    assert any(0 < i <= base for i in ids), (base, ids)
+    assert any(i > base for i in ids), (base, ids)
+    assert all(srv.db in l for l in anchor_lines(log))
+
+    def verify(*files):
+        return subprocess.run([ctx.tool, "verify", "--no-record", "--anchor",
+                               srv.error_log] + list(files),
+                              capture_output=True, text=True)
+
+    def anchors_line(stdout, db):
+        """The `anchors` line printed under db's name."""
+        block = stdout.split(db + "\n", 1)[1]
+        return [l for l in block.splitlines()
+                if l.strip().startswith("anchors")][0]
+
+    def c1034(*files):
+        rep = subprocess.run([ctx.tool, "report", "--standard", "pci-dss",
+                              "--format", "json", "--anchor",
+                              srv.error_log] + list(files),
+                             capture_output=True, text=True)
+        assert rep.returncode in (0, 1), rep.stderr
+        return {x["id"]: x for x in json.loads(rep.stdout)["checks"]}[
+            "10.3.4"], rep
+    v = verify(out, srv.db)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "continues into" in v.stdout, v.stdout
+    arc, live = anchors_line(v.stdout, out), anchors_line(v.stdout, srv.db)
+    n = len(anchor_lines(log))
+    moved = sum(1 for l in anchor_lines(log)
+                for t in ("handshakes", "requests", "events")
+                if 0 < int(re.search(r" %s=(\d+):" % t, l).group(1))
+                <= count(srv.db, "SELECT id FROM chain_cut WHERE tbl = "
+                         "'%s' AND side = 'base'" % t))
+    assert moved > 0
+    assert re.search(r"anchors +ok +%d anchors from %s name it; of their "
+                     r"\d+ anchored rows, \d+ hold here, %d were checked "
+                     r"in %s$"
+                     % (n, re.escape(srv.error_log), moved, re.escape(out)),
+                     live), live
+    assert re.search(r"anchors +ok +no anchor names it; %d anchored rows of "
+                     r"%s hold here$" % (moved, re.escape(srv.db)), arc), arc
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "PASS", c
+    # The live file alone: the archived rows are said to be elsewhere.
+    v = verify(srv.db)
+    assert v.returncode == 0, v.stdout
+    assert "other side of an archive cut" in v.stdout, v.stdout
+
+    keep = os.path.join(ctx.scratch, "recipe", "keep")
+    os.makedirs(keep)
+    for f in (out, srv.db):         # nothing has them open: file and WAL
+        for suffix in ("", "-wal"):
+            if os.path.exists(f + suffix):
+                shutil.copy(f + suffix, keep)
+
+    def restore():
+        for f in (out, srv.db):
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(f + suffix):
+                    os.unlink(f + suffix)
+            for suffix in ("", "-wal"):
+                k = os.path.join(keep, os.path.basename(f) + suffix)
+                if os.path.exists(k):
+                    shutil.copy(k, f + suffix)
+
+    # The last handshake cut from the archive, and its end moved back to
+    # the row before: the archive verifies alone, and plain verify of the
+    # two does not see it.
+    last = count(out, "SELECT max(id) FROM handshakes")
+    con = sqlite3.connect(out)
+    con.execute("DELETE FROM requests WHERE handshake_id = ?", (last,))
+    con.execute("DELETE FROM handshakes WHERE id = ?", (last,))
+    con.execute("UPDATE chain_cut SET id = ?, hash = (SELECT hash FROM "
+                "handshakes WHERE id = ?) WHERE tbl = 'handshakes' AND "
+                "side = 'end'", (last - 1, last - 1))
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    # With the live file, whose cut names the archive, even without the
+    # anchors.
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "handshakes: %s ends at row %d, but %s, whose cut names it, " \
+        "starts after row %d: rows %d-%d are in neither file" % (
+            out, last - 1, srv.db, last, last, last) in r.stdout, r.stdout
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    arc = anchors_line(v.stdout, out)
+    assert "BROKEN" in arc and "handshakes" in arc and str(last) in arc, \
+        v.stdout
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "FAIL" and rep.returncode == 1, c
+    restore()
+    # An anchored archived row cut (the archive's own walk finds it too).
+    row = max(i for i in ids if 0 < i <= base)
+    con = sqlite3.connect(out)
+    con.execute("DELETE FROM requests WHERE handshake_id = ?", (row,))
+    con.execute("DELETE FROM handshakes WHERE id = ?", (row,))
+    con.commit()
+    con.close()
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    arc = anchors_line(v.stdout, out)
+    assert "BROKEN" in arc and "row %d" % row in arc and "missing" in arc, \
+        v.stdout
+    restore()
+    # Rows cut from the live tail: the stop anchor names the last one.
+    con = sqlite3.connect(srv.db)
+    last = count(srv.db, "SELECT max(id) FROM requests")
+    con.execute("DELETE FROM requests WHERE id >= ?", (last - 1,))
+    con.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = "
+                "'requests'", (last - 2,))
+    con.commit()
+    con.close()
+    r = subprocess.run([ctx.tool, "verify", "--no-record", out, srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    v = verify(out, srv.db)
+    assert v.returncode == 1, v.stdout
+    live = anchors_line(v.stdout, srv.db)
+    assert "BROKEN" in live and "missing" in live, v.stdout
+    c, rep = c1034(out, srv.db)
+    assert c["status"] == "FAIL" and rep.returncode == 1, c
+    restore()
+    v = verify(out, srv.db)
+    assert v.returncode == 0, v.stdout
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 

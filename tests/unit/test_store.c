@@ -333,6 +333,49 @@ static void test_locked_write_rolls_back(void)
     mtls_store_close(st);
 }
 
+/* The database and its WAL removed during the commit (from SQLite's commit
+ * hook, which runs as COMMIT starts): SQLite commits into the removed file
+ * all the same, where nobody will read it. */
+static int remove_on_commit(void *arg)
+{
+    const char *path = arg;
+    char p[600];
+
+    unlink(path);
+    snprintf(p, sizeof(p), "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s-shm", path);
+    unlink(p);
+    return 0;                   /* and let the COMMIT go on */
+}
+
+static void test_a_commit_into_a_removed_file_is_not_stored(void)
+{
+    char path[512], err[256];
+    mtls_store_t *st;
+    mtls_item_t *it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s", unit_db("removedcommit"));
+    st = populate(path, NULL);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_IN_PLACE);
+    sqlite3_commit_hook(mtls_store_db(st), remove_on_commit, path);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_IOERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "removed or replaced"));
+    CU_ASSERT_EQUAL(it->link->rowid, 0);    /* as after a rollback */
+    sqlite3_commit_hook(mtls_store_db(st), NULL, NULL);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_REMOVED);
+    /* Another file at the path. */
+    f = fopen(path, "w");
+    fclose(f);
+    CU_ASSERT_EQUAL(mtls_store_file_gone(st), MTLS_FILE_REPLACED);
+    CU_ASSERT_NOT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                        SQLITE_OK);
+    mtls_item_free(it);
+    mtls_store_close(st);
+}
+
 /* --- the chain ---------------------------------------------------- */
 
 static int verify(const char *path, const char *table,
@@ -591,7 +634,8 @@ static void test_chain_detects_tampering(void)
                  "local_port, tls_version, cipher, resumed, outcome, kind, "
                  "verify_mode, verify_result, verify_error, verify_depth, "
                  "alert, alert_received, cert_id, chain, chain_length, "
-                 "handshake_us, verify_us, pid, hash FROM t", 1);
+                 "handshake_us, verify_us, pid, hash, revocation_method, "
+                 "revocation_status FROM t", 1);
     /* The tail cut and writing resumed: the ids show the hole. */
     {
         const char *path = unit_db("t-truncate");
@@ -653,6 +697,129 @@ static void test_chain_hash_encoding(void)
     CU_ASSERT_NOT_EQUAL(memcmp(a, b, 32), 0);
     mtls_chain_hash(NULL, "t", prev, &i0, 1, a);
     CU_ASSERT_EQUAL(memcmp(a, b, 32), 0);
+}
+
+/* Schema 3 adds handshakes.revocation_method and _status after hash: rows
+ * a schema-2 writer stored (hashed over the 24 columns then) still verify
+ * once the step is applied, and the new columns of a new row are covered
+ * by its hash, as is a value put into an old row's. */
+static void test_migration_keeps_old_rows_verifying(void)
+{
+    const char *path = unit_db("schema2");
+    unsigned char prev[MTLS_HASH_LEN], h[MTLS_HASH_LEN];
+    mtls_chain_result_t res;
+    mtls_store_t *st;
+    mtls_item_t *items[2];
+    sqlite3_stmt *ins;
+    sqlite3 *db;
+    char err[256];
+    int i, k;
+
+    CU_ASSERT_EQUAL_FATAL(mtls_migrations[1].version, 2);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sqlite3_exec(db, mtls_migrations[i].sql, NULL, NULL,
+                                     NULL), SQLITE_OK);
+    }
+    /* Three rows as the schema-2 writer wrote them. */
+    memset(prev, 0, sizeof(prev));
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "INSERT INTO handshakes "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
+        &ins, NULL), SQLITE_OK);
+    for (i = 1; i <= 3; i++) {
+        mtls_val_t v[24];
+        memset(v, 0, sizeof(v));
+        v[0].type = MTLS_V_INT;  v[0].i = i;
+        v[1].type = MTLS_V_INT;  v[1].i = 1700000000000000LL + i;
+        v[2].type = MTLS_V_TEXT; v[2].p = "old.example"; v[2].len = 11;
+        v[10].type = MTLS_V_INT; v[10].i = MTLS_OUT_REJECTED;
+        v[11].type = MTLS_V_INT; v[11].i = 0;
+        v[12].type = MTLS_V_INT; v[12].i = MTLS_VM_REQUIRE;
+        v[13].type = MTLS_V_INT; v[13].i = 23;
+        CU_ASSERT_EQUAL(mtls_chain_hash(NULL, "handshakes", prev, v, 24, h),
+                        0);
+        for (k = 0; k < 24; k++) {
+            if (v[k].type == MTLS_V_INT) {
+                sqlite3_bind_int64(ins, k + 1, v[k].i);
+            }
+            else if (v[k].type == MTLS_V_TEXT) {
+                sqlite3_bind_text(ins, k + 1, v[k].p, (int)v[k].len,
+                                  SQLITE_STATIC);
+            }
+            else {
+                sqlite3_bind_null(ins, k + 1);
+            }
+        }
+        sqlite3_bind_blob(ins, 25, h, MTLS_HASH_LEN, SQLITE_STATIC);
+        CU_ASSERT_EQUAL(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+        memcpy(prev, h, MTLS_HASH_LEN);
+    }
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 0);
+    CU_ASSERT_EQUAL(res.rows, 3);
+
+    /* A reader takes the schema-2 file as it is. */
+    CU_ASSERT_EQUAL(mtls_store_open(path, MTLS_STORE_READONLY, 1000, &st,
+                                    err, sizeof(err)), SQLITE_OK);
+    mtls_store_close(st);
+
+    /* A writer applies step 3; the old rows still verify. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 0);
+    CU_ASSERT_EQUAL(res.rows, 3);
+    items[0] = unit_handshake(NULL, MTLS_OUT_REJECTED);
+    items[0]->u.hs.revocation_method = MTLS_REV_OCSP;
+    items[0]->u.hs.revocation_status = MTLS_RS_UNREACHABLE;
+    items[1] = unit_handshake(NULL, MTLS_OUT_ACCEPTED);
+    CU_ASSERT_EQUAL(mtls_store_write(st, items, 2, err, sizeof(err)),
+                    SQLITE_OK);
+    mtls_item_free(items[0]);
+    mtls_item_free(items[1]);
+    mtls_store_close(st);
+    CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res), SQLITE_OK);
+    CU_ASSERT_EQUAL(res.bad_id, 0);
+    CU_ASSERT_EQUAL(res.rows, 5);
+    sqlite3_open(path, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM v_handshakes WHERE "
+                          "id = 4 AND revocation_method = 'ocsp' AND "
+                          "revocation_status = 'unreachable'"), 1);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM v_handshakes WHERE "
+                          "revocation_method IS NULL AND revocation_status "
+                          "IS NULL"), 4);
+    sqlite3_close(db);
+
+    /* The new columns are covered: of a new row, of an old row. */
+    {
+        static const struct { const char *set, *undo; int at; } t[] = {
+            { "UPDATE handshakes SET revocation_status = 'revoked' WHERE "
+              "id = 4", "UPDATE handshakes SET revocation_status = "
+              "'unreachable' WHERE id = 4", 4 },
+            { "UPDATE handshakes SET revocation_method = NULL WHERE id = 4",
+              "UPDATE handshakes SET revocation_method = 'ocsp' WHERE "
+              "id = 4", 4 },
+            { "UPDATE handshakes SET revocation_status = 'good' WHERE "
+              "id = 5", "UPDATE handshakes SET revocation_status = NULL "
+              "WHERE id = 5", 5 },
+            { "UPDATE handshakes SET revocation_method = 'crl' WHERE id = 2",
+              "UPDATE handshakes SET revocation_method = NULL WHERE id = 2",
+              2 },
+        };
+        for (i = 0; i < (int)(sizeof(t) / sizeof(t[0])); i++) {
+            tamper(path, t[i].set);
+            CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res),
+                            SQLITE_OK);
+            CU_ASSERT_EQUAL(res.bad_id, t[i].at);
+            tamper(path, t[i].undo);
+            CU_ASSERT_EQUAL(verify(path, "handshakes", NULL, &res),
+                            SQLITE_OK);
+            CU_ASSERT_EQUAL(res.bad_id, 0);
+        }
+    }
 }
 
 static void test_key_file(void)
@@ -863,9 +1030,13 @@ static void test_schema_temp_views(void)
     sql = sqlite3_mprintf("ATTACH %Q AS db0; ATTACH %Q AS db1", p1, p2);
     CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_free(sql);
-    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db0", 2, "db0_", err,
+    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db0",
+                                           mtls_schema_user_version(db, "db0"),
+                                           "db0_", err,
                                            sizeof(err)), SQLITE_OK);
-    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db1", 2, "db1_", err,
+    CU_ASSERT_EQUAL(mtls_schema_temp_views(db, "db1",
+                                           mtls_schema_user_version(db, "db1"),
+                                           "db1_", err,
                                            sizeof(err)), SQLITE_OK);
     CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db0_v_handshakes"), 2);
     CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM db1_v_handshakes"), 3);
@@ -925,6 +1096,8 @@ void add_store_tests(void)
                 test_presented_chain);
     CU_add_test(s, "refuses foreign, altered, newer files",
                 test_refuses_foreign_files);
+    CU_add_test(s, "a commit into a file removed meanwhile is not stored",
+                test_a_commit_into_a_removed_file_is_not_stored);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
@@ -949,6 +1122,8 @@ void add_chain_tests(void)
     CU_add_test(s, "encoding separates fields, types, tables",
                 test_chain_hash_encoding);
     CU_add_test(s, "key file", test_key_file);
+    CU_add_test(s, "schema 3 keeps rows of schema 2 verifying, covers its "
+                "columns", test_migration_keeps_old_rows_verifying);
     CU_add_test(s, "anchors: format, parse, a cut tail",
                 test_anchor_roundtrip_and_check);
 }

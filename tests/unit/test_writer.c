@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
@@ -186,6 +187,159 @@ static void test_follows_a_removed_file(void)
                           "'reopen'"), 1);
 }
 
+static void wait_lost(mtls_writer_t *w, apr_int64_t lost)
+{
+    mtls_writer_stats_t st;
+    int i;
+
+    for (i = 0; i < 100; i++) {
+        mtls_writer_stats(w, &st);
+        if (st.lost >= lost) {
+            return;
+        }
+        usleep(50000);
+    }
+}
+
+static void remove_db(const char *path)
+{
+    char p[600];
+
+    unlink(path);
+    snprintf(p, sizeof(p), "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s-shm", path);
+    unlink(p);
+}
+
+/* The file removed while no new one can be made at its path (its directory
+ * is a regular file now: even root cannot create one there): what the
+ * writer is given meanwhile is counted as lost, not written into the
+ * removed file; the shared failing flag goes up with the first try, not
+ * after the last; once the path can be written again, the new file holds
+ * the reopen, the gap with its cause, and what came after. */
+static void test_removed_file_that_cannot_be_made_again_is_a_gap(void)
+{
+    char dir[400], away[420], path[512];
+    size_t size = mtls_slots_size(4);
+    void *mem = calloc(1, size);
+    mtls_slots_t *slots = mtls_slots_init(mem, 4);
+    mtls_writer_stats_t stats;
+    mtls_writer_conf_t c;
+    mtls_writer_t *w;
+    char err[256];
+    FILE *f;
+    int i;
+
+    snprintf(dir, sizeof(dir), "%s/gone-dir", unit_dir);
+    snprintf(away, sizeof(away), "%s.away", dir);
+    snprintf(path, sizeof(path), "%s/x.db", dir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0750), 0);
+    c = conf(path);
+    c.slots = slots;
+    c.retries = 5;                      /* 1.5 s of tries a batch */
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    for (i = 0; i < 3; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    for (i = 0; i < 100; i++) {
+        mtls_writer_stats(w, &stats);
+        if (stats.written == 3) break;
+        usleep(20000);
+    }
+    CU_ASSERT_EQUAL_FATAL(stats.written, 3);
+    remove_db(path);
+    CU_ASSERT_EQUAL_FATAL(rename(dir, away), 0);
+    f = fopen(dir, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fclose(f);
+    mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    for (i = 0; i < 100 && !mtls_slots_failing(slots); i++) {
+        usleep(10000);
+    }
+    mtls_writer_stats(w, &stats);
+    CU_ASSERT_TRUE(mtls_slots_failing(slots));
+    CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    CU_ASSERT_EQUAL(stats.lost, 0);         /* still trying */
+    for (i = 0; i < 4; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    wait_lost(w, 5);
+    mtls_writer_stats(w, &stats);
+    CU_ASSERT_EQUAL(stats.lost, 5);
+    CU_ASSERT_EQUAL(stats.written, 3);
+    CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    /* The path can be written again. */
+    CU_ASSERT_EQUAL(unlink(dir), 0);
+    CU_ASSERT_EQUAL(rename(away, dir), 0);
+    for (i = 0; i < 2; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    mtls_writer_stop(w);
+    CU_ASSERT_FALSE(mtls_slots_failing(slots));
+    CU_ASSERT_EQUAL(count(path, "SELECT count(*) FROM handshakes"), 2);
+    CU_ASSERT_EQUAL(count(path, "SELECT count(*) FROM events WHERE kind = "
+                          "'reopen'"), 1);
+    CU_ASSERT_EQUAL(count(path, "SELECT sum(lost) FROM events WHERE kind = "
+                          "'gap' AND detail LIKE 'database file removed and "
+                          "cannot be created again (cannot create %' AND "
+                          "detail LIKE '%(5 handshakes, 0 requests, "
+                          "0 events)'"), 5);
+    free(mem);
+}
+
+/* The file replaced by one that is not a database: the same, with the
+ * cause; removing the bad file lets the writer make a new one. */
+static void test_replaced_by_a_file_it_cannot_use_is_a_gap(void)
+{
+    char path[512], tmp[600];
+    mtls_writer_stats_t stats;
+    mtls_writer_conf_t c;
+    mtls_writer_t *w;
+    char err[256];
+    FILE *f;
+    int i;
+
+    snprintf(path, sizeof(path), "%s", unit_db("replaced"));
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    c = conf(path);
+    c.retries = 2;
+    CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
+    mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    for (i = 0; i < 100; i++) {
+        mtls_writer_stats(w, &stats);
+        if (stats.written == 1) break;
+        usleep(20000);
+    }
+    CU_ASSERT_EQUAL_FATAL(stats.written, 1);
+    f = fopen(tmp, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (i = 0; i < 100; i++) {
+        fputs("these are not the records you are looking for\n", f);
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL(rename(tmp, path), 0);
+    snprintf(tmp, sizeof(tmp), "%s-wal", path);
+    unlink(tmp);
+    snprintf(tmp, sizeof(tmp), "%s-shm", path);
+    unlink(tmp);
+    for (i = 0; i < 4; i++) {
+        mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    }
+    wait_lost(w, 4);
+    mtls_writer_stats(w, &stats);
+    CU_ASSERT_EQUAL(stats.lost, 4);
+    CU_ASSERT_EQUAL(stats.written, 1);
+    CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    remove_db(path);
+    mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
+    mtls_writer_stop(w);
+    CU_ASSERT_EQUAL(count(path, "SELECT count(*) FROM handshakes"), 1);
+    CU_ASSERT_EQUAL(count(path, "SELECT sum(lost) FROM events WHERE kind = "
+                          "'gap' AND detail LIKE 'database file replaced by "
+                          "one that cannot be used (%not a database%'"), 4);
+}
+
 /* A process that dies with records in its queue: another writer finds
  * it through the shared counters and records the loss. */
 static void test_killed_process_is_counted(void)
@@ -286,12 +440,17 @@ static void test_unopenable_database_counts_losses(void)
     mtls_writer_stats_t st;
     mtls_writer_t *w;
     char err[256] = "";
+    size_t size = mtls_slots_size(4);
+    void *mem = calloc(1, size);
     int i;
 
     c.retries = 1;
+    c.slots = mtls_slots_init(mem, 4);
     CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent-dir/x.db"));
     CU_ASSERT_FALSE(mtls_writer_healthy(w));
+    /* Every process refuses in closed mode, not this one alone. */
+    CU_ASSERT_TRUE(mtls_slots_failing(c.slots));
     for (i = 0; i < 5; i++) {
         mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
     }
@@ -302,7 +461,9 @@ static void test_unopenable_database_counts_losses(void)
     }
     CU_ASSERT_EQUAL(st.lost, 5);
     CU_ASSERT_EQUAL(st.written, 0);
+    CU_ASSERT_TRUE(mtls_slots_failing(c.slots));
     mtls_writer_stop(w);
+    free(mem);
 }
 
 /* What the writer stored it hands back for reuse, as new: zeroed, with
@@ -445,6 +606,10 @@ void add_writer_tests(void)
                 test_overflow_is_counted_and_recorded);
     CU_add_test(s, "a removed database file is followed, and said so",
                 test_follows_a_removed_file);
+    CU_add_test(s, "a removed file that cannot be made again: a gap",
+                test_removed_file_that_cannot_be_made_again_is_a_gap);
+    CU_add_test(s, "a file replaced by one it cannot use: a gap",
+                test_replaced_by_a_file_it_cannot_use_is_a_gap);
     CU_add_test(s, "a process killed with records queued is counted",
                 test_killed_process_is_counted);
     CU_add_test(s, "the shared failing flag is cleared by a probe",
