@@ -252,16 +252,35 @@ void html_text(FILE *f, const char *s)
     }
 }
 
+/* The characters of UTF-8 text s, and in *cut the bytes of its first max
+ * characters: a character starts at every byte that is not a continuation
+ * byte (10xxxxxx), so a cell is never cut inside a character and a column
+ * is as wide on a terminal as its characters. */
+static int utf8_chars(const char *s, int max, int *cut)
+{
+    int n = 0;
+    const char *p;
+
+    for (p = s; *p; p++) {
+        if (((unsigned char)*p & 0xC0) != 0x80 && n++ == max) {
+            break;
+        }
+    }
+    if (cut) {
+        *cut = (int)(p - s);
+    }
+    return n > max ? max : n;
+}
+
 static void table_line(FILE *f, char **cells, const int *width, int n)
 {
     int i;
     for (i = 0; i < n; i++) {
         const char *v = cells[i] ? cells[i] : "";
-        if (i == n - 1) {
-            fprintf(f, "%s%.*s", i ? "  " : "", width[i], v);
-        }
-        else {
-            fprintf(f, "%s%-*.*s", i ? "  " : "", width[i], width[i], v);
+        int bytes, chars = utf8_chars(v, width[i], &bytes);
+        fprintf(f, "%s%.*s", i ? "  " : "", bytes, v);
+        if (i < n - 1) {
+            fprintf(f, "%*s", width[i] - chars, "");
         }
     }
     fputc('\n', f);
@@ -278,7 +297,7 @@ long print_rows(FILE *f, sqlite3_stmt *stmt, fmt_e fmt)
         return -1;
     }
     for (i = 0; i < n; i++) {
-        width[i] = (int)strlen(sqlite3_column_name(stmt, i));
+        width[i] = utf8_chars(sqlite3_column_name(stmt, i), 64, NULL);
     }
     if (fmt == FMT_JSON) {
         fputs("[", f);
@@ -339,8 +358,8 @@ long print_rows(FILE *f, sqlite3_stmt *stmt, fmt_e fmt)
                 for (q = row[i]; q && *q; q++) {
                     if ((unsigned char)*q < 0x20) *q = ' ';   /* one line */
                 }
-                w = row[i] ? (int)strlen(row[i]) : 0;
-                if (w > width[i]) width[i] = w > 64 ? 64 : w;
+                w = row[i] ? utf8_chars(row[i], 64, NULL) : 0;
+                if (w > width[i]) width[i] = w;
             }
             cells[rows] = row;
         }

@@ -1218,3 +1218,28 @@ def forged_ids_below_1_or_far_apart_are_found_in_bounded_time(ctx):
         r = tool_run(ctx, "query", "--limit", "0", "--format", "json", db)
         assert r.returncode == 0, r.stderr
         assert new_id in [x["id"] for x in json.loads(r.stdout)], name
+
+
+@test(once=True)
+def table_format_cuts_cells_between_characters(ctx):
+    """The table format cuts a long cell at 64 characters, not bytes: a
+    UTF-8 subject is never cut inside a character, and the columns after
+    it line up with the header's."""
+    import clients
+    after = ctx.srv.max_id()
+    clients.curl(ctx.srv, ctx.pki["hostile"])
+    row = ctx.srv.wait_rows(after, 1)[0]
+    subject = row["subject_dn"]
+    assert len(subject.encode()) > 64, subject   # more bytes than a cell
+    r = subprocess.run([ctx.tool, "query", "--cert", row["cert_sha256"][:16],
+                        ctx.srv.db], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode("utf-8").splitlines()   # raises if cut badly
+    header, cells = lines[0], [l for l in lines[1:] if l.strip()]
+    assert len(cells) == 1, lines
+    start = header.index("subject_dn")
+    nxt = start + re.search(r"  (?=\S)", header[start:]).end()
+    want = "".join(" " if ord(c) < 0x20 else c for c in subject)[:64]
+    assert cells[0][start:nxt].rstrip() == want.rstrip(), (
+        cells[0][start:nxt], want)
+    assert cells[0][nxt - 2:nxt] == "  " and cells[0][nxt] != " ", cells[0]
