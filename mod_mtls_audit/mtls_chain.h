@@ -195,12 +195,4 @@ void mtls_anchor_format(const char *path, const mtls_anchor_t *a, char *buf,
 int mtls_anchor_parse(const char *line, char *path, apr_size_t pathlen,
                       mtls_anchor_t *a);
 
-/* Does the anchor hold in db?  Returns SQLITE_OK and sets *bad_table to
- * the index of the first table whose anchored row is missing or changed
- * (-1 if none) and why.  A row that an archive cut left in the other file
- * (before the live file's base, after the archive's end) is counted in
- * *elsewhere instead: it can be checked there. */
-int mtls_anchor_check(sqlite3 *db, const mtls_anchor_t *a, int *bad_table,
-                      int *elsewhere, char *why, apr_size_t whylen);
-
 #endif /* MTLS_CHAIN_H */

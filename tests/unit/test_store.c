@@ -845,13 +845,12 @@ static void test_key_file(void)
     CU_ASSERT_EQUAL(mtls_chain_key_load("/nonexistent/key", &key, &err), -1);
 }
 
-static void test_anchor_roundtrip_and_check(void)
+static void test_anchor_roundtrip(void)
 {
     const char *path = unit_db("anchor");
     mtls_store_t *st = populate(path, NULL);
     mtls_anchor_t a, b;
-    char line[1024], got_path[512], why[256];
-    int bad, elsewhere;
+    char line[1024], got_path[512];
 
     CU_ASSERT_EQUAL(mtls_anchor_read(mtls_store_db(st), &a), SQLITE_OK);
     CU_ASSERT_EQUAL(a.id[1], 3);            /* handshakes */
@@ -863,22 +862,7 @@ static void test_anchor_roundtrip_and_check(void)
     CU_ASSERT_EQUAL(memcmp(&a, &b, sizeof(a)), 0);
     CU_ASSERT_EQUAL(mtls_anchor_parse("mtls_audit: nothing here", got_path,
                                       sizeof(got_path), &b), -1);
-    CU_ASSERT_EQUAL(mtls_anchor_check(mtls_store_db(st), &a, &bad, &elsewhere,
-                                      why, sizeof(why)), SQLITE_OK);
-    CU_ASSERT_EQUAL(bad, -1);
     mtls_store_close(st);
-    /* The tail cut: the chain still holds, the anchor does not. */
-    tamper(path, "DELETE FROM handshakes WHERE id = 3");
-    st = NULL;
-    {
-        sqlite3 *db;
-        sqlite3_open(path, &db);
-        CU_ASSERT_EQUAL(mtls_anchor_check(db, &a, &bad, &elsewhere, why,
-                                          sizeof(why)), SQLITE_OK);
-        CU_ASSERT_EQUAL(bad, 1);
-        CU_ASSERT_PTR_NOT_NULL(strstr(why, "missing"));
-        sqlite3_close(db);
-    }
 }
 
 
@@ -1124,6 +1108,6 @@ void add_chain_tests(void)
     CU_add_test(s, "key file", test_key_file);
     CU_add_test(s, "schema 3 keeps rows of schema 2 verifying, covers its "
                 "columns", test_migration_keeps_old_rows_verifying);
-    CU_add_test(s, "anchors: format, parse, a cut tail",
-                test_anchor_roundtrip_and_check);
+    CU_add_test(s, "anchors: format and parse",
+                test_anchor_roundtrip);
 }
