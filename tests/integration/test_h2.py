@@ -66,14 +66,25 @@ class H2:
     None keeps the protocol's 65,535 bytes.  The connection's window is
     opened wide at once, so only a stream's own window can stall it."""
 
-    def __init__(self, srv, cert, host="localhost", window=(1 << 31) - 1):
+    def __init__(self, srv, cert, host="localhost", window=(1 << 31) - 1,
+                 avoid=None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(srv.pki["root"].cert)
         if cert:
             ctx.load_cert_chain(*cert)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection(("127.0.0.1", srv.port), 10)
+        # avoid: client ports already used in this test.  A connection the
+        # server closed first (GOAWAY at a graceful restart) leaves its
+        # TIME_WAIT on the server, so the client may get the same port
+        # again; the tests tell connections apart by port.  A TCP connect
+        # that sends nothing is not recorded.
+        while avoid is not None and raw.getsockname()[1] in avoid:
+            raw.close()
+            raw = socket.create_connection(("127.0.0.1", srv.port), 10)
         self.client_port = raw.getsockname()[1]
+        if avoid is not None:
+            avoid.add(self.client_port)
         self.sock = ctx.wrap_socket(raw, server_hostname=host)
         self.sock.settimeout(20)
         assert self.sock.selected_alpn_protocol() == "h2", \
@@ -361,13 +372,14 @@ def h2_traffic(srv, cert, during=None):
     Returns the client ports and those that received all 40 responses."""
     import threading
     ports, waited, errors, lock = [], set(), [], threading.Lock()
+    used = set()
     done = [0]
 
     def client(k):
         for i in range(10):
             c = None
             try:
-                c = H2(srv, cert)
+                c = H2(srv, cert, avoid=used)
                 ids = c.get(*(["/mid.bin", "/index.html?n=%d" % i,
                                "/missing/%d" % k, "/big.bin"] * 10))
                 with lock:
@@ -418,6 +430,7 @@ def check_counts(srv, ports, waited):
     hss = srv.query("SELECT * FROM v_handshakes ORDER BY id")
     assert sorted(h["client_port"] for h in hss) == sorted(ports), (
         len(hss), len(ports))
+    assert len(set(ports)) == len(ports), "a client port used twice"
     by_port = {}
     for l in log:
         by_port.setdefault(l["client_port"], []).append(l)
