@@ -932,39 +932,47 @@ def requests_and_certificate_der_can_be_turned_off(ctx):
                  "subject_dn = 'CN=client-ec,O=Example'") == 1
 
 
-@test(once=True)
-def archive_while_the_server_writes_loses_nothing(ctx):
-    """`mtls-audit archive` moves rows in many small transactions (50 rows
-    each here) while 8 clients keep handshaking: every handshake is in
-    exactly one of the two files, no gap is recorded, the files verify
-    and join, and the anchors of the error log still hold."""
+def archive_under_load(ctx, srv, out, before, after):
+    """8 clients handshake with srv; after `before` seconds, `mtls-audit
+    archive` moves what is older than then into out in 50-row chunks; the
+    load goes on `after` seconds more.  Waits until every answered
+    handshake is stored in one of the files, stops srv; returns the load."""
     import datetime
-    srv = own_server(ctx, "archive", "MTLSAuditAnchorInterval 1")
     load = Load(ctx, srv)
-    answered, errors = load.answered, load.errors
-
-    out = os.path.join(ctx.scratch, "archive", "old.db")
     try:
         load.start()
-        time.sleep(3)
+        time.sleep(before)
         cut = datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
         time.sleep(1)
         env = dict(os.environ, MTLS_AUDIT_ARCHIVE_CHUNK="50")
         r = subprocess.run([ctx.tool, "archive", "--before", cut, srv.db,
                             out], capture_output=True, text=True, env=env)
-        time.sleep(1)
+        time.sleep(after)
         load.stop()
         assert r.returncode == 0, r.stdout + r.stderr
-        assert not errors, errors[:5]
-        assert answered[0] > 100, answered
+        assert not load.errors, load.errors[:5]
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
                                       "handshakes") + count(out, "SELECT "
                                       "count(*) FROM handshakes")
-                        >= answered[0])
+                        >= load.answered[0])
     finally:
         load.stop()
         srv.stop()
+    return load
+
+
+@test(once=True)
+def archive_while_the_server_writes_loses_nothing(ctx):
+    """`mtls-audit archive` moves rows in many small transactions (50 rows
+    each here) while 8 clients keep handshaking: every handshake is in
+    exactly one of the two files, no gap is recorded, the files verify
+    and join, and the anchors of the error log still hold."""
+    srv = own_server(ctx, "archive", "MTLSAuditAnchorInterval 1")
+    out = os.path.join(ctx.scratch, "archive", "old.db")
+    load = archive_under_load(ctx, srv, out, 3, 1)
+    answered = load.answered
+    assert answered[0] > 100, answered
     moved = count(out, "SELECT count(*) FROM handshakes")
     kept = count(srv.db, "SELECT count(*) FROM handshakes")
     assert moved > 100 and kept > 0, (moved, kept)
@@ -1006,32 +1014,11 @@ def archive_recipe_verifies_with_the_error_logs_anchors(ctx):
     PASS.  A row cut from the end of the archive (its cut record rewritten
     to match, so that the archive verifies on its own) and rows cut from
     the live tail are still found."""
-    import datetime
     import json
     import shutil
     srv = own_server(ctx, "recipe", "MTLSAuditAnchorInterval 1")
-    load = Load(ctx, srv)
     out = os.path.join(ctx.scratch, "recipe", "archive-old.db")
-    try:
-        load.start()
-        time.sleep(3.5)
-        cut = datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ")[:23] + "Z"
-        time.sleep(1)
-        env = dict(os.environ, MTLS_AUDIT_ARCHIVE_CHUNK="50")
-        r = subprocess.run([ctx.tool, "archive", "--before", cut, srv.db,
-                            out], capture_output=True, text=True, env=env)
-        time.sleep(2.5)
-        load.stop()
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert not load.errors, load.errors[:5]
-        assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
-                                      "handshakes") + count(out, "SELECT "
-                                      "count(*) FROM handshakes")
-                        >= load.answered[0])
-    finally:
-        load.stop()
-        srv.stop()
+    archive_under_load(ctx, srv, out, 3.5, 2.5)
     log = srv.read_error_log()
     base = count(srv.db, "SELECT id FROM chain_cut WHERE tbl = 'handshakes' "
                  "AND side = 'base'")
