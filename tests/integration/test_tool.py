@@ -1235,7 +1235,8 @@ def table_format_cuts_cells_between_characters(ctx):
                         ctx.srv.db], capture_output=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.decode("utf-8").splitlines()   # raises if cut badly
-    header, cells = lines[0], [l for l in lines[1:] if l.strip()]
+    header = lines[0]
+    cells = [l for l in lines[1:] if l.split(" ", 1)[0] == str(row["id"])]
     assert len(cells) == 1, lines
     start = header.index("subject_dn")
     nxt = start + re.search(r"  (?=\S)", header[start:]).end()
