@@ -579,7 +579,7 @@ static int cmd_export(int argc, char **argv)
     };
     apr_int64_t since = INT64_MIN, until = INT64_MAX;
     char **files, err[256], buf[512];
-    int rc, i, v, nfiles;
+    int rc, i, v, nfiles, fmt;
 
     rc = parse_opts(argc, argv, opts, export_help, "export", &files,
                     &nfiles);
@@ -587,8 +587,11 @@ static int cmd_export(int argc, char **argv)
         free(files);
         return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
     }
-    if (strcmp(format, "jsonl") != 0) {
-        fail("--format: '%s' is not jsonl", format);
+    /* jsonl is the native rendering; ecs and ocsf the standards' */
+    fmt = !strcmp(format, "jsonl") ? MTLS_JSON_NATIVE
+          : mtls_json_format(format);
+    if (fmt < 0 || (fmt == MTLS_JSON_NATIVE && strcmp(format, "jsonl"))) {
+        fail("--format: '%s' is not jsonl, ecs or ocsf", format);
         rc = EXIT_USAGE;
     }
     else if ((since_s && parse_time(since_s, &since) != 0)
@@ -610,7 +613,7 @@ static int cmd_export(int argc, char **argv)
             break;
         }
         for (v = 0; rc == EXIT_OK && v < MTLS_JSON_VIEWS; v++) {
-            if (mtls_json_rows(mtls_store_db(st), v, 1, since, until,
+            if (mtls_json_rows(mtls_store_db(st), fmt, v, 1, since, until,
                                files[i], export_line, stdout) != SQLITE_OK) {
                 fail("%s: %s", files[i], sqlite3_errmsg(mtls_store_db(st)));
                 rc = EXIT_DB;
