@@ -141,7 +141,8 @@ int mtls_json_rows(sqlite3 *db, int format, int v, int by_time,
 typedef struct {
     sqlite3_str *out;
     int          depth;                 /* objects open below the top */
-    const char  *key[JW_DEPTH];         /* their names (not NUL-ended) */
+    char         key[JW_DEPTH][32];     /* their names (copies: a path
+                                           may be in a reused buffer) */
     int          klen[JW_DEPTH];
     int          n[JW_DEPTH + 1];       /* members written, per level */
 } jw_t;
@@ -160,7 +161,8 @@ static void jw_key(jw_t *w, const char *path)
     const char *c[JW_DEPTH], *p = path, *dot;
     int l[JW_DEPTH], k = 0, same = 0;
 
-    while (k < JW_DEPTH && (dot = strchr(p, '.')) != NULL) {
+    while (k < JW_DEPTH && (dot = strchr(p, '.')) != NULL
+           && dot - p < (int)sizeof(w->key[0])) {
         c[k] = p;
         l[k++] = (int)(dot - p);
         p = dot + 1;
@@ -175,7 +177,7 @@ static void jw_key(jw_t *w, const char *path)
     for (; w->depth < k; w->depth++) {
         if (w->n[w->depth]++) sqlite3_str_appendchar(w->out, 1, ',');
         sqlite3_str_appendf(w->out, "\"%.*s\":{", l[w->depth], c[w->depth]);
-        w->key[w->depth] = c[w->depth];
+        memcpy(w->key[w->depth], c[w->depth], (size_t)l[w->depth]);
         w->klen[w->depth] = l[w->depth];
         w->n[w->depth + 1] = 0;
     }
