@@ -460,6 +460,12 @@ static const int own_handshake[] = {
     C_VERIFY_DEPTH, C_ALERT, C_ALERT_NAME, C_ALERT_RECEIVED, C_CHAIN_LENGTH,
     C_CHAIN_SHA256, C_VERIFY_US, C_REQUESTS, C_REV_METHOD, C_REV_STATUS
 };
+/* and, in OCSF, those ECS has a field for and OCSF none (the TLS ones
+ * go to unmapped.tls when there is a version, which that object needs) */
+static const int own_ocsf_handshake[] = {
+    C_RESUMED, C_KEY_TYPE, C_KEY_BITS, C_SIG_ALG, C_PID
+};
+static const int own_ocsf_no_tls[] = { C_SNI, C_CIPHER };
 static const int own_request[] = { C_ID, C_HANDSHAKE_ID, C_DURATION_US };
 static const int own_event[] = {
     C_ID, C_KIND, C_PID, C_SERVER_VERSION, C_MODULE_VERSION,
@@ -662,6 +668,12 @@ static void ocsf_doc(doc_t *d, int v)
         else col_text(d, "status_detail", C_ALERT_NAME);
         jw_int(w, "status_id", ok ? 1 : 2);
         own(d, "unmapped.mtls_audit.", own_handshake, N_OF(own_handshake));
+        own(d, "unmapped.mtls_audit.", own_ocsf_handshake,
+            N_OF(own_ocsf_handshake));
+        if (!has(d, C_TLS_VERSION)) {
+            own(d, "unmapped.mtls_audit.", own_ocsf_no_tls,
+                N_OF(own_ocsf_no_tls));
+        }
         own_source(d, "unmapped.mtls_audit.", "handshake");
         if (has(d, C_TLS_VERSION)) {    /* the tls object needs version */
             col_int(d, "unmapped.tls.alert", C_ALERT);

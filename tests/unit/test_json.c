@@ -118,6 +118,10 @@ static void test_ocsf_handshake_without_certificate(void)
                                   "\"no_certificate\",\"status_id\":2,"));
     CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"user\":{\"name\":\"unknown\","
                                   "\"type\":\"Unknown\",\"type_id\":0}}\n"));
+    /* what OCSF has no attribute for, under our own name */
+    CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"resumed\":1,\"key_type\":\"EC\","
+                                  "\"key_bits\":256,\"sig_alg\":"
+                                  "\"ecdsa-with-SHA256\",\"pid\":99,"));
     /* no certificate: no certificate object at all */
     CU_ASSERT_PTR_NULL(strstr(l, "\"certificate\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"unmapped\":{\"mtls_audit\":{"));
