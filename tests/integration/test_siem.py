@@ -30,8 +30,9 @@ def key(doc, fmt):
 
 
 def mirrored(ctx, fmt):
-    """A server mirroring in fmt; accepted (EC with a request, RSA with a
-    query string), rejected (untrusted CA) and no-certificate handshakes.
+    """A server mirroring in fmt; accepted (EC with a request, many SANs
+    with a query string), rejected (untrusted CA; revoked, by the main
+    vhost's CRL check) and no-certificate handshakes.
     Returns (server, mirror lines)."""
     base = os.path.join(ctx.scratch, "siem-" + fmt)
     mirror = os.path.join(base, "logs", "mirror.jsonl")
@@ -44,10 +45,11 @@ def mirrored(ctx, fmt):
         assert clients.curl(srv, ctx.pki["many_sans"], paths=("/?card=4111",)
                             ).stdout.strip() == "200"
         clients.curl(srv, ctx.pki["untrusted"])
+        clients.curl(srv, ctx.pki["revoked"])
         clients.curl(srv, None)
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
-                                      "handshakes") == 4)
-        assert wait_for(lambda: len(read_lines(mirror)) >= 4 + 2 + 1)
+                                      "handshakes") == 5)
+        assert wait_for(lambda: len(read_lines(mirror)) >= 5 + 2 + 1)
     finally:
         srv.stop()
     return srv, read_lines(mirror)
@@ -61,6 +63,18 @@ def view(db, name):
                 con.execute("SELECT * FROM %s" % name)}
     finally:
         con.close()
+
+
+def revocation(docs, hs, fmt):
+    """Schema 3's revocation columns, in our own namespace; the main
+    vhost checks the CRL: a good and a revoked certificate among them."""
+    seen = set()
+    for d in docs:
+        row = hs[own(d, fmt)["id"]]
+        for col in ("revocation_method", "revocation_status"):
+            assert own(d, fmt).get(col) == row[col], (col, d, row)
+        seen.add((row["revocation_method"], row["revocation_status"]))
+    assert {("crl", "good"), ("crl", "revoked")} <= seen, seen
 
 
 def conforms(lines, fmt):
@@ -97,7 +111,7 @@ def mirror_and_export_in_ecs_conform_to_ecs(ctx):
     by = {}
     for d in lines:
         by.setdefault(d["mtls_audit"]["type"], []).append(d)
-    assert len(by["handshake"]) == len(hs) == 4
+    assert len(by["handshake"]) == len(hs) == 5
     assert len(by["request"]) == len(rq) == 2
     assert [d["event"]["action"] for d in by["event"]] == ["start", "stop"]
     for d in by["handshake"]:
@@ -134,6 +148,7 @@ def mirror_and_export_in_ecs_conform_to_ecs(ctx):
             assert d["event"]["reason"] == row["verify_error"]
     assert {d["mtls_audit"]["outcome"] for d in by["handshake"]} == {
         "accepted", "rejected", "no_certificate"}
+    revocation(by["handshake"], hs, "ecs")
     for d in by["request"]:
         row = rq[d["mtls_audit"]["id"]]
         assert d["url"]["path"] == row["path"] and "?" not in row["path"]
@@ -153,7 +168,7 @@ def mirror_and_export_in_ocsf_conform_to_ocsf(ctx):
     by = {}
     for d in lines:
         by.setdefault(d["class_uid"], []).append(d)
-    assert len(by[3002]) == len(hs) == 4
+    assert len(by[3002]) == len(hs) == 5
     assert len(by[4002]) == len(rq) == 2
     assert [d["activity_name"] for d in by[0]] == ["start", "stop"]
     for d in by[3002]:
@@ -181,6 +196,7 @@ def mirror_and_export_in_ocsf_conform_to_ocsf(ctx):
                 assert "sans" not in c
         else:
             assert "certificate" not in d and d["user"]["type_id"] == 0
+    revocation(by[3002], hs, "ocsf")
     for d in by[4002]:
         row = rq[d["unmapped"]["mtls_audit"]["id"]]
         assert d["activity_id"] == 3 and d["type_uid"] == 400203
