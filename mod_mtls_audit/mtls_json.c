@@ -357,7 +357,8 @@ static void col_ms(doc_t *d, const char *path, int k)
 }
 
 /* Column k's list (items separated by sep) as an array of strings; with
- * san, "TYPE:value" items as OCSF san objects. */
+ * san 1, "TYPE:value" items as OCSF san objects; with san 2, as their
+ * values (ECS's alternative_names: names, not types). */
 static void col_list(doc_t *d, const char *path, int k, const char *sep,
                      int san)
 {
@@ -376,8 +377,11 @@ static void col_list(doc_t *d, const char *path, int k, const char *sep,
         if (!first) sqlite3_str_appendchar(d->w.out, 1, ',');
         first = 0;
         colon = memchr(s, ':', (size_t)(e - s));
-        if (!san) {
+        if (!san || (san == 2 && !colon)) {
             mtls_json_str(d->w.out, s, (int)(e - s));
+        }
+        else if (san == 2) {
+            mtls_json_str(d->w.out, colon + 1, (int)(e - colon - 1));
         }
         else if (colon) {
             sqlite3_str_appendall(d->w.out, "{\"name\":");
@@ -534,7 +538,7 @@ static void ecs_doc(doc_t *d, int v)
         col_text(d, "tls.client.not_before", C_NOT_BEFORE);
         col_text(d, "tls.client.server_name", C_SNI);
         col_text(d, "tls.client.subject", C_SUBJECT_DN);
-        col_list(d, "tls.client.x509.alternative_names", C_SAN, ", ", 0);
+        col_list(d, "tls.client.x509.alternative_names", C_SAN, ", ", 2);
         col_text(d, "tls.client.x509.issuer.distinguished_name", C_ISSUER_DN);
         col_text(d, "tls.client.x509.not_after", C_NOT_AFTER);
         col_text(d, "tls.client.x509.not_before", C_NOT_BEFORE);

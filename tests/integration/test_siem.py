@@ -52,6 +52,7 @@ def mirrored(ctx, fmt):
         assert wait_for(lambda: len(read_lines(mirror)) >= 5 + 2 + 1)
     finally:
         srv.stop()
+    assert not srv.sanitizer_reports(), srv.sanitizer_reports()
     return srv, read_lines(mirror)
 
 
@@ -136,7 +137,8 @@ def mirror_and_export_in_ecs_conform_to_ecs(ctx):
             assert x["serial_number"] == row["serial"]
             assert x["not_after"] == row["not_after"]
             if row["san"]:
-                assert x["alternative_names"] == row["san"].split(", ")
+                assert x["alternative_names"] == [
+                    n.split(":", 1)[1] for n in row["san"].split(", ")]
             else:
                 assert "alternative_names" not in x
             assert d["mtls_audit"]["chain_sha256"] == \

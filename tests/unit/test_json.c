@@ -80,8 +80,8 @@ static void test_ecs_handshake_nests_and_maps(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"tls\":{\"cipher\":\"ECDHE-ECDSA-"
                                   "AES128-GCM-SHA256\",\"client\":{\"hash\":"
                                   "{\"sha256\":\"ab12\"},"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"alternative_names\":[\"DNS:a.example"
-                                  "\",\"IP:192.0.2.9\"]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"alternative_names\":[\"a.example\","
+                                  "\"192.0.2.9\"]"));
     CU_ASSERT_PTR_NOT_NULL(strstr(l, "\"subject\":{\"distinguished_name\":"
                                   "\"CN=a \\\"b\\\", O=\\u003cx\\u003e\"}}},"
                                   "\"established\":true,\"resumed\":true,"
