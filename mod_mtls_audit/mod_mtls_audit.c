@@ -93,6 +93,7 @@
 #include "mtls_core.h"
 #include "mtls_chain.h"
 #include "mtls_store.h"
+#include "mtls_json.h"
 #include "mtls_writer.h"
 #include "mtls_slots.h"
 
@@ -144,6 +145,8 @@ typedef struct {
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
+    int         mirror_format;    /* MTLSAuditMirrorFormat: MTLS_JSON_*,
+                                     -1 unset (native) */
 } srv_conf_t;
 
 /* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
@@ -163,13 +166,14 @@ static struct {
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
     int               mirror_fd;    /* MTLSAuditMirror, opened by the
                                        parent; 0: none */
+    int               mirror_format;/* its MTLS_JSON_* rendering */
     mtls_slots_t     *slots;        /* per-child counters, shared */
     int               lost_noted;   /* "no writer" logged */
     volatile int      refusing;     /* fail closed: refusing connections */
     int               pid;          /* this child's (getpid is a system
                                        call: not one per handshake) */
     int               ssl_module;   /* mod_ssl's module_index, -1 */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, NULL, 0, 0, 0, -1 };
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0, 0, -1 };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -235,6 +239,7 @@ static void *create_srv(apr_pool_t *p, server_rec *s)
     sc->busy_ms = -1;
     sc->anchor_s = -1;
     sc->verify_cfg = -1;
+    sc->mirror_format = -1;
     return sc;
 }
 
@@ -260,6 +265,7 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(db_at);
     MERGE_PTR(mirror);
     MERGE_PTR(mirror_at);
+    MERGE_INT(mirror_format);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
     sc->tls = 0;
@@ -329,6 +335,23 @@ static const char *set_mirror(cmd_parms *cmd, void *dc, const char *arg)
     }
     srv_conf(cmd->server)->mirror = arg;
     srv_conf(cmd->server)->mirror_at = where(cmd);
+    return NULL;
+}
+
+static const char *set_mirror_format(cmd_parms *cmd, void *dc,
+                                     const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    int f = mtls_json_format(arg);
+    (void)dc;
+    if (err) {
+        return err;
+    }
+    if (f < 0) {
+        return apr_psprintf(cmd->pool, "MTLSAuditMirrorFormat: '%s' is not "
+                            "native, ecs or ocsf", arg);
+    }
+    srv_conf(cmd->server)->mirror_format = f;
     return NULL;
 }
 
@@ -438,6 +461,10 @@ static const command_rec cmds[] = {
                   "also write every record as a JSON line to a file or, "
                   "with |command, to a program as CustomLog does (default "
                   "none)"),
+    AP_INIT_TAKE1("MTLSAuditMirrorFormat", set_mirror_format, NULL,
+                  RSRC_CONF, "the mirror's lines: native (the views' "
+                  "columns), ecs (Elastic Common Schema) or ocsf (OCSF) "
+                  "(default native)"),
     AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
                   "file with the secret key of the HMAC hash chain "
                   "(default none: plain SHA-256)"),
@@ -1558,7 +1585,8 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         }
         else if (g.mirror_fd > 0) {
             int e;
-            if (mtls_mirror_written(st, g.mirror_fd, g.db_path, &e)) {
+            if (mtls_mirror_written(st, g.mirror_fd, g.mirror_format,
+                                    g.db_path, &e)) {
                 ap_log_error(APLOG_MARK, APLOG_WARNING, e, s, MTLS_LOG_TAG
                              " mirror: cannot write the %s event (it is in "
                              "the database)", kind);
@@ -1653,6 +1681,8 @@ static apr_status_t open_mirror(apr_pool_t *pconf, server_rec *s)
     int flags;
 
     g.mirror_fd = 0;
+    g.mirror_format = msc->mirror_format > 0 ? msc->mirror_format
+                                             : MTLS_JSON_NATIVE;
     if (!m) {
         return APR_SUCCESS;
     }
@@ -1849,6 +1879,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.anchor_s = msc->anchor_s >= 0 ? msc->anchor_s : DEFAULT_ANCHOR_S;
     wc.slots = g.slots;
     wc.mirror_fd = g.mirror_fd;
+    wc.mirror_format = g.mirror_format;
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "start the writer on %s: %s", g.db_path, err);

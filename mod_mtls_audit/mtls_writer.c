@@ -273,7 +273,7 @@ static void mirror_line(void *baton, const char *line, int len)
     }
 }
 
-apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
+apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd, int format,
                                 const char *source, int *err)
 {
     mirror_out_t o = { fd, 0, 0 };
@@ -282,7 +282,8 @@ apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
     for (v = 0; v < MTLS_JSON_VIEWS; v++) {
         apr_int64_t lo, hi;
         mtls_store_written(st, v, &lo, &hi);
-        if (lo && mtls_json_rows(mtls_store_db(st), v, 0, lo, hi, source,
+        if (lo && mtls_json_rows(mtls_store_db(st), format, v, 0, lo, hi,
+                                 source,
                                  mirror_line, &o) != SQLITE_OK) {
             o.lost += hi - lo + 1;
             o.err = EIO;
@@ -299,6 +300,7 @@ static void mirror(mtls_writer_t *w)
 {
     int err;
     apr_int64_t lost = mtls_mirror_written(w->store, w->conf.mirror_fd,
+                                           w->conf.mirror_format,
                                            w->conf.path, &err);
 
     if (lost && !w->mirror_lost) {

@@ -40,6 +40,8 @@ typedef struct {
     int                     mirror_fd;      /* MTLSAuditMirror: each stored
                                                row as a JSON line here
                                                (non-blocking); 0: none */
+    int                     mirror_format;  /* MTLS_JSON_NATIVE, _ECS or
+                                               _OCSF (mtls_json.h) */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the
@@ -75,7 +77,7 @@ void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st);
 /* Write the rows that st's last successful write stored as JSON lines
  * (mtls_json.h, source names the database) to fd.  Returns the lines that
  * could not be written, with the errno of the last failure in *err. */
-apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd,
+apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd, int format,
                                 const char *source, int *err);
 
 /* Write everything queued, stop the thread, close the database, free w. */

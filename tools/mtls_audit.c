@@ -547,18 +547,27 @@ static int cmd_verify(int argc, char **argv)
 /* export                                                               */
 
 static const char export_help[] =
-"usage: mtls-audit export [--format jsonl] [--since D] [--until D] DB...\n"
+"usage: mtls-audit export [--format jsonl|ecs|ocsf] [--since D] [--until D]\n"
+"                         DB...\n"
 "\n"
 "Write the records of each database as JSON lines, exactly as\n"
-"MTLSAuditMirror writes them while the server records: one object per row\n"
-"of v_handshakes, v_requests and v_events, with \"type\" (handshake,\n"
-"request, event), \"source\" (the database file) and every column of the\n"
-"view under its own name; times in RFC 3339 (UTC).  The lines follow\n"
-"schema/mirror.schema.json; ship them to a log pipeline (rsyslog, Fluent\n"
-"Bit, Vector, Splunk, Loki).  Rows come database by database, each view\n"
-"in id order.\n"
+"MTLSAuditMirror writes them while the server records (with\n"
+"MTLSAuditMirrorFormat native, ecs or ocsf): one object per row of\n"
+"v_handshakes, v_requests and v_events.  Ship them to a log pipeline\n"
+"(rsyslog, Fluent Bit, Vector, Splunk, Loki) or a SIEM.  Rows come\n"
+"database by database, each view in id order.\n"
 "\n"
-"  --format jsonl  the only format (the default)\n"
+"  --format jsonl  (the default) \"type\" (handshake, request, event),\n"
+"                  \"source\" (the database file) and every column of the\n"
+"                  view under its own name, times in RFC 3339 (UTC); the\n"
+"                  lines follow schema/mirror.schema.json\n"
+"  --format ecs    Elastic Common Schema 9.4.0 documents (@timestamp,\n"
+"                  event.*, source.*, tls.client.x509.*, url.path, http.*),\n"
+"                  the other columns under mtls_audit.*\n"
+"  --format ocsf   OCSF 1.8.0 events: handshakes as Authentication (3002),\n"
+"                  requests as HTTP Activity (4002), the module's own\n"
+"                  events as Base Event (0); the other columns under\n"
+"                  unmapped.mtls_audit\n"
 "  --since D       rows from D on (2026-11-01 or 2026-11-01T10:00:00Z)\n"
 "  --until D       rows before D\n"
 "\n"
@@ -579,7 +588,7 @@ static int cmd_export(int argc, char **argv)
     };
     apr_int64_t since = INT64_MIN, until = INT64_MAX;
     char **files, err[256], buf[512];
-    int rc, i, v, nfiles;
+    int rc, i, v, nfiles, fmt;
 
     rc = parse_opts(argc, argv, opts, export_help, "export", &files,
                     &nfiles);
@@ -587,8 +596,11 @@ static int cmd_export(int argc, char **argv)
         free(files);
         return rc < 0 ? finish_output(stdout, EXIT_OK) : rc;
     }
-    if (strcmp(format, "jsonl") != 0) {
-        fail("--format: '%s' is not jsonl", format);
+    /* jsonl is the native rendering; ecs and ocsf the standards' */
+    fmt = !strcmp(format, "jsonl") ? MTLS_JSON_NATIVE
+          : mtls_json_format(format);
+    if (fmt < 0 || (fmt == MTLS_JSON_NATIVE && strcmp(format, "jsonl"))) {
+        fail("--format: '%s' is not jsonl, ecs or ocsf", format);
         rc = EXIT_USAGE;
     }
     else if ((since_s && parse_time(since_s, &since) != 0)
@@ -610,7 +622,7 @@ static int cmd_export(int argc, char **argv)
             break;
         }
         for (v = 0; rc == EXIT_OK && v < MTLS_JSON_VIEWS; v++) {
-            if (mtls_json_rows(mtls_store_db(st), v, 1, since, until,
+            if (mtls_json_rows(mtls_store_db(st), fmt, v, 1, since, until,
                                files[i], export_line, stdout) != SQLITE_OK) {
                 fail("%s: %s", files[i], sqlite3_errmsg(mtls_store_db(st)));
                 rc = EXIT_DB;
@@ -641,7 +653,8 @@ static const char main_help[] =
 "  certs    the inventory of client certificates seen\n"
 "  verify   check the hash chains of the databases\n"
 "  archive  move old rows to another file while the server writes\n"
-"  export   the records as JSON lines, as MTLSAuditMirror writes them\n"
+"  export   the records as JSON lines (native, ECS or OCSF), as\n"
+"           MTLSAuditMirror writes them\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
