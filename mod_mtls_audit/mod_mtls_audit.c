@@ -1802,6 +1802,10 @@ static void write_prometheus(request_rec *r, const scrape_t *sc)
 {
     static const char *const types[4] = { NULL, "handshake", "request",
                                           "event" };
+    /* mtls_write_bucket_us in seconds (APR's %g drops the leading 0) */
+    static const char *const le[MTLS_WRITE_BUCKETS] = {
+        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+        "0.1", "0.25", "0.5", "1", "5" };
     const mtls_metrics_sum_t *m = &sc->sum;
     apr_uint64_t cum = 0;
     int v, o, i;
@@ -1858,9 +1862,8 @@ static void write_prometheus(request_rec *r, const scrape_t *sc)
          "Duration of the write transactions.");
     for (i = 0; i < MTLS_WRITE_BUCKETS; i++) {
         cum += m->tx_bucket[i];
-        ap_rprintf(r, "mtls_audit_write_duration_seconds_bucket{le=\"%g\"} %"
-                   APR_UINT64_T_FMT "\n",
-                   (double)mtls_write_bucket_us[i] / 1e6, cum);
+        ap_rprintf(r, "mtls_audit_write_duration_seconds_bucket{le=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", le[i], cum);
     }
     cum += m->tx_bucket[MTLS_WRITE_BUCKETS];
     ap_rprintf(r, "mtls_audit_write_duration_seconds_bucket{le=\"+Inf\"} %"
@@ -2117,7 +2120,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     /* Each vhost's row in the metrics, by name: the same row after a
      * restart that keeps the name. */
     for (v = s; v; v = v->next) {
-        srv_conf(v)->vhost_ix = mtls_slots_vhost(g.slots, v->server_hostname);
+        srv_conf_t *sc = srv_conf(v);
+        sc->vhost_ix = sc->audit ? mtls_slots_vhost(g.slots,
+                                                    v->server_hostname) : -1;
     }
     if (open_mirror(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
