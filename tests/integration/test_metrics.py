@@ -4,6 +4,7 @@ and checked against the rows the writers stored.  Each test runs its own
 server with a plain-HTTP vhost that serves the handler."""
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -289,7 +290,7 @@ def lost_in_gaps(db):
 
 
 @test()
-def metrics_survive_a_graceful_restart(ctx):
+def metrics_survive_graceful_and_plain_restarts(ctx):
     srv = metrics_server(ctx, "metrics-graceful")
     try:
         for _ in range(6):
@@ -313,6 +314,16 @@ def metrics_survive_a_graceful_restart(ctx):
         assert sum(handshake_series(later).values()) == 10 == rows()
         assert value(later, "mtls_audit_records_written_total",
                      type="handshake") == 10
+        # A plain restart (SIGHUP): the parent stays, and so do the counts.
+        pids = set(child_pids(srv))
+        srv.signal(signal.SIGHUP)
+        assert wait_for(lambda: pids.isdisjoint(child_pids(srv))
+                        and srv.writers() >= 1, 30), "no new generation"
+        assert ok(srv, ctx.pki["ec"]) == "200"
+        last = drained(srv, rows)
+        assert last, (handshake_series(scrape(srv)), rows())
+        never_decrease(totals(later), totals(last))
+        assert sum(handshake_series(last).values()) == 11 == rows()
     finally:
         srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
