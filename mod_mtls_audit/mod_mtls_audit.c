@@ -1746,19 +1746,26 @@ static void scrape(request_rec *r, scrape_t *sc)
                    ? (apr_int64_t)sb.st_size : -1;
     /* A distinct count needs the set of certificates, which shared memory
      * cannot hold: one read-only query over the last day's handshakes
-     * (time index), in this request's thread, never the writer's. */
-    if (g.db_path) {
+     * (time index), in this request's thread, never the writer's; its
+     * answer is shared by all processes for MTLS_CERTS_TTL_S, so that
+     * however many scrapers (and mod_status pages) there are, it runs at
+     * most that often: over a million handshakes a day it takes a second
+     * or two. */
+    if (g.db_path && mtls_slots_certs_due(g.slots, sc->now_us)) {
+        apr_int64_t certs = 0, soonest = 0;
         int rc = mtls_store_cert_stats(g.db_path,
                                        sc->now_us - APR_INT64_C(86400000000),
-                                       CERT_QUERY_MS, &sc->certs,
-                                       &sc->soonest, err, sizeof(err));
-        sc->certs_ok = rc == SQLITE_OK;
-        if (!sc->certs_ok) {
+                                       CERT_QUERY_MS, &certs, &soonest, err,
+                                       sizeof(err));
+        if (rc != SQLITE_OK) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MTLS_LOG_TAG
                           " metrics: cannot count the certificates in %s: "
                           "%s", g.db_path, err);
         }
+        mtls_slots_certs_set(g.slots, sc->now_us, rc == SQLITE_OK, certs,
+                             soonest);
     }
+    sc->certs_ok = mtls_slots_certs(g.slots, &sc->certs, &sc->soonest);
 }
 
 /* name as a label value: \ " and newline escaped. */

@@ -160,6 +160,49 @@ void mtls_slots_sum(mtls_slots_t *t, mtls_metrics_sum_t *out)
     }
 }
 
+int mtls_slots_certs_due(mtls_slots_t *t, apr_int64_t now_us)
+{
+    apr_int64_t busy, ttl = (apr_int64_t)MTLS_CERTS_TTL_S * 1000000;
+
+    if (!t || now_us - __atomic_load_n(&t->certs_at_us, __ATOMIC_ACQUIRE)
+              < ttl) {
+        return 0;
+    }
+    /* One query at a time; one whose process died (or that hangs) for
+     * two periods is taken over. */
+    busy = __atomic_load_n(&t->certs_busy_us, __ATOMIC_ACQUIRE);
+    if (busy != 0 && now_us - busy < 2 * ttl) {
+        return 0;
+    }
+    return __atomic_compare_exchange_n(&t->certs_busy_us, &busy, now_us, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void mtls_slots_certs_set(mtls_slots_t *t, apr_int64_t now_us, int ok,
+                          apr_int64_t certs, apr_int64_t soonest)
+{
+    if (!t) {
+        return;
+    }
+    __atomic_store_n(&t->certs_ok, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->certs, certs, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->certs_soonest, soonest, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->certs_ok, ok ? 1 : 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->certs_at_us, now_us, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->certs_busy_us, 0, __ATOMIC_RELEASE);
+}
+
+int mtls_slots_certs(mtls_slots_t *t, apr_int64_t *certs,
+                     apr_int64_t *soonest)
+{
+    if (!t || !__atomic_load_n(&t->certs_ok, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
+    *certs = __atomic_load_n(&t->certs, __ATOMIC_RELAXED);
+    *soonest = __atomic_load_n(&t->certs_soonest, __ATOMIC_RELAXED);
+    return 1;
+}
+
 const char *mtls_loss_name(int c)
 {
     static const char *const names[MTLS_LOSS_N] = {

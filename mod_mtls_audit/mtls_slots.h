@@ -87,6 +87,12 @@ typedef struct {
     apr_uint32_t vhosts;              /* names in vhost[] (parent only) */
     char         vhost[MTLS_VHOSTS][MTLS_VHOST_LEN];
     mtls_metrics_t spill;             /* for a process without a slot */
+    /* The certificate figures of the last query (one for all the
+     * processes, at most every MTLS_CERTS_TTL_S): see mtls_slots_certs */
+    volatile apr_int64_t certs_at_us;     /* when computed; 0 never */
+    volatile apr_int64_t certs_busy_us;   /* a query runs since; 0 none */
+    volatile apr_int64_t certs, certs_soonest;
+    volatile apr_uint32_t certs_ok;
     mtls_slot_t  slot[1];             /* n of them */
 } mtls_slots_t;
 
@@ -146,6 +152,18 @@ typedef struct {
 } mtls_metrics_sum_t;
 
 void mtls_slots_sum(mtls_slots_t *t, mtls_metrics_sum_t *out);
+
+#define MTLS_CERTS_TTL_S 30
+/* Does the certificate figures' cache want a new query now?  Returns 1
+ * to one caller (which then runs it and calls mtls_slots_certs_set),
+ * 0 to the others meanwhile, and when the figures are recent enough. */
+int  mtls_slots_certs_due(mtls_slots_t *t, apr_int64_t now_us);
+void mtls_slots_certs_set(mtls_slots_t *t, apr_int64_t now_us, int ok,
+                          apr_int64_t certs, apr_int64_t soonest);
+/* The cached figures: 1 and them, or 0 if the last query failed (or
+ * none ran yet). */
+int  mtls_slots_certs(mtls_slots_t *t, apr_int64_t *certs,
+                      apr_int64_t *soonest);
 /* The name of loss cause c ("queue_full", ...). */
 const char *mtls_loss_name(int c);
 

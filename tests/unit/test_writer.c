@@ -457,6 +457,22 @@ static void test_metrics_outlive_their_process(void)
     CU_ASSERT_EQUAL(m.depth_max, 7);
     CU_ASSERT_EQUAL(m.processes, 1);
     CU_ASSERT(m.last_write_us > 0);
+    {   /* the certificate figures: one query per period, for everyone */
+        apr_int64_t now = mtls_now_us(), c = -1, soon = -1;
+        CU_ASSERT_FALSE(mtls_slots_certs(t, &c, &soon));
+        CU_ASSERT_TRUE(mtls_slots_certs_due(t, now));
+        CU_ASSERT_FALSE(mtls_slots_certs_due(t, now));  /* one runs */
+        mtls_slots_certs_set(t, now, 1, 5, 1800000000);
+        CU_ASSERT_TRUE(mtls_slots_certs(t, &c, &soon));
+        CU_ASSERT_EQUAL(c, 5);
+        CU_ASSERT_EQUAL(soon, 1800000000);
+        CU_ASSERT_FALSE(mtls_slots_certs_due(t, now + 1000000));
+        CU_ASSERT_TRUE(mtls_slots_certs_due(t, now + MTLS_CERTS_TTL_S
+                                               * APR_INT64_C(1000000)));
+        mtls_slots_certs_set(t, now + MTLS_CERTS_TTL_S * APR_INT64_C(1000000),
+                             0, 0, 0);              /* the query failed */
+        CU_ASSERT_FALSE(mtls_slots_certs(t, &c, &soon));
+    }
     free(mem);
 }
 
