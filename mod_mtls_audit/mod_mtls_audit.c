@@ -1610,17 +1610,21 @@ static int first_start(server_rec *s)
     return 1;
 }
 
-/* The counters that let a surviving child count what a killed one lost:
- * anonymous shared memory from the process pool, made once, before the
- * first fork, kept across restarts. */
+/* The counters that let a surviving child count what a killed one lost,
+ * and the metrics: anonymous shared memory from the process pool, made
+ * once, before the first fork, kept across restarts.  Keyed by its size:
+ * a module of another layout loaded by a restart (an upgrade) makes its
+ * own table instead of reading this one (its counters start from 0). */
 static void shared_slots(server_rec *s)
 {
-    static const char key[] = "mtls_audit_slots";
+    char key[64];               /* (userdata_set copies it) */
     apr_size_t size = mtls_slots_size(1024);
     apr_shm_t *shm = NULL;
     void *seen = NULL;
     apr_status_t rv;
 
+    apr_snprintf(key, sizeof(key), "mtls_audit_slots:%" APR_SIZE_T_FMT,
+                 size);
     apr_pool_userdata_get(&seen, key, s->process->pool);
     if (seen) {
         g.slots = seen;
