@@ -60,6 +60,12 @@
  * reads the chain key and writes the start/reload/stop events.  Each child
  * (child_init, after the switch to the run user) starts its writer; a
  * pchild cleanup drains it on graceful restart, graceful-stop and stop.
+ *
+ * Metrics: the handshake and request paths add to this child's counters
+ * in shared memory (mtls_slots.h, METRICS), the writer to its own; the
+ * mtls-audit-metrics handler and mod_status's status_hook sum them over
+ * all slots, with the database's size and one shared, cached read-only
+ * query for the certificate figures.
  */
 #include "httpd.h"
 #include "http_config.h"
