@@ -29,7 +29,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
-TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads
+TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace prometheus"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads; promtool (checks the metrics)
 
 deps() {
     missing=""
@@ -41,7 +41,20 @@ deps() {
     echo "apxs-build.sh: installing:$missing"
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    others=$(echo "$missing" | tr ' ' '\n' | grep -vx prometheus | tr '\n' ' ')
+    if [ -n "$(echo "$others" | tr -d ' ')" ]; then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $others >/dev/null
+    fi
+    # The tests need only its promtool: no node exporter (a recommends),
+    # and the server it starts on :9090 is stopped and disabled (the
+    # tests never use it; they check their scrapes with /usr/bin/promtool).
+    case " $missing " in *" prometheus "*)
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+            --no-install-recommends prometheus >/dev/null
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || :
+        fi ;;
+    esac
 }
 
 # schema/NNN_*.sql -> a C table of migrations, so the module and the tool

@@ -60,6 +60,12 @@
  * reads the chain key and writes the start/reload/stop events.  Each child
  * (child_init, after the switch to the run user) starts its writer; a
  * pchild cleanup drains it on graceful restart, graceful-stop and stop.
+ *
+ * Metrics: the handshake and request paths add to this child's counters
+ * in shared memory (mtls_slots.h, METRICS), the writer to its own; the
+ * mtls-audit-metrics handler and mod_status's status_hook sum them over
+ * all slots, with the database's size and one shared, cached read-only
+ * query for the certificate figures.
  */
 #include "httpd.h"
 #include "http_config.h"
@@ -73,6 +79,7 @@
 #include "ap_listen.h"
 #include "unixd.h"
 #include "mod_ssl.h"
+#include "mod_status.h"
 
 #include "apr_atomic.h"
 #include "apr_optional_hooks.h"
@@ -147,6 +154,8 @@ typedef struct {
     const char *mirror_at;
     int         mirror_format;    /* MTLSAuditMirrorFormat: MTLS_JSON_*,
                                      -1 unset (native) */
+    int         vhost_ix;         /* its row in the shared metrics' vhost
+                                     table (post_config) */
 } srv_conf_t;
 
 /* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
@@ -173,7 +182,9 @@ static struct {
     int               pid;          /* this child's (getpid is a system
                                        call: not one per handshake) */
     int               ssl_module;   /* mod_ssl's module_index, -1 */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0, 0, -1 };
+    mtls_metrics_t   *metrics;      /* this child's, in shared memory */
+} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0, 0, -1,
+        NULL };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -822,10 +833,16 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
         cs->hs_done++;
     }
     audited = sc->audit;
+    if (audited) {
+        mtls_metrics_handshake(g.metrics, sc->vhost_ix, hs->outcome);
+    }
     if (!audited) {
         mtls_item_free(item);
     }
     else if (!g.writer) {
+        if (g.metrics) {
+            mtls_metrics_add(&g.metrics->lost[MTLS_LOSS_NO_WRITER], 1);
+        }
         if (!g.lost_noted) {
             g.lost_noted = 1;
             ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cs->c, MTLS_LOG_TAG
@@ -1401,6 +1418,9 @@ static int log_transaction(request_rec *r)
     item->u.rq.status = last->status;
     item->u.rq.bytes_sent = last->bytes_sent;
     item->u.rq.duration_us = apr_time_now() - r->request_time;
+    if (g.metrics) {
+        mtls_metrics_add(&g.metrics->requests, 1);
+    }
     mtls_writer_push(g.writer, item);
     return DECLINED;
 }
@@ -1624,17 +1644,21 @@ static int first_start(server_rec *s)
     return 1;
 }
 
-/* The counters that let a surviving child count what a killed one lost:
- * anonymous shared memory from the process pool, made once, before the
- * first fork, kept across restarts. */
+/* The counters that let a surviving child count what a killed one lost,
+ * and the metrics: anonymous shared memory from the process pool, made
+ * once, before the first fork, kept across restarts.  Keyed by its size:
+ * a module of another layout loaded by a restart (an upgrade) makes its
+ * own table instead of reading this one (its counters start from 0). */
 static void shared_slots(server_rec *s)
 {
-    static const char key[] = "mtls_audit_slots";
+    char key[64];               /* (userdata_set copies it) */
     apr_size_t size = mtls_slots_size(1024);
     apr_shm_t *shm = NULL;
     void *seen = NULL;
     apr_status_t rv;
 
+    apr_snprintf(key, sizeof(key), "mtls_audit_slots:%" APR_SIZE_T_FMT,
+                 size);
     apr_pool_userdata_get(&seen, key, s->process->pool);
     if (seen) {
         g.slots = seen;
@@ -1724,6 +1748,312 @@ static apr_status_t open_mirror(apr_pool_t *pconf, server_rec *s)
     }
     g.mirror_fd = fd;
     return APR_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Metrics: the mtls-audit-metrics handler and mod_status               */
+
+#define METRICS_HANDLER "mtls-audit-metrics"
+#define CERT_QUERY_MS   100     /* patience of the certificate query */
+
+/* What a scrape shows: the shared counters summed, and what the file
+ * and a read-only query say. */
+typedef struct {
+    mtls_metrics_sum_t sum;
+    apr_int64_t        now_us;
+    apr_int64_t        since_write_s;   /* -1: no table */
+    apr_int64_t        db_bytes;        /* -1: cannot stat */
+    int                certs_ok;        /* the query answered */
+    apr_int64_t        certs, soonest;  /* its answer */
+} scrape_t;
+
+static void scrape(request_rec *r, scrape_t *sc)
+{
+    struct stat sb;
+    char err[256];
+
+    memset(sc, 0, sizeof(*sc));
+    mtls_slots_sum(g.slots, &sc->sum);
+    sc->now_us = mtls_now_us();
+    sc->since_write_s = -1;
+    if (g.slots) {
+        apr_int64_t last = sc->sum.last_write_us ? sc->sum.last_write_us
+                                                 : g.slots->created_us;
+        sc->since_write_s = sc->now_us > last
+                            ? (sc->now_us - last) / 1000000 : 0;
+    }
+    sc->db_bytes = g.db_path && stat(g.db_path, &sb) == 0
+                   ? (apr_int64_t)sb.st_size : -1;
+    /* A distinct count needs the set of certificates, which shared memory
+     * cannot hold: one read-only query over the last day's handshakes
+     * (time index), in this request's thread, never the writer's; its
+     * answer is shared by all processes for MTLS_CERTS_TTL_S, so that
+     * however many scrapers (and mod_status pages) there are, it runs at
+     * most that often: over a million handshakes a day it takes a second
+     * or two. */
+    if (g.db_path && mtls_slots_certs_due(g.slots, sc->now_us)) {
+        apr_int64_t certs = 0, soonest = 0;
+        int rc = mtls_store_cert_stats(g.db_path,
+                                       sc->now_us - APR_INT64_C(86400000000),
+                                       CERT_QUERY_MS, &certs, &soonest, err,
+                                       sizeof(err));
+        if (rc != SQLITE_OK) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MTLS_LOG_TAG
+                          " metrics: cannot count the certificates in %s: "
+                          "%s", g.db_path, err);
+        }
+        mtls_slots_certs_set(g.slots, sc->now_us, rc == SQLITE_OK, certs,
+                             soonest);
+    }
+    sc->certs_ok = mtls_slots_certs(g.slots, &sc->certs, &sc->soonest);
+}
+
+/* name as a label value: \ " and newline escaped. */
+static const char *label_value(apr_pool_t *p, const char *name)
+{
+    char *out = apr_palloc(p, 2 * strlen(name) + 1), *o = out;
+
+    for (; *name; name++) {
+        if (*name == '\\' || *name == '"') {
+            *o++ = '\\';
+            *o++ = *name;
+        }
+        else if (*name == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        }
+        else {
+            *o++ = *name;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static const char *vhost_label(apr_pool_t *p, int v)
+{
+    if (v == MTLS_VHOSTS - 1) {
+        return "(other)";
+    }
+    return label_value(p, g.slots->vhost[v]);
+}
+
+static void head(request_rec *r, const char *name, const char *type,
+                 const char *help)
+{
+    ap_rprintf(r, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The Prometheus text exposition format, version 0.0.4. */
+static void write_prometheus(request_rec *r, const scrape_t *sc)
+{
+    static const char *const types[4] = { NULL, "handshake", "request",
+                                          "event" };
+    /* mtls_write_bucket_us in seconds (APR's %g drops the leading 0) */
+    static const char *const le[MTLS_WRITE_BUCKETS] = {
+        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+        "0.1", "0.25", "0.5", "1", "5" };
+    const mtls_metrics_sum_t *m = &sc->sum;
+    apr_uint64_t cum = 0;
+    int v, o, i;
+
+    head(r, "mtls_audit_handshakes_total", "counter",
+         "Client-certificate handshakes of audited vhosts, by outcome.");
+    for (v = 0; g.slots && v < MTLS_VHOSTS; v++) {
+        apr_uint64_t any = 0;
+        for (o = 0; o < MTLS_OUTCOMES; o++) {
+            any += m->handshakes[v][o];
+        }
+        if (v >= (int)g.slots->vhosts && !any) {
+            continue;           /* no such row (or "other" unused) */
+        }
+        for (o = 0; o < MTLS_OUTCOMES; o++) {
+            ap_rprintf(r, "mtls_audit_handshakes_total{vhost=\"%s\","
+                       "outcome=\"%s\"} %" APR_UINT64_T_FMT "\n",
+                       vhost_label(r->pool, v), mtls_outcome_name(o + 1),
+                       m->handshakes[v][o]);
+        }
+    }
+    head(r, "mtls_audit_requests_total", "counter",
+         "Requests recorded (handed to the writers).");
+    ap_rprintf(r, "mtls_audit_requests_total %" APR_UINT64_T_FMT "\n",
+               m->requests);
+    head(r, "mtls_audit_records_written_total", "counter",
+         "Records stored in the database by the writers, by type.");
+    for (i = 1; i < 4; i++) {
+        ap_rprintf(r, "mtls_audit_records_written_total{type=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", types[i], m->written[i]);
+    }
+    head(r, "mtls_audit_records_lost_total", "counter",
+         "Records lost (counted in gap events, but no_writer), by cause.");
+    for (i = 0; i < MTLS_LOSS_N; i++) {
+        ap_rprintf(r, "mtls_audit_records_lost_total{cause=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", mtls_loss_name(i), m->lost[i]);
+    }
+    head(r, "mtls_audit_queue_depth", "gauge",
+         "Records queued and not yet written, summed over the children.");
+    ap_rprintf(r, "mtls_audit_queue_depth %" APR_UINT64_T_FMT "\n",
+               m->depth);
+    head(r, "mtls_audit_queue_depth_max", "gauge",
+         "The highest depth any one child's queue reached "
+         "(compare with MTLSAuditQueueSize).");
+    ap_rprintf(r, "mtls_audit_queue_depth_max %" APR_UINT64_T_FMT "\n",
+               m->depth_max);
+    head(r, "mtls_audit_write_transactions_total", "counter",
+         "Write transactions of the writers, by result.");
+    ap_rprintf(r, "mtls_audit_write_transactions_total{result=\"ok\"} %"
+               APR_UINT64_T_FMT "\n", m->tx_ok);
+    ap_rprintf(r, "mtls_audit_write_transactions_total{result=\"failed\"} %"
+               APR_UINT64_T_FMT "\n", m->tx_failed);
+    head(r, "mtls_audit_write_duration_seconds", "histogram",
+         "Duration of the write transactions.");
+    for (i = 0; i < MTLS_WRITE_BUCKETS; i++) {
+        cum += m->tx_bucket[i];
+        ap_rprintf(r, "mtls_audit_write_duration_seconds_bucket{le=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", le[i], cum);
+    }
+    cum += m->tx_bucket[MTLS_WRITE_BUCKETS];
+    ap_rprintf(r, "mtls_audit_write_duration_seconds_bucket{le=\"+Inf\"} %"
+               APR_UINT64_T_FMT "\n", cum);
+    ap_rprintf(r, "mtls_audit_write_duration_seconds_sum %.6f\n",
+               (double)m->tx_sum_us / 1e6);
+    ap_rprintf(r, "mtls_audit_write_duration_seconds_count %"
+               APR_UINT64_T_FMT "\n", cum);
+    if (sc->since_write_s >= 0) {
+        head(r, "mtls_audit_seconds_since_last_write", "gauge",
+             "Seconds since a writer last stored records (since the "
+             "server started, when none has).");
+        ap_rprintf(r, "mtls_audit_seconds_since_last_write %" APR_INT64_T_FMT
+                   "\n", sc->since_write_s);
+    }
+    if (sc->db_bytes >= 0) {
+        head(r, "mtls_audit_database_bytes", "gauge",
+             "Size of the database file (without its -wal).");
+        ap_rprintf(r, "mtls_audit_database_bytes %" APR_INT64_T_FMT "\n",
+                   sc->db_bytes);
+    }
+    if (sc->certs_ok) {
+        head(r, "mtls_audit_client_certificates", "gauge",
+             "Distinct client certificates accepted in the last 24 hours.");
+        ap_rprintf(r, "mtls_audit_client_certificates %" APR_INT64_T_FMT
+                   "\n", sc->certs);
+        if (sc->certs > 0) {
+            head(r, "mtls_audit_client_certificate_soonest_expiry_seconds",
+                 "gauge", "Soonest not_after (Unix time) of the client "
+                 "certificates accepted in the last 24 hours.");
+            ap_rprintf(r, "mtls_audit_client_certificate_soonest_expiry_"
+                       "seconds %" APR_INT64_T_FMT "\n", sc->soonest);
+        }
+    }
+    head(r, "mtls_audit_processes", "gauge",
+         "Processes holding a slot of the shared counters now.");
+    ap_rprintf(r, "mtls_audit_processes %u\n", sc->sum.processes);
+}
+
+/* SetHandler mtls-audit-metrics: an ordinary handler (Require and the
+ * rest of the <Location> apply before it runs). */
+static int metrics_handler(request_rec *r)
+{
+    scrape_t sc;
+
+    if (!r->handler || strcmp(r->handler, METRICS_HANDLER) != 0) {
+        return DECLINED;
+    }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->header_only) {
+        return OK;
+    }
+    scrape(r, &sc);
+    write_prometheus(r, &sc);
+    return OK;
+}
+
+/* mod_status's page (HTML) and its ?auto form ("Key: value" lines, one
+ * per figure, the vhosts' handshakes summed). */
+static int status_hook(request_rec *r, int flags)
+{
+    static const char *const outs[MTLS_OUTCOMES] = {
+        "Accepted", "Rejected", "NoCertificate", "Failed", "Aborted" };
+    static const char *const losses[MTLS_LOSS_N] = {
+        "QueueFull", "WriterStopped", "WriteFailed", "ProcessDied",
+        "NoWriter" };
+    const mtls_metrics_sum_t *m;
+    scrape_t sc;
+    apr_uint64_t by_out[MTLS_OUTCOMES] = { 0 };
+    int v, o, i, html = !(flags & AP_STATUS_SHORT);
+
+    if (!g.slots) {
+        return OK;
+    }
+    scrape(r, &sc);
+    m = &sc.sum;
+    for (v = 0; v < MTLS_VHOSTS; v++) {
+        for (o = 0; o < MTLS_OUTCOMES; o++) {
+            by_out[o] += m->handshakes[v][o];
+        }
+    }
+    if (html) {
+        ap_rputs("<hr />\n<h2>mod_mtls_audit</h2>\n<dl>\n", r);
+    }
+#define FIG(key, fmt, val) \
+    ap_rprintf(r, html ? "<dt>MtlsAudit%s: " fmt "</dt>\n" \
+                       : "MtlsAudit%s: " fmt "\n", key, val)
+    for (o = 0; o < MTLS_OUTCOMES; o++) {
+        FIG(apr_pstrcat(r->pool, "Handshakes", outs[o], NULL),
+            "%" APR_UINT64_T_FMT, by_out[o]);
+    }
+    FIG("Requests", "%" APR_UINT64_T_FMT, m->requests);
+    FIG("RecordsWrittenHandshakes", "%" APR_UINT64_T_FMT,
+        m->written[MTLS_ITEM_HANDSHAKE]);
+    FIG("RecordsWrittenRequests", "%" APR_UINT64_T_FMT,
+        m->written[MTLS_ITEM_REQUEST]);
+    FIG("RecordsWrittenEvents", "%" APR_UINT64_T_FMT,
+        m->written[MTLS_ITEM_EVENT]);
+    for (i = 0; i < MTLS_LOSS_N; i++) {
+        FIG(apr_pstrcat(r->pool, "RecordsLost", losses[i], NULL),
+            "%" APR_UINT64_T_FMT, m->lost[i]);
+    }
+    FIG("QueueDepth", "%" APR_UINT64_T_FMT, m->depth);
+    FIG("QueueDepthMax", "%" APR_UINT64_T_FMT, m->depth_max);
+    FIG("WriteTransactions", "%" APR_UINT64_T_FMT, m->tx_ok);
+    FIG("WriteTransactionsFailed", "%" APR_UINT64_T_FMT, m->tx_failed);
+    FIG("WriteSeconds", "%.6f", (double)m->tx_sum_us / 1e6);
+    FIG("SecondsSinceLastWrite", "%" APR_INT64_T_FMT, sc.since_write_s);
+    FIG("DatabaseBytes", "%" APR_INT64_T_FMT, sc.db_bytes);
+    if (sc.certs_ok) {
+        FIG("ClientCertificates", "%" APR_INT64_T_FMT, sc.certs);
+        FIG("ClientCertificateSoonestExpiry", "%" APR_INT64_T_FMT,
+            sc.soonest);
+    }
+#undef FIG
+    if (html) {
+        ap_rputs("</dl>\n<table border=\"0\"><tr><th>vhost</th>", r);
+        for (o = 0; o < MTLS_OUTCOMES; o++) {
+            ap_rprintf(r, "<th>%s</th>", mtls_outcome_name(o + 1));
+        }
+        ap_rputs("</tr>\n", r);
+        for (v = 0; v < MTLS_VHOSTS; v++) {
+            if (v >= (int)g.slots->vhosts && !m->handshakes[v][0]
+                && !m->handshakes[v][1] && !m->handshakes[v][2]
+                && !m->handshakes[v][3] && !m->handshakes[v][4]) {
+                continue;
+            }
+            ap_rprintf(r, "<tr><td>%s</td>", ap_escape_html(r->pool,
+                       v == MTLS_VHOSTS - 1 ? "(other)" : g.slots->vhost[v]));
+            for (o = 0; o < MTLS_OUTCOMES; o++) {
+                ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td>",
+                           m->handshakes[v][o]);
+            }
+            ap_rputs("</tr>\n", r);
+        }
+        ap_rputs("</table>\n", r);
+    }
+    return OK;
 }
 
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -1834,6 +2164,13 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (!g.slots) {
         shared_slots(s);
     }
+    /* Each vhost's row in the metrics, by name: the same row after a
+     * restart that keeps the name. */
+    for (v = s; v; v = v->next) {
+        srv_conf_t *sc = srv_conf(v);
+        sc->vhost_ix = sc->audit ? mtls_slots_vhost(g.slots,
+                                                    v->server_hostname) : -1;
+    }
     if (open_mirror(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1880,11 +2217,13 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.slots = g.slots;
     wc.mirror_fd = g.mirror_fd;
     wc.mirror_format = g.mirror_format;
+    g.metrics = mtls_slots_metrics(g.slots, NULL);     /* until a slot */
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "start the writer on %s: %s", g.db_path, err);
         return;
     }
+    g.metrics = mtls_writer_metrics(g.writer);
     if (err[0]) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                      "open %s yet (%s): records are counted as lost until it "
@@ -1922,6 +2261,11 @@ static void register_hooks(apr_pool_t *p)
                               APR_HOOK_REALLY_FIRST);
     /* Records each request once its status and size are final. */
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    /* SetHandler mtls-audit-metrics: the Prometheus text format. */
+    ap_hook_handler(metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* The same figures on mod_status's page and in its ?auto form. */
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
     /* Reads why mod_ssl's OCSP check failed, while it runs (see DESIGN). */
     ap_hook_error_log(error_log_hook, NULL, NULL, APR_HOOK_MIDDLE);
     /* mod_ssl's hooks: one per SSL_CTX at start-up, one per connection

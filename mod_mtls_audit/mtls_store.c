@@ -1476,3 +1476,44 @@ void mtls_store_written(mtls_store_t *st, int table, apr_int64_t *first,
     *first = t->w_first;
     *last = t->w_last;
 }
+
+int mtls_store_cert_stats(const char *path, apr_int64_t since_us,
+                          int timeout_ms, apr_int64_t *count,
+                          apr_int64_t *soonest, char *err,
+                          apr_size_t errlen)
+{
+    static const char sql[] =
+        "SELECT count(DISTINCT h.cert_id), min(c.not_after)"
+        " FROM handshakes h JOIN certificates c ON c.id = h.cert_id"
+        " WHERE h.time_us >= ?1 AND h.outcome = 1";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    *count = 0;
+    *soonest = 0;
+    err[0] = '\0';
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY
+                         | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        goto leave;
+    }
+    sqlite3_busy_timeout(db, timeout_ms);
+    if ((rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL)) != SQLITE_OK) {
+        goto leave;
+    }
+    sqlite3_bind_int64(q, 1, since_us);
+    if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        *count = sqlite3_column_int64(q, 0);
+        *soonest = sqlite3_column_int64(q, 1);  /* NULL: 0 */
+        rc = SQLITE_OK;
+    }
+leave:
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db)
+                                       : sqlite3_errstr(rc));
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return rc;
+}

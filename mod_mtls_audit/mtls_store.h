@@ -107,6 +107,17 @@ int mtls_store_file_gone(mtls_store_t *st);
 void mtls_store_written(mtls_store_t *st, int table, apr_int64_t *first,
                         apr_int64_t *last);
 
+/* For monitoring: the distinct certificates of handshakes accepted since
+ * since_us (*count) and the soonest not_after among them (*soonest, 0
+ * when none), from the file at path opened read-only for this query only
+ * (WAL: a reader never blocks the writers), waiting at most timeout_ms
+ * for a lock.  Walks the handshakes since since_us by their time index.
+ * Returns SQLITE_OK, or the error with a message in err. */
+int mtls_store_cert_stats(const char *path, apr_int64_t since_us,
+                          int timeout_ms, apr_int64_t *count,
+                          apr_int64_t *soonest, char *err,
+                          apr_size_t errlen);
+
 sqlite3 *mtls_store_db(mtls_store_t *st);
 void     mtls_store_close(mtls_store_t *st);
 

@@ -55,6 +55,7 @@ struct mtls_writer {
                                            opened there; logged */
     apr_int64_t        last_reap_us;    /* writer thread only */
     mtls_slot_t       *slot;            /* our counters in shared memory */
+    mtls_metrics_t    *m;               /* our metrics there (or NULL) */
     apr_int64_t        mirror_lost;     /* lines not mirrored, this episode */
 };
 
@@ -64,10 +65,14 @@ struct mtls_writer {
 
 /* Count n items lost to cause; caller holds the lock.  The items (when
  * known) say which kinds were lost. */
-static void count_loss(mtls_writer_t *w, apr_int64_t n, const char *cause,
-                       mtls_item_t **items)
+static void count_loss(mtls_writer_t *w, apr_int64_t n, int kind,
+                       const char *cause, mtls_item_t **items)
 {
     apr_int64_t now = mtls_now_us(), i;
+
+    if (w->m) {
+        mtls_metrics_add(&w->m->lost[kind], (apr_uint64_t)n);
+    }
 
     for (i = 0; i < n; i++) {
         int t = items ? items[i]->type : MTLS_ITEM_HANDSHAKE;
@@ -169,7 +174,9 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
     pthread_mutex_lock(&w->lock);
     if (w->stopping || w->depth >= w->conf.queue_max) {
         int first = w->gap_lost == 0;
-        count_loss(w, 1, w->stopping ? "writer stopped"
+        count_loss(w, 1, w->stopping ? MTLS_LOSS_STOPPED
+                                     : MTLS_LOSS_QUEUE_FULL,
+                   w->stopping ? "writer stopped"
                                      : "queue full (MTLSAuditQueueSize)",
                    &item);
         pthread_mutex_unlock(&w->lock);
@@ -192,6 +199,7 @@ int mtls_writer_push(mtls_writer_t *w, mtls_item_t *item)
     w->depth++;
     w->queued++;
     mtls_slot_queued(w->slot);
+    mtls_metrics_depth(w->m, w->depth);
     /* The writer wakes every MTLSAuditFlushInterval by itself; wake it
      * early only for a half-full batch, or a half-full queue when that is
      * smaller (waking it for every first record made a transaction of one
@@ -212,6 +220,11 @@ int mtls_writer_healthy(mtls_writer_t *w)
          && !mtls_slots_failing(w->conf.slots);
     pthread_mutex_unlock(&w->lock);
     return ok;
+}
+
+mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w)
+{
+    return w ? w->m : NULL;
 }
 
 void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st)
@@ -322,7 +335,17 @@ static void mirror(mtls_writer_t *w)
 static int store_write(mtls_writer_t *w, mtls_item_t **items, int n,
                        char *err, apr_size_t errlen)
 {
-    int rc = mtls_store_write(w->store, items, n, err, errlen);
+    apr_int64_t t0 = mtls_mono_us();
+    int rc = mtls_store_write(w->store, items, n, err, errlen), i;
+
+    /* One transaction: its time and, once stored, its records. */
+    mtls_metrics_tx(w->m, mtls_mono_us() - t0, rc == SQLITE_OK);
+    if (rc == SQLITE_OK && w->m) {
+        for (i = 0; i < n; i++) {
+            int t = items[i]->type;
+            mtls_metrics_add(&w->m->written[t > 0 && t < 4 ? t : 0], 1);
+        }
+    }
 
     if (rc == SQLITE_OK && n > 0 && w->conf.mirror_fd > 0) {
         mirror(w);
@@ -436,6 +459,9 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out, int now_anyway)
         mtls_item_t *ev;
         char detail[200];
 
+        if (lost && w->m) {
+            mtls_metrics_add(&w->m->lost[MTLS_LOSS_PROCESS_DIED], lost);
+        }
         if (lost == 0 || !(ev = mtls_item_new(MTLS_ITEM_EVENT))) {
             continue;
         }
@@ -540,7 +566,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
             cause[0] = '\0';       /* err says it all */
         }
         mtls_strlcpy(cause + strlen(cause), err, sizeof(cause) - strlen(cause));
-        count_loss(w, n, cause, batch);
+        count_loss(w, n, MTLS_LOSS_WRITE_FAILED, cause, batch);
         if (!was_failing) {
             mtls_log(MTLS_LOG_ERR, "dropped %d records after %d tries: %s",
                      n, w->conf.retries, err);
@@ -549,6 +575,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
         mtls_slots_set_failing(w->conf.slots, 1);
     }
     w->depth -= n;
+    mtls_metrics_depth(w->m, w->depth);
     pthread_mutex_unlock(&w->lock);
     recycle(w, batch, m);
     if (anchor_now) {
@@ -688,6 +715,7 @@ int mtls_writer_start(const mtls_writer_conf_t *conf, mtls_writer_t **out,
     }
     w->last_anchor_us = mtls_now_us();  /* the parent anchored at start */
     w->slot = mtls_slots_claim(conf->slots, (apr_uint32_t)conf->pid);
+    w->m = mtls_slots_metrics(conf->slots, w->slot);
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->spare_lock, NULL);
     pthread_condattr_init(&ca);

@@ -74,6 +74,10 @@ typedef struct {
 
 void mtls_writer_stats(mtls_writer_t *w, mtls_writer_stats_t *st);
 
+/* The shared metrics w counts in (its slot's, or the spill), or NULL
+ * without shared memory; for the handshake path's counters. */
+mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w);
+
 /* Write the rows that st's last successful write stored as JSON lines
  * (mtls_json.h, source names the database) to fd.  Returns the lines that
  * could not be written, with the errno of the last failure in *err. */

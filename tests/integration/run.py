@@ -27,6 +27,7 @@ import test_ops         # noqa: E402
 import test_h2          # noqa: E402
 import test_revocation  # noqa: E402
 import test_siem        # noqa: E402
+import test_metrics     # noqa: E402
 
 
 class Context:
@@ -69,7 +70,8 @@ def main():
                          + test_config.test.tests
                          + test_h2.test.tests
                          + test_revocation.test.tests
-                         + test_siem.test.tests)
+                         + test_siem.test.tests
+                         + test_metrics.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,

@@ -402,7 +402,78 @@ static void test_killed_process_is_counted(void)
     CU_ASSERT_EQUAL(count(saved, "SELECT count(*) FROM handshakes"), 0);
     CU_ASSERT_EQUAL(count(saved, "SELECT sum(lost) FROM events WHERE kind = "
                           "'gap' AND detail LIKE '%killed or crashed%'"), 100);
+    {   /* the metrics say the same, and the dead queue is empty */
+        mtls_metrics_sum_t m;
+        mtls_slots_sum(slots, &m);
+        CU_ASSERT_EQUAL(m.lost[MTLS_LOSS_PROCESS_DIED], 100);
+        CU_ASSERT_EQUAL(m.depth, 0);
+        CU_ASSERT(m.depth_max >= 100);
+        CU_ASSERT_EQUAL(m.processes, 0);
+        CU_ASSERT_EQUAL(m.written[MTLS_ITEM_EVENT], 1);
+    }
     munmap(mem, size);
+}
+
+/* The metrics of a slot outlive its owner: the next one counts on, so
+ * the sums never go down; vhost names keep their rows. */
+static void test_metrics_outlive_their_process(void)
+{
+    size_t size = mtls_slots_size(2);
+    void *mem = calloc(1, size);
+    mtls_slots_t *t = mtls_slots_init(mem, 2);
+    mtls_slot_t *s;
+    mtls_metrics_sum_t m;
+    int i;
+
+    CU_ASSERT_EQUAL(mtls_slots_vhost(t, "a.test"), 0);
+    CU_ASSERT_EQUAL(mtls_slots_vhost(t, "b.test"), 1);
+    CU_ASSERT_EQUAL(mtls_slots_vhost(t, "a.test"), 0);
+    for (i = 2; i < MTLS_VHOSTS + 3; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "v%d.test", i);
+        CU_ASSERT_EQUAL(mtls_slots_vhost(t, name),
+                        i < MTLS_VHOSTS - 1 ? i : MTLS_VHOSTS - 1);
+    }
+    s = mtls_slots_claim(t, 1000);
+    mtls_metrics_handshake(mtls_slots_metrics(t, s), 1, MTLS_OUT_REJECTED);
+    mtls_metrics_tx(mtls_slots_metrics(t, s), 700, 1);
+    mtls_metrics_tx(mtls_slots_metrics(t, s), 9000000, 0);
+    mtls_metrics_depth(mtls_slots_metrics(t, s), 7);
+    mtls_slots_release(s);
+    s = mtls_slots_claim(t, 1001);      /* the same slot, a new owner */
+    mtls_metrics_handshake(mtls_slots_metrics(t, s), 1, MTLS_OUT_REJECTED);
+    mtls_metrics_handshake(mtls_slots_metrics(t, NULL), 0,
+                           MTLS_OUT_ACCEPTED);      /* the spill */
+    mtls_metrics_handshake(mtls_slots_metrics(t, s), 0, 9);  /* ignored */
+    mtls_slots_sum(t, &m);
+    CU_ASSERT_EQUAL(m.handshakes[1][MTLS_OUT_REJECTED - 1], 2);
+    CU_ASSERT_EQUAL(m.handshakes[0][MTLS_OUT_ACCEPTED - 1], 1);
+    CU_ASSERT_EQUAL(m.tx_ok, 1);
+    CU_ASSERT_EQUAL(m.tx_failed, 1);
+    CU_ASSERT_EQUAL(m.tx_bucket[1], 1);                 /* <= 1 ms */
+    CU_ASSERT_EQUAL(m.tx_bucket[MTLS_WRITE_BUCKETS], 1); /* + Inf */
+    CU_ASSERT_EQUAL(m.tx_sum_us, 9000700);
+    CU_ASSERT_EQUAL(m.depth, 0);        /* released: nothing queued */
+    CU_ASSERT_EQUAL(m.depth_max, 7);
+    CU_ASSERT_EQUAL(m.processes, 1);
+    CU_ASSERT(m.last_write_us > 0);
+    {   /* the certificate figures: one query per period, for everyone */
+        apr_int64_t now = mtls_now_us(), c = -1, soon = -1;
+        CU_ASSERT_FALSE(mtls_slots_certs(t, &c, &soon));
+        CU_ASSERT_TRUE(mtls_slots_certs_due(t, now));
+        CU_ASSERT_FALSE(mtls_slots_certs_due(t, now));  /* one runs */
+        mtls_slots_certs_set(t, now, 1, 5, 1800000000);
+        CU_ASSERT_TRUE(mtls_slots_certs(t, &c, &soon));
+        CU_ASSERT_EQUAL(c, 5);
+        CU_ASSERT_EQUAL(soon, 1800000000);
+        CU_ASSERT_FALSE(mtls_slots_certs_due(t, now + 1000000));
+        CU_ASSERT_TRUE(mtls_slots_certs_due(t, now + MTLS_CERTS_TTL_S
+                                               * APR_INT64_C(1000000)));
+        mtls_slots_certs_set(t, now + MTLS_CERTS_TTL_S * APR_INT64_C(1000000),
+                             0, 0, 0);              /* the query failed */
+        CU_ASSERT_FALSE(mtls_slots_certs(t, &c, &soon));
+    }
+    free(mem);
 }
 
 /* The shared "writing fails" flag is cleared by any idle writer that
@@ -621,4 +692,6 @@ void add_writer_tests(void)
     CU_add_test(s, "half of a queue smaller than a batch wakes the writer",
                 test_half_a_small_queue_wakes_the_writer);
     CU_add_test(s, "link reference counts", test_links);
+    CU_add_test(s, "metrics outlive their process; vhost rows",
+                test_metrics_outlive_their_process);
 }
