@@ -518,9 +518,14 @@ int main(int argc, char **argv)
         argv++;
         argc--;
     }
-    if (argc != 2) {
-        fprintf(stderr, "usage: mtls-gen [-b [-r | -R]] DB < SCRIPT\n");
-        return 2;
+    /* A DB named like an option is a mistake (mtls-gen -h), not a file to
+     * create: name it ./-h to mean it. */
+    if (argc != 2 || argv[1][0] == '-') {
+        int help = argc == 2 && (!strcmp(argv[1], "-h")
+                                 || !strcmp(argv[1], "--help"));
+        fprintf(help ? stdout : stderr,
+                "usage: mtls-gen [-b [-r | -R]] DB < SCRIPT\n");
+        return help ? 0 : 2;
     }
     if (mtls_store_open(argv[1], 0, 60000, &st, err, sizeof(err))
         != SQLITE_OK) {
