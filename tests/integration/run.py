@@ -26,6 +26,7 @@ import test_faults      # noqa: E402
 import test_ops         # noqa: E402
 import test_h2          # noqa: E402
 import test_revocation  # noqa: E402
+import test_pipeline    # noqa: E402
 
 
 class Context:
@@ -67,7 +68,8 @@ def main():
                          + test_faults.test.tests + test_ops.test.tests
                          + test_config.test.tests
                          + test_h2.test.tests
-                         + test_revocation.test.tests)
+                         + test_revocation.test.tests
+                         + test_pipeline.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
