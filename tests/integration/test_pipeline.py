@@ -357,13 +357,16 @@ def relp_pipeline_carries_a_record_longer_than_8k_whole(ctx):
             except FileNotFoundError:
                 pass
             return None
-        assert wait_for(line, 30), "the line did not arrive:\n" + p.logs()
+        assert wait_for(lambda: line() or os.path.exists(p.unparsed), 30), \
+            "the line did not arrive:\n" + p.logs()
+        assert not os.path.exists(p.unparsed), \
+            "cut: " + open(p.unparsed).read()[-300:]
         got = line()
+        assert got, "the line did not arrive:\n" + p.logs()
         assert len(got) > 8192, len(got)
         rec = json.loads(got)
         assert rec["id"] == row["id"] and rec["san"] == row["san"], \
             rec["san"][-200:]
-        assert not os.path.exists(p.unparsed), open(p.unparsed).read()[:2000]
         bad = srv.new_errors()
         assert not bad, bad
     finally:
