@@ -266,7 +266,6 @@ def relp_pipeline_delivers_every_record_across_a_receiver_crash(ctx):
     holds exactly the handshakes answered, without a gap."""
     p = Pipeline(ctx, "pipeline-relp")
     srv = p.srv
-    p.start()
     loads = []
 
     def load():
@@ -275,6 +274,7 @@ def relp_pipeline_delivers_every_record_across_a_receiver_crash(ctx):
         return loads[-1]
 
     try:
+        p.start()
         # 1. Records flow to the log host when it dies, handshakes go on
         # while it is down and after it is back.
         first = load()
@@ -339,8 +339,8 @@ def relp_pipeline_carries_a_record_longer_than_8k_whole(ctx):
     the configuration's 16k it arrives whole and parses as JSON."""
     p = Pipeline(ctx, "pipeline-8k")
     srv = p.srv
-    p.start()
     try:
+        p.start()
         assert clients.curl(srv, ctx.pki["sans_over_8k"]).stdout.strip() \
             == "200"
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
