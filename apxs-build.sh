@@ -29,7 +29,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
-TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace prometheus"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads; promtool (checks the metrics)
+TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace prometheus rsyslog rsyslog-relp"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads; promtool (checks the metrics); the mirror shipped over RELP
 
 deps() {
     missing=""

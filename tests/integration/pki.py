@@ -185,6 +185,16 @@ def make_pki(base):
                 ",IP:10.1.2.3,email:ops@example.test\n")
     p["many_sans"] = root.issue(base, "many-sans", "/CN=many-sans",
                                 extfile=sans)
+    # Its mirror line (about 11 KB) is longer than rsyslog's default
+    # maxMessageSize of 8k.
+    sans = os.path.join(base, "sans-over-8k.cnf")
+    with open(sans, "w") as f:
+        f.write("[req]\ndistinguished_name=dn\n[dn]\n[req_ext]\n"
+                "subjectAltName=" +
+                ",".join("DNS:host%d.example.test" % i for i in range(400)) +
+                "\n")
+    p["sans_over_8k"] = root.issue(base, "sans-over-8k", "/CN=sans-over-8k",
+                                   extfile=sans)
     self_key = os.path.join(base, "self.key")
     self_cert = os.path.join(base, "self.pem")
     keygen(self_key, "ec")
