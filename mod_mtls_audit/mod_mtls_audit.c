@@ -219,6 +219,9 @@ typedef struct {
                                      while X509_verify_cert runs */
     int           ocsp_cfg;       /* srv_conf_t.ocsp_cfg of the vhost that
                                      verifies */
+    int           headers;        /* record headers received */
+    int           dummy;          /* the first bytes are the MPM's dummy
+                                     connection's (is_dummy_connection) */
 } mtls_conn_t;
 
 /* While X509_verify_cert runs on this thread for an audited connection:
@@ -805,14 +808,84 @@ static int decide_outcome(mtls_conn_t *cs, fin_e why)
     return MTLS_OUT_FAILED;
 }
 
+/* The bytes the connection sent after the first record header, as far as
+ * they came: looked at without consuming them, in the core's input filter
+ * (below mod_ssl's), where they wait unread.  Their length, or -1 if none
+ * can be read at once or more than fit in size. */
+static long peek_rest(conn_rec *c, char *buf, apr_size_t size)
+{
+    apr_size_t len = size;
+    apr_bucket_brigade *bb;
+    ap_filter_t *f;
+    long n = -1;
+
+    for (f = c->input_filters; f && f->frec != ap_core_input_filter_handle;
+         f = f->next) {
+    }
+    if (!f) {
+        return -1;
+    }
+    bb = apr_brigade_create(c->pool, c->bucket_alloc);
+    if (ap_get_brigade(f, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ,
+                       size) == APR_SUCCESS
+        && apr_brigade_flatten(bb, buf, &len) == APR_SUCCESS && len < size) {
+        n = (long)len;
+    }
+    apr_brigade_destroy(bb);
+    return n;
+}
+
+/* The MPM's internal dummy connection (server/mpm_unix.c): to wake a
+ * child, the parent connects to one of its listeners from the same host
+ * and sends a TLS 1.0 close_notify alert (a listener whose protocol is
+ * https) or the plaintext request "OPTIONS * HTTP/1.0" ending
+ * "(internal dummy connection)", then closes.  No client made it and it
+ * carries no handshake: it is not recorded.  Only exactly those bytes
+ * from the server's own address.  Called at the first record header
+ * (hdr, its 5 bytes): OpenSSL has read no more, the rest waits below. */
+static int is_dummy_connection(conn_rec *c, const unsigned char *hdr)
+{
+    static const unsigned char alert[7] = { 0x15, 0x03, 0x01, 0x00, 0x02,
+                                            0x01, 0x00 };
+    static const char head[] = "OPTIONS * HTTP/1.0\r\nUser-Agent: ";
+    static const char tail[] = " (internal dummy connection)\r\n\r\n";
+    const long hl = sizeof(head) - 1, tl = sizeof(tail) - 1;
+    char buf[1024];
+    long n, i;
+
+    if ((memcmp(hdr, alert, 5) && memcmp(hdr, head, 5))
+        || !c->client_addr || !c->local_addr
+        || !apr_sockaddr_equal(c->client_addr, c->local_addr)) {
+        return 0;
+    }
+    memcpy(buf, hdr, 5);
+    if ((n = peek_rest(c, buf + 5, sizeof(buf) - 5)) < 0) {
+        return 0;
+    }
+    n += 5;
+    if (n == (long)sizeof(alert)) {
+        return !memcmp(buf, alert, sizeof(alert));
+    }
+    if (n < hl + tl || memcmp(buf, head, hl)
+        || memcmp(buf + n - tl, tail, tl)) {
+        return 0;
+    }
+    for (i = hl; i < n - tl; i++) {     /* one header line: the banner */
+        if (buf[i] == '\r' || buf[i] == '\n') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Close the open record and hand it to the writer (or drop it if its vhost
- * does not audit).  ssl is NULL at connection close: it is gone by then. */
+ * does not audit, or it is the MPM's dummy connection).  ssl is NULL at connection close: it is gone by then. */
 static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
 {
     mtls_item_t *item = cs->rec;
     mtls_handshake_t *hs = &item->u.hs;
     mtls_link_t *link = NULL, *old;
-    int audited, refuse = 0;
+    int audited, refuse = 0, dummy;
     server_rec *s;
     srv_conf_t *sc;
 
@@ -821,6 +894,9 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     }
     s = cs->srv ? cs->srv : cs->c->base_server;
     sc = srv_conf(s);
+    /* The dummy connection's bytes, and nothing OpenSSL took for more. */
+    dummy = cs->dummy && cs->records == 1 && cs->headers == 1
+            && hs->kind == MTLS_HS_INITIAL;
     hs->handshake_us = mtls_mono_us() - cs->start_mono;
     hs->outcome = decide_outcome(cs, why);
     if (!hs->chain_length && hs->has_leaf) {
@@ -832,7 +908,11 @@ static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
     if (why == FIN_DONE) {
         cs->hs_done++;
     }
-    audited = sc->audit;
+    audited = sc->audit && !dummy;
+    if (dummy) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, cs->c, MTLS_LOG_TAG
+                      " the MPM's internal dummy connection: not recorded");
+    }
     if (audited) {
         mtls_metrics_handshake(g.metrics, sc->vhost_ix, hs->outcome);
     }
@@ -909,6 +989,10 @@ static void msg_cb(int write_p, int version, int content_type,
         return;
     }
     if (!write_p) {
+        if (content_type == SSL3_RT_HEADER && ++cs->headers == 1
+            && len == 5) {
+            cs->dummy = is_dummy_connection(cs->c, p);
+        }
         if (!cs->rec) {
             if (content_type == SSL3_RT_HEADER && cs->records == 0) {
                 open_record(cs, MTLS_HS_INITIAL);
