@@ -105,3 +105,21 @@ def idle_child_reap(https):
 
 test(idle_child_reap(False))
 test(idle_child_reap(True))
+
+
+@test
+def near_dummy_bytes_are_recorded(ctx):
+    # Only the dummy connection's exact bytes are left out: from the same
+    # address, anything else is still a failed handshake.
+    import clients
+    alert = b"\x15\x03\x01\x00\x02\x01\x00"
+    for data in (b"OPTIONS * HTTP/1.0\r\n\r\n",
+                 b"OPTIONS * HTTP/1.0\r\nUser-Agent: x (internal dummy "
+                 b"connection)\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+                 alert + b"\x16",
+                 b"\x15\x03\x01\x00\x02\x02\x28"):
+        after = ctx.srv.max_id()
+        clients.raw(ctx.srv.port, data)
+        rows = ctx.srv.wait_rows(after, 1)
+        assert [(r["outcome"], r["client_addr"]) for r in rows] == \
+            [("failed", "127.0.0.1")], (data, rows)
