@@ -879,7 +879,8 @@ static int is_dummy_connection(conn_rec *c, const unsigned char *hdr)
 }
 
 /* Close the open record and hand it to the writer (or drop it if its vhost
- * does not audit, or it is the MPM's dummy connection).  ssl is NULL at connection close: it is gone by then. */
+ * does not audit, or it is the MPM's dummy connection).  ssl is NULL at
+ * connection close: it is gone by then. */
 static void finalize(mtls_conn_t *cs, const SSL *ssl, fin_e why)
 {
     mtls_item_t *item = cs->rec;
