@@ -245,6 +245,18 @@ LogFormat "%{{SSL_CLIENT_S_DN}}x|%{{SSL_CLIENT_I_DN}}x|%{{SSL_CLIENT_M_SERIAL}}x
         except (OSError, ValueError):
             return None
 
+    def children(self):
+        """Pids of the parent's child processes (from /proc)."""
+        pid, out = self.pid(), []
+        for p in os.listdir("/proc"):
+            try:
+                if p.isdigit() and int(open("/proc/%s/stat" % p).read()
+                                       .rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p))
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
     def start(self):
         r = self.httpd("-k", "start")
         if r.returncode != 0:

@@ -308,10 +308,10 @@ def metrics_survive_graceful_and_plain_restarts(ctx):
         rows = lambda: count(srv.db, "SELECT count(*) FROM handshakes")  # noqa
         before = drained(srv, rows)
         assert before and sum(handshake_series(before).values()) == 6
-        pids = set(child_pids(srv))
+        pids = set(srv.children())
         srv.graceful()
         # The old generation's children are gone, new ones write.
-        assert wait_for(lambda: pids.isdisjoint(child_pids(srv))
+        assert wait_for(lambda: pids.isdisjoint(srv.children())
                         and srv.writers() >= 1, 30), "no new generation"
         after = scrape(srv)
         never_decrease(totals(before), totals(after))
@@ -325,9 +325,9 @@ def metrics_survive_graceful_and_plain_restarts(ctx):
         assert value(later, "mtls_audit_records_written_total",
                      type="handshake") == 10
         # A plain restart (SIGHUP): the parent stays, and so do the counts.
-        pids = set(child_pids(srv))
+        pids = set(srv.children())
         srv.signal(signal.SIGHUP)
-        assert wait_for(lambda: pids.isdisjoint(child_pids(srv))
+        assert wait_for(lambda: pids.isdisjoint(srv.children())
                         and srv.writers() >= 1, 30), "no new generation"
         assert ok(srv, ctx.pki["ec"]) == "200"
         last = drained(srv, rows)
@@ -337,18 +337,6 @@ def metrics_survive_graceful_and_plain_restarts(ctx):
     finally:
         srv.stop()
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
-
-
-def child_pids(srv):
-    out, pid = [], srv.pid()
-    for p in os.listdir("/proc"):
-        try:
-            if p.isdigit() and int(open("/proc/%s/stat" % p).read()
-                                   .rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(p))
-        except (OSError, IndexError, ValueError):
-            continue
-    return out
 
 
 @test()
