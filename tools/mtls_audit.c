@@ -7,8 +7,8 @@
  * read-only through the same core as the module (schema check, chain
  * code); several files are ATTACHed and read as one data set, a `source`
  * column naming the file.  Every query binds its parameters.  Exit codes:
- * 0 ok, 1 a finding (a FAIL in a report, a break in verify), 2 usage, 3 a
- * database or I/O error.  Errors go to stderr prefixed "mtls-audit:".
+ * 0 ok, 1 a finding (a FAIL in a report, a break or an altered schema in
+ * verify), 2 usage, 3 a database or I/O error.  Errors go to stderr prefixed "mtls-audit:".
  * Each read is recorded in the databases it read (PCI DSS 10.2.1.3) when
  * they can be written.
  */
@@ -651,15 +651,15 @@ static const char main_help[] =
 "  report   compliance evidence: --standard pci-dss, hipaa or summary\n"
 "  query    list recorded handshakes, with filters\n"
 "  certs    the inventory of client certificates seen\n"
-"  verify   check the hash chains of the databases\n"
+"  verify   check the hash chains and the schema of the databases\n"
 "  archive  move old rows to another file while the server writes\n"
 "  export   the records as JSON lines (native, ECS or OCSF), as\n"
 "           MTLSAuditMirror writes them\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
-"Exit codes: 0 ok, 1 a finding (a FAIL in a report, a break in verify),\n"
-"2 usage, 3 a database or I/O error.\n";
+"Exit codes: 0 ok, 1 a finding (a FAIL in a report, a break or an altered\n"
+"schema in verify), 2 usage, 3 a database or I/O error.\n";
 
 static int cmd_version(int argc, char **argv)
 {
