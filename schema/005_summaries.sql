@@ -17,16 +17,25 @@
 --                certificate, and `outside` were accepted outside their
 --                certificate's validity; first_us, last_us their times
 --   certificate  the handshakes that presented certificate cert_id, by
---                outcome and verify result, per day (hour = the day's
+--                outcome, per day (hour = the day's
 --                first hour): a certificate's use is read per day, and a
 --                row per certificate and hour would come close to the row
 --                count
 --   failure      the handshakes not accepted, by half hour (slot 0, 1),
---                outcome, verify result and text, alert, client address,
---                SNI and certificate: the failure reasons, the failures
---                by client and the bursts (per 30 minutes) come from them
+--                outcome, verify text, alert, client address, SNI and
+--                certificate; first_id the first of them: the failures by
+--                client and the bursts (per 30 minutes) come from them
+--   shared       an accepted certificate presented from more than 3
+--                client addresses in the hour: n addresses, client_addr
+--                the first 4 of them (in row order, comma-separated)
+--   backwards    handshakes of the hour whose time is more than a second
+--                before the previous handshake of the same child (pid),
+--                in row order: n (a report reads the rows of a file that
+--                has any)
 --   requests     the requests of the hour by status; `unauth` of them were
---                made on a handshake without a verified certificate
+--                made on a handshake without a verified certificate, `pan`
+--                have a card number in their path (as the reports find
+--                them)
 -- Columns a kind does not group by are NULL.  A NULL in a grouping
 -- column is a NULL of the rows.
 
@@ -51,6 +60,8 @@ CREATE TABLE summaries (
     complete          INTEGER,
     outside           INTEGER,
     unauth            INTEGER,
+    pan               INTEGER,
+    first_id          INTEGER,
     first_us          INTEGER,
     last_us           INTEGER
 );
