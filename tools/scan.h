@@ -39,6 +39,10 @@ typedef struct {
     long    nrows;              /* kept, at most EVIDENCE_MAX */
     long    total;              /* found */
     char ***rows;               /* NULL cell: SQL NULL */
+    const int *least;           /* or NULL: keep the EVIDENCE_MAX rows that
+                                   come first by these columns (nleast),
+                                   not the first added */
+    int     nleast;
 } evidence_t;
 
 void ev_init(evidence_t *ev, const char *const *cols);
@@ -53,6 +57,10 @@ typedef struct {
     apr_int64_t *empty_days;    /* per database: days of the last 90 without
                                    a handshake */
     int          verify;        /* walk the hash chains on the way */
+    const unsigned char *hash_ok;   /* per database, or NULL: its integrity
+                                   is established without the walk (its
+                                   SHA-256 against its seal): its
+                                   summaries may be read instead */
     const mtls_chain_key_t *key;
     mtls_chain_result_t *chain; /* [database * MTLS_ANCHOR_TABLES + table]
                                    when verify: the chains' results */
