@@ -1955,7 +1955,7 @@ static int plan(run_t *r)
 {
     dataset_t *ds = r->ds;
     scan_t *s = r->s;
-    int i, t, rc = SQLITE_OK, verify = s->verify;
+    int i, t, rc = SQLITE_OK, verify_all = s->verify, verify;
     const char *env = getenv("MTLS_AUDIT_SCAN_PIECE");
 
     if (env && atoi(env) > 0) {
@@ -1972,6 +1972,7 @@ static int plan(run_t *r)
         int tb = order[t];
         for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
             apr_int64_t lo = 0, hi = INT64_MAX, max;
+            verify = verify_all && !(s->no_walk && s->no_walk[i]);
             if (tb == T_CERTS || tb == T_EVENTS) {
                 if (verify) {
                     rc = add_parts(r, i, tb, 0, INT64_MAX, 0, 1, 0);
