@@ -669,8 +669,13 @@ int open_dataset(dataset_t *ds, char **files, int n)
         return EXIT_DB;
     }
     sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, 125);
-    if (n > 125) {
-        fail("at most 125 databases at once");
+    /* The SQLite library may allow fewer (SQLITE_MAX_ATTACHED: 10 by
+     * default). */
+    if (n > sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1)) {
+        fail("%d databases to read at once, and this SQLite reads at most "
+             "%d together: give a shorter period (files outside it are not "
+             "read) or fewer files", n,
+             sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1));
         return EXIT_USAGE;
     }
     for (i = 0; i < n; i++) {
@@ -1457,6 +1462,8 @@ static int read_cuts(const char *path, file_meta_t *m, cuts_t *c)
         }
     }
     m->closed = c->has_end;
+    m->hs_first = one_int(db, "SELECT min(time_us) FROM handshakes", 0, NULL);
+    m->hs_last = one_int(db, "SELECT max(time_us) FROM handshakes", 0, NULL);
     /* The seal is the file's last event (mtls_store_rotate). */
     if (sqlite3_prepare_v2(db, "SELECT id, json_extract(detail, "
             "'$.first_us'), json_extract(detail, '$.last_us') FROM (SELECT * "
@@ -1879,6 +1886,30 @@ int select_period(char **files, int *nfiles, apr_int64_t since,
     return left;
 }
 
+apr_int64_t file_events(const char *path, const char *kind,
+                        apr_int64_t before)
+{
+    mtls_store_t *st;
+    sqlite3_stmt *q;
+    char err[256];
+    apr_int64_t n = 0;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return 0;
+    }
+    if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT count(*) FROM events "
+                           "WHERE kind = ?1 AND time_us < ?2", -1, &q, NULL)
+        == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, before);
+        if (sqlite3_step(q) == SQLITE_ROW) n = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    mtls_store_close(st);
+    return n;
+}
+
 int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes)
 {
     size_t size = 1 << 20;
@@ -1937,8 +1968,9 @@ int check_sealed(const file_meta_t *m, char *msg, size_t msglen)
                  (long long)m->sealed_event);
         return 0;
     }
-    snprintf(msg, msglen, "sealed: its SHA-256 matches the one %s recorded "
-             "(event %lld, %lld bytes); rows not walked", succ,
+    snprintf(msg, msglen, "its SHA-256 matches the one %s recorded when it "
+             "was sealed (event %lld, %lld bytes); rows not walked (--deep "
+             "walks them)", succ,
              (long long)m->sealed_event, (long long)bytes);
     return 1;
 }

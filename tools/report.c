@@ -506,6 +506,11 @@ static void chk_log_access(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
     apr_int64_t n = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'access'");
+    int i;
+
+    for (i = 0; i < r->nskipped; i++) {         /* files outside the period */
+        n += file_events(r->skipped[i]->path, "access", INT64_MAX);
+    }
 
     RULE(c, "PASS: reads of the audit database by mtls-audit are recorded "
          "(access events). ATTENTION: none recorded (the tool could not "
@@ -522,6 +527,11 @@ static void chk_lifecycle(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t starts = scalar(r, "SELECT count(*) FROM ev WHERE kind = "
                                 "'start' AND time_us < :until");
+    int i;
+
+    for (i = 0; i < r->nskipped; i++) {         /* files outside the period */
+        starts += file_events(r->skipped[i]->path, "start", r->until);
+    }
 
     RULE(c, "PASS: the starts, reloads and stops of auditing are recorded "
          "(with server, module and OpenSSL versions). ATTENTION: no start "
@@ -722,15 +732,15 @@ static void chk_retention(report_t *r, const char *id, const char *title)
         const file_meta_t *m = r->skipped[i];
         char a[32], b[32], n2[24];
         const char *row[6];
-        if (!m->has_range) continue;
-        if (!first || m->first_us < first) first = m->first_us;
-        if (m->last_us > last) last = m->last_us;
+        if (!m->hs_first) continue;
+        if (!first || m->hs_first < first) first = m->hs_first;
+        if (m->hs_last > last) last = m->hs_last;
         row[0] = m->path;
         row[1] = "-";
-        row[2] = format_time(m->first_us, a);
-        row[3] = format_time(m->last_us, b);
+        row[2] = format_time(m->hs_first, a);
+        row[3] = format_time(m->hs_last, b);
         snprintf(n2, sizeof(n2), "%lld",
-                 (long long)((m->last_us - m->first_us) / DAY_US));
+                 (long long)((m->hs_last - m->hs_first) / DAY_US));
         row[4] = n2;
         row[5] = "-";
         ev_add(&c->ev, row);

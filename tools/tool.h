@@ -78,6 +78,8 @@ typedef struct {
     int          has_range;     /* first_us..last_us known */
     apr_int64_t  first_us, last_us;
     const char  *range_from;    /* "seal" (its seal event) or "index" */
+    apr_int64_t  hs_first, hs_last;     /* its handshakes' (time index);
+                                         * 0 when none */
     int          pred, succ;    /* the files before and after it in its
                                  * chain (index in the set), or -1 */
     /* Its successor's 'sealed' event for it ("" when none): the SHA-256
@@ -106,6 +108,10 @@ void files_forget(void);
  * many were left out. */
 int select_period(char **files, int *nfiles, apr_int64_t since,
                   apr_int64_t until);
+/* How many events of kind the file at path holds with time_us < before
+ * (its events table is read: it is small). */
+apr_int64_t file_events(const char *path, const char *kind,
+                        apr_int64_t before);
 /* The SHA-256 (hex) and size of the file at path: 0, or -1 (errno). */
 int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes);
 /* Check a sealed file by its hash when its successor recorded one: 1 it
