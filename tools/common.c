@@ -5,18 +5,24 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "tool.h"
+#include "mtls_cert.h"
 #include "mtls_json.h"
 #include "mtls_store.h"
 #include "mtls_summary.h"
@@ -42,6 +48,10 @@ int finish_output(FILE *out, int code)
 }
 
 /* ------------------------------------------------------------------ */
+
+static int gather_files(char ***files, int *n);
+/* The files the command was given (parse_opts), for every command. */
+static fileset_t the_set;
 
 int parse_opts(int argc, char **argv, const opt_t *opts, const char *help,
                const char *cmd, char ***files, int *nfiles)
@@ -105,6 +115,11 @@ int parse_opts(int argc, char **argv, const opt_t *opts, const char *help,
                  cmd);
             return EXIT_USAGE;
         }
+    }
+    /* Directories, globs in any order: the files in their chains' order
+     * (archive takes its two files as given). */
+    if (strcmp(cmd, "archive") != 0) {
+        return gather_files(files, nfiles);
     }
     return EXIT_OK;
 }
@@ -616,8 +631,13 @@ int open_dataset(dataset_t *ds, char **files, int n)
         return EXIT_DB;
     }
     sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, 125);
-    if (n > 125) {
-        fail("at most 125 databases at once");
+    /* The SQLite library may allow fewer (SQLITE_MAX_ATTACHED: 10 by
+     * default). */
+    if (n > sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1)) {
+        fail("%d databases to read at once, and this SQLite reads at most "
+             "%d together: give a shorter period (files outside it are not "
+             "read) or fewer files", n,
+             sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1));
         return EXIT_USAGE;
     }
     for (i = 0; i < n; i++) {
@@ -741,11 +761,18 @@ void record_access(char **files, int n, const char *what,
                    const mtls_chain_key_t *key)
 {
     struct passwd *pw = getpwuid(geteuid());
-    char detail[512];
+    char detail[512], **set = NULL;
     int i;
 
     snprintf(detail, sizeof(detail), "mtls-audit %s by %s (uid %d)", what,
              pw ? pw->pw_name : "?", (int)geteuid());
+    /* Every file given, also those a period left unread: the read is
+     * recorded in the live one (archives and sealed files take no rows). */
+    if (the_set.n > n && (set = calloc((size_t)the_set.n, sizeof(char *)))) {
+        for (i = 0; i < the_set.n; i++) set[i] = the_set.f[i].path;
+        files = set;
+        n = the_set.n;
+    }
     for (i = 0; i < n; i++) {
         mtls_store_t *st;
         mtls_item_t *ev;
@@ -804,6 +831,7 @@ void record_access(char **files, int n, const char *what,
         }
         mtls_store_close(st);
     }
+    free(set);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1292,3 +1320,620 @@ done:
     free(held);
     return rc;
 }
+/* ------------------------------------------------------------------ */
+/* Many files: directories, order by chains, time ranges               */
+
+/* What one file's chains and events say, for ordering (freed after). */
+typedef struct {
+    apr_int64_t   base[MTLS_ANCHOR_TABLES], end[MTLS_ANCHOR_TABLES];
+    unsigned char bhash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    unsigned char ehash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    char         *bother[MTLS_ANCHOR_TABLES], *eother[MTLS_ANCHOR_TABLES];
+    apr_int64_t   minid[MTLS_ANCHOR_TABLES], maxid[MTLS_ANCHOR_TABLES];
+    unsigned char minhash[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    int           has_base, has_end, nsucc, npred;
+} cuts_t;
+
+const fileset_t *files_set(void)
+{
+    return &the_set;
+}
+
+file_meta_t *file_meta(const char *path)
+{
+    int i;
+    for (i = 0; path && i < the_set.n; i++) {
+        if (the_set.f[i].path == path || !strcmp(the_set.f[i].path, path)) {
+            return &the_set.f[i];
+        }
+    }
+    return NULL;
+}
+
+void files_forget(void)
+{
+    free(the_set.f);
+    memset(&the_set, 0, sizeof(the_set));
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The first integer of sql's first row, bound to ?1 = a; 0 if none. */
+static apr_int64_t one_int(sqlite3 *db, const char *sql, apr_int64_t a,
+                           int *null)
+{
+    sqlite3_stmt *st;
+    apr_int64_t v = 0;
+
+    if (null) *null = 1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        return 0;
+    }
+    if (sqlite3_bind_parameter_count(st) >= 1) sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_step(st) == SQLITE_ROW
+        && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        v = sqlite3_column_int64(st, 0);
+        if (null) *null = 0;
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Read path's cuts, first rows, seal and time range (no scan: the time
+ * index, the ends of each table by id, or the seal event). */
+static int read_cuts(const char *path, file_meta_t *m, cuts_t *c)
+{
+    mtls_store_t *st;
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    char err[256];
+    int t, null;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return -1;
+    }
+    db = mtls_store_db(st);
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        const char *tb = mtls_anchor_tables[t];
+        char sql[160];
+        if (mtls_chain_cut(db, "main", tb, "base", &c->base[t], c->bhash[t],
+                           &c->bother[t]) != SQLITE_OK
+            || mtls_chain_cut(db, "main", tb, "end", &c->end[t], c->ehash[t],
+                              &c->eother[t]) != SQLITE_OK) {
+            mtls_store_close(st);
+            return -1;
+        }
+        c->has_base |= c->base[t] > 0;
+        c->has_end |= c->end[t] > 0;
+        snprintf(sql, sizeof(sql), "SELECT max(id) FROM \"%s\"", tb);
+        c->maxid[t] = one_int(db, sql, 0, NULL);
+        snprintf(sql, sizeof(sql), "SELECT id, hash FROM \"%s\" ORDER BY id "
+                 "LIMIT 1", tb);
+        if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK) {
+            if (sqlite3_step(q) == SQLITE_ROW
+                && sqlite3_column_bytes(q, 1) == MTLS_HASH_LEN) {
+                c->minid[t] = sqlite3_column_int64(q, 0);
+                memcpy(c->minhash[t], sqlite3_column_blob(q, 1),
+                       MTLS_HASH_LEN);
+            }
+            sqlite3_finalize(q);
+        }
+    }
+    m->closed = c->has_end;
+    m->hs_first = one_int(db, "SELECT min(time_us) FROM handshakes", 0, NULL);
+    m->hs_last = one_int(db, "SELECT max(time_us) FROM handshakes", 0, NULL);
+    /* The seal is the file's last event (mtls_store_rotate). */
+    if (sqlite3_prepare_v2(db, "SELECT id, json_extract(detail, "
+            "'$.first_us'), json_extract(detail, '$.last_us') FROM (SELECT * "
+            "FROM events ORDER BY id DESC LIMIT 16) WHERE kind = 'seal' AND "
+            "json_valid(detail) ORDER BY id DESC LIMIT 1", -1, &q, NULL)
+        == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            m->seal_id = sqlite3_column_int64(q, 0);
+            if (sqlite3_column_type(q, 1) == SQLITE_INTEGER
+                && sqlite3_column_type(q, 2) == SQLITE_INTEGER) {
+                m->first_us = sqlite3_column_int64(q, 1);
+                m->last_us = sqlite3_column_int64(q, 2);
+                m->has_range = m->first_us <= m->last_us;
+                m->range_from = "seal";
+            }
+        }
+        sqlite3_finalize(q);
+    }
+    if (!m->has_range) {
+        /* Handshakes by their time index; requests and events by their
+         * first and last rows (written in time order). */
+        static const char *const ends[] = {
+            "SELECT min(time_us) FROM handshakes",
+            "SELECT max(time_us) FROM handshakes",
+            "SELECT time_us FROM requests ORDER BY id LIMIT 1",
+            "SELECT time_us FROM requests ORDER BY id DESC LIMIT 1",
+            "SELECT time_us FROM events ORDER BY id LIMIT 1",
+            "SELECT time_us FROM events ORDER BY id DESC LIMIT 1",
+        };
+        int k;
+        for (k = 0; k < 6; k++) {
+            apr_int64_t v = one_int(db, ends[k], 0, &null);
+            if (null) continue;
+            if (!m->has_range) {
+                m->first_us = m->last_us = v;
+                m->has_range = 1;
+            }
+            if (v < m->first_us) m->first_us = v;
+            if (v > m->last_us) m->last_us = v;
+        }
+        m->range_from = "index";
+    }
+    mtls_store_close(st);
+    return 0;
+}
+
+/* Does the file at path hold row id of table with that hash? */
+static int holds_row(const char *path, const char *table, apr_int64_t id,
+                     const unsigned char *hash)
+{
+    mtls_store_t *st;
+    sqlite3_stmt *q;
+    char err[256], *sql;
+    int yes = 0;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return 0;
+    }
+    sql = sqlite3_mprintf("SELECT hash FROM \"%w\" WHERE id = ?1", table);
+    if (sql && sqlite3_prepare_v2(mtls_store_db(st), sql, -1, &q, NULL)
+        == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        yes = sqlite3_step(q) == SQLITE_ROW
+              && sqlite3_column_bytes(q, 0) == MTLS_HASH_LEN
+              && !memcmp(sqlite3_column_blob(q, 0), hash, MTLS_HASH_LEN);
+        sqlite3_finalize(q);
+    }
+    sqlite3_free(sql);
+    mtls_store_close(st);
+    return yes;
+}
+
+/* Does b's chain go on exactly where a's ends (every table cut in both
+ * at the same row with the same hash)? */
+static int continues(const cuts_t *a, const cuts_t *b)
+{
+    int t, both = 0;
+
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        if (!a->end[t] || !b->base[t]) continue;
+        if (a->end[t] != b->base[t]
+            || memcmp(a->ehash[t], b->bhash[t], MTLS_HASH_LEN)) {
+            return 0;
+        }
+        both++;
+    }
+    return both > 0;
+}
+
+/* The 'sealed' events of file s: fill the sealed_* of the file before
+ * it (p) from the one that names p's seal (or p's path). */
+static void read_sealed(file_meta_t *s, file_meta_t *p)
+{
+    mtls_store_t *st;
+    sqlite3_stmt *q;
+    char err[256];
+
+    if (mtls_store_open(s->path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return;
+    }
+    if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT id, json_extract(detail,"
+            " '$.seal'), json_extract(detail, '$.file'), json_extract(detail,"
+            " '$.sha256'), json_extract(detail, '$.bytes') FROM events WHERE "
+            "kind = 'sealed' AND json_valid(detail) ORDER BY id", -1, &q, NULL)
+        == SQLITE_OK) {
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            const char *file = (const char *)sqlite3_column_text(q, 2);
+            const char *sha = (const char *)sqlite3_column_text(q, 3);
+            int mine = p->seal_id ? sqlite3_column_int64(q, 1) == p->seal_id
+                                  : file && same_path(file, p->path);
+            if (!mine || !sha || strlen(sha) != 64) continue;
+            snprintf(p->sealed_sha256, sizeof(p->sealed_sha256), "%s", sha);
+            p->sealed_bytes = sqlite3_column_int64(q, 4);
+            p->sealed_event = sqlite3_column_int64(q, 0);
+        }
+        sqlite3_finalize(q);
+    }
+    mtls_store_close(st);
+}
+
+/* Order the n files of the set by their chains; find the files missing
+ * between them; refuse overlaps and forks.  Returns EXIT_OK or an exit
+ * code (reported). */
+static int order_set(void)
+{
+    int n = the_set.n, i, j, t, rc = EXIT_OK, k, *order = NULL, *seen;
+    cuts_t *c = calloc((size_t)n, sizeof(cuts_t));
+    file_meta_t *f = the_set.f, *sorted = NULL;
+
+    order = calloc((size_t)n * 2 + 1, sizeof(int));
+    if (!c || !order) {
+        fail("out of memory");
+        free(c);
+        free(order);
+        return EXIT_DB;
+    }
+    seen = order + n;
+    for (i = 0; i < n; i++) {
+        f[i].pred = f[i].succ = -1;
+        f[i].ok = read_cuts(f[i].path, &f[i], &c[i]) == 0;
+    }
+    /* The same rows in two files: a copy, or an archive's move cut short
+     * (running it again finishes it).  Each file's first row of each
+     * table is looked for in the others. */
+    for (j = 0; j < n && rc == EXIT_OK; j++) {
+        for (i = 0; i < n && rc == EXIT_OK; i++) {
+            if (i == j || !f[i].ok || !f[j].ok) continue;
+            for (t = 1; t < MTLS_ANCHOR_TABLES; t++) {   /* not certificates:
+                                                           * archive copies them */
+                apr_int64_t id = c[j].minid[t];
+                if (!id || id < c[i].minid[t] || id > c[i].maxid[t]
+                    || !holds_row(f[i].path, mtls_anchor_tables[t], id,
+                                  c[j].minhash[t])) {
+                    continue;
+                }
+                fail("%s and %s both hold row %lld of %s (the same hash): "
+                     "the same records in two files, a copy or an archive "
+                     "run cut short (run it again to finish the move); give "
+                     "each record once", f[i].path, f[j].path, (long long)id,
+                     mtls_anchor_tables[t]);
+                rc = EXIT_DB;
+                break;
+            }
+        }
+    }
+    /* Which file continues which. */
+    for (i = 0; i < n && rc == EXIT_OK; i++) {
+        for (j = 0; j < n && rc == EXIT_OK; j++) {
+            if (i == j || !f[i].ok || !f[j].ok || !continues(&c[i], &c[j])) {
+                continue;
+            }
+            if (f[i].succ >= 0 || f[j].pred >= 0) {
+                int other = f[i].succ >= 0 ? f[i].succ : f[j].pred;
+                fail("%s, %s and %s: two files %s (a fork, or a copy of a "
+                     "file): give one chain", f[i].path, f[j].path,
+                     f[other].path, f[i].succ >= 0
+                     ? "go on from where the first one ends"
+                     : "end where the second one begins");
+                rc = EXIT_DB;
+                break;
+            }
+            f[i].succ = j;
+            f[j].pred = i;
+        }
+    }
+    /* A file whose chains start after rows that no file given ends with,
+     * while a file given ends before it: the one between is missing. */
+    for (j = 0; j < n && rc == EXIT_OK; j++) {
+        int best = -1, bt = -1;
+        if (!f[j].ok || f[j].pred >= 0 || !c[j].has_base) continue;
+        for (i = 0; i < n; i++) {
+            int below = 0, above = 0;
+            if (i == j || !f[i].ok || f[i].succ >= 0 || !c[i].has_end) {
+                continue;
+            }
+            for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+                if (!c[i].end[t] || !c[j].base[t]) continue;
+                if (c[i].end[t] < c[j].base[t]) below++;
+                else if (c[i].end[t] > c[j].base[t]) above++;
+            }
+            if (below && !above && (best < 0 || c[i].end[1] > c[best].end[1])) {
+                best = i;
+            }
+        }
+        if (best < 0) continue;
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            if (c[best].end[t] && c[j].base[t]
+                && c[best].end[t] < c[j].base[t]) {
+                bt = t;
+                if (t == 1) break;      /* handshakes say it best */
+            }
+        }
+        snprintf(f[j].missing, sizeof(f[j].missing), "%s rows %lld-%lld are "
+                 "in no file given: %s starts after row %lld (its cut names "
+                 "%s), %s ends at row %lld (its cut names %s): a file "
+                 "between them is missing", mtls_anchor_tables[bt],
+                 (long long)c[best].end[bt] + 1, (long long)c[j].base[bt],
+                 f[j].path, (long long)c[j].base[bt],
+                 c[j].bother[bt] ? c[j].bother[bt] : "no file",
+                 f[best].path, (long long)c[best].end[bt],
+                 c[best].eother[bt] ? c[best].eother[bt] : "no file");
+    }
+    /* The hashes successors recorded of sealed files. */
+    for (i = 0; i < n && rc == EXIT_OK; i++) {
+        if (f[i].succ >= 0) {
+            read_sealed(&f[f[i].succ], &f[i]);
+        }
+    }
+    /* The order: each chain from its first file, chains by their first
+     * time (then name). */
+    if (rc == EXIT_OK && (sorted = calloc((size_t)n, sizeof(*sorted)))) {
+        int m = 0;
+        while (m < n) {
+            int head = -1, steps;
+            for (i = 0; i < n; i++) {
+                if (seen[i] || (f[i].pred >= 0 && !seen[f[i].pred])) continue;
+                if (head < 0
+                    || (f[i].has_range && (!f[head].has_range
+                        || f[i].first_us < f[head].first_us))
+                    || (f[i].has_range == f[head].has_range
+                        && (!f[i].has_range
+                            || f[i].first_us == f[head].first_us)
+                        && strcmp(f[i].path, f[head].path) < 0)) {
+                    head = i;
+                }
+            }
+            if (head < 0) {                     /* a cycle: keep the rest */
+                for (i = 0; i < n; i++) if (!seen[i]) { head = i; break; }
+            }
+            for (k = head, steps = 0; k >= 0 && !seen[k] && steps < n;
+                 k = f[k].succ, steps++) {
+                seen[k] = 1;
+                order[m++] = k;
+            }
+        }
+        for (i = 0; i < n; i++) {
+            sorted[i] = f[order[i]];
+        }
+        /* Links by the new positions. */
+        for (k = 0; k < n; k++) seen[order[k]] = k;
+        for (i = 0; i < n; i++) {
+            if (sorted[i].pred >= 0) sorted[i].pred = seen[sorted[i].pred];
+            if (sorted[i].succ >= 0) sorted[i].succ = seen[sorted[i].succ];
+        }
+        free(the_set.f);
+        the_set.f = sorted;
+    }
+    else if (rc == EXIT_OK) {
+        fail("out of memory");
+        rc = EXIT_DB;
+    }
+    for (i = 0; i < n; i++) {
+        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+            sqlite3_free(c[i].bother[t]);
+            sqlite3_free(c[i].eother[t]);
+        }
+    }
+    free(c);
+    free(order);
+    return rc;
+}
+
+/* Expand the directories among the n paths in *files (every *.db in
+ * them), drop repeats, order by chains: *files becomes one allocation
+ * (the array and its strings), *n its length. */
+static int gather_files(char ***files, int *n)
+{
+    char **in = *files, **names = NULL, **out;
+    size_t cap = 0, count = 0, bytes = 0, k;
+    int i, rc = EXIT_OK;
+    char *p;
+
+    files_forget();
+    for (i = 0; i < *n && rc == EXIT_OK; i++) {
+        struct stat sb;
+        size_t before = count;
+        if (stat(in[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            DIR *d = opendir(in[i]);
+            struct dirent *e;
+            if (!d) {
+                fail("%s: %s", in[i], strerror(errno));
+                rc = EXIT_DB;
+                break;
+            }
+            while ((e = readdir(d))) {
+                size_t l = strlen(e->d_name);
+                struct stat fs;
+                char *full;
+                if (l < 4 || strcmp(e->d_name + l - 3, ".db")
+                    || e->d_name[0] == '.') {
+                    continue;
+                }
+                full = malloc(strlen(in[i]) + l + 2);
+                if (!full) break;
+                sprintf(full, "%s%s%s", in[i],
+                        in[i][strlen(in[i]) - 1] == '/' ? "" : "/",
+                        e->d_name);
+                if (stat(full, &fs) != 0 || !S_ISREG(fs.st_mode)) {
+                    free(full);
+                    continue;
+                }
+                if (count == cap) {
+                    char **nn = realloc(names, (cap = cap * 2 + 16)
+                                        * sizeof(char *));
+                    if (!nn) { free(full); break; }
+                    names = nn;
+                }
+                names[count++] = full;
+            }
+            closedir(d);
+            if (count == before) {
+                fail("%s: a directory with no *.db file", in[i]);
+                rc = EXIT_USAGE;
+            }
+            qsort(names + before, count - before, sizeof(char *), by_name);
+            continue;
+        }
+        if (count == cap) {
+            char **nn = realloc(names, (cap = cap * 2 + 16) * sizeof(char *));
+            if (!nn) break;
+            names = nn;
+        }
+        names[count++] = strdup(in[i]);
+    }
+    if (rc == EXIT_OK && i < *n) {
+        fail("out of memory");
+        rc = EXIT_DB;
+    }
+    /* A file given twice (by a directory and by name) is read once. */
+    for (k = 0; rc == EXIT_OK && k < count; k++) {
+        size_t m;
+        for (m = 0; names[k] && m < k; m++) {
+            if (names[m] && same_path(names[m], names[k])) {
+                free(names[k]);
+                names[k] = NULL;
+                break;
+            }
+        }
+        if (names[k]) bytes += strlen(names[k]) + 1;
+    }
+    out = rc == EXIT_OK ? malloc((count + 1) * sizeof(char *) + bytes) : NULL;
+    the_set.f = out ? calloc(count + 1, sizeof(file_meta_t)) : NULL;
+    if (rc == EXIT_OK && (!out || !the_set.f)) {
+        fail("out of memory");
+        rc = EXIT_DB;
+    }
+    if (rc == EXIT_OK) {
+        p = (char *)(out + count + 1);
+        for (k = 0; k < count; k++) {
+            if (!names[k]) continue;
+            strcpy(p, names[k]);
+            the_set.f[the_set.n].pred = the_set.f[the_set.n].succ = -1;
+            the_set.f[the_set.n++].path = p;
+            p += strlen(p) + 1;
+        }
+        if (the_set.n > 1) {
+            rc = order_set();
+        }
+        for (i = 0; i < the_set.n; i++) {
+            out[i] = the_set.f[i].path;
+        }
+        out[the_set.n] = NULL;
+        free(*files);
+        *files = out;
+        *n = the_set.n;
+    }
+    else {
+        free(out);
+        files_forget();
+    }
+    for (k = 0; k < count; k++) free(names[k]);
+    free(names);
+    return rc;
+}
+
+int select_period(char **files, int *nfiles, apr_int64_t since,
+                  apr_int64_t until)
+{
+    int i, m = 0, left = 0;
+
+    for (i = 0; i < *nfiles; i++) {
+        file_meta_t *f = file_meta(files[i]);
+        if (f && f->has_range && (f->last_us < since || f->first_us >= until)) {
+            left++;
+            continue;
+        }
+        if (f) f->selected = 1;
+        files[m++] = files[i];
+    }
+    /* None meets it: the newest, to read nothing from. */
+    if (!m && *nfiles) {
+        files[0] = files[*nfiles - 1];
+        m = 1;
+        left--;
+        if (file_meta(files[0])) file_meta(files[0])->selected = 1;
+    }
+    *nfiles = m;
+    return left;
+}
+
+apr_int64_t file_events(const char *path, const char *kind,
+                        apr_int64_t before)
+{
+    mtls_store_t *st;
+    sqlite3_stmt *q;
+    char err[256];
+    apr_int64_t n = 0;
+
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return 0;
+    }
+    if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT count(*) FROM events "
+                           "WHERE kind = ?1 AND time_us < ?2", -1, &q, NULL)
+        == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, before);
+        if (sqlite3_step(q) == SQLITE_ROW) n = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    mtls_store_close(st);
+    return n;
+}
+
+int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes)
+{
+    size_t size = 1 << 20;
+    unsigned char *buf = malloc(size), md[32];
+    unsigned int mdlen;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = -1;
+    ssize_t n = -1;
+    apr_int64_t total = 0;
+
+    if (fd >= 0 && ctx && buf
+        && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+        while ((n = read(fd, buf, size)) > 0
+               && EVP_DigestUpdate(ctx, buf, (size_t)n)) {
+            total += n;
+        }
+        if (n == 0 && EVP_DigestFinal_ex(ctx, md, &mdlen)) {
+            mtls_hex(md, 32, out);
+            rc = 0;
+        }
+    }
+    if (fd >= 0) close(fd);
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    if (bytes) *bytes = total;
+    return rc;
+}
+
+int check_sealed(const file_meta_t *m, char *msg, size_t msglen)
+{
+    char hex[65], wal[1100];
+    apr_int64_t bytes = 0;
+    struct stat sb;
+    const char *succ;
+
+    if (!m || !m->sealed_sha256[0] || m->succ < 0) {
+        return -1;
+    }
+    succ = the_set.f[m->succ].path;
+    /* Rows in a WAL beside it would be read, and are not in the hash. */
+    snprintf(wal, sizeof(wal), "%s-wal", m->path);
+    if (stat(wal, &sb) == 0 && sb.st_size > 0) {
+        snprintf(msg, msglen, "a write-ahead log of %lld bytes lies beside "
+                 "it, which its SHA-256 does not cover", (long long)sb.st_size);
+        return -1;
+    }
+    if (file_sha256_hex(m->path, hex, &bytes) != 0) {
+        snprintf(msg, msglen, "cannot read it: %s", strerror(errno));
+        return 0;
+    }
+    if (strcasecmp(hex, m->sealed_sha256) != 0) {
+        snprintf(msg, msglen, "sealed file CHANGED: its SHA-256 is %s (%lld "
+                 "bytes), not %s (%lld bytes) as %s recorded when it was "
+                 "sealed (event %lld)", hex, (long long)bytes,
+                 m->sealed_sha256, (long long)m->sealed_bytes, succ,
+                 (long long)m->sealed_event);
+        return 0;
+    }
+    snprintf(msg, msglen, "its SHA-256 matches the one %s recorded when it "
+             "was sealed (event %lld, %lld bytes); rows not walked (--deep "
+             "walks them)", succ,
+             (long long)m->sealed_event, (long long)bytes);
+    return 1;
+}
+

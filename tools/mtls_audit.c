@@ -80,7 +80,9 @@ static const char query_help[] =
 "List recorded handshakes (the v_handshakes view), newest first, from one or\n"
 "more databases read as one; the `source` column names the file.  The table\n"
 "shows the main columns; json and csv carry every column of the view.\n"
-"Filters combine (all must hold).\n"
+"Filters combine (all must hold).  DB: files or directories (every *.db),\n"
+"in any order (read in their chains' order); with --since/--until only the\n"
+"files whose time range meets the period are read.\n"
 "\n"
 "  --since D, --until D   from D / before D: a date (2026-11-28, midnight UTC)\n"
 "                         or an ISO time (2026-11-28T10:00:00Z)\n"
@@ -152,6 +154,11 @@ static int cmd_query(int argc, char **argv)
     }
     if (format && parse_format(format, "|table|json|csv|", &fmt) != 0) {
         goto out;
+    }
+    /* Only the files whose time range meets the period. */
+    if (since || until) {
+        select_period(files, &nfiles, since ? since_us : INT64_MIN,
+                      until ? until_us : INT64_MAX);
     }
     if ((rc = open_dataset(&ds, files, nfiles)) != EXIT_OK) {
         close_dataset(&ds);
@@ -327,7 +334,8 @@ static int cmd_certs(int argc, char **argv)
 /* verify                                                               */
 
 static const char verify_help[] =
-"usage: mtls-audit verify [--key FILE] [--anchor FILE] [--no-record] DB...\n"
+"usage: mtls-audit verify [--key FILE] [--anchor FILE] [--deep] [--no-record]\n"
+"                         DB|DIR...\n"
 "\n"
 "Walk the hash chain of every audited table (certificates, handshakes,\n"
 "requests, events) of each database.  Names the first row that breaks a\n"
@@ -338,6 +346,15 @@ static const char verify_help[] =
 "the schema migrations of its version create, and names every object that\n"
 "is foreign, missing or altered: the chains do not cover the schema.\n"
 "\n"
+"DB may be files and directories (every *.db in them), in any order: the\n"
+"files are read in the order of their chains (an archive or sealed file\n"
+"before the file its chains go on in), and a file missing between two\n"
+"given is named (the rows no file holds, and the file its successor's cut\n"
+"names).  Two files holding the same rows, or two going on from one, are\n"
+"an error.  A sealed file whose successor (given too) recorded its SHA-256\n"
+"is checked by that hash instead of a walk of its rows.\n"
+"\n"
+"  --deep         walk every row of sealed files too\n"
 "  --key FILE     the MTLSAuditChainKey file, when the server uses one\n"
 "  --anchor FILE  also check the anchors (chain heads) the module wrote to\n"
 "                 its error log, FILE: rows removed from the end of a table\n"
@@ -348,7 +365,8 @@ static const char verify_help[] =
 "                 ARCHIVE and LIVE together)\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
-"Exit: 0 ok, 1 a break or altered schema, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 ok, 1 a break, an altered schema, a sealed file changed or a file\n"
+"missing from the middle, 2 usage, 3 database or I/O error.\n";
 
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
@@ -411,6 +429,15 @@ static int check_cuts(char **files, int n,
                            (long long)l->base_id);
                 }
             }
+            {
+                /* Cut at the same row of some table only (one that took
+                 * no row since) is no link: the set knows the links. */
+                const file_meta_t *mj = file_meta(files[j]);
+                if (mj && files_set()->n > 1 && (mj->pred < 0
+                    || strcmp(files_set()->f[mj->pred].path, files[i]))) {
+                    joined = 0;
+                }
+            }
             if (joined && !apart) {
                 printf("%s continues into %s: ok (%d tables cut)\n",
                        files[i], files[j], joined);
@@ -427,13 +454,39 @@ static int check_cuts(char **files, int n,
     return bad;
 }
 
+/* A sealed file checked by its hash: the chain results its cuts give
+ * (the file is, byte for byte, the one that was sealed). */
+static void sealed_results(const char *path,
+                           mtls_chain_result_t res[MTLS_ANCHOR_TABLES])
+{
+    mtls_store_t *st;
+    char err[256];
+    int t;
+
+    memset(res, 0, sizeof(mtls_chain_result_t) * MTLS_ANCHOR_TABLES);
+    if (mtls_store_open(path, MTLS_STORE_READONLY, 5000, &st, err,
+                        sizeof(err)) != SQLITE_OK) {
+        return;
+    }
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        sqlite3 *db = mtls_store_db(st);
+        mtls_chain_cut(db, "main", mtls_anchor_tables[t], "base",
+                       &res[t].base_id, res[t].base, NULL);
+        mtls_chain_cut(db, "main", mtls_anchor_tables[t], "end",
+                       &res[t].end_id, res[t].head, NULL);
+        res[t].head_id = res[t].end_id;
+    }
+    mtls_store_close(st);
+}
+
 static int cmd_verify(int argc, char **argv)
 {
     const char *keyfile = NULL, *kerr, *anchor = NULL;
-    int no_record = 0;
+    int no_record = 0, deep = 0;
     const opt_t opts[] = {
         { "--key", 1, &keyfile, NULL }, { "--no-record", 0, NULL, &no_record },
-        { "--anchor", 1, &anchor, NULL }, { NULL, 0, NULL, NULL }
+        { "--anchor", 1, &anchor, NULL }, { "--deep", 0, NULL, &deep },
+        { NULL, 0, NULL, NULL }
     };
     mtls_chain_key_t key = { NULL, 0 };
     mtls_chain_result_t (*all)[MTLS_ANCHOR_TABLES] = NULL;
@@ -477,15 +530,42 @@ static int cmd_verify(int argc, char **argv)
     }
     for (i = 0; i < nfiles && rc == EXIT_OK; i++) {
         mtls_chain_result_t *res = all[i];
-        char err[256];
+        file_meta_t *m = file_meta(files[i]);
+        char err[256], seal[1024];
+        int sealed = -1;
 
-        if (verify_file(files[i], &key, res, err, sizeof(err)) != SQLITE_OK) {
+        /* A sealed file whose successor recorded its hash: the hash,
+         * unless --deep. */
+        seal[0] = '\0';
+        if (!deep) {
+            sealed = check_sealed(m, seal, sizeof(seal));
+        }
+        if (sealed >= 0) {
+            printf("%s\n", files[i]);
+            printf("  %-12s %s  %s\n", "sealed", sealed ? "ok" : "BROKEN",
+                   seal);
+            broken |= !sealed;
+            sealed_results(files[i], res);
+            if (m) m->how = HOW_SHA256;
+        }
+        else if (verify_file(files[i], &key, res, err, sizeof(err))
+                 != SQLITE_OK) {
             fail("%s: %s", files[i], err);
             rc = EXIT_DB;
             break;
         }
-        printf("%s\n", files[i]);
-        for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        else {
+            printf("%s\n", files[i]);
+            if (m) m->how = HOW_WALKED;
+            if (seal[0]) {
+                printf("  %-12s walked: %s\n", "sealed", seal);
+            }
+        }
+        if (m && m->missing[0]) {
+            printf("  %-12s MISSING  %s\n", "files", m->missing);
+            broken = 1;
+        }
+        for (t = 0; sealed < 0 && t < MTLS_ANCHOR_TABLES; t++) {
             char hex[2 * MTLS_HASH_LEN + 1];
             mtls_hex(res[t].head, MTLS_HASH_LEN, hex);
             if (res[t].bad_id) {
@@ -613,6 +693,9 @@ static int cmd_export(int argc, char **argv)
         fail("no database given; see 'mtls-audit export --help'");
         rc = EXIT_USAGE;
     }
+    if (rc == EXIT_OK && (since_s || until_s)) {
+        select_period(files, &nfiles, since, until);
+    }
     for (i = 0; rc == EXIT_OK && i < nfiles; i++) {
         mtls_store_t *st;
         if (mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
@@ -645,7 +728,10 @@ static const char main_help[] =
 "usage: mtls-audit COMMAND [OPTIONS] DB...\n"
 "\n"
 "Read the audit databases of mod_mtls_audit.  Several DB files (one per\n"
-"server) are read as one data set.\n"
+"server) are read as one data set.  A DB may be a directory (every *.db in\n"
+"it); files are read in the order of their chains (chain_cut), whatever\n"
+"order they are given in, a file missing between two is named, and a\n"
+"period reads only the files whose time range meets it.\n"
 "\n"
 "Commands:\n"
 "  report   compliance evidence: --standard pci-dss, hipaa or summary\n"
@@ -705,7 +791,9 @@ int mtls_audit_main(int argc, char **argv)
     }
     for (i = 0; commands[i].name; i++) {
         if (!strcmp(argv[1], commands[i].name)) {
-            return commands[i].fn(argc - 1, argv + 1);
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            files_forget();
+            return rc;
         }
     }
     fail("'%s' is not a command; see 'mtls-audit --help'", argv[1]);

@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -62,6 +63,9 @@ typedef struct {
     int         anchored;       /* 1: anchors hold, -1: one does not */
     int         schema_bad;     /* objects foreign, missing or altered */
     char        integrity[2048];
+    file_meta_t *meta;          /* what parse_opts found (common.c) */
+    int         by_hash;        /* sealed: its SHA-256 against its
+                                 * successor's record, no walk */
 } file_info_t;
 
 typedef struct {
@@ -74,6 +78,9 @@ typedef struct {
     mtls_chain_key_t key;
     int          no_verify;
     const char  *anchor;        /* --anchor FILE, or NULL */
+    const file_meta_t **skipped;    /* files given but outside the period */
+    unsigned char *no_walk;     /* per file read: checked by its hash */
+    int          nskipped;
     check_t     *checks;
     int          nchecks;
     scan_t       s;             /* the period, read once (scan.c) */
@@ -499,6 +506,11 @@ static void chk_log_access(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
     apr_int64_t n = scalar(r, "SELECT count(*) FROM ev WHERE kind = 'access'");
+    int i;
+
+    for (i = 0; i < r->nskipped; i++) {         /* files outside the period */
+        n += file_events(r->skipped[i]->path, "access", INT64_MAX);
+    }
 
     RULE(c, "PASS: reads of the audit database by mtls-audit are recorded "
          "(access events). ATTENTION: none recorded (the tool could not "
@@ -515,6 +527,11 @@ static void chk_lifecycle(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     apr_int64_t starts = scalar(r, "SELECT count(*) FROM ev WHERE kind = "
                                 "'start' AND time_us < :until");
+    int i;
+
+    for (i = 0; i < r->nskipped; i++) {         /* files outside the period */
+        starts += file_events(r->skipped[i]->path, "start", r->until);
+    }
 
     RULE(c, "PASS: the starts, reloads and stops of auditing are recorded "
          "(with server, module and OpenSSL versions). ATTENTION: no start "
@@ -708,6 +725,36 @@ static void chk_retention(report_t *r, const char *id, const char *title)
         ev_add(&c->ev, row);
     }
     free(base);
+    /* Files given but not read, their records outside the period: their
+     * time ranges (seal or index) still count, and what they hold was
+     * not removed. */
+    for (i = 0; i < r->nskipped; i++) {
+        const file_meta_t *m = r->skipped[i];
+        char a[32], b[32], n2[24];
+        const char *row[6];
+        if (!m->hs_first) continue;
+        if (!first || m->hs_first < first) first = m->hs_first;
+        if (m->hs_last > last) last = m->hs_last;
+        row[0] = m->path;
+        row[1] = "-";
+        row[2] = format_time(m->hs_first, a);
+        row[3] = format_time(m->hs_last, b);
+        snprintf(n2, sizeof(n2), "%lld",
+                 (long long)((m->hs_last - m->hs_first) / DAY_US));
+        row[4] = n2;
+        row[5] = "-";
+        ev_add(&c->ev, row);
+    }
+    if (r->nskipped && archived) {
+        /* The first file read goes on from one given but not read. */
+        for (i = 0; i < r->nfiles; i++) {
+            const file_meta_t *m = r->fi[i].meta;
+            if (m && m->pred >= 0 && !files_set()->f[m->pred].selected
+                && archived > 0) {
+                archived--;
+            }
+        }
+    }
     span = first && last ? (last - first) / DAY_US : 0;
     RULE(c, "PASS: the records span %d days or more. FAIL: shorter, and the "
          "oldest rows were removed (first id above 1, not moved by "
@@ -1010,6 +1057,44 @@ static int check_schemas(report_t *r)
     return EXIT_OK;
 }
 
+/* A sealed file checked by its hash: the SHA-256 the hashing thread
+ * computed for the cover against the one its successor recorded; before
+ * what verify_files and check_schemas wrote. */
+static void sealed_files(report_t *r)
+{
+    int i;
+
+    for (i = 0; i < r->nfiles; i++) {
+        file_info_t *fi = &r->fi[i];
+        const file_meta_t *m = fi->meta;
+        char msg[2048], rest[2048];
+
+        if (!fi->by_hash || !m) continue;
+        if (strcasecmp(fi->sha256, m->sealed_sha256) != 0) {
+            fi->broken = 1;
+            snprintf(msg, sizeof(msg), "sealed file CHANGED: its SHA-256 is "
+                     "not %s as %s recorded when it was sealed (event %lld)",
+                     m->sealed_sha256, files_set()->f[m->succ].path,
+                     (long long)m->sealed_event);
+        }
+        else {
+            snprintf(msg, sizeof(msg), "sealed: SHA-256 matches the one %s "
+                     "recorded (event %lld); rows not walked",
+                     files_set()->f[m->succ].path, (long long)m->sealed_event);
+        }
+        snprintf(rest, sizeof(rest), "%s", fi->integrity);
+        {
+            sqlite3_str *o = sqlite3_str_new(NULL);
+            char *v;
+            sqlite3_str_appendf(o, "%s%s%s", msg, rest[0]
+                                && strncmp(rest, "; ", 2) ? "; " : "", rest);
+            v = sqlite3_str_finish(o);
+            mtls_strlcpy(fi->integrity, v ? v : msg, sizeof(fi->integrity));
+            sqlite3_free(v);
+        }
+    }
+}
+
 static int verify_files(report_t *r)
 {
     anchor_info_t *anchors = NULL;
@@ -1040,6 +1125,15 @@ static int verify_files(report_t *r)
             snprintf(fi->integrity, sizeof(fi->integrity), "not verified");
             continue;
         }
+        if (fi->meta) {
+            fi->meta->how = fi->by_hash ? HOW_SHA256 : HOW_WALKED;
+        }
+        if (fi->by_hash) {
+            /* Its hash, once the hashing thread is done (sealed_files). */
+            fi->integrity[0] = '\0';
+            off = 0;
+            goto anchors;
+        }
         res = r->s.chain + (size_t)i * MTLS_ANCHOR_TABLES;    /* scan.c */
         for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
             if (res[t].bad_id) {
@@ -1056,14 +1150,25 @@ static int verify_files(report_t *r)
         }
         if (!fi->broken) {
             snprintf(fi->integrity, sizeof(fi->integrity),
-                     "hash chains verified");
+                     "walked: hash chains verified");
         }
+    anchors:
         if (anchors) {
             const anchor_info_t *a = &anchors[i];
             size_t l = strlen(fi->integrity);
             fi->anchored = a->anchored;
             snprintf(fi->integrity + l, sizeof(fi->integrity) - l, "; %s%s",
                      a->rc ? "ANCHOR BROKEN: " : "", a->msg);
+            if (fi->meta && a->anchored == 1 && !fi->by_hash) {
+                fi->meta->how = HOW_ANCHORS;
+            }
+        }
+        if (fi->meta && fi->meta->missing[0]) {
+            /* A file missing before it: rows of the chain no file holds. */
+            size_t l = strlen(fi->integrity);
+            fi->broken = 1;
+            snprintf(fi->integrity + l, sizeof(fi->integrity) - l,
+                     "; MISSING: %s", fi->meta->missing);
         }
     }
     free(anchors);
@@ -1150,6 +1255,17 @@ static const char hipaa_note[] =
     "inventory) was not final when this tool was written. A client "
     "certificate is one factor: mTLS alone is not MFA.";
 
+/* Why a file given was not read: its records lie outside the period. */
+static const char *skipped_why(const file_meta_t *m, char *buf, size_t len)
+{
+    char a[32], b[32];
+    snprintf(buf, len, "not read: its records (%s to %s, from its %s) lie "
+             "outside the period", format_time(m->first_us, a),
+             format_time(m->last_us, b), !strcmp(m->range_from, "seal")
+             ? "seal event" : "first and last rows");
+    return buf;
+}
+
 static void write_text(FILE *f, report_t *r)
 {
     char a[32], b[32], c[32];
@@ -1166,6 +1282,11 @@ static void write_text(FILE *f, report_t *r)
     for (i = 0; i < r->nfiles; i++) {
         fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n",
                 r->fi[i].path, r->fi[i].sha256, r->fi[i].integrity);
+    }
+    for (i = 0; i < r->nskipped; i++) {
+        char why[256];
+        fprintf(f, "  database:  %s\n             %s\n", r->skipped[i]->path,
+                skipped_why(r->skipped[i], why, sizeof(why)));
     }
     fputs("  scope:\n", f);
     text_table(f, &r->scope, 50);
@@ -1236,8 +1357,21 @@ static void write_json(FILE *f, report_t *r)
         json_str(f, r->fi[i].path);
         fprintf(f, ", \"sha256\": \"%s\", \"integrity\": ", r->fi[i].sha256);
         json_str(f, r->fi[i].integrity);
-        fprintf(f, ", \"chain_broken\": %s}", r->fi[i].broken ? "true"
-                                                              : "false");
+        fprintf(f, ", \"chain_broken\": %s, \"read\": true, \"established\": "
+                "\"%s\"}", r->fi[i].broken ? "true" : "false",
+                !r->fi[i].meta ? (r->no_verify ? "none" : "walked")
+                : r->fi[i].meta->how == HOW_SHA256 ? "sha256"
+                : r->fi[i].meta->how == HOW_ANCHORS ? "anchors"
+                : r->fi[i].meta->how == HOW_WALKED ? "walked" : "none");
+    }
+    for (i = 0; i < r->nskipped; i++) {
+        char why[256];
+        fputs(r->nfiles || i ? ", {\"path\": " : "{\"path\": ", f);
+        json_str(f, r->skipped[i]->path);
+        fputs(", \"read\": false, \"established\": \"none\", "
+              "\"integrity\": ", f);
+        json_str(f, skipped_why(r->skipped[i], why, sizeof(why)));
+        fputs("}", f);
     }
     fputs("],\n    \"scope\": ", f);
     json_evidence(f, &r->scope);
@@ -1437,6 +1571,14 @@ static void write_html(FILE *f, report_t *r)
         html_text(f, r->fi[i].integrity);
         fputs("</td></tr>", f);
     }
+    for (i = 0; i < r->nskipped; i++) {
+        char why[256];
+        fputs("<tr><td>Database</td><td><code>", f);
+        html_text(f, r->skipped[i]->path);
+        fputs("</code><br>", f);
+        html_text(f, skipped_why(r->skipped[i], why, sizeof(why)));
+        fputs("</td></tr>", f);
+    }
     fputs("</table><h3>Scope: servers seen</h3>\n", f);
     html_table(f, &r->scope, HTML_ROWS);
     fputs("</header>\n<section id=\"summary\"><h2>Summary of statuses</h2>"
@@ -1527,6 +1669,13 @@ static const char report_help[] =
 "ATTENTION, MANUAL, N/A), the metric behind it, the rule that gave it and\n"
 "the rows that prove it.\n"
 "\n"
+"DB: files or directories (every *.db in them), in any order: they are\n"
+"read in the order of their chains.  Only the files whose time range meets\n"
+"the period (or the 90 days before its end) are read; the cover names the\n"
+"others, and says of each file read how its integrity was established:\n"
+"walked, a sealed file's SHA-256 against the one its successor recorded\n"
+"(no walk), anchors.  A file missing between two given FAILs 10.3.4.\n"
+"\n"
 "  --standard S     pci-dss (PCI DSS v4.0.1), hipaa (45 CFR 164), summary\n"
 "  --since D        start of the period: a date or an ISO time, UTC\n"
 "  --until D        end of the period (excluded)\n"
@@ -1603,6 +1752,19 @@ int cmd_report(int argc, char **argv)
         rc = EXIT_DB;
         goto out;
     }
+    /* Only the files whose time range meets the period (and the 90 days
+     * before its end, which 8.2.6 reads); the others are named on the
+     * cover. */
+    {
+        const fileset_t *set = files_set();
+        apr_int64_t from = r.until - 90 * DAY_US < r.since
+                           ? r.until - 90 * DAY_US : r.since;
+        select_period(files, &nfiles, from, r.until);
+        r.skipped = calloc((size_t)set->n + 1, sizeof(*r.skipped));
+        for (i = 0; r.skipped && i < set->n; i++) {
+            if (!set->f[i].selected) r.skipped[r.nskipped++] = &set->f[i];
+        }
+    }
     r.files = files;
     r.nfiles = nfiles;
     r.no_verify = no_verify;
@@ -1617,8 +1779,25 @@ int cmd_report(int argc, char **argv)
         rc = EXIT_DB;
         goto out;
     }
+    if (!(r.no_walk = calloc((size_t)nfiles + 1, 1))) {
+        fail("out of memory");
+        rc = EXIT_DB;
+        goto out;
+    }
     for (i = 0; i < nfiles; i++) {
-        mtls_strlcpy(r.fi[i].path, files[i], sizeof(r.fi[i].path));
+        file_info_t *fi = &r.fi[i];
+        char wal[1100];
+        struct stat sb;
+        mtls_strlcpy(fi->path, files[i], sizeof(fi->path));
+        fi->meta = file_meta(files[i]);
+        /* A sealed file whose successor (given) recorded its SHA-256, with
+         * no write-ahead log beside it (rows there are not in the hash):
+         * checked by its hash, not walked. */
+        snprintf(wal, sizeof(wal), "%s-wal", files[i]);
+        fi->by_hash = !no_verify && fi->meta && fi->meta->sealed_sha256[0]
+                      && fi->meta->succ >= 0
+                      && !(stat(wal, &sb) == 0 && sb.st_size > 0);
+        r.no_walk[i] = (unsigned char)fi->by_hash;
     }
     {
         hash_job_t job = { &r, 0, 0 };
@@ -1632,6 +1811,7 @@ int cmd_report(int argc, char **argv)
         r.s.until = r.until;
         r.s.now = r.now;
         r.s.verify = !r.no_verify;
+        r.s.no_walk = r.no_walk;
         r.s.key = &r.key;
         rc = scan_period(&r.ds, &r.s);
         if (rc == EXIT_OK) {
@@ -1649,6 +1829,9 @@ int cmd_report(int argc, char **argv)
         if (rc == EXIT_OK && job.bad) {
             fail("%s: %s", files[job.bad - 1], strerror(job.err));
             rc = EXIT_DB;
+        }
+        if (rc == EXIT_OK) {
+            sealed_files(&r);
         }
         if (rc != EXIT_OK) {
             goto out;
@@ -1698,6 +1881,8 @@ out:
     scan_free(&r.s);
     free(r.checks);
     free(r.fi);
+    free(r.skipped);
+    free(r.no_walk);
     mtls_chain_key_clear(&r.key);
     free(files);
     return rc;

@@ -1430,7 +1430,7 @@ static int summarizable(dataset_t *ds, int i, const scan_t *s)
     char *sql;
     int ok = 0;
 
-    if ((s->verify && !(s->hash_ok && s->hash_ok[i]))
+    if ((s->verify && !(s->no_walk && s->no_walk[i]))
         || getenv("MTLS_AUDIT_NO_SUMMARIES")
         || s->since % DAY_US || s->until % DAY_US || ds->version[i] < 5) {
         return 0;
@@ -2488,7 +2488,7 @@ static int plan(run_t *r)
 {
     dataset_t *ds = r->ds;
     scan_t *s = r->s;
-    int i, t, rc = SQLITE_OK, verify = s->verify;
+    int i, t, rc = SQLITE_OK, verify_all = s->verify, verify;
     const char *env = getenv("MTLS_AUDIT_SCAN_PIECE");
 
     if (env && atoi(env) > 0) {
@@ -2508,6 +2508,7 @@ static int plan(run_t *r)
         int tb = order[t];
         for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
             apr_int64_t lo = 0, hi = INT64_MAX, max;
+            verify = verify_all && !(s->no_walk && s->no_walk[i]);
             if (r->summ[i] && (tb == T_HS || tb == T_RQ)) {
                 part_t *np = realloc(r->parts, sizeof(part_t)
                                      * (size_t)(r->nparts + 1));

@@ -57,10 +57,11 @@ typedef struct {
     apr_int64_t *empty_days;    /* per database: days of the last 90 without
                                    a handshake */
     int          verify;        /* walk the hash chains on the way */
-    const unsigned char *hash_ok;   /* per database, or NULL: its integrity
-                                   is established without the walk (its
-                                   SHA-256 against its seal): its
-                                   summaries may be read instead */
+    const unsigned char *no_walk;   /* per database, or NULL: 1 when its
+                                   integrity comes from elsewhere (a sealed
+                                   file's SHA-256): its chains not walked,
+                                   and its summaries read instead of its
+                                   rows (scan.c, "Sealed files") */
     const mtls_chain_key_t *key;
     mtls_chain_result_t *chain; /* [database * MTLS_ANCHOR_TABLES + table]
                                    when verify: the chains' results */

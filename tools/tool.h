@@ -54,6 +54,71 @@ void html_text(FILE *f, const char *s);
 /* Print every row of stmt; returns rows printed or -1 on error. */
 long print_rows(FILE *f, sqlite3_stmt *stmt, fmt_e fmt);
 
+/* ---- many files ----
+ * Every command that reads databases takes files and directories (every
+ * *.db in them) in any order: parse_opts expands the directories, drops a
+ * file given twice, and orders the files by their chains (chain_cut: a
+ * file whose chains end where another's begin comes before it), not by
+ * their names.  What it learnt of each file stays in the set below until
+ * the next parse_opts (or files_forget). */
+typedef enum {
+    HOW_NONE = 0,       /* not established (not read, or --no-verify) */
+    HOW_WALKED,         /* every row's hash recomputed */
+    HOW_SHA256,         /* the file's SHA-256 against its successor's
+                         * 'sealed' event: no row walked */
+    HOW_ANCHORS         /* walked, and anchors of the error log hold */
+} how_e;
+
+typedef struct {
+    char        *path;
+    int          ok;            /* its chains could be read */
+    int          closed;        /* it has chain_cut end rows: an archive or a
+                                 * sealed file, written no more */
+    apr_int64_t  seal_id;       /* events.id of its 'seal' event, or 0 */
+    int          has_range;     /* first_us..last_us known */
+    apr_int64_t  first_us, last_us;
+    const char  *range_from;    /* "seal" (its seal event) or "index" */
+    apr_int64_t  hs_first, hs_last;     /* its handshakes' (time index);
+                                         * 0 when none */
+    int          pred, succ;    /* the files before and after it in its
+                                 * chain (index in the set), or -1 */
+    /* Its successor's 'sealed' event for it ("" when none): the SHA-256
+     * and size the file had when nothing wrote it any more. */
+    char         sealed_sha256[65];
+    apr_int64_t  sealed_bytes, sealed_event;
+    /* Rows of its chains before it that are in no file given (a file
+     * missing from the middle): why, or "". */
+    char         missing[768];
+    int          selected;      /* read for the period (select_period) */
+    how_e        how;           /* set by verify and report */
+} file_meta_t;
+
+typedef struct {
+    int          n;
+    file_meta_t *f;
+} fileset_t;
+
+/* The set parse_opts found (n == 0 before any). */
+const fileset_t *files_set(void);
+/* The entry for path (as parse_opts gave it), or NULL. */
+file_meta_t *file_meta(const char *path);
+void files_forget(void);
+/* Keep in files (in order) only those whose time range meets [since,
+ * until) (unknown ranges are kept); marks them selected.  Returns how
+ * many were left out. */
+int select_period(char **files, int *nfiles, apr_int64_t since,
+                  apr_int64_t until);
+/* How many events of kind the file at path holds with time_us < before
+ * (its events table is read: it is small). */
+apr_int64_t file_events(const char *path, const char *kind,
+                        apr_int64_t before);
+/* The SHA-256 (hex) and size of the file at path: 0, or -1 (errno). */
+int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes);
+/* Check a sealed file by its hash when its successor recorded one: 1 it
+ * matches, 0 it does not (msg says how), -1 no record to check against
+ * (walk it).  msg gets the line for the cover or verify. */
+int check_sealed(const file_meta_t *m, char *msg, size_t msglen);
+
 /* ---- the data set ---- */
 typedef struct {
     sqlite3  *db;               /* :memory:, with db0..dbN attached */
