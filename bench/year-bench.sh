@@ -29,13 +29,14 @@ TOOL=${MTLS_AUDIT:-$TOP/build/mtls-audit}
 GEN=${MTLS_GEN:-$TOP/build/mtls-gen}
 . "$TOP/bench/lib.sh"
 
-measure() {     # measure LABEL ARGS...: one line of seconds and peak MB
+measure() {     # measure LABEL ARGS...: wall and CPU seconds, peak MB
     label=$1
     shift
-    /usr/bin/time -o "$DIR/time.out" -f "%e %M" "$TOOL" "$@" \
+    /usr/bin/time -o "$DIR/time.out" -f "%e %M %U %S" "$TOOL" "$@" \
         >"$DIR/out.txt" 2>"$DIR/err.txt" || true
     set -- $(tail -1 "$DIR/time.out")
-    printf '%-46s %8s s %6d MB\n' "$label" "$1" $(( $2 / 1024 ))
+    printf '%-46s %8s s %8.2f s CPU %6d MB\n' "$label" "$1" \
+        "$(echo "$3 + $4" | bc)" $(( $2 / 1024 ))
 }
 
 single() {
