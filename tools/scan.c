@@ -1409,11 +1409,13 @@ static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
 /* A sealed file (one with an archive's end or a rotation's seal: closed
  * for writing) carries the counts of its rows by hour in `summaries`
  * (schema/005_summaries.sql, filled by mtls_summary_fill when it was
- * sealed).  When its rows need not be walked for the chain and the period
- * is whole days (so every hour, and every day of the per-certificate
- * rows, lies wholly in or out of it), its pieces are two: one reads the
- * summaries of the handshakes, one those of the requests, and they feed
- * the same accumulators as hs_row and rq_row, with each group's count.
+ * sealed).  When its rows need not be walked for the chain, its pieces
+ * are two: one reads the handshakes, one the requests, and they feed the
+ * same accumulators as hs_row and rq_row: the whole days that lie wholly
+ * inside or outside the period (so every hour, and every day of the
+ * per-certificate rows, does) from the summaries, with each group's
+ * count; the days the period starts or ends within from their rows,
+ * through hs_row and rq_row themselves (see stretches()).
  * Only the rows the summaries point to are read: the incomplete
  * handshakes of an hour that has any, and every request of an hour with
  * an unauthenticated request or a card number (through rq_row itself).
