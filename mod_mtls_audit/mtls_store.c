@@ -1961,7 +1961,7 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
         return mtls_store_write(st, NULL, 0, err, errlen);
     }
     now = rot_now(st);
-    /* Under the write lock: the heads, the time range, the summaries. */
+    /* Under the write lock: the heads, the time range. */
     for (t = 0; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
         rc = table_head(&st->t[tmap[t]], &heads[t], hashes[t], &seqs[t]);
     }
@@ -1987,10 +1987,6 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     }
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "reading the file to seal", st->db);
-        goto fail;
-    }
-    if (mtls_summary_fill(st->db, err, errlen) != 0) {
-        rc = SQLITE_ERROR;
         goto fail;
     }
     /* The seal: the last event. */
@@ -2048,8 +2044,17 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     mtls_strlcpy(sealed.next, next_path, sizeof(sealed.next));
     sealed.seal = seal;
     sealed.time_us = now;
-    /* Nobody writes the old file now: each writer finds the seal inside
-     * its own write transaction.  Its WAL into it, and its hash. */
+    /* Nobody writes the old file's rows now: each writer finds the seal
+     * inside its own write transaction.  Its summaries, counted in reads
+     * that hold no other writer back (seconds a million rows, which a
+     * writer waiting for the lock inside the seal could not wait), then its
+     * WAL into it, and its hash.  A file left without them (an error, a
+     * crash) is read row by row. */
+    if (mtls_summary_fill(st->db, err, errlen) != 0) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries (%s): "
+                 "reports read its rows", st->path, err);
+        err[0] = '\0';
+    }
     if (hash_sealed(st->db, st->path, &sealed) != 0) {
         sealed.sha256[0] = '\0';
     }

@@ -141,9 +141,26 @@ static void sql_has_pan(sqlite3_context *ctx, int argc, sqlite3_value **argv)
                                        sqlite3_value_text(argv[0])));
 }
 
+static int fill_exec(sqlite3 *db, const char *sql, char *err,
+                     apr_size_t errlen)
+{
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        if (errlen) {
+            snprintf(err, errlen, "summaries: %s", sqlite3_errmsg(db));
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* The counts are made in a TEMP table of the same name, which the fill
+ * statements' unqualified `summaries` means while it exists: outside a
+ * transaction that is reads of the file alone, which hold no writer (the
+ * file is sealed: its rows no longer change), then one short write moves
+ * them into the file. */
 int mtls_summary_fill(sqlite3 *db, char *err, apr_size_t errlen)
 {
-    int k;
+    int k, own = sqlite3_get_autocommit(db), rc = 0;
 
     if (sqlite3_create_function(db, "mtls_has_pan", 1, SQLITE_UTF8
                                 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY,
@@ -153,16 +170,35 @@ int mtls_summary_fill(sqlite3 *db, char *err, apr_size_t errlen)
         }
         return -1;
     }
-    for (k = 0; fill_sql[k]; k++) {
-        if (sqlite3_exec(db, fill_sql[k], NULL, NULL, NULL) != SQLITE_OK) {
-            if (errlen) {
-                snprintf(err, errlen, "summaries: %s", sqlite3_errmsg(db));
-            }
-            return -1;
+    sqlite3_exec(db, "DROP TABLE IF EXISTS temp.summaries", NULL, NULL, NULL);
+    if (fill_exec(db, "CREATE TEMP TABLE summaries AS SELECT * FROM "
+                  "main.summaries WHERE 0", err, errlen) != 0) {
+        return -1;
+    }
+    for (k = 0; rc == 0 && fill_sql[k]; k++) {
+        rc = fill_exec(db, fill_sql[k], err, errlen);
+    }
+    if (rc == 0 && own) {
+        rc = fill_exec(db, "BEGIN IMMEDIATE", err, errlen);
+    }
+    if (rc == 0) {
+        rc = fill_exec(db, "DELETE FROM main.summaries", err, errlen);
+    }
+    if (rc == 0) {
+        rc = fill_exec(db, "INSERT INTO main.summaries SELECT * FROM "
+                       "temp.summaries", err, errlen);
+    }
+    if (own && !sqlite3_get_autocommit(db)) {
+        if (rc == 0) {
+            rc = fill_exec(db, "COMMIT", err, errlen);
+        }
+        if (rc != 0) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         }
     }
-    if (errlen) {
+    sqlite3_exec(db, "DROP TABLE IF EXISTS temp.summaries", NULL, NULL, NULL);
+    if (rc == 0 && errlen) {
         err[0] = '\0';
     }
-    return 0;
+    return rc;
 }
