@@ -1751,6 +1751,55 @@ static void unlink_db(const char *path)
     unlink(buf);
 }
 
+/* The TLS policy in force, carried into the next file after its 'rotate'
+ * event: for each vhost of the last start or reload (or of the rows the
+ * previous file carried itself), its full policy row again, without the
+ * keys that spoke of a change, plus "carried" (the row it repeats, in the
+ * file before) and "since_us" (when that policy was recorded).  A file
+ * then holds the policy its own period ran under, however long ago the
+ * server started, and a reload compares against a row of its own file. */
+static int carry_policy(mtls_store_t *nst, apr_int64_t now, char *err,
+                        apr_size_t errlen)
+{
+    static const char sql[] =
+        "SELECT json_set(json_remove(f.detail, '$.changed', '$.previous', "
+        "  '$.unchanged_since', '$.carried', '$.since_us'), '$.carried', "
+        "  f.id, '$.since_us', coalesce(json_extract(f.detail, "
+        "  '$.since_us'), f.time_us)) "
+        "FROM (SELECT max(id) AS id FROM prev.events WHERE kind = 'policy' "
+        "      AND json_valid(detail) AND id > coalesce((SELECT max(id) "
+        "      FROM prev.events WHERE kind IN ('start', 'reload')), 0) "
+        "      GROUP BY json_extract(detail, '$.vhost'), "
+        "      json_extract(detail, '$.addresses')) l "
+        "JOIN prev.events p ON p.id = l.id "
+        "JOIN prev.events f ON f.id = coalesce(json_extract(p.detail, "
+        "  '$.unchanged_since'), p.id) AND f.kind = 'policy' "
+        "  AND json_valid(f.detail) "
+        "ORDER BY p.id";
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(nst->db, sql, -1, &q, NULL);
+
+    while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *d = (const char *)sqlite3_column_text(q, 0);
+        mtls_item_t *ev = d ? rot_event("policy", now,
+                                        sqlite3_mprintf("%s", d)) : NULL;
+        rc = SQLITE_OK;
+        if (ev) {
+            rc = mtls_store_write(nst, &ev, 1, err, errlen);
+            mtls_item_free(ev);
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        /* The rotation goes on: the file's reports lack only the policy
+         * evidence, as one written before policy rows existed. */
+        mtls_log(MTLS_LOG_WARNING, "the TLS policy in force is not carried "
+                 "into the next file: %s", rc == SQLITE_OK ? err
+                 : sqlite3_errmsg(nst->db));
+    }
+    sqlite3_finalize(q);
+    return SQLITE_OK;
+}
+
 /* Make the next file, complete, at next_path: see above.  heads, hashes
  * and seqs are the old file's tables' (mtls_anchor_tables' order), seal
  * the id of its seal event. */
@@ -1808,7 +1857,6 @@ static int make_next(mtls_store_t *st, const char *next_path,
         seterr(err, errlen, "making the next file", db);
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     }
-    sqlite3_exec(db, "DETACH prev", NULL, NULL, NULL);
     if (rc == SQLITE_OK) {
         ev = rot_event("rotate", now, sqlite3_mprintf(
             "{\"previous\": \"%w\", \"seal\": %lld}", st->path,
@@ -1816,6 +1864,10 @@ static int make_next(mtls_store_t *st, const char *next_path,
         rc = ev ? mtls_store_write(nst, &ev, 1, err, errlen) : SQLITE_NOMEM;
         mtls_item_free(ev);
     }
+    if (rc == SQLITE_OK) {
+        rc = carry_policy(nst, now, err, errlen);
+    }
+    sqlite3_exec(db, "DETACH prev", NULL, NULL, NULL);
     /* The last connection to close checkpoints and removes the WAL: the
      * file is whole under its temporary name. */
     mtls_store_close(nst);
