@@ -66,7 +66,8 @@ char *policy_diff(sqlite3 *db, const char *a, const char *b, int *weakened);
 char *policy_field(sqlite3 *db, const char *policy, const char *field);
 
 /* Is row r in force at some time of [from, to)? */
-#define POLICY_OVERLAPS(r, from, to) ((r)->time_us < (to) && (r)->end_us > (from))
+#define POLICY_OVERLAPS(r, from, to) \
+    ((r)->time_us < (to) && (r)->end_us > (from))
 
 /* The policy in force at `at` per vhost, one row each, as evidence
  * (columns: source, vhost, addresses, in_force_since, recorded, verify,

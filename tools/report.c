@@ -612,7 +612,8 @@ static int pol_cas(report_t *r, check_t *c, int *nbad, int *nsoon, int *n)
                     && bits < 2048)
                    || (kt && !strcmp(kt, "EC") && bits < 224)
                    || (kt && !strcmp(kt, "DSA"))
-                   || (sig && (strcasestr(sig, "sha1") || strcasestr(sig, "md5")));
+                   || (sig && (strcasestr(sig, "sha1")
+                               || strcasestr(sig, "md5")));
             snprintf(value, sizeof(value), "%s (%s %d, %s, not after %s, "
                      "sha256 %.16s)", COL(st, 0) ? COL(st, 0) : "?",
                      kt ? kt : "?", bits, sig ? sig : "?",
@@ -631,7 +632,8 @@ static int pol_cas(report_t *r, check_t *c, int *nbad, int *nsoon, int *n)
                 grade = ST_ATTENTION;
                 snprintf(finding, sizeof(finding), "trusted CA expiring "
                          "within %d days of the period's end (%lld days)",
-                         EXPIRY_DAYS, (long long)((na - r->until + DAY_US - 1) / DAY_US));
+                         EXPIRY_DAYS, (long long)((na - r->until + DAY_US
+                                                   - 1) / DAY_US));
             }
             else {
                 grade = ST_PASS;
