@@ -284,7 +284,8 @@ static int load_file(sqlite3 *db, int i, const char *source,
              "'$.addresses')) END, CASE WHEN v THEN json_extract(detail, "
              "'$.unchanged_since') END, CASE WHEN v THEN (SELECT "
              "group_concat(value, ' ') FROM json_each(detail, '$.changed')) "
-             "END, detail, v FROM (SELECT id, time_us, detail, "
+             "END, CASE WHEN v THEN json(detail) END, v FROM (SELECT id, "
+             "time_us, detail, "
              "coalesce(json_valid(detail) AND json_type(detail) = 'object', "
              "0) AS v FROM db%d.events WHERE kind = 'policy') ORDER BY id", i);
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -527,7 +528,8 @@ static void print_blocks(FILE *f, const evidence_t *ev)
     }
 }
 
-/* The policy JSON as it is (it passed json_valid), or as a string. */
+/* The policy JSON (json_valid, and rewritten by json() in canonical
+ * form when loaded), or null. */
 static void json_policy(FILE *f, const char *p)
 {
     if (p) fputs(p, f);
