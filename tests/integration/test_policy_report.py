@@ -290,7 +290,10 @@ def policy_report_verify_weakened_by_reload_is_listed_with_its_time(ctx):
         assert after["changed"] == ["verify"], after
         handshake(srv, ctx.pki["ec"])
         no_new_errors(srv)
-        when = after["time_utc"]
+        # The tool's times: milliseconds, cut (not rounded as v_policy's).
+        us = srv.query("SELECT time_us FROM events WHERE id = ?",
+                       (after["id"],))[0]["time_us"]
+        when = "%s.%03dZ" % (iso(us // 1000000), us // 1000 % 1000)
         c, _ = checks(ctx, srv.db)
         h, _ = checks(ctx, srv.db, "hipaa")
         for cid, chk in (("8.2.1", c["8.2.1"]),
@@ -324,7 +327,11 @@ def policy_report_verify_weakened_by_reload_is_listed_with_its_time(ctx):
                            text=True)
         assert r.returncode == 0 and "\nverify          optional, depth" \
             in r.stdout, r.stdout + r.stderr
-        r = subprocess.run([ctx.tool, "policy", "--at", before["time_utc"],
+        # Between the two: the first policy.
+        mid = (srv.query("SELECT time_us FROM events WHERE id = ?",
+                         (before["id"],))[0]["time_us"] + us) // 2
+        mid = "%s.%03dZ" % (iso(mid // 1000000), mid // 1000 % 1000)
+        r = subprocess.run([ctx.tool, "policy", "--at", mid,
                             "--format", "json", srv.db],
                            capture_output=True, text=True)
         at = json.loads(r.stdout)
@@ -377,5 +384,13 @@ def policy_report_database_without_policy_rows_says_evidence_missing(ctx):
     r = subprocess.run([ctx.tool, "policy", "--format", "json", db],
                        capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout
+    # Exit codes as the other commands: 2 usage, 3 a database error.
+    for args, code in ((["--at", "yesterday", db], 2),
+                       (["--format", "csv", db], 2), (["--bogus", db], 2),
+                       ([os.path.join(os.path.dirname(db), "absent.db")], 3)):
+        r = subprocess.run([ctx.tool, "policy"] + args, capture_output=True,
+                           text=True)
+        assert r.returncode == code and r.stderr.startswith("mtls-audit: "), \
+            (args, r.returncode, r.stderr)
     print("    policy report statuses, no policy rows: %s" % json.dumps(
         {k: c[k]["status"] for k in TOUCHED["pci-dss"]}), flush=True)
