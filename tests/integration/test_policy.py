@@ -14,6 +14,7 @@ import time
 
 import clients
 import pki
+import siem
 import server as server_mod
 from harness import Registry, wait_for
 
@@ -84,6 +85,7 @@ class PolicyServer(server_mod.Server):
             "SSLRandomSeed startup builtin",
             "MTLSAuditDatabase %s" % self.db,
             "MTLSAuditFlushInterval 20",
+        ] + list(v.get("global", ())) + [
             "<VirtualHost 127.0.0.1:%d>" % self.port,
             "    ServerName policy.test",
             "    SSLEngine on",
@@ -425,3 +427,58 @@ def test_policy_location_verify(ctx):
         assert last["changed"] == ["verify"], last["changed"]
     finally:
         srv.stop()
+
+
+@test(once=True)
+def test_policy_in_mirror_and_export(ctx):
+    """The mirror carries the policy rows as they are stored, the short
+    form too, and `export` gives the same lines; in ECS (a configuration
+    event: creation, change, info) and OCSF (a Base Event, activity
+    "policy") they conform to the reference definitions."""
+    base = os.path.join(ctx.scratch, "policy-mirror")
+    os.makedirs(base, exist_ok=True)
+    cafile = bundle(os.path.join(base, "cas.pem"), ctx.pki["root"].cert)
+    mirror = os.path.join(ctx.scratch, "policy-mirror", "logs",
+                          "mirror.jsonl")
+    srv = start_server(ctx, "policy-mirror", ca_file=cafile,
+                       **{"global": ("MTLSAuditMirror logs/mirror.jsonl",)})
+    try:
+        srv.reload()                        # unchanged: the short form
+        srv.reload(verify="optional")       # changed
+    finally:
+        srv.stop()
+    rows = srv.policies()
+    assert [("changed" in r["policy"], "unchanged_since" in r["policy"])
+            for r in rows] == [(False, False), (False, True), (True, False)]
+    lines = [json.loads(l) for l in open(mirror)]
+    pol = [l for l in lines if l["type"] == "event" and l["kind"] == "policy"]
+    assert [(l["id"], l["detail"]) for l in pol] == [
+        (r["id"], json.dumps(r["policy"], separators=(",", ":"),
+                             ensure_ascii=False)) for r in rows], pol
+    r = subprocess.run([ctx.tool, "export", "--format", "jsonl", srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    exported = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [l for l in exported if l.get("kind") == "policy"] == pol
+    for fmt, check in (("ecs", siem.check_ecs), ("ocsf", siem.check_ocsf)):
+        r = subprocess.run([ctx.tool, "export", "--format", fmt, srv.db],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        docs = [json.loads(l) for l in r.stdout.splitlines()]
+        for d in docs:
+            bad = check(d)
+            assert not bad, (fmt, bad, d)
+        if fmt == "ecs":
+            pd = [d for d in docs if d["event"]["action"] == "policy"]
+            assert [(d["event"]["category"], d["event"]["type"])
+                    for d in pd] == [(["configuration"], ["creation"]),
+                                     (["configuration"], ["info"]),
+                                     (["configuration"], ["change"])], pd
+            assert [json.loads(d["message"]) for d in pd] == \
+                [r["policy"] for r in rows]
+        else:
+            pd = [d for d in docs if d.get("activity_name") == "policy"]
+            assert [(d["class_uid"], d["type_uid"]) for d in pd] == \
+                [(0, 99)] * 3, pd
+            assert [json.loads(d["message"]) for d in pd] == \
+                [r["policy"] for r in rows]
