@@ -91,7 +91,8 @@ class PolicyServer(server_mod.Server):
             "    SSLEngine on",
             "    SSLCertificateFile %s" % p["server"][0],
             "    SSLCertificateKeyFile %s" % p["server"][1],
-            "    SSLCACertificateFile %s" % v["ca_file"],
+            ("    SSLCACertificatePath %s" % v["ca_path"]) if v.get("ca_path")
+            else ("    SSLCACertificateFile %s" % v["ca_file"]),
             "    SSLVerifyClient %s" % v.get("verify", "require"),
         ]
         for d in v.get("extra", ()):
@@ -482,3 +483,33 @@ def test_policy_in_mirror_and_export(ctx):
                 [(0, 99)] * 3, pd
             assert [json.loads(d["message"]) for d in pd] == \
                 [r["policy"] for r in rows]
+
+
+@test
+def test_policy_ca_path_and_ocsp(ctx):
+    """The CAs of an SSLCACertificatePath directory (hashed by `openssl
+    rehash`), which OpenSSL reads only when a chain needs them, are listed
+    all the same; OCSP settings are recorded as configured."""
+    x = extra_cas(ctx)
+    base = os.path.join(ctx.scratch, "policy-capath")
+    cadir = os.path.join(base, "cas")
+    os.makedirs(cadir, exist_ok=True)
+    for name, c in (("root.pem", ctx.pki["root"].cert),
+                    ("ca2.pem", x["ca2"].cert)):
+        bundle(os.path.join(cadir, name), c)
+    ossl("rehash", cadir)
+    srv = start_server(ctx, "policy-capath", ca_file=None, ca_path=cadir,
+                       extra=("SSLOCSPEnable leaf",
+                              "SSLOCSPDefaultResponder http://127.0.0.1:9/",
+                              "SSLOCSPOverrideResponder on"))
+    try:
+        p = srv.policies()[-1]["policy"]
+        assert by_sha(p["cas"]) == by_sha(
+            [cert_truth(ctx.pki["root"].cert), cert_truth(x["ca2"].cert)]), \
+            p["cas"]
+        assert sorted(p["ca_names"]) == sorted(c["subject"] for c in p["cas"])
+        assert p["revocation"]["ocsp"] == {
+            "enabled": True, "responder": "http://127.0.0.1:9/",
+            "override": True}, p["revocation"]
+    finally:
+        srv.stop()
