@@ -790,6 +790,17 @@ static char *policy_of(apr_pool_t *p, server_rec *v)
         pc.session_cache = strcmp(word, "none") && strcmp(word, "nonenotnull")
                            ? apr_pstrdup(p, word) : NULL;
     }
+    {
+        const char **dirs = apr_pcalloc(p, 3 * sizeof(*dirs));
+        int k = 0;
+        if ((a = find_directive(v, "SSLCACertificatePath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        if ((a = find_directive(v, "SSLCARevocationPath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        pc.dirs = dirs;
+    }
     out = mtls_policy_canonical(sc->ssl_ctx, &pc);
     return out;
 }

@@ -7,8 +7,13 @@
 #include "mtls_core.h"
 #include "mtls_json.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <apr_lib.h>
+#include <openssl/err.h>
 
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -87,11 +92,54 @@ static int crl_cmp(const void *a, const void *b)
     return c ? c : strcmp(x->sha256, y->sha256);
 }
 
-static void store_json(sqlite3_str *o, int *first, X509_STORE *store)
+/* The files of a hashed directory that OpenSSL's lookup would read
+ * (SSLCACertificatePath, SSLCARevocationPath: HASH.N certificates,
+ * HASH.rN CRLs), loaded into a store of their own; NULL if none. */
+static X509_STORE *dir_store(const char *const *dirs)
+{
+    X509_STORE *st = NULL;
+    X509_LOOKUP *lu = NULL;
+    int d;
+
+    for (d = 0; dirs && dirs[d]; d++) {
+        DIR *dh = opendir(dirs[d]);
+        struct dirent *de;
+        while (dh && (de = readdir(dh))) {
+            const char *n = de->d_name;
+            char path[4096];
+            int i;
+            for (i = 0; i < 8 && apr_isxdigit(n[i]); i++) {
+            }
+            if (i != 8 || n[8] != '.') continue;
+            i = 9 + (n[9] == 'r');
+            if (!n[i]) continue;
+            for (; n[i] && apr_isdigit(n[i]); i++) {
+            }
+            if (n[i]) continue;
+            if (!st && (!(st = X509_STORE_new())
+                        || !(lu = X509_STORE_add_lookup(st,
+                                                       X509_LOOKUP_file())))) {
+                break;
+            }
+            snprintf(path, sizeof(path), "%s/%s", dirs[d], n);
+            X509_load_cert_crl_file(lu, path, X509_FILETYPE_PEM);
+            ERR_clear_error();
+        }
+        if (dh) closedir(dh);
+    }
+    return st;
+}
+
+static void store_json(sqlite3_str *o, int *first, X509_STORE *store,
+                       X509_STORE *more)
 {
     STACK_OF(X509_OBJECT) *objs = store ? X509_STORE_get0_objects(store)
                                         : NULL;
-    int n = objs ? sk_X509_OBJECT_num(objs) : 0, i, ncas = 0, ncrls = 0;
+    STACK_OF(X509_OBJECT) *objs2 = more ? X509_STORE_get0_objects(more)
+                                        : NULL;
+    int n1 = objs ? sk_X509_OBJECT_num(objs) : 0;
+    int n = n1 + (objs2 ? sk_X509_OBJECT_num(objs2) : 0);
+    int i, j, ncas = 0, ncrls = 0;
     ca_t *cas = calloc((size_t)n + 1, sizeof(*cas));
     crl_t *crls = calloc((size_t)n + 1, sizeof(*crls));
     unsigned long flags = store
@@ -99,11 +147,17 @@ static void store_json(sqlite3_str *o, int *first, X509_STORE *store)
     int f;
 
     for (i = 0; cas && crls && i < n; i++) {
-        X509_OBJECT *obj = sk_X509_OBJECT_value(objs, i);
+        X509_OBJECT *obj = i < n1 ? sk_X509_OBJECT_value(objs, i)
+                                  : sk_X509_OBJECT_value(objs2, i - n1);
         X509 *x = X509_OBJECT_get0_X509(obj);
         X509_CRL *crl = X509_OBJECT_get0_X509_CRL(obj);
         if (x) {
-            if (mtls_cert_info(x, &cas[ncas].info) == 0) ncas++;
+            if (mtls_cert_info(x, &cas[ncas].info) != 0) continue;
+            for (j = 0; j < ncas && strcmp(cas[j].info.sha256_hex,
+                                           cas[ncas].info.sha256_hex); j++) {
+            }
+            if (j < ncas) mtls_cert_info_clear(&cas[ncas].info);
+            else ncas++;
         }
         else if (crl) {
             unsigned char md[EVP_MAX_MD_SIZE];
@@ -116,6 +170,9 @@ static void store_json(sqlite3_str *o, int *first, X509_STORE *store)
                 continue;
             }
             mtls_hex(md, 32, c->sha256);
+            for (j = 0; j < ncrls && strcmp(crls[j].sha256, c->sha256); j++) {
+            }
+            if (j < ncrls) continue;
             c->issuer = mtls_name_rfc2253(X509_CRL_get_issuer(crl));
             c->last_update =
                 mtls_asn1_time_epoch(X509_CRL_get0_lastUpdate(crl));
@@ -349,6 +406,7 @@ char *mtls_policy_canonical(SSL_CTX *ctx, const mtls_policy_conf_t *pc)
 {
     sqlite3_str *o = sqlite3_str_new(NULL);
     STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(ctx);
+    X509_STORE *more;
     int first = 1, f, i;
 
     sqlite3_str_appendchar(o, 1, '{');
@@ -364,7 +422,9 @@ char *mtls_policy_canonical(SSL_CTX *ctx, const mtls_policy_conf_t *pc)
     kv_raw(o, &f, "locations", pc->locations);
     sqlite3_str_appendchar(o, 1, '}');
 
-    store_json(o, &first, SSL_CTX_get_cert_store(ctx));
+    more = dir_store(pc->dirs);
+    store_json(o, &first, SSL_CTX_get_cert_store(ctx), more);
+    X509_STORE_free(more);
     f = 0;                              /* inside "revocation" */
     key(o, &f, "ocsp");
     sqlite3_str_appendchar(o, 1, '{');

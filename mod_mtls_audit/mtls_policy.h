@@ -43,6 +43,11 @@ typedef struct {
     const char *ocsp_responder; /* SSLOCSPDefaultResponder or NULL */
     int         ocsp_override;  /* SSLOCSPOverrideResponder on */
     const char *session_cache;  /* SSLSessionCache's type, or "none" */
+    const char *const *dirs;    /* NULL-terminated, or NULL: the
+                                   SSLCACertificatePath and
+                                   SSLCARevocationPath directories, whose
+                                   certificates and CRLs OpenSSL reads
+                                   only when a verification needs them */
 } mtls_policy_conf_t;
 
 /* The canonical JSON text (no digest) of the policy of ctx and pc,

@@ -14,6 +14,7 @@ import time
 
 import clients
 import pki
+import siem
 import server as server_mod
 from harness import Registry, wait_for
 
@@ -84,12 +85,14 @@ class PolicyServer(server_mod.Server):
             "SSLRandomSeed startup builtin",
             "MTLSAuditDatabase %s" % self.db,
             "MTLSAuditFlushInterval 20",
+        ] + list(v.get("global", ())) + [
             "<VirtualHost 127.0.0.1:%d>" % self.port,
             "    ServerName policy.test",
             "    SSLEngine on",
             "    SSLCertificateFile %s" % p["server"][0],
             "    SSLCertificateKeyFile %s" % p["server"][1],
-            "    SSLCACertificateFile %s" % v["ca_file"],
+            ("    SSLCACertificatePath %s" % v["ca_path"]) if v.get("ca_path")
+            else ("    SSLCACertificateFile %s" % v["ca_file"]),
             "    SSLVerifyClient %s" % v.get("verify", "require"),
         ]
         for d in v.get("extra", ()):
@@ -423,5 +426,90 @@ def test_policy_location_verify(ctx):
         last = srv.policies()[-1]
         assert last["policy"]["verify"]["locations"] == [], last
         assert last["changed"] == ["verify"], last["changed"]
+    finally:
+        srv.stop()
+
+
+@test(once=True)
+def test_policy_in_mirror_and_export(ctx):
+    """The mirror carries the policy rows as they are stored, the short
+    form too, and `export` gives the same lines; in ECS (a configuration
+    event: creation, change, info) and OCSF (a Base Event, activity
+    "policy") they conform to the reference definitions."""
+    base = os.path.join(ctx.scratch, "policy-mirror")
+    os.makedirs(base, exist_ok=True)
+    cafile = bundle(os.path.join(base, "cas.pem"), ctx.pki["root"].cert)
+    mirror = os.path.join(ctx.scratch, "policy-mirror", "logs",
+                          "mirror.jsonl")
+    srv = start_server(ctx, "policy-mirror", ca_file=cafile,
+                       **{"global": ("MTLSAuditMirror logs/mirror.jsonl",)})
+    try:
+        srv.reload()                        # unchanged: the short form
+        srv.reload(verify="optional")       # changed
+    finally:
+        srv.stop()
+    rows = srv.policies()
+    assert [("changed" in r["policy"], "unchanged_since" in r["policy"])
+            for r in rows] == [(False, False), (False, True), (True, False)]
+    lines = [json.loads(l) for l in open(mirror)]
+    pol = [l for l in lines if l["type"] == "event" and l["kind"] == "policy"]
+    assert [(l["id"], l["detail"]) for l in pol] == [
+        (r["id"], json.dumps(r["policy"], separators=(",", ":"),
+                             ensure_ascii=False)) for r in rows], pol
+    r = subprocess.run([ctx.tool, "export", "--format", "jsonl", srv.db],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    exported = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [l for l in exported if l.get("kind") == "policy"] == pol
+    for fmt, check in (("ecs", siem.check_ecs), ("ocsf", siem.check_ocsf)):
+        r = subprocess.run([ctx.tool, "export", "--format", fmt, srv.db],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        docs = [json.loads(l) for l in r.stdout.splitlines()]
+        for d in docs:
+            bad = check(d)
+            assert not bad, (fmt, bad, d)
+        if fmt == "ecs":
+            pd = [d for d in docs if d["event"]["action"] == "policy"]
+            assert [(d["event"]["category"], d["event"]["type"])
+                    for d in pd] == [(["configuration"], ["creation"]),
+                                     (["configuration"], ["info"]),
+                                     (["configuration"], ["change"])], pd
+            assert [json.loads(d["message"]) for d in pd] == \
+                [r["policy"] for r in rows]
+        else:
+            pd = [d for d in docs if d.get("activity_name") == "policy"]
+            assert [(d["class_uid"], d["type_uid"]) for d in pd] == \
+                [(0, 99)] * 3, pd
+            assert [json.loads(d["message"]) for d in pd] == \
+                [r["policy"] for r in rows]
+
+
+@test
+def test_policy_ca_path_and_ocsp(ctx):
+    """The CAs of an SSLCACertificatePath directory (hashed by `openssl
+    rehash`), which OpenSSL reads only when a chain needs them, are listed
+    all the same; OCSP settings are recorded as configured."""
+    x = extra_cas(ctx)
+    base = os.path.join(ctx.scratch, "policy-capath")
+    cadir = os.path.join(base, "cas")
+    os.makedirs(cadir, exist_ok=True)
+    for name, c in (("root.pem", ctx.pki["root"].cert),
+                    ("ca2.pem", x["ca2"].cert)):
+        bundle(os.path.join(cadir, name), c)
+    ossl("rehash", cadir)
+    srv = start_server(ctx, "policy-capath", ca_file=None, ca_path=cadir,
+                       extra=("SSLOCSPEnable leaf",
+                              "SSLOCSPDefaultResponder http://127.0.0.1:9/",
+                              "SSLOCSPOverrideResponder on"))
+    try:
+        p = srv.policies()[-1]["policy"]
+        assert by_sha(p["cas"]) == by_sha(
+            [cert_truth(ctx.pki["root"].cert), cert_truth(x["ca2"].cert)]), \
+            p["cas"]
+        assert sorted(p["ca_names"]) == sorted(c["subject"] for c in p["cas"])
+        assert p["revocation"]["ocsp"] == {
+            "enabled": True, "responder": "http://127.0.0.1:9/",
+            "override": True}, p["revocation"]
     finally:
         srv.stop()
