@@ -128,6 +128,7 @@ static const struct {
     { "$.revocation.ocsp.override", "OCSP override", NULL },
     { "$.protocols.min", "min protocol", NULL },
     { "$.protocols.max", "max protocol", NULL },
+    { "$.protocols.security_level", "security level", " 0 1 2 3 4 5 " },
     { "$.resumption.tickets", "session tickets", NULL },
     { "$.resumption.cache", "session cache", NULL },
     { "$.config", "config", NULL },
@@ -151,6 +152,7 @@ static const struct {
       "'$.issuer'), '?') || ' (next update ' || coalesce(" ISO_OF(
       "json_extract(value, '$.next_update')") ", '?') || ')'", 0 },
     { "$.protocols.enabled", "protocols", "value", 1 },
+    { "$.protocols.configured", "protocols configured", "value", 0 },
     { "$.ciphers.tls12", "TLS 1.2 suites", "value", 1 },
     { "$.ciphers.tls13", "TLS 1.3 suites", "value", 1 },
     { "$.server_certs", "server certificates", "coalesce(json_extract("
