@@ -103,6 +103,7 @@
 #include "mtls_json.h"
 #include "mtls_writer.h"
 #include "mtls_slots.h"
+#include "mtls_policy.h"
 
 #include "apr_shm.h"
 
@@ -156,6 +157,8 @@ typedef struct {
                                      -1 unset (native) */
     int         vhost_ix;         /* its row in the shared metrics' vhost
                                      table (post_config) */
+    SSL_CTX    *ssl_ctx;          /* the SSL_CTX mod_ssl built for it
+                                     (ssl_init_server): its policy */
 } srv_conf_t;
 
 /* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
@@ -654,6 +657,152 @@ static int tree_may_have_tls(server_rec *s)
     }
     return find_directive(s, "SSLCertificateFile")
            && !strcasecmp(server_protocol(s), "https");
+}
+
+/* ------------------------------------------------------------------ */
+/* Policy (mtls_policy.h): what only the configuration tree tells       */
+
+/* The arguments of a section ("<Location /admin>": "/admin"). */
+static const char *section_args(apr_pool_t *p, const ap_directive_t *d)
+{
+    const char *a = d->args ? d->args : "";
+    apr_size_t n = strlen(a);
+
+    while (n && (a[n - 1] == '>' || apr_isspace(a[n - 1]))) {
+        n--;
+    }
+    return apr_pstrndup(p, a, n);
+}
+
+/* Each SSLVerifyClient nested in a section (<Location>, <Directory>,
+ * <Files>, <If>, ...) among first and its siblings, below them too, as
+ * JSON objects into o; <VirtualHost> sections are skipped (their own
+ * server's).  where/section: the innermost enclosing section. */
+static void tree_locations(apr_pool_t *p, ap_directive_t *first,
+                           const char *where, const char *section,
+                           sqlite3_str *o, int *n)
+{
+    ap_directive_t *d;
+
+    for (d = first; d; d = d->next) {
+        if (d->directive[0] == '<') {
+            if (strcasecmp(d->directive, "<VirtualHost") && d->first_child) {
+                tree_locations(p, d->first_child, section_args(p, d),
+                               d->directive + 1, o, n);
+            }
+        }
+        else if (where && !strcasecmp(d->directive, "SSLVerifyClient")) {
+            sqlite3_str_appendall(o, (*n)++ ? ",{\"where\":" : "{\"where\":");
+            mtls_json_str(o, where, -1);
+            sqlite3_str_appendall(o, ",\"section\":");
+            mtls_json_str(o, section, -1);
+            sqlite3_str_appendall(o, ",\"mode\":");
+            mtls_json_str(o, mtls_verify_mode_name(parse_verify(
+                              d->args ? d->args : "")), -1);
+            sqlite3_str_appendall(o, ",\"config\":");
+            mtls_json_str(o, apr_psprintf(p, "%s:%d", d->filename
+                                          ? d->filename : "", d->line_num),
+                          -1);
+            sqlite3_str_appendchar(o, 1, '}');
+        }
+    }
+}
+
+/* s's addresses as a JSON array: "ip:port", '*' for any. */
+static const char *policy_addresses(apr_pool_t *p, server_rec *s)
+{
+    sqlite3_str *o = sqlite3_str_new(NULL);
+    server_addr_rec *a;
+    const char *out;
+    int n = 0;
+
+    sqlite3_str_appendchar(o, 1, '[');
+    for (a = s->addrs; a; a = a->next) {
+        char *ip = NULL;
+        const char *host = "*";
+        if (a->host_addr && apr_sockaddr_ip_get(&ip, a->host_addr)
+            == APR_SUCCESS && ip && strcmp(ip, "0.0.0.0") && strcmp(ip, "::")) {
+            host = a->host_addr->family == APR_INET6
+                   ? apr_psprintf(p, "[%s]", ip) : ip;
+        }
+        if (n++) sqlite3_str_appendchar(o, 1, ',');
+        mtls_json_str(o, a->host_port ? apr_psprintf(p, "%s:%u", host,
+                                                     a->host_port)
+                                      : apr_psprintf(p, "%s:*", host), -1);
+    }
+    sqlite3_str_appendchar(o, 1, ']');
+    out = apr_pstrdup(p, sqlite3_str_value(o) ? sqlite3_str_value(o) : "[]");
+    sqlite3_free(sqlite3_str_finish(o));
+    return out;
+}
+
+/* The canonical policy text of audited server v (sqlite3_malloc'd). */
+static char *policy_of(apr_pool_t *p, server_rec *v)
+{
+    srv_conf_t *sc = srv_conf(v);
+    mtls_policy_conf_t pc;
+    ap_directive_t *vn = vhost_node(v);
+    sqlite3_str *loc = sqlite3_str_new(NULL);
+    const char *a, *locations;
+    char word[64];
+    int n = 0;
+    char *out;
+
+    memset(&pc, 0, sizeof(pc));
+    pc.vhost = v->server_hostname ? v->server_hostname : "";
+    pc.addresses = policy_addresses(p, v);
+    pc.config = v->defn_name ? apr_psprintf(p, "%s:%u", v->defn_name,
+                                            v->defn_line_number) : NULL;
+    pc.verify_mode = mtls_verify_mode_name(sc->verify_cfg < 0 ? MTLS_VM_NONE
+                                           : sc->verify_cfg);
+    /* mod_ssl checks the depth in its verify callback (default 1); the
+     * SSL_CTX holds one only if something set it there. */
+    a = find_directive(v, "SSLVerifyDepth");
+    pc.verify_depth = SSL_CTX_get_verify_depth(sc->ssl_ctx) >= 0
+                      ? SSL_CTX_get_verify_depth(sc->ssl_ctx)
+                      : a ? atoi(a) : 1;
+    sqlite3_str_appendchar(loc, 1, '[');
+    if (vn) {
+        tree_locations(p, vn->first_child, NULL, NULL, loc, &n);
+    }
+    tree_locations(p, ap_conftree, NULL, NULL, loc, &n);
+    sqlite3_str_appendchar(loc, 1, ']');
+    locations = apr_pstrdup(p, sqlite3_str_value(loc));
+    sqlite3_free(sqlite3_str_finish(loc));
+    pc.locations = locations;
+    pc.ocsp_enabled = sc->ocsp_cfg != 0;
+    pc.ocsp_responder = pc.ocsp_enabled
+        ? find_directive(v, "SSLOCSPDefaultResponder") : NULL;
+    if (pc.ocsp_responder) {
+        pc.ocsp_responder = ap_getword_conf(p, &pc.ocsp_responder);
+    }
+    a = find_directive(v, "SSLOCSPOverrideResponder");
+    pc.ocsp_override = pc.ocsp_enabled && a
+                       && !strcmp(first_word(a, word, sizeof(word)), "on");
+    /* SSLSessionCache is a server config directive: its type. */
+    a = last_directive(ap_conftree, "SSLSessionCache");
+    if (a) {
+        int i;
+        first_word(a, word, sizeof(word));
+        for (i = 0; word[i] && word[i] != ':' && word[i] != '('; i++) {
+        }
+        word[i] = '\0';
+        pc.session_cache = strcmp(word, "none") && strcmp(word, "nonenotnull")
+                           ? apr_pstrdup(p, word) : NULL;
+    }
+    {
+        const char **dirs = apr_pcalloc(p, 3 * sizeof(*dirs));
+        int k = 0;
+        if ((a = find_directive(v, "SSLCACertificatePath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        if ((a = find_directive(v, "SSLCARevocationPath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        pc.dirs = dirs;
+    }
+    out = mtls_policy_canonical(sc->ssl_ctx, &pc);
+    return out;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1354,6 +1503,7 @@ static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
         sc->verify_cfg = tree_verify_client(s) == MTLS_VM_OPTIONAL_NO_CA
                          ? MTLS_VM_OPTIONAL_NO_CA : MTLS_VM_OPTIONAL;
     }
+    sc->ssl_ctx = ctx;
     SSL_CTX_set_ex_data(ctx, g.ctx_idx, s);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
     return OK;
@@ -1662,13 +1812,53 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
-/* Write one lifecycle event from the parent. */
-static void write_event(server_rec *s, const char *kind, const char *detail)
+/* The policy rows of the audited servers (mtls_policy.h) into items,
+ * after the n already there; returns the new count.  A policy that cannot
+ * be read or compared is logged and left out: the start goes on. */
+static int policy_items(apr_pool_t *p, server_rec *s, sqlite3 *db,
+                        mtls_item_t **items, int n, apr_int64_t now)
+{
+    server_rec *v;
+
+    for (v = s; v; v = v->next) {
+        srv_conf_t *sc = srv_conf(v);
+        char err[256], *canonical, *detail = NULL;
+        mtls_item_t *it;
+        if (!sc->audit || !sc->ssl_ctx) {
+            continue;
+        }
+        if (!(canonical = policy_of(p, v))
+            || mtls_policy_detail(db, canonical, &detail, err, sizeof(err))
+               != SQLITE_OK
+            || !(it = mtls_item_new(MTLS_ITEM_EVENT))) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, v, MTLS_LOG_TAG " cannot "
+                         "record the policy of %s: %s", v->server_hostname,
+                         canonical && !detail ? err : "out of memory");
+            sqlite3_free(canonical);
+            sqlite3_free(detail);
+            continue;
+        }
+        it->u.ev.time_us = now;
+        mtls_strlcpy(it->u.ev.kind, "policy", sizeof(it->u.ev.kind));
+        it->u.ev.pid = (int)getpid();
+        it->u.ev.server_version = strdup(ap_get_server_description());
+        it->u.ev.detail = strdup(detail);
+        items[n++] = it;
+        sqlite3_free(canonical);
+        sqlite3_free(detail);
+    }
+    return n;
+}
+
+/* Write one lifecycle event from the parent; with p, the policy rows of
+ * the audited servers after it, in the same transaction. */
+static void write_event(server_rec *s, const char *kind, const char *detail,
+                        apr_pool_t *p)
 {
     mtls_store_t *st;
-    mtls_item_t *ev;
+    mtls_item_t *ev, **items = NULL;
     char err[256];
-    int rc;
+    int rc, n = 0, i;
 
     rc = mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, err,
                          sizeof(err));
@@ -1684,7 +1874,21 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         ev->u.ev.pid = (int)getpid();
         ev->u.ev.server_version = strdup(ap_get_server_description());
         ev->u.ev.detail = detail ? strdup(detail) : NULL;
-        if (mtls_store_write(st, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
+        if (p) {
+            server_rec *v;
+            for (v = s; v; v = v->next) {
+                n++;
+            }
+            items = apr_palloc(p, sizeof(*items) * (apr_size_t)(n + 1));
+            items[0] = ev;
+            n = policy_items(p, s, mtls_store_db(st), items, 1,
+                             ev->u.ev.time_us);
+        }
+        else {
+            items = &ev;
+            n = 1;
+        }
+        if (mtls_store_write(st, items, n, err, sizeof(err)) != SQLITE_OK) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                          "record the %s event: %s", kind, err);
         }
@@ -1697,7 +1901,9 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
                              "the database)", kind);
             }
         }
-        mtls_item_free(ev);
+        for (i = 0; i < n; i++) {
+            mtls_item_free(items[i]);
+        }
     }
     /* The heads, after the event, go to the log: an anchor kept outside
      * the database for 'mtls-audit verify --anchor'. */
@@ -1769,7 +1975,7 @@ static apr_status_t parent_cleanup(void *data)
     server_rec *s = data;
 
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_DESTROY_CONFIG) {
-        write_event(s, "stop", NULL);
+        write_event(s, "stop", NULL, NULL);
     }
     mtls_chain_key_clear(&g.key);
     return APR_SUCCESS;
@@ -2259,7 +2465,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (open_mirror(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    write_event(s, first_start(s) ? "start" : "reload", NULL);
+    write_event(s, first_start(s) ? "start" : "reload", NULL, ptemp);
     apr_pool_cleanup_register(pconf, s, parent_cleanup,
                               apr_pool_cleanup_null);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, MTLS_LOG_TAG " auditing to %s "
