@@ -42,6 +42,12 @@ typedef struct {
                                                (non-blocking); 0: none */
     int                     mirror_format;  /* MTLS_JSON_NATIVE, _ECS or
                                                _OCSF (mtls_json.h) */
+    int                     rotate;         /* MTLS_ROTATE_*: seal the file
+                                               and go on in the next when
+                                               due, before a write */
+    apr_int64_t             rotate_size;    /* MTLS_ROTATE_SIZE: bytes */
+    const char             *pattern;        /* the next file's name:
+                                               mtls_store_name(pattern) */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the
