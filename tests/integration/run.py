@@ -30,6 +30,7 @@ import test_siem        # noqa: E402
 import test_metrics     # noqa: E402
 import test_pipeline    # noqa: E402
 import test_dummy       # noqa: E402
+import test_rotate      # noqa: E402
 
 
 class Context:
@@ -75,7 +76,8 @@ def main():
                          + test_siem.test.tests
                          + test_metrics.test.tests
                          + test_pipeline.test.tests
-                         + test_dummy.test.tests)
+                         + test_dummy.test.tests
+                         + test_rotate.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
