@@ -1966,12 +1966,16 @@ int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
                           apr_int64_t now_us)
 {
     if (mode == MTLS_ROTATE_SIZE) {
-        apr_int64_t pages = 0, psize = 0;
+        apr_int64_t pages = 0, psize = 0, any = 0;
         if (query_int(st->db, "PRAGMA page_count", &pages) != SQLITE_OK
             || query_int(st->db, "PRAGMA page_size", &psize) != SQLITE_OK) {
             return 0;
         }
-        return pages * psize >= size;
+        /* A new file begins with every certificate: one that holds no
+         * handshake yet is not rotated again, whatever its size. */
+        return pages * psize >= size
+               && query_int(st->db, "SELECT EXISTS (SELECT 1 FROM "
+                            "handshakes)", &any) == SQLITE_OK && any;
     }
     if (mode < MTLS_ROTATE_DAILY || mode > MTLS_ROTATE_MONTHLY) {
         return 0;
