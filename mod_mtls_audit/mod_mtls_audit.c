@@ -1981,7 +1981,7 @@ typedef struct {
 static void scrape(request_rec *r, scrape_t *sc)
 {
     struct stat sb;
-    char err[256];
+    char err[256], path[MAX_PATH_LEN];
 
     memset(sc, 0, sizeof(*sc));
     mtls_slots_sum(g.slots, &sc->sum);
@@ -1993,7 +1993,14 @@ static void scrape(request_rec *r, scrape_t *sc)
         sc->since_write_s = sc->now_us > last
                             ? (sc->now_us - last) / 1000000 : 0;
     }
-    sc->db_bytes = g.db_path && stat(g.db_path, &sb) == 0
+    /* With MTLSAuditRotate: the file this child's writer writes now. */
+    if (g.db_path && g.writer && g.db_pattern) {
+        mtls_writer_path(g.writer, path, sizeof(path));
+    }
+    else {
+        mtls_strlcpy(path, g.db_path ? g.db_path : "", sizeof(path));
+    }
+    sc->db_bytes = path[0] && stat(path, &sb) == 0
                    ? (apr_int64_t)sb.st_size : -1;
     /* A distinct count needs the set of certificates, which shared memory
      * cannot hold: one read-only query over the last day's handshakes
@@ -2004,14 +2011,14 @@ static void scrape(request_rec *r, scrape_t *sc)
      * or two. */
     if (g.db_path && mtls_slots_certs_due(g.slots, sc->now_us)) {
         apr_int64_t certs = 0, soonest = 0;
-        int rc = mtls_store_cert_stats(g.db_path,
+        int rc = mtls_store_cert_stats(path,
                                        sc->now_us - APR_INT64_C(86400000000),
                                        CERT_QUERY_MS, &certs, &soonest, err,
                                        sizeof(err));
         if (rc != SQLITE_OK) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MTLS_LOG_TAG
                           " metrics: cannot count the certificates in %s: "
-                          "%s", g.db_path, err);
+                          "%s", path, err);
         }
         mtls_slots_certs_set(g.slots, sc->now_us, rc == SQLITE_OK, certs,
                              soonest);

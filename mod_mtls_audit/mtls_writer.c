@@ -60,6 +60,9 @@ struct mtls_writer {
     apr_int64_t        rotate_logged_us;/* writer thread only: when a failed
                                            rotation was last logged */
     apr_int64_t        last_seal;       /* writer thread only */
+    char               cur_path[2048];  /* the file written now (guarded
+                                           by lock; it changes with a
+                                           rotation) */
 };
 
 #define REAP_MAX 8      /* dead processes recorded per batch */
@@ -223,6 +226,13 @@ int mtls_writer_healthy(mtls_writer_t *w)
          && !mtls_slots_failing(w->conf.slots);
     pthread_mutex_unlock(&w->lock);
     return ok;
+}
+
+void mtls_writer_path(mtls_writer_t *w, char *out, apr_size_t len)
+{
+    pthread_mutex_lock(&w->lock);
+    mtls_strlcpy(out, w->cur_path[0] ? w->cur_path : w->conf.path, len);
+    pthread_mutex_unlock(&w->lock);
 }
 
 mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w)
@@ -587,6 +597,10 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     }
     mtls_slot_settled(w->slot, (apr_uint64_t)n);   /* stored or counted */
     pthread_mutex_lock(&w->lock);
+    if (w->store && strcmp(w->cur_path, mtls_store_path(w->store)) != 0) {
+        mtls_strlcpy(w->cur_path, mtls_store_path(w->store),
+                     sizeof(w->cur_path));
+    }
     if (rc == SQLITE_OK) {
         w->written += n;
         if (gap) {

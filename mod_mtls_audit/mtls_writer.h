@@ -90,6 +90,10 @@ mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w);
 apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd, int format,
                                 const char *source, int *err);
 
+/* The file w writes now (the configured one, or the one a rotation went
+ * on in, as of its last write), into out. */
+void mtls_writer_path(mtls_writer_t *w, char *out, apr_size_t len);
+
 /* Write everything queued, stop the thread, close the database, free w. */
 void mtls_writer_stop(mtls_writer_t *w);
 
