@@ -1833,7 +1833,7 @@ static int make_next(mtls_store_t *st, const char *next_path,
 }
 
 /* After the seal: the old file's WAL into the file, then its SHA-256. */
-static int hash_sealed(sqlite3 *db, const char *path,
+static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
                        mtls_store_sealed_t *out)
 {
     unsigned char buf[65536], md[MTLS_HASH_LEN];
@@ -1843,7 +1843,7 @@ static int hash_sealed(sqlite3 *db, const char *path,
     size_t r;
     FILE *f;
 
-    for (tries = 0; tries < 50 && (busy || logsz != done); tries++) {
+    for (tries = 0; tries < max_tries && (busy || logsz != done); tries++) {
         sqlite3_stmt *q;
         if (tries) {
             usleep(100000);
@@ -2077,6 +2077,58 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
     return found;
 }
 
+/* The 'sealed' event of st's last seal, which has its SHA-256, into st;
+ * and the line in the log. */
+static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    const mtls_store_sealed_t *s = &st->last_seal;
+    mtls_item_t *ev;
+    int rc;
+
+    ev = rot_event("sealed", rot_now(st), sqlite3_mprintf(
+        "{\"file\": \"%w\", \"sha256\": \"%s\", \"bytes\": %lld, "
+        "\"seal\": %lld}", s->file, s->sha256, (long long)s->bytes,
+        (long long)s->seal));
+    rc = ev ? mtls_store_write(st, &ev, 1, err, errlen) : SQLITE_NOMEM;
+    mtls_item_free(ev);
+    if (rc == SQLITE_OK) {
+        mtls_log(MTLS_LOG_NOTICE, "sealed %s sha256=%s bytes=%lld seal=%lld "
+                 "next=%s", s->file, s->sha256, (long long)s->bytes,
+                 (long long)s->seal, s->next);
+    }
+    return rc;
+}
+
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    mtls_store_sealed_t *s = &st->last_seal;
+    sqlite3 *db = NULL;
+    int rc;
+
+    if (!s->seal || s->sha256[0]) {
+        return SQLITE_OK;
+    }
+    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READWRITE, NULL)
+        != SQLITE_OK || mtls_db_harden(db) != SQLITE_OK) {
+        seterr(err, errlen, "opening the sealed file", db);
+        sqlite3_close(db);
+        return SQLITE_CANTOPEN;
+    }
+    sqlite3_busy_timeout(db, 100);
+    rc = hash_sealed(db, s->file, 1, s);
+    sqlite3_close(db);
+    if (rc != 0) {
+        s->sha256[0] = '\0';
+        snprintf(err, errlen, "%s: its WAL is still held by readers",
+                 s->file);
+        return SQLITE_BUSY;
+    }
+    if ((rc = record_sealed(st, err, errlen)) != SQLITE_OK) {
+        s->sha256[0] = '\0';
+    }
+    return rc;
+}
+
 int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
                       apr_size_t errlen)
 {
@@ -2214,7 +2266,7 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     sealed.time_us = now;
     /* Nobody writes the old file now: each writer finds the seal inside
      * its own write transaction.  Its WAL into it, and its hash. */
-    if (hash_sealed(st->db, st->path, &sealed) != 0) {
+    if (hash_sealed(st->db, st->path, 20, &sealed) != 0) {
         sealed.sha256[0] = '\0';
     }
     if ((rc = switch_to(st, next_path, err, errlen)) != SQLITE_OK) {
@@ -2222,25 +2274,12 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     }
     st->last_seal = sealed;
     if (sealed.sha256[0]) {
-        ev = rot_event("sealed", now, sqlite3_mprintf(
-            "{\"file\": \"%w\", \"sha256\": \"%s\", \"bytes\": %lld, "
-            "\"seal\": %lld}", sealed.file, sealed.sha256,
-            (long long)sealed.bytes, (long long)sealed.seal));
-        rc = ev ? mtls_store_write(st, &ev, 1, err, errlen) : SQLITE_NOMEM;
-        mtls_item_free(ev);
-        if (rc == SQLITE_OK) {
-            mtls_log(MTLS_LOG_NOTICE, "sealed %s sha256=%s bytes=%lld "
-                     "seal=%lld next=%s", sealed.file, sealed.sha256,
-                     (long long)sealed.bytes, (long long)sealed.seal,
-                     sealed.next);
-        }
+        return record_sealed(st, err, errlen);
     }
-    else {
-        mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
-                 "checkpointed (readers hold it): its SHA-256 is not "
-                 "recorded", sealed.file);
-    }
-    return rc;
+    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
+             "checkpointed yet (readers hold it): its SHA-256 is recorded "
+             "when it can be", sealed.file);
+    return SQLITE_OK;
 fail:
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     for (t = 0; t < T_COUNT; t++) {

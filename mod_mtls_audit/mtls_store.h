@@ -180,6 +180,13 @@ typedef struct {
 } mtls_store_sealed_t;
 const mtls_store_sealed_t *mtls_store_last_seal(mtls_store_t *st);
 
+/* When st's last rotation could not take the sealed file's SHA-256 (a
+ * reader held its WAL for the 2 s the rotation waited), try once more,
+ * without waiting: on success the 'sealed' event goes into st.  Returns
+ * SQLITE_OK (recorded now, or nothing pending), SQLITE_BUSY (still
+ * held), or an error. */
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen);
+
 /* The time rotations record in their events (mtls-gen: the generated
  * time); 0, the default, for the clock. */
 void mtls_store_set_time(mtls_store_t *st, apr_int64_t time_us);

@@ -60,6 +60,7 @@ struct mtls_writer {
     apr_int64_t        rotate_logged_us;/* writer thread only: when a failed
                                            rotation was last logged */
     apr_int64_t        last_seal;       /* writer thread only */
+    apr_int64_t        seal_retry_us;   /* writer thread only */
     char               cur_path[2048];  /* the file written now (guarded
                                            by lock; it changes with a
                                            rotation) */
@@ -513,6 +514,17 @@ static void maybe_rotate(mtls_writer_t *w)
     const mtls_store_sealed_t *sl;
     char name[2048], err[512];
 
+    /* A seal whose hash could not be taken yet: once in 10 s. */
+    if (w->conf.rotate && w->store && (sl = mtls_store_last_seal(w->store))
+        && !sl->sha256[0] && now - w->seal_retry_us > 10000000) {
+        w->seal_retry_us = now;
+        if (mtls_store_seal_hash(w->store, err, sizeof(err)) != SQLITE_OK
+            && now - w->rotate_logged_us > 60000000) {
+            w->rotate_logged_us = now;
+            mtls_log(MTLS_LOG_WARNING, "the SHA-256 of a sealed file is not "
+                     "recorded yet: %s", err);
+        }
+    }
     if (!w->conf.rotate || !w->store
         || !mtls_store_rotate_due(w->store, w->conf.rotate,
                                   w->conf.rotate_size, now)) {

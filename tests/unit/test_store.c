@@ -475,6 +475,39 @@ static void test_rotation_seals_and_writers_follow(void)
     sqlite3_close(db);
 }
 
+/* A reader holding the old file's WAL: the seal commits, its hash waits,
+ * and is recorded by a later try once the reader is gone. */
+static void test_rotation_hash_waits_for_readers(void)
+{
+    char old[512], next[512], err[512];
+    mtls_store_t *a;
+    sqlite3 *reader, *db;
+    const mtls_store_sealed_t *sl;
+
+    snprintf(old, sizeof(old), "%s", unit_db("rotr-old"));
+    snprintf(next, sizeof(next), "%s", unit_db("rotr-next"));
+    a = populate(old, NULL);
+    sqlite3_open(old, &reader);
+    CU_ASSERT_EQUAL(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM "
+                                 "handshakes", NULL, NULL, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, next, err, sizeof(err)),
+                          SQLITE_OK);
+    sl = mtls_store_last_seal(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sl);
+    CU_ASSERT_STRING_EQUAL(sl->sha256, "");
+    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_BUSY);
+    sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(reader);
+    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(strlen(mtls_store_last_seal(a)->sha256), 64);
+    mtls_store_close(a);
+    sqlite3_open(next, &db);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT group_concat(kind) FROM (SELECT "
+                                "kind FROM events ORDER BY id)"),
+                           "rotate,sealed");
+    sqlite3_close(db);
+}
+
 /* Names: strftime, then a sequence number before the extension. */
 static void test_rotation_names(void)
 {
@@ -1214,6 +1247,8 @@ void add_store_tests(void)
     CU_add_test(s, "rotation seals the file, writers follow the seal",
                 test_rotation_seals_and_writers_follow);
     CU_add_test(s, "rotation: names and periods", test_rotation_names);
+    CU_add_test(s, "rotation: the hash of a file readers hold comes later",
+                test_rotation_hash_waits_for_readers);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
