@@ -33,6 +33,16 @@
  *            requests only)
  *        -R  -r with 16 rows a statement, as many as the store puts into
  *            one INSERT
+ *
+ *   mtls-gen [-b] [-s N] [-t] DB < SCRIPT  (rotation, as the module rotates)
+ *        -s N  seal the file after every N handshakes and go on in the next
+ *              (mtls_store_rotate: DB, then DB's name with .1, .2, ...
+ *              before its extension)
+ *        -t    DB is a strftime(3) pattern of the generated time (UTC),
+ *              e.g. year/audit-%Y-%m.db: a handshake whose name differs
+ *              from the current file's seals it and goes on in that name
+ *        Each rotation prints "sealed FILE -> NEXT" on stderr; the files
+ *        verify together (mtls-audit verify F1 F2 ...).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -81,6 +91,14 @@ static double w_wall, w_cpu;
 static long w_rows;
 static apr_int64_t raw_hs_id, raw_rq_id;
 static apr_int64_t bulk_ids[100000];    /* bulk's certificate j: its id */
+
+/* Rotation: -s N and -t. */
+static long split_n;                    /* handshakes a file, 0: no limit */
+static int by_time;                     /* DB is a strftime pattern */
+static const char *db_arg;              /* DB as given */
+static long file_hs;                    /* handshakes in the current file */
+static char cur_base[4096];             /* its name before a sequence no. */
+static int cur_seq;
 
 static double clock_s(clockid_t c)
 {
@@ -282,9 +300,91 @@ static void flush(void)
     nbatch = 0;
 }
 
+static apr_int64_t item_time(const mtls_item_t *it)
+{
+    return it->type == MTLS_ITEM_HANDSHAKE ? it->u.hs.time_us
+         : it->type == MTLS_ITEM_REQUEST ? it->u.rq.time_us
+         : it->u.ev.time_us;
+}
+
+static void open_store(const char *path)
+{
+    char err[256];
+
+    if (mtls_store_open(path, 0, 60000, &st, err, sizeof(err)) != SQLITE_OK) {
+        die(err);
+    }
+    if (!bench) {
+        sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
+                     NULL);
+    }
+}
+
+/* The name of the file for time t (-t), before a sequence number. */
+static void base_name(apr_int64_t t, char *out, size_t len)
+{
+    time_t tt = (time_t)(t / 1000000);
+    struct tm tm;
+
+    if (!by_time) {
+        snprintf(out, len, "%s", db_arg);
+    }
+    else if (!gmtime_r(&tt, &tm) || !strftime(out, len, db_arg, &tm)) {
+        die("-t: the pattern gives no name");
+    }
+}
+
+/* Before item it: open the first file, or seal the current one and go
+ * on in the next when it is a handshake past the limit (-s) or of
+ * another period (-t). */
+static void maybe_rotate(const mtls_item_t *it)
+{
+    char base[4096], next[4096], err[512];
+    apr_int64_t t = item_time(it);
+    int newbase;
+
+    if (!st) {
+        base_name(t, cur_base, sizeof(cur_base));
+        open_store(cur_base);
+        return;
+    }
+    if (it->type != MTLS_ITEM_HANDSHAKE || (!split_n && !by_time)) {
+        return;
+    }
+    base_name(t, base, sizeof(base));
+    newbase = strcmp(base, cur_base) != 0;
+    if (!newbase && !(split_n && file_hs >= split_n)) {
+        return;
+    }
+    flush();
+    if (newbase) {
+        snprintf(cur_base, sizeof(cur_base), "%s", base);
+        cur_seq = 0;
+    }
+    else {
+        cur_seq++;
+    }
+    if (mtls_store_seq_name(cur_base, cur_seq, next, sizeof(next)) != 0) {
+        die("name too long");
+    }
+    mtls_store_set_time(st, t);
+    if (mtls_store_rotate(st, next, err, sizeof(err)) != SQLITE_OK) {
+        die(err);
+    }
+    if (!bench) {
+        sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
+                     NULL);
+    }
+    fprintf(stderr, "mtls-gen: sealed %s -> %s\n",
+            mtls_store_last_seal(st)->file, next);
+    file_hs = 0;
+}
+
 /* x: a handshake's certificate (the raw path reads its serial), or NULL. */
 static void push(mtls_item_t *it, X509 *x)
 {
+    maybe_rotate(it);
+    file_hs += it->type == MTLS_ITEM_HANDSHAKE;
     batch_x[nbatch] = x;
     batch[nbatch++] = it;
     if (nbatch == BATCH) flush();
@@ -427,7 +527,7 @@ static int reuse_cert(int j, X509 **out)
     char serial[16];
     int ok = 0;
 
-    if (j >= (int)(sizeof(bulk_ids) / sizeof(bulk_ids[0]))) return 0;
+    if (j >= (int)(sizeof(bulk_ids) / sizeof(bulk_ids[0])) || !st) return 0;
     snprintf(serial, sizeof(serial), "%X", 10000 + j);
     if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT id, der FROM "
                            "certificates WHERE serial = ?1 AND subject_dn "
@@ -509,12 +609,19 @@ static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
 
 int main(int argc, char **argv)
 {
-    char line[16384], err[256];
+    char line[16384];
     long lineno = 0;
     int i;
 
     while (argc > 2 && argv[1][0] == '-') {
         if (!strcmp(argv[1], "-b")) bench = 1;
+        else if (!strcmp(argv[1], "-t")) by_time = 1;
+        else if (!strcmp(argv[1], "-s") && argc > 3) {
+            split_n = atol(argv[2]);
+            if (split_n < 1) die("-s: give a number of handshakes");
+            argv++;
+            argc--;
+        }
         else if (!strcmp(argv[1], "-r")) raw = 1;
         else if (!strcmp(argv[1], "-R")) raw = 1, raw_rows = RAW_ROWS_MAX;
         else break;
@@ -527,16 +634,17 @@ int main(int argc, char **argv)
         int help = argc == 2 && (!strcmp(argv[1], "-h")
                                  || !strcmp(argv[1], "--help"));
         fprintf(help ? stdout : stderr,
-                "usage: mtls-gen [-b [-r | -R]] DB < SCRIPT\n");
+                "usage: mtls-gen [-b [-r | -R]] [-s N] [-t] DB < SCRIPT\n");
         return help ? 0 : 2;
     }
-    if (mtls_store_open(argv[1], 0, 60000, &st, err, sizeof(err))
-        != SQLITE_OK) {
-        die(err);
+    if (raw && (split_n || by_time)) {
+        die("-r and -R write no chains: they do not rotate");
     }
-    if (!bench) {
-        sqlite3_exec(mtls_store_db(st), "PRAGMA synchronous=OFF", NULL, NULL,
-                     NULL);
+    db_arg = argv[1];
+    /* With -t the first file is named after the first record's time. */
+    if (!by_time) {
+        snprintf(cur_base, sizeof(cur_base), "%s", db_arg);
+        open_store(db_arg);
     }
     while (fgets(line, sizeof(line), stdin)) {
         char *w[12] = { 0 }, *p = line;

@@ -20,15 +20,18 @@
 #include "mtls_store.h"
 #include "mtls_cert.h"
 #include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
+#include "mtls_summary.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -124,6 +127,14 @@ struct mtls_store {
     sqlite3_stmt           *find_cert;
     sqlite3_stmt           *begin, *commit;   /* prepared once: parsing
                                                  them cost as much as a row */
+    sqlite3_stmt           *sealed;     /* the file its seal names, if any */
+    int                     busy_ms;    /* as given to mtls_store_open */
+    apr_int64_t             time_us;    /* the time rotations record; 0:
+                                           the clock (mtls_store_set_time) */
+    mtls_store_sealed_t     last_seal;  /* the last rotation's */
+    apr_int64_t             start_us;   /* its first event's time, 0 not
+                                           read (mtls_store_rotate_due) */
+    apr_int64_t             period_end_us;
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
 
@@ -815,6 +826,7 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
     }
     st->flags = flags;
     st->fd = -1;
+    st->busy_ms = busy_timeout_ms;
     if (flags & MTLS_STORE_READONLY) {
         oflags = SQLITE_OPEN_READONLY;
     }
@@ -940,6 +952,15 @@ int mtls_store_open(const char *path, int flags, int busy_timeout_ms,
                                     SQLITE_PREPARE_PERSISTENT, &st->commit,
                                     NULL);
         }
+        /* A sealed file (rotation, archive) has 'end' cuts; the events'
+         * names the file where writing goes on. */
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_prepare_v3(st->db, "SELECT coalesce(other, '') FROM "
+                                    "chain_cut WHERE side = 'end' ORDER BY "
+                                    "tbl = 'events' DESC LIMIT 1", -1,
+                                    SQLITE_PREPARE_PERSISTENT, &st->sealed,
+                                    NULL);
+        }
         if (rc != SQLITE_OK) {
             seterr(err, errlen, "preparing statements", st->db);
             goto fail;
@@ -981,6 +1002,7 @@ void mtls_store_close(mtls_store_t *st)
     sqlite3_finalize(st->find_cert);
     sqlite3_finalize(st->begin);
     sqlite3_finalize(st->commit);
+    sqlite3_finalize(st->sealed);
     sqlite3_close_v2(st->db);
     if (st->fd >= 0) {
         close(st->fd);
@@ -1413,11 +1435,61 @@ static void forget(mtls_store_t *st, mtls_item_t **items, int n)
     }
 }
 
-int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
-                     char *err, apr_size_t errlen)
+/* The file st's seal names (malloc'ed), or NULL when st is not sealed;
+ * inside the caller's transaction.  *rc gets the error, if any. */
+static char *sealed_next(mtls_store_t *st, int *rc)
+{
+    char *next = NULL;
+
+    *rc = sqlite3_step(st->sealed);
+    if (*rc == SQLITE_ROW) {
+        const char *o = (const char *)sqlite3_column_text(st->sealed, 0);
+        next = strdup(o ? o : "");
+        *rc = next ? SQLITE_OK : SQLITE_NOMEM;
+    }
+    else if (*rc == SQLITE_DONE) {
+        *rc = SQLITE_OK;
+    }
+    sqlite3_reset(st->sealed);
+    return next;
+}
+
+/* Make st the store of the file at path: open it as st was opened, then
+ * trade the insides (the old ones are closed).  The key and the time
+ * stay. */
+static int switch_to(mtls_store_t *st, const char *path, char *err,
+                     apr_size_t errlen)
+{
+    mtls_store_t *n, tmp;
+    int rc;
+
+    if (!*path) {
+        snprintf(err, errlen, "%s is sealed and names no next file",
+                 st->path);
+        return SQLITE_READONLY;
+    }
+    if ((rc = mtls_store_open(path, st->flags, st->busy_ms, &n, err, errlen))
+        != SQLITE_OK) {
+        return rc;
+    }
+    n->key = st->key;
+    n->time_us = st->time_us;
+    n->last_seal = st->last_seal;
+    tmp = *st;
+    *st = *n;
+    *n = tmp;
+    mtls_store_close(n);
+    return SQLITE_OK;
+}
+
+/* One try of mtls_store_write; *next gets the file to follow when st
+ * turned out to be sealed (nothing written then). */
+static int write_once(mtls_store_t *st, mtls_item_t **items, int n,
+                      char **next, char *err, apr_size_t errlen)
 {
     int i, rc;
 
+    *next = NULL;
     for (i = 0; i < T_COUNT; i++) {
         st->t[i].loaded = 0;
         st->t[i].pending = 0;
@@ -1426,6 +1498,16 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
     rc = step_done(st->begin);
     if (rc != SQLITE_OK) {
         seterr(err, errlen, "starting a write", st->db);
+        return rc;
+    }
+    /* Sealed (by another process's rotation, since we last wrote): the
+     * seal names where writing goes on.  Checked under the write lock, so
+     * no row goes in after the seal. */
+    if ((*next = sealed_next(st, &rc)) != NULL || rc != SQLITE_OK) {
+        if (rc != SQLITE_OK) {
+            seterr(err, errlen, "reading the seal", st->db);
+        }
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
     for (i = 0; i < n && rc == SQLITE_OK; i++) {
@@ -1464,6 +1546,744 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         for (i = 0; i < T_COUNT; i++) {
             st->t[i].w_first = st->t[i].w_last = 0;
         }
+    }
+    return rc;
+}
+
+/* Files sealed one after the other that a write follows at most (a
+ * writer idle over several rotations). */
+#define FOLLOW_MAX 64
+
+int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
+                     char *err, apr_size_t errlen)
+{
+    char *next = NULL;
+    int rc, hops;
+
+    for (hops = 0; ; hops++) {
+        rc = write_once(st, items, n, &next, err, errlen);
+        if (!next) {
+            return rc;
+        }
+        if (hops == FOLLOW_MAX) {
+            snprintf(err, errlen, "%s is sealed, and so are the %d files "
+                     "after it", st->path, FOLLOW_MAX);
+            free(next);
+            return SQLITE_READONLY;
+        }
+        mtls_log(MTLS_LOG_INFO, "%s is sealed: writing goes on in %s",
+                 st->path, next);
+        rc = switch_to(st, next, err, errlen);
+        free(next);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Rotation and sealing                                                 */
+/*
+ * The file left behind is sealed like an archive: in one write
+ * transaction of it (so every writer's rows are either before the seal
+ * or, found sealed, go to the next file), its summaries are filled, a
+ * last event 'seal' names the next file and each table's head, and each
+ * table gets a chain_cut 'end' row.  The next file is made complete
+ * under a temporary name first (schema, a copy of the certificates --
+ * same ids, same chain -- 'base' cuts that continue the chains and the
+ * ids, and its first event 'rotate') and linked to its name only if the
+ * name is free; the old file's transaction commits last.  A crash before
+ * that commit leaves the old file unsealed and live (and at worst an
+ * unused next file, which a later rotation does not take: its name is
+ * taken).  Then, once the old file's WAL is checkpointed, nothing writes
+ * it again: its SHA-256 goes into the new file as event 'sealed' and
+ * into the error log.
+ */
+
+void mtls_store_set_time(mtls_store_t *st, apr_int64_t time_us)
+{
+    st->time_us = time_us;
+}
+
+const char *mtls_store_path(mtls_store_t *st)
+{
+    return st->path;
+}
+
+const mtls_store_sealed_t *mtls_store_last_seal(mtls_store_t *st)
+{
+    return st->last_seal.seal ? &st->last_seal : NULL;
+}
+
+static apr_int64_t rot_now(mtls_store_t *st)
+{
+    return st->time_us ? st->time_us : mtls_now_us();
+}
+
+/* The integer the one-row query sql gives (0 for NULL or no row). */
+static int query_int(sqlite3 *db, const char *sql, apr_int64_t *out)
+{
+    sqlite3_stmt *q;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+
+    *out = 0;
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(q, 0);
+        rc = SQLITE_OK;
+    }
+    else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* The last row of t (id and hash; its base when it has no row left) and
+ * its AUTOINCREMENT high-water mark, in the caller's transaction. */
+static int table_head(table_t *t, apr_int64_t *id, unsigned char *hash,
+                      apr_int64_t *seq)
+{
+    int rc = sqlite3_step(t->tail);
+
+    *id = *seq = 0;
+    memset(hash, 0, MTLS_HASH_LEN);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(t->tail, 0);
+        if (sqlite3_column_bytes(t->tail, 1) == MTLS_HASH_LEN) {
+            memcpy(hash, sqlite3_column_blob(t->tail, 1), MTLS_HASH_LEN);
+        }
+        rc = SQLITE_OK;
+    }
+    else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(t->tail);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(t->seq);
+    if (rc == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(t->seq, 0);
+        rc = SQLITE_OK;
+    }
+    else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(t->seq);
+    if (*seq < *id) {
+        *seq = *id;
+    }
+    return rc;
+}
+
+static int cut_row(sqlite3 *db, const char *tbl, const char *side,
+                   apr_int64_t id, const unsigned char *hash,
+                   apr_int64_t time_us, const char *other)
+{
+    sqlite3_stmt *q;
+    int rc = sqlite3_prepare_v2(db, "INSERT INTO main.chain_cut(tbl, side, "
+                                "id, hash, time_us, other) VALUES(?1, ?2, "
+                                "?3, ?4, ?5, ?6)", -1, &q, NULL);
+
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, side, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, id);
+    sqlite3_bind_blob(q, 4, hash, MTLS_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 5, time_us);
+    sqlite3_bind_text(q, 6, other, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int set_seq(sqlite3 *db, const char *tbl, apr_int64_t seq)
+{
+    sqlite3_stmt *q;
+    int rc;
+
+    if (!seq) {
+        return SQLITE_OK;
+    }
+    rc = sqlite3_prepare_v2(db, "INSERT INTO sqlite_sequence(name, seq) "
+                            "SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM "
+                            "sqlite_sequence WHERE name = ?1)", -1, &q,
+                            NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, seq);
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static mtls_item_t *rot_event(const char *kind, apr_int64_t time_us,
+                              char *detail)
+{
+    mtls_item_t *ev = mtls_item_new(MTLS_ITEM_EVENT);
+
+    if (!ev) {
+        sqlite3_free(detail);
+        return NULL;
+    }
+    ev->u.ev.time_us = time_us;
+    mtls_strlcpy(ev->u.ev.kind, kind, sizeof(ev->u.ev.kind));
+    ev->u.ev.pid = (int)getpid();
+    ev->u.ev.detail = detail ? strdup(detail) : NULL;
+    sqlite3_free(detail);
+    return ev;
+}
+
+static void unlink_db(const char *path)
+{
+    char buf[4096];
+
+    unlink(path);
+    snprintf(buf, sizeof(buf), "%s-wal", path);
+    unlink(buf);
+    snprintf(buf, sizeof(buf), "%s-shm", path);
+    unlink(buf);
+    snprintf(buf, sizeof(buf), "%s-journal", path);
+    unlink(buf);
+}
+
+/* Make the next file, complete, at next_path: see above.  heads, hashes
+ * and seqs are the old file's tables' (mtls_anchor_tables' order), seal
+ * the id of its seal event. */
+static int make_next(mtls_store_t *st, const char *next_path,
+                     const apr_int64_t *heads,
+                     unsigned char (*hashes)[MTLS_HASH_LEN],
+                     const apr_int64_t *seqs, apr_int64_t seal,
+                     apr_int64_t now, char *err, apr_size_t errlen)
+{
+    char part[4096];
+    mtls_store_t *nst = NULL;
+    mtls_item_t *ev;
+    sqlite3 *db;
+    char *sql;
+    int rc, t;
+
+    if (access(next_path, F_OK) == 0) {
+        snprintf(err, errlen, "cannot rotate to %s: the name is taken",
+                 next_path);
+        return SQLITE_CANTOPEN;
+    }
+    snprintf(part, sizeof(part), "%s.part", next_path);
+    unlink_db(part);
+    if ((rc = mtls_store_open(part, st->flags, st->busy_ms, &nst, err,
+                              errlen)) != SQLITE_OK) {
+        return rc;
+    }
+    nst->key = st->key;
+    db = nst->db;
+    sql = sqlite3_mprintf("ATTACH %Q AS prev", st->path);
+    rc = sql ? sqlite3_exec(db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db, "BEGIN; INSERT INTO main.certificates "
+                          "SELECT * FROM prev.certificates", NULL, NULL,
+                          NULL);
+    }
+    /* A deferred BEGIN: an IMMEDIATE one would want the write lock of
+     * prev too, which our own seal holds.  Certificates are copied whole
+     * (as archive does): the new file reads on its own.  The other tables
+     * go on after the old file's heads. */
+    for (t = 1; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
+        if (heads[t]) {
+            rc = cut_row(db, mtls_anchor_tables[t], "base", heads[t],
+                         hashes[t], now, st->path);
+        }
+        if (rc == SQLITE_OK) {
+            rc = set_seq(db, mtls_anchor_tables[t], seqs[t]);
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "making the next file", db);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    sqlite3_exec(db, "DETACH prev", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        ev = rot_event("rotate", now, sqlite3_mprintf(
+            "{\"previous\": \"%w\", \"seal\": %lld}", st->path,
+            (long long)seal));
+        rc = ev ? mtls_store_write(nst, &ev, 1, err, errlen) : SQLITE_NOMEM;
+        mtls_item_free(ev);
+    }
+    /* The last connection to close checkpoints and removes the WAL: the
+     * file is whole under its temporary name. */
+    mtls_store_close(nst);
+    if (rc == SQLITE_OK && link(part, next_path) != 0) {
+        snprintf(err, errlen, "cannot rotate to %s: %s", next_path,
+                 strerror(errno));
+        rc = SQLITE_CANTOPEN;
+    }
+    unlink_db(part);
+    return rc;
+}
+
+/* After the seal: the old file's WAL into the file, then its SHA-256. */
+static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
+                       mtls_store_sealed_t *out)
+{
+    unsigned char buf[65536], md[MTLS_HASH_LEN];
+    EVP_MD_CTX *ctx;
+    unsigned int mdlen = 0;
+    int tries, busy = 1, logsz = -1, done = -1;
+    size_t r;
+    FILE *f;
+
+    for (tries = 0; tries < max_tries && (busy || logsz != done); tries++) {
+        sqlite3_stmt *q;
+        if (tries) {
+            usleep(100000);
+        }
+        if (sqlite3_prepare_v2(db, "PRAGMA main.wal_checkpoint(TRUNCATE)",
+                               -1, &q, NULL) != SQLITE_OK) {
+            return -1;
+        }
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            busy = sqlite3_column_int(q, 0);
+            logsz = sqlite3_column_int(q, 1);
+            done = sqlite3_column_int(q, 2);
+        }
+        sqlite3_finalize(q);
+    }
+    if (busy || logsz != done || !(f = fopen(path, "rb"))) {
+        return -1;
+    }
+    if (!(ctx = EVP_MD_CTX_new())
+        || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        fclose(f);
+        return -1;
+    }
+    out->bytes = 0;
+    while ((r = fread(buf, 1, sizeof(buf), f)) > 0) {
+        EVP_DigestUpdate(ctx, buf, r);
+        out->bytes += (apr_int64_t)r;
+    }
+    if (ferror(f) || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {
+        EVP_MD_CTX_free(ctx);
+        fclose(f);
+        return -1;
+    }
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    mtls_hex(md, MTLS_HASH_LEN, out->sha256);
+    return 0;
+}
+
+int mtls_store_seq_name(const char *name, int seq, char *out,
+                        apr_size_t len)
+{
+    const char *slash = strrchr(name, '/');
+    const char *dot = strrchr(slash ? slash + 1 : name, '.');
+    int n;
+
+    if (seq <= 0) {
+        n = snprintf(out, len, "%s", name);
+    }
+    else if (dot && dot != (slash ? slash + 1 : name)) {
+        n = snprintf(out, len, "%.*s.%d%s", (int)(dot - name), name, seq,
+                     dot);
+    }
+    else {
+        n = snprintf(out, len, "%s.%d", name, seq);
+    }
+    return n < 0 || (apr_size_t)n >= len ? -1 : 0;
+}
+
+int mtls_store_name(const char *pattern, apr_int64_t time_us, char *out,
+                    apr_size_t len)
+{
+    char base[4096];
+    time_t tt = (time_t)(time_us / 1000000);
+    struct tm tm;
+    int seq;
+
+    if (!gmtime_r(&tt, &tm) || !strftime(base, sizeof(base), pattern, &tm)) {
+        return -1;
+    }
+    /* The first free one of audit.db, audit.1.db, audit.2.db, ... */
+    for (seq = 0; seq < 100000; seq++) {
+        if (mtls_store_seq_name(base, seq, out, len) != 0) {
+            return -1;
+        }
+        if (access(out, F_OK) != 0) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The period length the tests set (MTLS_AUDIT_TEST_ROTATE_SECONDS), or
+ * 0: read once per process. */
+static apr_int64_t test_period_s(void)
+{
+    static apr_int64_t v = -1;
+
+    if (v < 0) {
+        const char *e = getenv("MTLS_AUDIT_TEST_ROTATE_SECONDS");
+        v = e && atoll(e) > 0 ? atoll(e) : 0;
+    }
+    return v;
+}
+
+apr_int64_t mtls_rotate_period_end(int mode, apr_int64_t t_us)
+{
+    time_t t = (time_t)(t_us / 1000000);
+    apr_int64_t p = test_period_s();
+    struct tm tm;
+
+    if (p) {
+        return ((apr_int64_t)t / p + 1) * p * 1000000;
+    }
+    if (!gmtime_r(&t, &tm)) {
+        return 0;
+    }
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    switch (mode) {
+    case MTLS_ROTATE_DAILY:   tm.tm_mday += 1; break;
+    case MTLS_ROTATE_WEEKLY:  tm.tm_mday += 7 - (tm.tm_wday + 6) % 7; break;
+    case MTLS_ROTATE_MONTHLY: tm.tm_mday = 1; tm.tm_mon += 1; break;
+    default:                  return 0;
+    }
+    return (apr_int64_t)timegm(&tm) * 1000000;
+}
+
+int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
+                          apr_int64_t now_us)
+{
+    if (mode == MTLS_ROTATE_SIZE) {
+        apr_int64_t pages = 0, psize = 0, any = 0;
+        if (query_int(st->db, "PRAGMA page_count", &pages) != SQLITE_OK
+            || query_int(st->db, "PRAGMA page_size", &psize) != SQLITE_OK) {
+            return 0;
+        }
+        /* A new file begins with every certificate: one that holds no
+         * handshake yet is not rotated again, whatever its size. */
+        return pages * psize >= size
+               && query_int(st->db, "SELECT EXISTS (SELECT 1 FROM "
+                            "handshakes)", &any) == SQLITE_OK && any;
+    }
+    if (mode < MTLS_ROTATE_DAILY || mode > MTLS_ROTATE_MONTHLY) {
+        return 0;
+    }
+    /* The file's period is that of its first event (its 'start', or the
+     * 'rotate' that began it), read once per file. */
+    if (!st->start_us) {
+        apr_int64_t v = 0;
+        query_int(st->db, "SELECT time_us FROM events ORDER BY id LIMIT 1",
+                  &v);
+        st->start_us = v ? v : now_us;
+        st->period_end_us = mtls_rotate_period_end(mode, st->start_us);
+    }
+    return st->period_end_us && now_us >= st->period_end_us;
+}
+
+/* A strftime pattern as a glob(3) pattern: each conversion a '*', glob's
+ * own characters escaped. */
+static void pattern_glob(const char *pat, char *out, apr_size_t len)
+{
+    apr_size_t o = 0;
+
+    for (; *pat && o + 3 < len; pat++) {
+        if (*pat == '%' && pat[1] == '%') {
+            out[o++] = '%';
+            pat++;
+        }
+        else if (*pat == '%' && pat[1]) {
+            /* flags and modifiers (%-d, %Ey, %Od) then the conversion */
+            while (pat[1] && strchr("_-0^#EO", pat[1])) pat++;
+            if (pat[1]) pat++;
+            if (!o || out[o - 1] != '*') out[o++] = '*';
+        }
+        else {
+            if (strchr("*?[\\", *pat)) out[o++] = '\\';
+            out[o++] = *pat;
+        }
+    }
+    out[o] = '\0';
+}
+
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
+{
+    char g1[4096], g2[4200];
+    const char *slash, *dot;
+    apr_int64_t best = -1;
+    glob_t gl;
+    size_t i;
+    int found = 0;
+
+    pattern_glob(pattern, g1, sizeof(g1));
+    /* and with a sequence number before the extension */
+    slash = strrchr(g1, '/');
+    dot = strrchr(slash ? slash + 1 : g1, '.');
+    if (dot && dot != (slash ? slash + 1 : g1)) {
+        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
+    }
+    else {
+        snprintf(g2, sizeof(g2), "%s.*", g1);
+    }
+    memset(&gl, 0, sizeof(gl));
+    {
+        int r1 = glob(g1, 0, NULL, &gl);
+        int r2 = glob(g2, r1 == 0 ? GLOB_APPEND : 0, NULL, &gl);
+        if (r1 != 0 && r2 != 0) {
+            globfree(&gl);
+            return 0;
+        }
+    }
+    for (i = 0; i < gl.gl_pathc; i++) {
+        const char *p = gl.gl_pathv[i];
+        size_t n = strlen(p);
+        sqlite3 *db = NULL;
+        apr_int64_t sealed = 1, last = 0;
+
+        if ((n > 5 && !strcmp(p + n - 5, ".part"))
+            || (n > 4 && (!strcmp(p + n - 4, "-wal")
+                          || !strcmp(p + n - 4, "-shm")))
+            || (n > 8 && !strcmp(p + n - 8, "-journal"))) {
+            continue;
+        }
+        if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK
+            && mtls_db_harden(db) == SQLITE_OK) {
+            sqlite3_busy_timeout(db, 5000);
+            if (query_int(db, "SELECT EXISTS (SELECT 1 FROM chain_cut WHERE "
+                          "side = 'end')", &sealed) != SQLITE_OK) {
+                sealed = 0;     /* older than schema 2: never sealed */
+            }
+            query_int(db, "SELECT max(id) FROM events", &last);
+        }
+        sqlite3_close(db);
+        /* The newest: events' ids go on from file to file. */
+        if (!sealed && last > best) {
+            best = last;
+            found = snprintf(out, len, "%s", p) < (int)len;
+        }
+    }
+    globfree(&gl);
+    return found;
+}
+
+/* The 'sealed' event of st's last seal, which has its SHA-256, into st;
+ * and the line in the log. */
+static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    const mtls_store_sealed_t *s = &st->last_seal;
+    mtls_item_t *ev;
+    int rc;
+
+    ev = rot_event("sealed", rot_now(st), sqlite3_mprintf(
+        "{\"file\": \"%w\", \"sha256\": \"%s\", \"bytes\": %lld, "
+        "\"seal\": %lld}", s->file, s->sha256, (long long)s->bytes,
+        (long long)s->seal));
+    rc = ev ? mtls_store_write(st, &ev, 1, err, errlen) : SQLITE_NOMEM;
+    mtls_item_free(ev);
+    if (rc == SQLITE_OK) {
+        mtls_log(MTLS_LOG_NOTICE, "sealed %s sha256=%s bytes=%lld seal=%lld "
+                 "next=%s", s->file, s->sha256, (long long)s->bytes,
+                 (long long)s->seal, s->next);
+    }
+    return rc;
+}
+
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    mtls_store_sealed_t *s = &st->last_seal;
+    sqlite3 *db = NULL;
+    int rc;
+
+    if (!s->seal || s->sha256[0]) {
+        return SQLITE_OK;
+    }
+    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READWRITE, NULL)
+        != SQLITE_OK || mtls_db_harden(db) != SQLITE_OK) {
+        seterr(err, errlen, "opening the sealed file", db);
+        sqlite3_close(db);
+        return SQLITE_CANTOPEN;
+    }
+    sqlite3_busy_timeout(db, 100);
+    rc = hash_sealed(db, s->file, 1, s);
+    sqlite3_close(db);
+    if (rc != 0) {
+        s->sha256[0] = '\0';
+        snprintf(err, errlen, "%s: its WAL is still held by readers",
+                 s->file);
+        return SQLITE_BUSY;
+    }
+    if ((rc = record_sealed(st, err, errlen)) != SQLITE_OK) {
+        s->sha256[0] = '\0';
+    }
+    return rc;
+}
+
+int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
+                      apr_size_t errlen)
+{
+    static const int tmap[MTLS_ANCHOR_TABLES] = { T_CERT, T_HS, T_RQ, T_EV };
+    apr_int64_t heads[MTLS_ANCHOR_TABLES], seqs[MTLS_ANCHOR_TABLES];
+    unsigned char hashes[MTLS_ANCHOR_TABLES][MTLS_HASH_LEN];
+    apr_int64_t first_us = 0, last_us = 0, seal, now, v;
+    mtls_store_sealed_t sealed;
+    sqlite3_str *d;
+    mtls_item_t *ev;
+    char *next, *detail, hex[2 * MTLS_HASH_LEN + 1];
+    int rc, t;
+
+    if (st->flags & MTLS_STORE_READONLY) {
+        snprintf(err, errlen, "%s is open read-only", st->path);
+        return SQLITE_READONLY;
+    }
+    for (t = 0; t < T_COUNT; t++) {
+        st->t[t].loaded = 0;
+        st->t[t].pending = 0;
+        st->t[t].w_first = st->t[t].w_last = 0;
+    }
+    if ((rc = step_done(st->begin)) != SQLITE_OK) {
+        seterr(err, errlen, "starting the rotation", st->db);
+        return rc;
+    }
+    if ((next = sealed_next(st, &rc)) != NULL || rc != SQLITE_OK) {
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            seterr(err, errlen, "reading the seal", st->db);
+            return rc;
+        }
+        /* Another writer sealed it first: go where its seal says (and
+         * on, as a write does, past files sealed since). */
+        free(next);
+        return mtls_store_write(st, NULL, 0, err, errlen);
+    }
+    now = rot_now(st);
+    /* Under the write lock: the heads, the time range, the summaries. */
+    for (t = 0; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
+        rc = table_head(&st->t[tmap[t]], &heads[t], hashes[t], &seqs[t]);
+    }
+    if (rc == SQLITE_OK) {
+        static const char *const range[] = {
+            "SELECT min(time_us) FROM handshakes",
+            "SELECT max(time_us) FROM handshakes",
+            "SELECT time_us FROM requests ORDER BY id LIMIT 1",
+            "SELECT time_us FROM requests ORDER BY id DESC LIMIT 1",
+            "SELECT min(time_us) FROM events",
+            "SELECT max(time_us) FROM events"
+        };
+        int k;
+        for (k = 0; rc == SQLITE_OK && k < 6; k++) {
+            rc = query_int(st->db, range[k], &v);
+            if (v && k % 2 == 0 && (!first_us || v < first_us)) {
+                first_us = v;
+            }
+            if (v && k % 2 == 1 && v > last_us) {
+                last_us = v;
+            }
+        }
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "reading the file to seal", st->db);
+        goto fail;
+    }
+    if (mtls_summary_fill(st->db, err, errlen) != 0) {
+        rc = SQLITE_ERROR;
+        goto fail;
+    }
+    /* The seal: the last event. */
+    d = sqlite3_str_new(st->db);
+    sqlite3_str_appendf(d, "{\"next\": \"%w\", \"first_us\": %lld, "
+                        "\"last_us\": %lld, \"tables\": {", next_path,
+                        (long long)first_us, (long long)last_us);
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        apr_int64_t base = 0;
+        unsigned char bh[MTLS_HASH_LEN];
+        mtls_chain_cut(st->db, "main", mtls_anchor_tables[t], "base", &base,
+                       bh, NULL);
+        mtls_hex(hashes[t], MTLS_HASH_LEN, hex);
+        sqlite3_str_appendf(d, "%s\"%s\": {\"rows\": %lld, \"head\": %lld, "
+                            "\"hash\": \"%s\"}", t ? ", " : "",
+                            mtls_anchor_tables[t],
+                            (long long)(heads[t] - base), (long long)heads[t],
+                            heads[t] ? hex : "");
+    }
+    sqlite3_str_appendall(d, "}}");
+    detail = sqlite3_str_finish(d);
+    if (!(ev = rot_event("seal", now, detail))) {
+        rc = SQLITE_NOMEM;
+        seterr(err, errlen, "sealing", NULL);
+        goto fail;
+    }
+    rc = write_event(st, ev);
+    mtls_item_free(ev);
+    seal = st->t[T_EV].w_last;
+    heads[3] = seal;
+    seqs[3] = seqs[3] > seal ? seqs[3] : seal;
+    memcpy(hashes[3], st->t[T_EV].prev, MTLS_HASH_LEN);
+    for (t = 0; rc == SQLITE_OK && t < MTLS_ANCHOR_TABLES; t++) {
+        if (heads[t]) {
+            rc = cut_row(st->db, mtls_anchor_tables[t], "end", heads[t],
+                         hashes[t], now, next_path);
+        }
+    }
+    if (rc != SQLITE_OK) {
+        seterr(err, errlen, "sealing", st->db);
+        goto fail;
+    }
+    /* The next file, whole, before the seal commits. */
+    if ((rc = make_next(st, next_path, heads, hashes, seqs, seal, now, err,
+                        errlen)) != SQLITE_OK) {
+        goto fail;
+    }
+    if ((rc = step_done(st->commit)) != SQLITE_OK) {
+        seterr(err, errlen, "committing the seal", st->db);
+        unlink_db(next_path);
+        goto fail;
+    }
+    /* The sealed file's last heads (the seal's among them), to the log:
+     * the anchor of its end. */
+    {
+        mtls_anchor_t a;
+        char line[1024];
+        if (mtls_anchor_read(st->db, &a) == SQLITE_OK) {
+            mtls_anchor_format(st->path, &a, line, sizeof(line));
+            mtls_log(MTLS_LOG_NOTICE, "%s (seal)", line);
+        }
+    }
+    memset(&sealed, 0, sizeof(sealed));
+    mtls_strlcpy(sealed.file, st->path, sizeof(sealed.file));
+    mtls_strlcpy(sealed.next, next_path, sizeof(sealed.next));
+    sealed.seal = seal;
+    sealed.time_us = now;
+    /* Nobody writes the old file now: each writer finds the seal inside
+     * its own write transaction.  Its WAL into it, and its hash. */
+    if (hash_sealed(st->db, st->path, 20, &sealed) != 0) {
+        sealed.sha256[0] = '\0';
+    }
+    if ((rc = switch_to(st, next_path, err, errlen)) != SQLITE_OK) {
+        return rc;
+    }
+    st->last_seal = sealed;
+    if (sealed.sha256[0]) {
+        return record_sealed(st, err, errlen);
+    }
+    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
+             "checkpointed yet (readers hold it): its SHA-256 is recorded "
+             "when it can be", sealed.file);
+    return SQLITE_OK;
+fail:
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    for (t = 0; t < T_COUNT; t++) {
+        st->t[t].w_first = st->t[t].w_last = 0;
     }
     return rc;
 }

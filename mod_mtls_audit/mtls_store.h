@@ -118,6 +118,83 @@ int mtls_store_cert_stats(const char *path, apr_int64_t since_us,
                           apr_int64_t *soonest, char *err,
                           apr_size_t errlen);
 
+/* Rotation (see mtls_store.c): seal the file st writes and go on in a new
+ * file at next_path.  In one write transaction of the old file: when it
+ * is sealed already (another process rotated first), switch to the file
+ * its seal names, and on past files sealed since; else make next_path
+ * (schema, the certificates copied, chain_cut 'base' rows continuing
+ * the chains and the ids, first event 'rotate'), fill the old file's
+ * summaries, write its last event 'seal' (detail JSON: next, first_us,
+ * last_us, tables: rows, head, hash) and its chain_cut 'end' rows, and
+ * commit; switch st to next_path.  Then, with the old file's WAL
+ * checkpointed, its SHA-256 goes into the new file as event 'sealed'
+ * (and to the log, "sealed <path> sha256=.. bytes=.. seal=.. next=..").
+ * next_path must not exist.  Returns SQLITE_OK, or an error with err
+ * set, st still on the old file, unsealed. */
+int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
+                      apr_size_t errlen);
+
+/* Names for rotated files.  mtls_store_seq_name: name with sequence
+ * number seq before its extension (audit-2026-12.db, 2: audit-2026-12.2.db;
+ * 0: name itself).  mtls_store_name: pattern expanded by strftime(3) at
+ * time_us (UTC), then the first of name, name.1, name.2, ... that does
+ * not exist.  Return 0, or -1 when out is too small or the pattern gives
+ * nothing. */
+int mtls_store_seq_name(const char *name, int seq, char *out,
+                        apr_size_t len);
+int mtls_store_name(const char *pattern, apr_int64_t time_us, char *out,
+                    apr_size_t len);
+
+/* MTLSAuditRotate */
+#define MTLS_ROTATE_OFF      0
+#define MTLS_ROTATE_DAILY    1
+#define MTLS_ROTATE_WEEKLY   2      /* weeks start on Monday */
+#define MTLS_ROTATE_MONTHLY  3
+#define MTLS_ROTATE_SIZE     4
+
+/* The end of the period (UTC) that holds t_us, for a DAILY, WEEKLY or
+ * MONTHLY mode; 0 for another.  For tests only: with the environment
+ * variable MTLS_AUDIT_TEST_ROTATE_SECONDS=N every period is N seconds. */
+apr_int64_t mtls_rotate_period_end(int mode, apr_int64_t t_us);
+
+/* Is the file st writes due for rotation at now_us?  SIZE: it holds at
+ * least size bytes; a time mode: now is past the end of the period of its
+ * first event. */
+int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
+                          apr_int64_t now_us);
+
+/* The live file among those pattern names (strftime conversions as any
+ * text, with or without a sequence number): the unsealed one with the
+ * newest events.  Returns 1 with its path in out, 0 when there is none. */
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len);
+
+/* What the last mtls_store_rotate of st sealed; NULL when none. */
+typedef struct {
+    char        file[1024];     /* the sealed file */
+    char        next[1024];     /* the file it continues into */
+    char        sha256[65];     /* hex; "" when its WAL could not be
+                                   checkpointed (then not recorded) */
+    apr_int64_t bytes;          /* its size */
+    apr_int64_t seal;           /* the id of its 'seal' event */
+    apr_int64_t time_us;        /* when */
+} mtls_store_sealed_t;
+const mtls_store_sealed_t *mtls_store_last_seal(mtls_store_t *st);
+
+/* When st's last rotation could not take the sealed file's SHA-256 (a
+ * reader held its WAL for the 2 s the rotation waited), try once more,
+ * without waiting: on success the 'sealed' event goes into st.  Returns
+ * SQLITE_OK (recorded now, or nothing pending), SQLITE_BUSY (still
+ * held), or an error. */
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen);
+
+/* The time rotations record in their events (mtls-gen: the generated
+ * time); 0, the default, for the clock. */
+void mtls_store_set_time(mtls_store_t *st, apr_int64_t time_us);
+
+/* The file st writes now (it changes with a rotation, or when a write
+ * finds its file sealed and follows the seal). */
+const char *mtls_store_path(mtls_store_t *st);
+
 sqlite3 *mtls_store_db(mtls_store_t *st);
 void     mtls_store_close(mtls_store_t *st);
 

@@ -32,6 +32,7 @@ import test_pipeline    # noqa: E402
 import test_dummy       # noqa: E402
 import test_policy      # noqa: E402
 import test_policy_report  # noqa: E402
+import test_rotate      # noqa: E402
 
 
 class Context:
@@ -79,7 +80,8 @@ def main():
                          + test_pipeline.test.tests
                          + test_dummy.test.tests
                          + test_policy.test.tests
-                         + test_policy_report.test.tests)
+                         + test_policy_report.test.tests
+                         + test_rotate.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,
