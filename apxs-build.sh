@@ -27,7 +27,7 @@ SAN=""
 if [ "${SANITIZE:-0}" = 1 ]; then
     SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 fi
-CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c mtls_summary.c"
+CORE="mtls_core.c mtls_cert.c mtls_chain.c mtls_store.c mtls_writer.c mtls_slots.c mtls_json.c mtls_summary.c mtls_policy.c"
 PKGS="apache2 apache2-dev apache2-utils libssl-dev libsqlite3-dev libcunit1-dev sqlite3 curl openssl python3 make gcc"
 TEST_PKGS="chromium clang libclang-rt-14-dev python3-jsonschema dpkg-dev fakeroot lintian strace prometheus rsyslog rsyslog-relp"  # HTML report rendering; fuzzing; JSON Schema; the .deb and its lintian check; counting verify's reads; promtool (checks the metrics); the mirror shipped over RELP
 
@@ -86,7 +86,7 @@ build() {
     # The module: apxs compiles in the directory it is given, so work on a
     # copy in build/mod and keep the source tree clean.
     for f in mod_mtls_audit.c $CORE mtls_core.h mtls_cert.h mtls_chain.h \
-             mtls_store.h mtls_writer.h mtls_slots.h mtls_json.h mtls_summary.h; do
+             mtls_store.h mtls_writer.h mtls_slots.h mtls_json.h mtls_summary.h mtls_policy.h; do
         cp -p "$TOP/mod_mtls_audit/$f" "$B/mod/$f"
     done
     cp -p "$B/mtls_schema_sql.h" "$B/mod/"

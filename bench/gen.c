@@ -16,6 +16,9 @@
  *        MODE: require (default) optional optional_no_ca none
  *   req PATH STATUS             a request on the last handshake
  *   event KIND TIME [LOST]      start, stop, gap (LOST records), ...
+ *   policy TIME JSON            a policy event (the rest of the line its
+ *                               detail), as the module writes at a start
+ *                               or reload
  *   bulk N START END CERTS      N random handshakes (80% accepted, each
  *                               with one request) between START and END
  *                               over CERTS certificates, in time order
@@ -606,7 +609,7 @@ static void bulk(long n, apr_int64_t start, apr_int64_t end, int k)
 
 int main(int argc, char **argv)
 {
-    char line[4096];
+    char line[16384];
     long lineno = 0;
     int i;
 
@@ -654,6 +657,7 @@ int main(int argc, char **argv)
         while (*p && n < 12) {
             w[n++] = p;
             if (n == 7 && !strcmp(w[0], "cert")) break;
+            if (n == 3 && !strcmp(w[0], "policy")) break;
             p += strcspn(p, " ");
             if (*p) *p++ = '\0';
         }
@@ -693,6 +697,14 @@ int main(int argc, char **argv)
                 it->u.ev.gap_end_us = it->u.ev.time_us;
                 it->u.ev.detail = strdup("synthetic gap");
             }
+            push(it, NULL);
+        }
+        else if (!strcmp(w[0], "policy") && n >= 3) {
+            mtls_item_t *it = mtls_item_new(MTLS_ITEM_EVENT);
+            it->u.ev.time_us = when(w[1]);
+            mtls_strlcpy(it->u.ev.kind, "policy", sizeof(it->u.ev.kind));
+            it->u.ev.pid = 1;
+            it->u.ev.detail = strdup(w[2]);
             push(it, NULL);
         }
         else if (!strcmp(w[0], "bulk") && n >= 5) {

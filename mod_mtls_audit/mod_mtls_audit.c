@@ -103,6 +103,7 @@
 #include "mtls_json.h"
 #include "mtls_writer.h"
 #include "mtls_slots.h"
+#include "mtls_policy.h"
 
 #include "apr_shm.h"
 
@@ -150,12 +151,18 @@ typedef struct {
     int         audit;            /* engine On and tls: its handshakes are
                                      recorded (decided in post_config) */
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
+    int         rotate;           /* MTLSAuditRotate: MTLS_ROTATE_*, -1
+                                     unset (off) */
+    apr_int64_t rotate_size;      /* its SIZE in bytes */
+    const char *rotate_at;        /* "file:line" of MTLSAuditRotate */
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
     int         mirror_format;    /* MTLSAuditMirrorFormat: MTLS_JSON_*,
                                      -1 unset (native) */
     int         vhost_ix;         /* its row in the shared metrics' vhost
                                      table (post_config) */
+    SSL_CTX    *ssl_ctx;          /* the SSL_CTX mod_ssl built for it
+                                     (ssl_init_server): its policy */
 } srv_conf_t;
 
 /* SSLOCSPEnable, as mod_ssl reads it (srv_conf_t.ocsp_cfg). */
@@ -170,7 +177,10 @@ static struct {
     int               ssl_idx;      /* SSL ex_data: our conn state */
     int               ctx_idx;      /* SSL_CTX ex_data: its server_rec */
     server_rec       *main_server;
-    const char       *db_path;      /* absolute */
+    const char       *db_path;      /* absolute: the live file */
+    const char       *db_pattern;   /* MTLSAuditDatabase, absolute, as a
+                                       strftime pattern (MTLSAuditRotate);
+                                       NULL without rotation */
     mtls_chain_key_t  key;
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
     int               mirror_fd;    /* MTLSAuditMirror, opened by the
@@ -183,8 +193,8 @@ static struct {
                                        call: not one per handshake) */
     int               ssl_module;   /* mod_ssl's module_index, -1 */
     mtls_metrics_t   *metrics;      /* this child's, in shared memory */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0, 0, -1,
-        NULL };
+} g = { 0, -1, -1, NULL, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0,
+        0, -1, NULL };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -254,6 +264,7 @@ static void *create_srv(apr_pool_t *p, server_rec *s)
     sc->anchor_s = -1;
     sc->verify_cfg = -1;
     sc->mirror_format = -1;
+    sc->rotate = -1;
     return sc;
 }
 
@@ -280,6 +291,10 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(mirror);
     MERGE_PTR(mirror_at);
     MERGE_INT(mirror_format);
+    MERGE_INT(rotate);
+    sc->rotate_size = add->rotate != -1 ? add->rotate_size
+                                        : base->rotate_size;
+    MERGE_PTR(rotate_at);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
     sc->tls = 0;
@@ -441,6 +456,57 @@ static const char *set_anchor(cmd_parms *cmd, void *dc, const char *arg)
                         &srv_conf(cmd->server)->anchor_s);
 }
 
+/* MTLSAuditRotate daily|weekly|monthly|SIZE|off, as rotatelogs takes
+ * them: SIZE in bytes with K, M or G (1024s), at least 64K. */
+static const char *set_rotate(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    srv_conf_t *sc = srv_conf(cmd->server);
+    apr_int64_t v, unit = 1;
+    char *end;
+    (void)dc;
+
+    if (err) {
+        return err;
+    }
+    sc->rotate_at = where(cmd);
+    sc->rotate_size = 0;
+    if (!strcasecmp(arg, "off")) {
+        sc->rotate = MTLS_ROTATE_OFF;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "daily")) {
+        sc->rotate = MTLS_ROTATE_DAILY;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "weekly")) {
+        sc->rotate = MTLS_ROTATE_WEEKLY;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "monthly")) {
+        sc->rotate = MTLS_ROTATE_MONTHLY;
+        return NULL;
+    }
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (*end && !end[1]) {
+        switch (*end) {
+        case 'k': case 'K': unit = 1024; end++; break;
+        case 'm': case 'M': unit = 1024 * 1024; end++; break;
+        case 'g': case 'G': unit = 1024 * 1024 * 1024; end++; break;
+        }
+    }
+    if (errno || *end || end == arg || v < 1 || v > (APR_INT64_MAX >> 31)
+        || v * unit < 65536) {
+        return apr_psprintf(cmd->pool, "MTLSAuditRotate: '%s' is not daily, "
+                            "weekly, monthly, off or a size of at least 64K "
+                            "(500M, 2G; K, M and G are 1024s)", arg);
+    }
+    sc->rotate = MTLS_ROTATE_SIZE;
+    sc->rotate_size = v * unit;
+    return NULL;
+}
+
 #define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)
 
 static const command_rec cmds[] = {
@@ -479,6 +545,10 @@ static const command_rec cmds[] = {
                   RSRC_CONF, "the mirror's lines: native (the views' "
                   "columns), ecs (Elastic Common Schema) or ocsf (OCSF) "
                   "(default native)"),
+    AP_INIT_TAKE1("MTLSAuditRotate", set_rotate, NULL, RSRC_CONF,
+                  "seal the database and go on in a new file: daily, weekly, "
+                  "monthly (UTC) or at a SIZE (500M, 2G); MTLSAuditDatabase "
+                  "may then be a strftime pattern (default off)"),
     AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
                   "file with the secret key of the HMAC hash chain "
                   "(default none: plain SHA-256)"),
@@ -654,6 +724,152 @@ static int tree_may_have_tls(server_rec *s)
     }
     return find_directive(s, "SSLCertificateFile")
            && !strcasecmp(server_protocol(s), "https");
+}
+
+/* ------------------------------------------------------------------ */
+/* Policy (mtls_policy.h): what only the configuration tree tells       */
+
+/* The arguments of a section ("<Location /admin>": "/admin"). */
+static const char *section_args(apr_pool_t *p, const ap_directive_t *d)
+{
+    const char *a = d->args ? d->args : "";
+    apr_size_t n = strlen(a);
+
+    while (n && (a[n - 1] == '>' || apr_isspace(a[n - 1]))) {
+        n--;
+    }
+    return apr_pstrndup(p, a, n);
+}
+
+/* Each SSLVerifyClient nested in a section (<Location>, <Directory>,
+ * <Files>, <If>, ...) among first and its siblings, below them too, as
+ * JSON objects into o; <VirtualHost> sections are skipped (their own
+ * server's).  where/section: the innermost enclosing section. */
+static void tree_locations(apr_pool_t *p, ap_directive_t *first,
+                           const char *where, const char *section,
+                           sqlite3_str *o, int *n)
+{
+    ap_directive_t *d;
+
+    for (d = first; d; d = d->next) {
+        if (d->directive[0] == '<') {
+            if (strcasecmp(d->directive, "<VirtualHost") && d->first_child) {
+                tree_locations(p, d->first_child, section_args(p, d),
+                               d->directive + 1, o, n);
+            }
+        }
+        else if (where && !strcasecmp(d->directive, "SSLVerifyClient")) {
+            sqlite3_str_appendall(o, (*n)++ ? ",{\"where\":" : "{\"where\":");
+            mtls_json_str(o, where, -1);
+            sqlite3_str_appendall(o, ",\"section\":");
+            mtls_json_str(o, section, -1);
+            sqlite3_str_appendall(o, ",\"mode\":");
+            mtls_json_str(o, mtls_verify_mode_name(parse_verify(
+                              d->args ? d->args : "")), -1);
+            sqlite3_str_appendall(o, ",\"config\":");
+            mtls_json_str(o, apr_psprintf(p, "%s:%d", d->filename
+                                          ? d->filename : "", d->line_num),
+                          -1);
+            sqlite3_str_appendchar(o, 1, '}');
+        }
+    }
+}
+
+/* s's addresses as a JSON array: "ip:port", '*' for any. */
+static const char *policy_addresses(apr_pool_t *p, server_rec *s)
+{
+    sqlite3_str *o = sqlite3_str_new(NULL);
+    server_addr_rec *a;
+    const char *out;
+    int n = 0;
+
+    sqlite3_str_appendchar(o, 1, '[');
+    for (a = s->addrs; a; a = a->next) {
+        char *ip = NULL;
+        const char *host = "*";
+        if (a->host_addr && apr_sockaddr_ip_get(&ip, a->host_addr)
+            == APR_SUCCESS && ip && strcmp(ip, "0.0.0.0") && strcmp(ip, "::")) {
+            host = a->host_addr->family == APR_INET6
+                   ? apr_psprintf(p, "[%s]", ip) : ip;
+        }
+        if (n++) sqlite3_str_appendchar(o, 1, ',');
+        mtls_json_str(o, a->host_port ? apr_psprintf(p, "%s:%u", host,
+                                                     a->host_port)
+                                      : apr_psprintf(p, "%s:*", host), -1);
+    }
+    sqlite3_str_appendchar(o, 1, ']');
+    out = apr_pstrdup(p, sqlite3_str_value(o) ? sqlite3_str_value(o) : "[]");
+    sqlite3_free(sqlite3_str_finish(o));
+    return out;
+}
+
+/* The canonical policy text of audited server v (sqlite3_malloc'd). */
+static char *policy_of(apr_pool_t *p, server_rec *v)
+{
+    srv_conf_t *sc = srv_conf(v);
+    mtls_policy_conf_t pc;
+    ap_directive_t *vn = vhost_node(v);
+    sqlite3_str *loc = sqlite3_str_new(NULL);
+    const char *a, *locations;
+    char word[64];
+    int n = 0;
+    char *out;
+
+    memset(&pc, 0, sizeof(pc));
+    pc.vhost = v->server_hostname ? v->server_hostname : "";
+    pc.addresses = policy_addresses(p, v);
+    pc.config = v->defn_name ? apr_psprintf(p, "%s:%u", v->defn_name,
+                                            v->defn_line_number) : NULL;
+    pc.verify_mode = mtls_verify_mode_name(sc->verify_cfg < 0 ? MTLS_VM_NONE
+                                           : sc->verify_cfg);
+    /* mod_ssl checks the depth in its verify callback (default 1); the
+     * SSL_CTX holds one only if something set it there. */
+    a = find_directive(v, "SSLVerifyDepth");
+    pc.verify_depth = SSL_CTX_get_verify_depth(sc->ssl_ctx) >= 0
+                      ? SSL_CTX_get_verify_depth(sc->ssl_ctx)
+                      : a ? atoi(a) : 1;
+    sqlite3_str_appendchar(loc, 1, '[');
+    if (vn) {
+        tree_locations(p, vn->first_child, NULL, NULL, loc, &n);
+    }
+    tree_locations(p, ap_conftree, NULL, NULL, loc, &n);
+    sqlite3_str_appendchar(loc, 1, ']');
+    locations = apr_pstrdup(p, sqlite3_str_value(loc));
+    sqlite3_free(sqlite3_str_finish(loc));
+    pc.locations = locations;
+    pc.ocsp_enabled = sc->ocsp_cfg != 0;
+    pc.ocsp_responder = pc.ocsp_enabled
+        ? find_directive(v, "SSLOCSPDefaultResponder") : NULL;
+    if (pc.ocsp_responder) {
+        pc.ocsp_responder = ap_getword_conf(p, &pc.ocsp_responder);
+    }
+    a = find_directive(v, "SSLOCSPOverrideResponder");
+    pc.ocsp_override = pc.ocsp_enabled && a
+                       && !strcmp(first_word(a, word, sizeof(word)), "on");
+    /* SSLSessionCache is a server config directive: its type. */
+    a = last_directive(ap_conftree, "SSLSessionCache");
+    if (a) {
+        int i;
+        first_word(a, word, sizeof(word));
+        for (i = 0; word[i] && word[i] != ':' && word[i] != '('; i++) {
+        }
+        word[i] = '\0';
+        pc.session_cache = strcmp(word, "none") && strcmp(word, "nonenotnull")
+                           ? apr_pstrdup(p, word) : NULL;
+    }
+    {
+        const char **dirs = apr_pcalloc(p, 3 * sizeof(*dirs));
+        int k = 0;
+        if ((a = find_directive(v, "SSLCACertificatePath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        if ((a = find_directive(v, "SSLCARevocationPath"))) {
+            dirs[k++] = ap_server_root_relative(p, ap_getword_conf(p, &a));
+        }
+        pc.dirs = dirs;
+    }
+    out = mtls_policy_canonical(sc->ssl_ctx, &pc);
+    return out;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1354,6 +1570,7 @@ static int ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
         sc->verify_cfg = tree_verify_client(s) == MTLS_VM_OPTIONAL_NO_CA
                          ? MTLS_VM_OPTIONAL_NO_CA : MTLS_VM_OPTIONAL;
     }
+    sc->ssl_ctx = ctx;
     SSL_CTX_set_ex_data(ctx, g.ctx_idx, s);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
     return OK;
@@ -1600,6 +1817,61 @@ static void no_tls_error(server_rec *s, server_rec *v, srv_conf_t *sc)
                  v->defn_name ? v->defn_name : "?", v->defn_line_number);
 }
 
+/* Does path hold a strftime conversion (not just "%%")? */
+static int is_pattern(const char *path)
+{
+    const char *p;
+
+    for (p = path; (p = strchr(p, '%')) != NULL; p += 2) {
+        if (p[1] != '%') {
+            return p[1] != '\0';
+        }
+    }
+    return 0;
+}
+
+/* MTLSAuditDatabase as a pattern and MTLSAuditRotate, together. */
+static apr_status_t check_rotation(server_rec *s, apr_pool_t *p,
+                                   const char *path, const char *at)
+{
+    srv_conf_t *msc = srv_conf(s);
+    const char *dir = ap_make_dirstr_parent(p, path);
+    char name[MAX_PATH_LEN];
+    int rotating = msc->rotate > 0;
+
+    if (is_pattern(path) && !rotating) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s) is a strftime pattern, but "
+                     "MTLSAuditRotate is off%s%s: nothing would seal one file "
+                     "and begin the next when the name changes; set "
+                     "MTLSAuditRotate daily, weekly, monthly or a SIZE, or "
+                     "write %%%% for a %%", path, at,
+                     msc->rotate_at ? " at " : "",
+                     msc->rotate_at ? msc->rotate_at : "");
+        return APR_EINVAL;
+    }
+    if (!rotating) {
+        return APR_SUCCESS;
+    }
+    if (is_pattern(dir)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s): a strftime pattern may be "
+                     "in the file's name only, not in its directory (all "
+                     "the files of a rotation live in one directory)",
+                     path, at);
+        return APR_EINVAL;
+    }
+    if (mtls_store_name(path, mtls_now_us(), name, sizeof(name)) != 0
+        || !*ap_stripprefix(name, dir)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s): the pattern gives no file "
+                     "name (MTLSAuditRotate at %s)", path, at,
+                     msc->rotate_at);
+        return APR_EINVAL;
+    }
+    return APR_SUCCESS;
+}
+
 /* After the configuration is read, at every start and at configtest:
  * what would make auditing fail is refused here, one line each, naming
  * the directive and where it was set. */
@@ -1655,20 +1927,63 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
     }
     path = db_path_of(ptemp, srv_conf(s), &at);
-    if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
-        != APR_SUCCESS) {
+    if (check_rotation(s, ptemp, path, at) != APR_SUCCESS) {
+        bad = 1;
+    }
+    else if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
+             != APR_SUCCESS) {
         bad = 1;
     }
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
-/* Write one lifecycle event from the parent. */
-static void write_event(server_rec *s, const char *kind, const char *detail)
+/* The policy rows of the audited servers (mtls_policy.h) into items,
+ * after the n already there; returns the new count.  A policy that cannot
+ * be read or compared is logged and left out: the start goes on. */
+static int policy_items(apr_pool_t *p, server_rec *s, sqlite3 *db,
+                        mtls_item_t **items, int n, apr_int64_t now)
+{
+    server_rec *v;
+
+    for (v = s; v; v = v->next) {
+        srv_conf_t *sc = srv_conf(v);
+        char err[256], *canonical, *detail = NULL;
+        mtls_item_t *it;
+        if (!sc->audit || !sc->ssl_ctx) {
+            continue;
+        }
+        if (!(canonical = policy_of(p, v))
+            || mtls_policy_detail(db, canonical, &detail, err, sizeof(err))
+               != SQLITE_OK
+            || !(it = mtls_item_new(MTLS_ITEM_EVENT))) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, v, MTLS_LOG_TAG " cannot "
+                         "record the policy of %s: %s", v->server_hostname,
+                         canonical && !detail ? err : "out of memory");
+            sqlite3_free(canonical);
+            sqlite3_free(detail);
+            continue;
+        }
+        it->u.ev.time_us = now;
+        mtls_strlcpy(it->u.ev.kind, "policy", sizeof(it->u.ev.kind));
+        it->u.ev.pid = (int)getpid();
+        it->u.ev.server_version = strdup(ap_get_server_description());
+        it->u.ev.detail = strdup(detail);
+        items[n++] = it;
+        sqlite3_free(canonical);
+        sqlite3_free(detail);
+    }
+    return n;
+}
+
+/* Write one lifecycle event from the parent; with p, the policy rows of
+ * the audited servers after it, in the same transaction. */
+static void write_event(server_rec *s, const char *kind, const char *detail,
+                        apr_pool_t *p)
 {
     mtls_store_t *st;
-    mtls_item_t *ev;
+    mtls_item_t *ev, **items = NULL;
     char err[256];
-    int rc;
+    int rc, n = 0, i;
 
     rc = mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, err,
                          sizeof(err));
@@ -1684,20 +1999,36 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         ev->u.ev.pid = (int)getpid();
         ev->u.ev.server_version = strdup(ap_get_server_description());
         ev->u.ev.detail = detail ? strdup(detail) : NULL;
-        if (mtls_store_write(st, &ev, 1, err, sizeof(err)) != SQLITE_OK) {
+        if (p) {
+            server_rec *v;
+            for (v = s; v; v = v->next) {
+                n++;
+            }
+            items = apr_palloc(p, sizeof(*items) * (apr_size_t)(n + 1));
+            items[0] = ev;
+            n = policy_items(p, s, mtls_store_db(st), items, 1,
+                             ev->u.ev.time_us);
+        }
+        else {
+            items = &ev;
+            n = 1;
+        }
+        if (mtls_store_write(st, items, n, err, sizeof(err)) != SQLITE_OK) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "
                          "record the %s event: %s", kind, err);
         }
         else if (g.mirror_fd > 0) {
             int e;
             if (mtls_mirror_written(st, g.mirror_fd, g.mirror_format,
-                                    g.db_path, &e)) {
+                                    mtls_store_path(st), &e)) {
                 ap_log_error(APLOG_MARK, APLOG_WARNING, e, s, MTLS_LOG_TAG
                              " mirror: cannot write the %s event (it is in "
                              "the database)", kind);
             }
         }
-        mtls_item_free(ev);
+        for (i = 0; i < n; i++) {
+            mtls_item_free(items[i]);
+        }
     }
     /* The heads, after the event, go to the log: an anchor kept outside
      * the database for 'mtls-audit verify --anchor'. */
@@ -1705,7 +2036,8 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         mtls_anchor_t a;
         char line[1024];
         if (mtls_anchor_read(mtls_store_db(st), &a) == SQLITE_OK) {
-            mtls_anchor_format(g.db_path, &a, line, sizeof(line));
+            mtls_anchor_format(mtls_store_path(st), &a, line,
+                               sizeof(line));
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG " %s "
                          "(%s)", line, kind);
         }
@@ -1769,7 +2101,7 @@ static apr_status_t parent_cleanup(void *data)
     server_rec *s = data;
 
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_DESTROY_CONFIG) {
-        write_event(s, "stop", NULL);
+        write_event(s, "stop", NULL, NULL);
     }
     mtls_chain_key_clear(&g.key);
     return APR_SUCCESS;
@@ -1855,7 +2187,7 @@ typedef struct {
 static void scrape(request_rec *r, scrape_t *sc)
 {
     struct stat sb;
-    char err[256];
+    char err[256], path[MAX_PATH_LEN];
 
     memset(sc, 0, sizeof(*sc));
     mtls_slots_sum(g.slots, &sc->sum);
@@ -1867,7 +2199,14 @@ static void scrape(request_rec *r, scrape_t *sc)
         sc->since_write_s = sc->now_us > last
                             ? (sc->now_us - last) / 1000000 : 0;
     }
-    sc->db_bytes = g.db_path && stat(g.db_path, &sb) == 0
+    /* With MTLSAuditRotate: the file this child's writer writes now. */
+    if (g.db_path && g.writer && g.db_pattern) {
+        mtls_writer_path(g.writer, path, sizeof(path));
+    }
+    else {
+        mtls_strlcpy(path, g.db_path ? g.db_path : "", sizeof(path));
+    }
+    sc->db_bytes = path[0] && stat(path, &sb) == 0
                    ? (apr_int64_t)sb.st_size : -1;
     /* A distinct count needs the set of certificates, which shared memory
      * cannot hold: one read-only query over the last day's handshakes
@@ -1878,14 +2217,14 @@ static void scrape(request_rec *r, scrape_t *sc)
      * or two. */
     if (g.db_path && mtls_slots_certs_due(g.slots, sc->now_us)) {
         apr_int64_t certs = 0, soonest = 0;
-        int rc = mtls_store_cert_stats(g.db_path,
+        int rc = mtls_store_cert_stats(path,
                                        sc->now_us - APR_INT64_C(86400000000),
                                        CERT_QUERY_MS, &certs, &soonest, err,
                                        sizeof(err));
         if (rc != SQLITE_OK) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MTLS_LOG_TAG
                           " metrics: cannot count the certificates in %s: "
-                          "%s", g.db_path, err);
+                          "%s", path, err);
         }
         mtls_slots_certs_set(g.slots, sc->now_us, rc == SQLITE_OK, certs,
                              soonest);
@@ -2141,6 +2480,58 @@ static int status_hook(request_rec *r, int flags)
     return OK;
 }
 
+/* With MTLSAuditRotate: the file to write among those g.db_path (the
+ * pattern) names -- the newest unsealed one, or a new one -- rotated now
+ * when it is due (the server was down across a boundary).  Sets
+ * g.db_pattern and g.db_path. */
+static apr_status_t find_live(apr_pool_t *pconf, server_rec *s,
+                              const char *at)
+{
+    srv_conf_t *msc = srv_conf(s);
+    apr_int64_t now = mtls_now_us();
+    char live[MAX_PATH_LEN], err[512];
+    mtls_store_t *st;
+
+    g.db_pattern = g.db_path;
+    if (!mtls_store_find_live(g.db_pattern, live, sizeof(live))) {
+        if (mtls_store_name(g.db_pattern, now, live, sizeof(live)) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                         " MTLSAuditDatabase %s (%s): cannot name a file",
+                         g.db_pattern, at);
+            return APR_EINVAL;
+        }
+        g.db_path = apr_pstrdup(pconf, live);
+        return APR_SUCCESS;
+    }
+    g.db_path = apr_pstrdup(pconf, live);
+    if (mtls_store_open(live, 0, DEFAULT_BUSY_MS, &st, err, sizeof(err))
+        != SQLITE_OK) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s: %s", live, err);
+        return APR_EGENERAL;
+    }
+    mtls_store_set_key(st, g.key.key ? &g.key : NULL);
+    if (mtls_store_rotate_due(st, msc->rotate, msc->rotate_size, now)) {
+        char next[MAX_PATH_LEN];
+        if (mtls_store_name(g.db_pattern, now, next, sizeof(next)) != 0
+            || mtls_store_rotate(st, next, err, sizeof(err)) != SQLITE_OK) {
+            /* Written on: the next write past the boundary tries again. */
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG
+                         " cannot rotate %s at start (MTLSAuditRotate %s): "
+                         "%s", live, msc->rotate_at, err);
+        }
+        else {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG
+                         " %s was due for rotation (MTLSAuditRotate %s): "
+                         "sealed, recording goes on in %s", live,
+                         msc->rotate_at, mtls_store_path(st));
+            g.db_path = apr_pstrdup(pconf, mtls_store_path(st));
+        }
+    }
+    mtls_store_close(st);
+    return APR_SUCCESS;
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s)
 {
@@ -2210,6 +2601,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "%s", g.db_path, at, dir);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    g.db_pattern = NULL;
+    if (msc->rotate > 0 && find_live(pconf, s, at) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     if (mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, errbuf,
                         sizeof(errbuf)) != SQLITE_OK) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
@@ -2259,7 +2654,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (open_mirror(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    write_event(s, first_start(s) ? "start" : "reload", NULL);
+    write_event(s, first_start(s) ? "start" : "reload", NULL, ptemp);
     apr_pool_cleanup_register(pconf, s, parent_cleanup,
                               apr_pool_cleanup_null);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, MTLS_LOG_TAG " auditing to %s "
@@ -2302,6 +2697,11 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.slots = g.slots;
     wc.mirror_fd = g.mirror_fd;
     wc.mirror_format = g.mirror_format;
+    if (g.db_pattern) {
+        wc.rotate = msc->rotate;
+        wc.rotate_size = msc->rotate_size;
+        wc.pattern = g.db_pattern;
+    }
     g.metrics = mtls_slots_metrics(g.slots, NULL);     /* until a slot */
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "

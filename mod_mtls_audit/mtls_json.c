@@ -492,6 +492,17 @@ static void ecs_event_kind(doc_t *d)
     const char *k = txt(d, C_KIND);
     int i;
 
+    /* A vhost's TLS policy (mtls_policy.h): recorded for the first time,
+     * changed, or the same as before (the short form). */
+    if (k && !strcmp(k, "policy")) {
+        const char *det = txt(d, C_DETAIL);
+        jw_raw(&d->w, "event.category", "[\"configuration\"]");
+        jw_raw(&d->w, "event.type",
+               det && strstr(det, ",\"unchanged_since\":") ? "[\"info\"]"
+               : det && strstr(det, ",\"changed\":") ? "[\"change\"]"
+               : "[\"creation\"]");
+        return;
+    }
     for (i = 0; k && i < N_OF(map); i++) {
         if (!strcmp(k, map[i].kind)) {
             jw_raw(&d->w, "event.category", map[i].category);

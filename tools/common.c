@@ -789,26 +789,29 @@ void record_access(char **files, int n, const char *what,
                     "defines: %s; see mtls-audit verify)\n", files[i], why);
             continue;
         }
+        /* An archive's (or a sealed file's) chains end where the next
+         * file's begin: it takes no new rows, and is not even opened for
+         * writing, which would bring its schema up to date and change
+         * the bytes its seal hashed. */
+        if (mtls_store_open(files[i], MTLS_STORE_READONLY, 2000, &st, err,
+                            sizeof(err)) == SQLITE_OK) {
+            unsigned char h[MTLS_HASH_LEN];
+            apr_int64_t end = 0;
+            mtls_chain_cut(mtls_store_db(st), "main", "events", "end", &end,
+                           h, NULL);
+            mtls_store_close(st);
+            if (end) {
+                fprintf(stderr, "mtls-audit: note: this read of %s is not "
+                        "recorded in it (an archive)\n", files[i]);
+                continue;
+            }
+        }
         if (access(files[i], W_OK) != 0
             || mtls_store_open(files[i], 0, 2000, &st, err, sizeof(err))
                != SQLITE_OK) {
             fprintf(stderr, "mtls-audit: note: this read of %s is not "
                     "recorded in it (not writable)\n", files[i]);
             continue;
-        }
-        {
-            /* An archive's chains end where the live file's begin: it
-             * takes no new rows. */
-            unsigned char h[MTLS_HASH_LEN];
-            apr_int64_t end = 0;
-            mtls_chain_cut(mtls_store_db(st), "main", "events", "end", &end,
-                           h, NULL);
-            if (end) {
-                fprintf(stderr, "mtls-audit: note: this read of %s is not "
-                        "recorded in it (an archive)\n", files[i]);
-                mtls_store_close(st);
-                continue;
-            }
         }
         if (!tail_matches(mtls_store_db(st), key)) {
             fprintf(stderr, "mtls-audit: note: this read of %s is not "

@@ -741,6 +741,8 @@ static const char main_help[] =
 "  archive  move old rows to another file while the server writes\n"
 "  export   the records as JSON lines (native, ECS or OCSF), as\n"
 "           MTLSAuditMirror writes them\n"
+"  policy   the TLS policy in force (verification, CAs, revocation,\n"
+"           protocols, suites) per vhost, or its history of changes\n"
 "  version  print the version\n"
 "\n"
 "'mtls-audit COMMAND --help' describes each command.\n"
@@ -769,6 +771,7 @@ static const command_t commands[] = {
     { "verify",  cmd_verify },
     { "archive", cmd_archive },
     { "export",  cmd_export },
+    { "policy",  cmd_policy },
     { "version", cmd_version },
     { NULL, NULL }
 };

@@ -33,6 +33,7 @@
 
 #include "tool.h"
 #include "scan.h"
+#include "policy.h"
 #include "mtls_cert.h"
 #include "mtls_store.h"
 
@@ -54,6 +55,12 @@ typedef struct {
     char        metric[1024];
     char        rule[1024];
     evidence_t  ev;
+    /* Checks that read the recorded TLS policy beside the traffic: */
+    char        basis[96];      /* what gave the status: "traffic",
+                                   "configuration", "traffic and
+                                   configuration"; empty for other checks */
+    char        policy[1024];   /* what the policy says, in words */
+    evidence_t  pev;            /* the policy rows behind it (pol_cols) */
 } check_t;
 
 typedef struct {
@@ -87,6 +94,10 @@ typedef struct {
     /* overview: tables borrowed from s */
     evidence_t   per_day, reasons, versions, expiry, scope;
     apr_int64_t  n_hs, n_rq, n_ev, n_fail;
+    policy_set_t pol;           /* the recorded TLS policy (policy.c) */
+    int          have_policy;   /* some policy in force in the period */
+    evidence_t   pol_in_force;  /* at the end of the period */
+    evidence_t   pol_changes;   /* in the period */
 } report_t;
 
 /* ------------------------------------------------------------------ */
@@ -248,6 +259,457 @@ static apr_int64_t rev_count(const scan_t *s, int lo, int hi)
     return n;
 }
 
+/* ------------------------------------------------------------------ */
+/* The recorded TLS policy beside the traffic                           */
+/*
+ * The module records, at every start and reload, the policy of each
+ * audited vhost (policy.c reads it as a time line).  The checks that
+ * touch it judge both: the traffic (what was accepted) as before, and
+ * the configuration in force at any time of the period (what would have
+ * been accepted).  Each such check says which of the two gave its status
+ * (basis), what the policy says (policy) and the policy rows behind it
+ * (pev), changes of the period included with their time.  With no policy
+ * in force in the period (a database written before the module recorded
+ * it), the traffic alone gives the status, as before, and the check says
+ * the policy evidence is missing.
+ */
+
+static const char *const pol_cols[] = { "source", "vhost", "item", "value",
+                                        "finding", "time_utc", NULL };
+
+#define SEC_US 1000000LL
+
+static int worse(int a, int b)
+{
+    return severity[b] > severity[a] ? b : a;
+}
+
+static int same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Add a row to c->pev unless the same finding of the same vhost is
+ * there already (a policy in force over several reloads).  Returns 1
+ * when added. */
+static int pol_row(check_t *c, const policy_row_t *p, const char *item,
+                   const char *value, const char *finding, apr_int64_t t)
+{
+    const char *row[6];
+    char tb[32];
+    long i;
+
+    if (!c->pev.ncols) {
+        ev_init(&c->pev, pol_cols);
+    }
+    for (i = 0; i < c->pev.nrows; i++) {
+        char **o = c->pev.rows[i];
+        if (same(o[0], p->source) && same(o[1], p->vhost)
+            && same(o[2], item) && same(o[3], value) && same(o[4], finding)) {
+            return 0;
+        }
+    }
+    row[0] = p->source;
+    row[1] = p->vhost;
+    row[2] = item;
+    row[3] = value;
+    row[4] = finding;
+    row[5] = format_time(t, tb);
+    ev_add(&c->pev, row);
+    return 1;
+}
+
+/* The span of policy row p inside the period, or 0 when it was not in
+ * force in it. */
+static int pol_span(const report_t *r, const policy_row_t *p,
+                    apr_int64_t *from, apr_int64_t *to)
+{
+    if (!p->policy || !POLICY_OVERLAPS(p, r->since, r->until)) return 0;
+    *from = p->time_us > r->since ? p->time_us : r->since;
+    *to = p->end_us < r->until ? p->end_us : r->until;
+    return 1;
+}
+
+static sqlite3_stmt *pol_query(report_t *r, const char *sql,
+                               const policy_row_t *p)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(r->ds.db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fail("internal query failed: %s", sqlite3_errmsg(r->ds.db));
+        db_error = 1;
+        return NULL;
+    }
+    sqlite3_bind_text(st, 1, p->policy, -1, SQLITE_STATIC);
+    return st;
+}
+
+#define COL(st, i) ((const char *)sqlite3_column_text((st), (i)))
+
+/* The changes of the period whose description names one of labels
+ * (policy_diff's words), as rows of c->pev. */
+static void pol_changes_for(report_t *r, check_t *c,
+                            const char *const *labels)
+{
+    size_t i;
+    int k;
+
+    for (i = 0; i < r->pol.n; i++) {
+        const policy_row_t *p = &r->pol.rows[i];
+        if (!p->what || p->time_us < r->since || p->time_us >= r->until) {
+            continue;
+        }
+        for (k = 0; labels[k]; k++) {
+            if (strstr(p->what, labels[k])) {
+                pol_row(c, p, "change", p->what, p->weakened
+                        ? "changed in the period: weakened"
+                        : "changed in the period", p->time_us);
+                break;
+            }
+        }
+    }
+}
+
+/* The status of a check from its traffic status t and policy status p,
+ * and which of them gave it. */
+static void pol_combine(check_t *c, int t, int p)
+{
+    c->status = t == ST_NA ? p : worse(t, p);
+    mtls_strlcpy(c->basis, t == ST_NA || severity[p] > severity[t]
+                 ? "configuration" : severity[t] > severity[p] ? "traffic"
+                 : "traffic and configuration", sizeof(c->basis));
+}
+
+static void pol_missing(check_t *c, int t)
+{
+    c->status = t;
+    mtls_strlcpy(c->basis, "traffic", sizeof(c->basis));
+    say(c->policy, sizeof(c->policy), "policy evidence missing: no TLS "
+        "policy recorded for the period (a database written before the "
+        "module recorded its policy); the status comes from the traffic "
+        "alone");
+}
+
+/* Protocol names as the policy and the scan write them, to versions. */
+static int proto_code(const char *n)
+{
+    if (!n) return 0;
+    if (!strcmp(n, "SSLv2")) return 0x0002;
+    if (!strcmp(n, "SSLv3")) return 0x0300;
+    if (!strcmp(n, "TLSv1") || !strcmp(n, "TLSv1.0")) return 0x0301;
+    if (!strcmp(n, "TLSv1.1")) return 0x0302;
+    if (!strcmp(n, "TLSv1.2")) return 0x0303;
+    if (!strcmp(n, "TLSv1.3")) return 0x0304;
+    return 0;
+}
+
+/* Accepted handshakes of the period with this version (code, or 0 for
+ * any) and this suite (or NULL for any), from the scan's suite table. */
+static apr_int64_t used(report_t *r, int version, const char *cipher)
+{
+    const evidence_t *ev = &r->s.suites;
+    apr_int64_t n = 0;
+    long i;
+
+    for (i = 0; i < ev->nrows; i++) {
+        if ((!version || proto_code(ev->rows[i][0]) == version)
+            && (!cipher || same(ev->rows[i][1], cipher))) {
+            n += atoll(ev->rows[i][3] ? ev->rows[i][3] : "0");
+        }
+    }
+    return n;
+}
+
+/* Protocols and suites enabled, graded as the traffic is (grade_suite),
+ * each with its use in the period.  Counts into *bad, *weak, *unused. */
+static int pol_protocols(report_t *r, check_t *c, int *bad, int *weak,
+                         int *unused)
+{
+    size_t i;
+    int status = ST_PASS;
+
+    *bad = *weak = *unused = 0;
+    for (i = 0; i < r->pol.n; i++) {
+        const policy_row_t *p = &r->pol.rows[i];
+        apr_int64_t from, to;
+        sqlite3_stmt *st;
+        int has12 = 0, has13 = 0;
+
+        if (!pol_span(r, p, &from, &to)) continue;
+        if (!(st = pol_query(r, "SELECT value FROM json_each(?1, "
+                             "'$.protocols.enabled')", p))) return status;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int v = proto_code(COL(st, 0));
+            if (v == 0x0304) has13 = 1;
+            else if (v) has12 = 1;
+        }
+        sqlite3_finalize(st);
+        if (!(st = pol_query(r, "SELECT 'protocol', value FROM json_each(?1, "
+                             "'$.protocols.enabled') UNION ALL SELECT "
+                             "'TLS 1.2 suite', value FROM json_each(?1, "
+                             "'$.ciphers.tls12') UNION ALL SELECT 'TLS 1.3 "
+                             "suite', value FROM json_each(?1, "
+                             "'$.ciphers.tls13')", p))) return status;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *item = COL(st, 0), *name = COL(st, 1), *why;
+            char finding[256];
+            apr_int64_t n;
+            int grade;
+
+            if (!item || !name) continue;
+            if (item[0] == 'p') {
+                /* The version alone: graded with an approved suite. */
+                int v = proto_code(name);
+                grade = v ? grade_suite(v, "ECDHE-ECDSA-AES128-GCM-SHA256",
+                                        &why) : 0;
+                if (!v) why = "unknown protocol name";
+                n = v ? used(r, v, NULL) : 0;
+            }
+            else if (item[4] == '2') {
+                if (!has12) continue;   /* no protocol of TLS 1.2 or below */
+                grade = grade_suite(0x0303, name, &why);
+                n = used(r, 0, name);
+            }
+            else {
+                if (!has13) continue;
+                grade = grade_suite(0x0304, name, &why);
+                n = used(r, 0, name);
+            }
+            if (n) {
+                snprintf(finding, sizeof(finding), "%s (%s): enabled, used "
+                         "in %lld accepted handshakes", grade == 2
+                         ? "prohibited" : grade == 1 ? "deprecated"
+                         : "approved", why, (long long)n);
+            }
+            else {
+                snprintf(finding, sizeof(finding), "%s (%s): enabled, never "
+                         "used", grade == 2 ? "prohibited" : grade == 1
+                         ? "deprecated" : "approved", why);
+            }
+            if (pol_row(c, p, item, name, finding, from)) {
+                if (grade == 2) (*bad)++;
+                if (grade == 1) (*weak)++;
+                if (!n) (*unused)++;
+            }
+            if (grade == 2) status = ST_FAIL;
+            else if (grade == 1) status = worse(status, ST_ATTENTION);
+        }
+        sqlite3_finalize(st);
+    }
+    return status;
+}
+
+/* Revocation checking configured: a CRL within its next update, or
+ * OCSP.  A CRL past its next update while in force: FAIL from then
+ * (mod_ssl refuses every client certificate it covers).  *expired_from
+ * gets the earliest such time. */
+static int pol_revocation(report_t *r, check_t *c, int *expired,
+                          int *unchecked, apr_int64_t *expired_from)
+{
+    size_t i;
+    int status = ST_PASS;
+
+    *expired = *unchecked = 0;
+    *expired_from = 0;
+    for (i = 0; i < r->pol.n; i++) {
+        const policy_row_t *p = &r->pol.rows[i];
+        apr_int64_t from, to;
+        sqlite3_stmt *st;
+        int crl_on = 0, ocsp = 0, ncrl = 0;
+        char value[512], finding[512], tb[32];
+
+        if (!pol_span(r, p, &from, &to)) continue;
+        if (!(st = pol_query(r, "SELECT json_extract(?1, "
+                             "'$.revocation.crl_check'), json_type(?1, "
+                             "'$.revocation.ocsp.enabled') = 'true', "
+                             "json_extract(?1, '$.revocation.ocsp.responder')",
+                             p))) return status;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            const char *chk = COL(st, 0);
+            crl_on = chk && (!strcmp(chk, "leaf") || !strcmp(chk, "chain"));
+            ocsp = sqlite3_column_int(st, 1);
+            if (ocsp) {
+                snprintf(value, sizeof(value), "responder %s", COL(st, 2)
+                         ? COL(st, 2) : "named in the certificates");
+                pol_row(c, p, "OCSP", value, "enabled: revocation checked by "
+                        "configuration", from);
+            }
+        }
+        sqlite3_finalize(st);
+        if (crl_on) {
+            if (!(st = pol_query(r, "SELECT json_extract(value, '$.issuer'), "
+                                 "json_extract(value, '$.next_update'), "
+                                 "json_extract(value, '$.entries') FROM "
+                                 "json_each(?1, '$.revocation.crls')", p))) {
+                return status;
+            }
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                apr_int64_t nu = sqlite3_column_int64(st, 1) * SEC_US;
+                ncrl++;
+                snprintf(value, sizeof(value), "CRL of %s (%lld entries, "
+                         "next update %s)", COL(st, 0) ? COL(st, 0) : "?",
+                         (long long)sqlite3_column_int64(st, 2),
+                         format_time(nu, tb));
+                if (sqlite3_column_type(st, 1) != SQLITE_NULL && nu < to) {
+                    apr_int64_t when = nu > from ? nu : from;
+                    snprintf(finding, sizeof(finding), "past its next update "
+                             "from %s: mod_ssl refuses every client "
+                             "certificate it covers from then",
+                             format_time(when, tb));
+                    if (pol_row(c, p, "CRL", value, finding, when)) {
+                        (*expired)++;
+                    }
+                    if (!*expired_from || when < *expired_from) {
+                        *expired_from = when;
+                    }
+                    status = ST_FAIL;
+                }
+                else {
+                    pol_row(c, p, "CRL", value, "within its next update: "
+                            "revocation checked by configuration", from);
+                }
+            }
+            sqlite3_finalize(st);
+            if (!ncrl) {
+                pol_row(c, p, "CRL", "none loaded", "CRL checking on, but no "
+                        "CRL loaded", from);
+                status = worse(status, ST_ATTENTION);
+                (*unchecked)++;
+            }
+        }
+        if (!crl_on && !ocsp) {
+            if (pol_row(c, p, "revocation", "CRL check none; OCSP off",
+                        "no revocation checking configured", from)) {
+                (*unchecked)++;
+            }
+            status = worse(status, ST_ATTENTION);
+        }
+    }
+    return status;
+}
+
+/* The trusted CAs in force in the period: expired while trusted or weak
+ * (FAIL), expiring within EXPIRY_DAYS of the period's end (ATTENTION). */
+static int pol_cas(report_t *r, check_t *c, int *nbad, int *nsoon, int *n)
+{
+    size_t i;
+    int status = ST_PASS;
+
+    *nbad = *nsoon = *n = 0;
+    for (i = 0; i < r->pol.n; i++) {
+        const policy_row_t *p = &r->pol.rows[i];
+        apr_int64_t from, to;
+        sqlite3_stmt *st;
+
+        if (!pol_span(r, p, &from, &to)) continue;
+        if (!(st = pol_query(r, "SELECT json_extract(value, '$.subject'), "
+                             "json_extract(value, '$.key_type'), "
+                             "json_extract(value, '$.key_bits'), "
+                             "json_extract(value, '$.sig_alg'), "
+                             "json_extract(value, '$.not_after'), "
+                             "json_extract(value, '$.sha256') FROM "
+                             "json_each(?1, '$.cas')", p))) return status;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *kt = COL(st, 1), *sig = COL(st, 3);
+            int bits = sqlite3_column_int(st, 2), weak, grade;
+            apr_int64_t na = sqlite3_column_int64(st, 4) * SEC_US;
+            char value[768], finding[256], tb[32];
+
+            /* The inventory's rule for weak keys (scan.c). */
+            weak = (kt && (!strcmp(kt, "RSA") || !strcmp(kt, "RSA-PSS"))
+                    && bits < 2048)
+                   || (kt && !strcmp(kt, "EC") && bits < 224)
+                   || (kt && !strcmp(kt, "DSA"))
+                   || (sig && (strcasestr(sig, "sha1")
+                               || strcasestr(sig, "md5")));
+            snprintf(value, sizeof(value), "%s (%s %d, %s, not after %s, "
+                     "sha256 %.16s)", COL(st, 0) ? COL(st, 0) : "?",
+                     kt ? kt : "?", bits, sig ? sig : "?",
+                     format_time(na, tb), COL(st, 5) ? COL(st, 5) : "?");
+            if (weak) {
+                grade = ST_FAIL;
+                snprintf(finding, sizeof(finding), "trusted CA with a weak "
+                         "key or a SHA-1/MD5 signature");
+            }
+            else if (na < to) {
+                grade = ST_FAIL;
+                snprintf(finding, sizeof(finding), "trusted after its expiry "
+                         "(from %s)", format_time(na > from ? na : from, tb));
+            }
+            else if (na <= r->until + EXPIRY_DAYS * DAY_US) {
+                grade = ST_ATTENTION;
+                snprintf(finding, sizeof(finding), "trusted CA expiring "
+                         "within %d days of the period's end (%lld days)",
+                         EXPIRY_DAYS, (long long)((na - r->until + DAY_US
+                                                   - 1) / DAY_US));
+            }
+            else {
+                grade = ST_PASS;
+                snprintf(finding, sizeof(finding), "trusted CA");
+            }
+            if (pol_row(c, p, "trusted CA", value, finding, from)) {
+                (*n)++;
+                if (grade == ST_FAIL) (*nbad)++;
+                if (grade == ST_ATTENTION) (*nsoon)++;
+            }
+            status = worse(status, grade);
+        }
+        sqlite3_finalize(st);
+    }
+    return status;
+}
+
+/* Verification modes that let a request through without a verified
+ * certificate (optional, optional_no_ca, none), by vhost and location. */
+static int pol_modes(report_t *r, check_t *c, int *open)
+{
+    size_t i;
+    int status = ST_PASS;
+
+    *open = 0;
+    for (i = 0; i < r->pol.n; i++) {
+        const policy_row_t *p = &r->pol.rows[i];
+        apr_int64_t from, to;
+        sqlite3_stmt *st;
+
+        if (!pol_span(r, p, &from, &to)) continue;
+        if (!(st = pol_query(r, "SELECT 'vhost', '', json_extract(?1, "
+                             "'$.verify.mode') UNION ALL SELECT 'location', "
+                             "json_extract(value, '$.where'), "
+                             "json_extract(value, '$.mode') FROM "
+                             "json_each(?1, '$.verify.locations')", p))) {
+            return status;
+        }
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *mode = COL(st, 2);
+            char value[512];
+            int let = !mode || strcmp(mode, "require");
+
+            snprintf(value, sizeof(value), "%s%s%s mode %s", COL(st, 0),
+                     *COL(st, 1) ? " " : "", COL(st, 1),
+                     mode ? mode : "(not recorded)");
+            if (pol_row(c, p, "verify", value, let ? "lets a request "
+                        "through without a verified certificate"
+                        : "a verified certificate is required", from)
+                && let) {
+                (*open)++;
+            }
+            if (let) status = worse(status, ST_ATTENTION);
+        }
+        sqlite3_finalize(st);
+    }
+    return status;
+}
+
+static const char *const lbl_revocation[] = { "CRL check", "OCSP", "CRLs:",
+                                              NULL };
+static const char *const lbl_crypto[] = { "protocol", "suites:",
+                                          "CRL check", "OCSP", "CRLs:",
+                                          NULL };
+static const char *const lbl_suites[] = { "protocol", "suites:", NULL };
+static const char *const lbl_cas[] = { "trusted CAs:", "CA names sent:",
+                                       NULL };
+static const char *const lbl_verify[] = { "verify", "locations:", NULL };
+
 /* PCI 4.2.1, HIPAA 164.312(e): revocation of the client certificates,
  * as the module recorded each check (handshakes.revocation_method and
  * _status): what said good or revoked, and, apart, the checks that
@@ -268,14 +730,18 @@ static void chk_revocation(report_t *r, const char *id, const char *title)
     apr_int64_t revoked = rev_count(s, MTLS_RS_REVOKED, MTLS_RS_REVOKED);
     apr_int64_t failed = rev_count(s, MTLS_RS_UNKNOWN, MTLS_RS_ERROR);
     char num[32];
-    int m, k;
+    int m, k, t;
 
     RULE(c, "FAIL: a handshake was accepted although its revocation check "
-         "failed. ATTENTION: a revocation check failed (the certificate "
-         "could be neither accepted nor refused on its revocation status), "
-         "or no revocation check was recorded in the period "
-         "(SSLCARevocationCheck or SSLOCSPEnable). PASS: revocation was "
-         "checked and no check failed. N/A: no handshake in the period.");
+         "failed, or (policy) a CRL in force was past its next update "
+         "(from then on). ATTENTION: a revocation check failed (the "
+         "certificate could be neither accepted nor refused on its "
+         "revocation status), or no revocation check was recorded in the "
+         "period (SSLCARevocationCheck or SSLOCSPEnable) and, with a "
+         "policy recorded, a vhost checks no revocation by configuration. "
+         "PASS: revocation was checked (with a policy recorded: by "
+         "configuration, a CRL within its next update or OCSP) and no "
+         "check failed. N/A: no handshake in the period and no policy.");
     METRIC(c, "%lld handshakes with a revocation check: OCSP good %lld, "
            "revoked %lld, unknown %lld, unreachable %lld, bad response "
            "%lld, error %lld; CRL good %lld, revoked %lld, unknown %lld, "
@@ -294,10 +760,36 @@ static void chk_revocation(report_t *r, const char *id, const char *title)
                        + s->rev[0][MTLS_RS_UNREACHABLE]
                        + s->rev[0][MTLS_RS_ERROR]),
            (long long)failed, (long long)s->rev_fail_accepted);
-    if (!s->n_hs) c->status = ST_NA;
-    else if (s->rev_fail_accepted) c->status = ST_FAIL;
-    else if (failed || !(good + revoked)) c->status = ST_ATTENTION;
-    else c->status = ST_PASS;
+    /* With a policy recorded, the configuration says whether revocation
+     * is checked; the traffic says how the checks went. */
+    t = !s->n_hs ? ST_NA : s->rev_fail_accepted ? ST_FAIL
+      : (failed || (!(good + revoked) && !r->have_policy)) ? ST_ATTENTION
+      : ST_PASS;
+    if (r->have_policy) {
+        int expired, unchecked;
+        apr_int64_t from;
+        char tb[32];
+        int p = pol_revocation(r, c, &expired, &unchecked, &from);
+        pol_changes_for(r, c, lbl_revocation);
+        pol_combine(c, t, p);
+        if (expired) {
+            say(c->policy, sizeof(c->policy), "%d CRL%s past %s next update "
+                "while in force, from %s; %d vhost policies without "
+                "revocation checking", expired, expired > 1 ? "s" : "",
+                expired > 1 ? "their" : "its", format_time(from, tb),
+                unchecked);
+        }
+        else {
+            say(c->policy, sizeof(c->policy), "%s", unchecked
+                ? "revocation checking is not configured on every vhost "
+                  "(no CRL within its next update, no OCSP)"
+                : "revocation checked by configuration on every vhost (a "
+                  "CRL within its next update, or OCSP)");
+        }
+    }
+    else {
+        pol_missing(c, t);
+    }
     ev_init(&c->ev, cols);
     for (m = 1; m >= 0; m--) {
         for (k = MTLS_RS_GOOD; k <= MTLS_RS_ERROR; k++) {
@@ -325,14 +817,21 @@ static void chk_crypto(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
     scan_t *s = &r->s;
+    int t;
 
     RULE(c, "FAIL: an accepted handshake used SSLv3/TLS 1.0, a NULL, EXPORT, "
          "RC4, DES/3DES or anonymous suite, or a certificate that did not "
-         "verify (untrusted, expired, revoked). ATTENTION: TLS 1.1, CBC, "
-         "static-RSA or ChaCha20 suites, or no sign of revocation checking "
-         "(no CRL/OCSP error recorded in the period). PASS: every accepted "
-         "handshake TLS 1.2/1.3 with an ECDHE/DHE AES-GCM/CCM suite and a "
-         "verified certificate. N/A: nothing accepted in the period.");
+         "verify (untrusted, expired, revoked); or (policy) such a protocol "
+         "or suite was enabled, used or not, or a CRL in force was past its "
+         "next update. ATTENTION: TLS 1.1, CBC, static-RSA or ChaCha20 "
+         "suites accepted or (policy) enabled, or no sign of revocation "
+         "checking (without a policy: no CRL/OCSP result recorded in the "
+         "period; with one: a vhost checks no revocation by "
+         "configuration). PASS: every accepted handshake TLS 1.2/1.3 with "
+         "an ECDHE/DHE AES-GCM/CCM suite and a verified certificate (and, "
+         "with a policy, only such protocols and suites enabled and "
+         "revocation checked by configuration). N/A: nothing accepted in "
+         "the period and no policy.");
     METRIC(c, "%lld accepted handshakes: %lld with a prohibited protocol or "
            "suite, %lld deprecated, %lld with an unverified certificate; "
            "revocation-check evidence: %s", (long long)s->accepted,
@@ -340,36 +839,72 @@ static void chk_crypto(report_t *r, const char *id, const char *title)
            (long long)s->unverified,
            s->revocation || rev_count(s, MTLS_RS_GOOD, MTLS_RS_ERROR)
            ? "yes" : "none");
-    if (!s->accepted) c->status = ST_NA;
-    else if (s->bad_suite || s->unverified) c->status = ST_FAIL;
+    if (!s->accepted) t = ST_NA;
+    else if (s->bad_suite || s->unverified) t = ST_FAIL;
     else if (s->weak_suite
-             || !(s->revocation || rev_count(s, MTLS_RS_GOOD, MTLS_RS_ERROR)))
-        c->status = ST_ATTENTION;
-    else c->status = ST_PASS;
+             || (!(s->revocation || rev_count(s, MTLS_RS_GOOD, MTLS_RS_ERROR))
+                 && !r->have_policy))
+        t = ST_ATTENTION;
+    else t = ST_PASS;
     take(c, &s->crypto);
+    if (r->have_policy) {
+        /* The configuration: protocols and suites enabled, revocation. */
+        int bad, weak, unused, expired, unchecked;
+        apr_int64_t from;
+        char tb[32];
+        int p = pol_protocols(r, c, &bad, &weak, &unused);
+        p = worse(p, pol_revocation(r, c, &expired, &unchecked, &from));
+        pol_changes_for(r, c, lbl_crypto);
+        pol_combine(c, t, p);
+        say(c->policy, sizeof(c->policy), "enabled: %d prohibited and %d "
+            "deprecated protocols or suites, %d enabled, never used; "
+            "revocation: %s%s", bad, weak, unused, expired
+            ? "a CRL past its next update from " : unchecked
+            ? "not checked by configuration on every vhost"
+            : "checked by configuration", expired ? format_time(from, tb)
+                                                  : "");
+    }
+    else {
+        pol_missing(c, t);
+    }
 }
 
 static void chk_inventory(report_t *r, const char *id, const char *title)
 {
     check_t *c = add_check(r, id, title);
     scan_t *s = &r->s;
+    int t;
 
     RULE(c, "FAIL: a certificate with an RSA key under 2048 bits, an EC key "
          "under 224 bits, a DSA key or a SHA-1/MD5 signature was accepted, "
-         "or a certificate was accepted outside its validity. ATTENTION: an "
-         "accepted certificate expires within %d days, or an issuer was "
-         "first seen in the period. PASS otherwise. N/A: no certificate "
-         "accepted.", EXPIRY_DAYS);
+         "or a certificate was accepted outside its validity; or (policy) a "
+         "trusted CA has such a key or signature, or was trusted after its "
+         "expiry. ATTENTION: an accepted certificate or (policy) a trusted "
+         "CA expires within %d days, or an issuer was first seen in the "
+         "period. PASS otherwise. N/A: no certificate accepted and no "
+         "policy.", EXPIRY_DAYS);
     METRIC(c, "%lld certificates accepted: %lld weak, %lld handshakes "
            "accepted outside validity, %lld expiring within %d days, %lld new "
            "issuers", (long long)s->certs_accepted, (long long)s->certs_weak,
            (long long)s->outside_validity, (long long)s->certs_expiring,
            EXPIRY_DAYS, (long long)s->new_issuers);
-    if (!s->certs_accepted) c->status = ST_NA;
-    else if (s->certs_weak || s->outside_validity) c->status = ST_FAIL;
-    else if (s->certs_expiring || s->new_issuers) c->status = ST_ATTENTION;
-    else c->status = ST_PASS;
+    if (!s->certs_accepted) t = ST_NA;
+    else if (s->certs_weak || s->outside_validity) t = ST_FAIL;
+    else if (s->certs_expiring || s->new_issuers) t = ST_ATTENTION;
+    else t = ST_PASS;
     take(c, &s->inventory);
+    if (r->have_policy) {
+        int bad, soon, n;
+        int p = pol_cas(r, c, &bad, &soon, &n);
+        pol_changes_for(r, c, lbl_cas);
+        pol_combine(c, t, p);
+        say(c->policy, sizeof(c->policy), "%d trusted CAs in force: %d "
+            "weak or trusted after expiry, %d expiring within %d days", n,
+            bad, soon, EXPIRY_DAYS);
+    }
+    else {
+        pol_missing(c, t);
+    }
 }
 
 static void chk_protocols(report_t *r, const char *id, const char *title)
@@ -377,15 +912,75 @@ static void chk_protocols(report_t *r, const char *id, const char *title)
     check_t *c = add_check(r, id, title);
     scan_t *s = &r->s;
 
-    RULE(c, "FAIL: a prohibited protocol or suite was accepted. ATTENTION: "
-         "a deprecated one was. PASS: all approved (graded as 4.2.1). N/A: "
-         "nothing accepted.");
+    int t;
+
+    RULE(c, "FAIL: a prohibited protocol or suite was accepted, or (policy) "
+         "enabled. ATTENTION: a deprecated one was. PASS: all approved "
+         "(graded as 4.2.1); with a policy, the protocols and suites "
+         "enabled are listed against those used, \"enabled, never used\" "
+         "being the ones to switch off. N/A: nothing accepted and no "
+         "policy.");
     METRIC(c, "%lld accepted: %lld prohibited, %lld deprecated",
            (long long)s->accepted, (long long)s->bad_suite,
            (long long)s->weak_suite);
-    c->status = !s->accepted ? ST_NA : s->bad_suite ? ST_FAIL
-              : s->weak_suite ? ST_ATTENTION : ST_PASS;
+    t = !s->accepted ? ST_NA : s->bad_suite ? ST_FAIL
+      : s->weak_suite ? ST_ATTENTION : ST_PASS;
     take(c, &s->suites_sni);
+    if (r->have_policy) {
+        int bad, weak, unused;
+        int p = pol_protocols(r, c, &bad, &weak, &unused);
+        pol_changes_for(r, c, lbl_suites);
+        pol_combine(c, t, p);
+        say(c->policy, sizeof(c->policy), "%ld protocols and suites "
+            "enabled: %d prohibited, %d deprecated, %d enabled, never used",
+            c->pev.total, bad, weak, unused);
+    }
+    else {
+        pol_missing(c, t);
+    }
+}
+
+/* The verification modes in force beside the traffic status t (PCI
+ * 8.2.1, HIPAA 164.312(a) and (d)). */
+static void pol_verify(report_t *r, check_t *c, int t)
+{
+    int open;
+
+    if (!r->have_policy) {
+        pol_missing(c, t);
+        return;
+    }
+    pol_combine(c, t, pol_modes(r, c, &open));
+    pol_changes_for(r, c, lbl_verify);
+    say(c->policy, sizeof(c->policy), "%d vhosts or locations whose "
+        "verification mode lets a request through without a verified "
+        "certificate", open);
+}
+
+/* PCI 10.2.1.7 / 10.2.2, HIPAA 164.312(b): changes of the TLS policy are
+ * security-relevant changes: each recorded with its time, what changed
+ * and whether it weakened the policy.  Only with a policy recorded. */
+static void chk_policy_changes(report_t *r, const char *id,
+                               const char *title)
+{
+    check_t *c;
+    long i, weakened = 0;
+
+    if (!r->have_policy) return;
+    c = add_check(r, id, title);
+    RULE(c, "PASS: the TLS policy of each audited vhost is recorded at every "
+         "start and reload, and each change (what was added and removed) "
+         "with its time. ATTENTION: a change in the period weakened the "
+         "policy (a weaker verification mode, a CA, protocol or suite "
+         "added, revocation checking removed): confirm it was approved.");
+    take(c, &r->pol_changes);
+    for (i = 0; i < c->ev.nrows; i++) {
+        weakened += c->ev.rows[i][7] && !strcmp(c->ev.rows[i][7], "yes");
+    }
+    METRIC(c, "%ld policy changes recorded in the period (first records "
+           "included), %ld weakening the policy", c->ev.total, weakened);
+    c->status = weakened ? ST_ATTENTION : ST_PASS;
+    mtls_strlcpy(c->basis, "configuration", sizeof(c->basis));
 }
 
 /* PCI 8.2.1, HIPAA 164.312(a): requests served without a verified
@@ -396,13 +991,16 @@ static void chk_identity(report_t *r, const char *id, const char *title)
     scan_t *s = &r->s;
 
     RULE(c, "FAIL: a request was answered (status below 400) on a connection "
-         "without a verified client certificate. PASS: none. N/A: no "
-         "handshake in the period.");
+         "without a verified client certificate. ATTENTION (policy): a vhost "
+         "or location's verification mode lets a request through without a "
+         "verified certificate (optional, optional_no_ca, none). PASS: "
+         "none. N/A: no handshake in the period and no policy.");
     METRIC(c, "%lld requests answered, %lld of them without a verified "
            "certificate", (long long)s->answered,
            (long long)s->unauthenticated);
-    c->status = !s->n_hs ? ST_NA : s->unauthenticated ? ST_FAIL : ST_PASS;
     take(c, &s->unauth_ev);
+    pol_verify(r, c, !s->n_hs ? ST_NA : s->unauthenticated ? ST_FAIL
+                                                           : ST_PASS);
 }
 
 static void chk_sharing(report_t *r, const char *id, const char *title)
@@ -851,11 +1449,14 @@ static void chk_authn(report_t *r, const char *id, const char *title)
 
     RULE(c, "PASS: every accepted connection authenticated the client with a "
          "verified certificate. FAIL: some did not (no certificate, or one "
-         "that did not verify). Failures by reason are listed. N/A: nothing "
-         "accepted.");
+         "that did not verify). ATTENTION (policy): a vhost or location's "
+         "verification mode lets a request through without a verified "
+         "certificate (optional, optional_no_ca, none). Failures by reason "
+         "are listed. N/A: nothing accepted and no policy.");
     share_check(c, r->s.verified, r->s.accepted, "with a verified "
                 "certificate", ST_FAIL);
     take(c, &r->s.not_verified);
+    pol_verify(r, c, c->status);
 }
 
 static void chk_review(report_t *r, const char *id, const char *title)
@@ -902,6 +1503,7 @@ static void merge_last_two(report_t *r, const char *id, const char *title)
     mtls_strlcpy(a->metric, metric, sizeof(a->metric));
     mtls_strlcpy(a->rule, rule, sizeof(a->rule));
     evidence_free(&b->ev);
+    evidence_free(&b->pev);
     r->nchecks--;
 }
 
@@ -926,6 +1528,9 @@ static void run_pci(report_t *r)
     chk_log_access(r, "10.2.1.3", "Access to the audit logs is logged");
     chk_lifecycle(r, "10.2.1.6", "Starting and stopping of audit logging is "
                   "logged");
+    chk_policy_changes(r, "10.2.1.7", "Security-relevant changes of the TLS "
+                       "policy are logged, each with what changed and when "
+                       "(10.2.1.7, 10.2.2)");
     chk_fields(r, "10.2.2", "Each entry: who, what, when, outcome, origin, "
                "resource");
     chk_permissions(r, "10.3.1-10.3.2", "Audit logs readable only by those "
@@ -947,6 +1552,8 @@ static void run_hipaa(report_t *r)
     chk_integrity(r, "tmp2", "");
     merge_last_two(r, "164.312(b)", "Audit controls: activity is recorded "
                    "and examinable");
+    chk_policy_changes(r, "164.312(b) policy", "Audit controls: changes of "
+                       "the TLS policy are recorded and examinable");
     chk_aead(r, "164.312(c)(1), (c)(2)", "Integrity of ePHI in transit "
              "(addressable)");
     chk_authn(r, "164.312(d)", "Person or entity authentication");
@@ -976,6 +1583,8 @@ static void run_summary(report_t *r)
                    "checked");
     chk_inventory(r, "certificates", "Client certificates: strength and "
                   "expiry");
+    chk_policy_changes(r, "policy", "Changes of the TLS policy are "
+                       "recorded");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1288,6 +1897,11 @@ static void write_text(FILE *f, report_t *r)
         fprintf(f, "  database:  %s\n             %s\n", r->skipped[i]->path,
                 skipped_why(r->skipped[i], why, sizeof(why)));
     }
+    fprintf(f, "  policy:    %s\n", r->have_policy
+            ? "the TLS policy recorded by the module is judged beside the "
+              "traffic (below: in force at the end of the period, changes)"
+            : "policy evidence missing: no TLS policy recorded for the "
+              "period; statuses come from the traffic alone");
     fputs("  scope:\n", f);
     text_table(f, &r->scope, 50);
     for (i = 0; i < r->nchecks; i++) counts[r->checks[i].status]++;
@@ -1300,14 +1914,30 @@ static void write_text(FILE *f, report_t *r)
     text_table(f, &r->versions, 20);
     fputs("\ncertificates by expiry:\n", f);
     text_table(f, &r->expiry, 10);
+    if (r->have_policy) {
+        fputs("\npolicy in force at the end of the period:\n", f);
+        text_table(f, &r->pol_in_force, 20);
+        fputs("\npolicy changes in the period:\n", f);
+        text_table(f, &r->pol_changes, 20);
+    }
     for (i = 0; i < r->nchecks; i++) {
         check_t *k = &r->checks[i];
         fprintf(f, "\n[%s] %s  %s\n", status_name[k->status], k->id,
                 k->title);
         fprintf(f, "  metric: %s\n  rule:   %s\n", k->metric, k->rule);
+        if (k->basis[0]) {
+            fprintf(f, "  status from: %s\n", k->basis);
+        }
+        if (k->policy[0]) {
+            fprintf(f, "  policy: %s\n", k->policy);
+        }
         if (k->ev.ncols) {
             fprintf(f, "  evidence (%ld rows):\n", k->ev.total);
             text_table(f, &k->ev, TEXT_ROWS);
+        }
+        if (k->pev.ncols) {
+            fprintf(f, "  policy evidence (%ld rows):\n", k->pev.total);
+            text_table(f, &k->pev, TEXT_ROWS);
         }
     }
     if (!strcmp(r->standard, "hipaa")) {
@@ -1383,6 +2013,14 @@ static void write_json(FILE *f, report_t *r)
     json_evidence(f, &r->versions);
     fputs(",\n    \"certificate_expiry\": ", f);
     json_evidence(f, &r->expiry);
+    fprintf(f, ",\n    \"policy_recorded\": %s", r->have_policy ? "true"
+                                                              : "false");
+    if (r->have_policy) {
+        fputs(",\n    \"policy_in_force\": ", f);
+        json_evidence(f, &r->pol_in_force);
+        fputs(",\n    \"policy_changes\": ", f);
+        json_evidence(f, &r->pol_changes);
+    }
     if (!strcmp(r->standard, "hipaa")) {
         fputs(",\n    \"note\": ", f);
         json_str(f, hipaa_note);
@@ -1402,6 +2040,19 @@ static void write_json(FILE *f, report_t *r)
         fprintf(f, ",\n    \"evidence_total\": %ld, \"evidence\": ",
                 k->ev.total);
         json_evidence(f, &k->ev);
+        if (k->basis[0]) {
+            fputs(",\n    \"status_from\": ", f);
+            json_str(f, k->basis);
+        }
+        if (k->policy[0]) {
+            fputs(", \"policy\": ", f);
+            json_str(f, k->policy);
+        }
+        if (k->pev.ncols) {
+            fprintf(f, ",\n    \"policy_evidence_total\": %ld, "
+                    "\"policy_evidence\": ", k->pev.total);
+            json_evidence(f, &k->pev);
+        }
         fputs("}", f);
     }
     fputs("\n  ]\n}\n", f);
@@ -1579,6 +2230,12 @@ static void write_html(FILE *f, report_t *r)
         html_text(f, skipped_why(r->skipped[i], why, sizeof(why)));
         fputs("</td></tr>", f);
     }
+    fputs("<tr><td>Policy</td><td>", f);
+    html_text(f, r->have_policy ? "The TLS policy recorded by the module is "
+              "judged beside the traffic (see Policy in force)."
+              : "Policy evidence missing: no TLS policy recorded for the "
+              "period; statuses come from the traffic alone.");
+    fputs("</td></tr>", f);
     fputs("</table><h3>Scope: servers seen</h3>\n", f);
     html_table(f, &r->scope, HTML_ROWS);
     fputs("</header>\n<section id=\"summary\"><h2>Summary of statuses</h2>"
@@ -1620,6 +2277,21 @@ static void write_html(FILE *f, report_t *r)
     fputs("</section>\n<section id=\"protocols\"><h2>TLS versions and cipher "
           "suites</h2>\n", f);
     html_table(f, &r->versions, HTML_ROWS);
+    fputs("</section>\n<section id=\"policy\"><h2>Policy in force</h2>\n",
+          f);
+    if (r->have_policy) {
+        fputs("<p class=\"more\">At the end of the period, per audited "
+              "vhost, as the module recorded it at the last start or "
+              "reload.</p>\n", f);
+        html_table(f, &r->pol_in_force, HTML_ROWS);
+        fputs("<h3>Policy changes in the period</h3>\n", f);
+        html_table(f, &r->pol_changes, HTML_ROWS);
+    }
+    else {
+        fputs("<p class=\"none\">Policy evidence missing: no TLS policy "
+              "recorded for the period (a database written before the "
+              "module recorded its policy).</p>\n", f);
+    }
     fputs("</section>\n<section id=\"requirements\"><h2>Requirements</h2>\n",
           f);
     for (i = 0; i < r->nchecks; i++) {
@@ -1635,10 +2307,24 @@ static void write_html(FILE *f, report_t *r)
         fputs("</p><p class=\"rule\">Rule: ", f);
         html_text(f, k->rule);
         fputs("</p>\n", f);
+        if (k->basis[0]) {
+            fputs("<p class=\"rule\">Status from: ", f);
+            html_text(f, k->basis);
+            if (k->policy[0]) {
+                fputs(". Policy: ", f);
+                html_text(f, k->policy);
+            }
+            fputs("</p>\n", f);
+        }
         if (k->ev.ncols) {
             fprintf(f, "<p class=\"more\">Evidence: %ld rows.</p>\n",
                     k->ev.total);
             html_table(f, &k->ev, HTML_ROWS);
+        }
+        if (k->pev.ncols) {
+            fprintf(f, "<p class=\"more\">Policy evidence: %ld rows.</p>\n",
+                    k->pev.total);
+            html_table(f, &k->pev, HTML_ROWS);
         }
         fputs("</div>\n", f);
     }
@@ -1838,6 +2524,18 @@ int cmd_report(int argc, char **argv)
         }
     }
     overview(&r);
+    /* The recorded policy (policy.c), judged beside the traffic. */
+    if ((rc = policy_load(r.ds.db, &r.ds, &r.pol)) != EXIT_OK) {
+        goto out;
+    }
+    for (i = 0; i < (int)r.pol.n; i++) {
+        r.have_policy |= r.pol.rows[i].policy
+                         && POLICY_OVERLAPS(&r.pol.rows[i], r.since, r.until);
+    }
+    if (r.have_policy) {
+        policy_in_force(r.ds.db, &r.pol, r.until - 1, &r.pol_in_force);
+        policy_changes(&r.pol, r.since, r.until, &r.pol_changes);
+    }
     if (!strcmp(standard, "pci-dss")) run_pci(&r);
     else if (!strcmp(standard, "hipaa")) run_hipaa(&r);
     else run_summary(&r);
@@ -1876,8 +2574,14 @@ out:
         close_dataset(&r.ds);
     }
     if (r.checks) {
-        for (i = 0; i < r.nchecks; i++) evidence_free(&r.checks[i].ev);
+        for (i = 0; i < r.nchecks; i++) {
+            evidence_free(&r.checks[i].ev);
+            evidence_free(&r.checks[i].pev);
+        }
     }
+    policy_free(&r.pol);
+    evidence_free(&r.pol_in_force);
+    evidence_free(&r.pol_changes);
     scan_free(&r.s);
     free(r.checks);
     free(r.fi);

@@ -211,5 +211,6 @@ int mtls_audit_main(int argc, char **argv);
 
 int cmd_report(int argc, char **argv);
 int cmd_archive(int argc, char **argv);
+int cmd_policy(int argc, char **argv);
 
 #endif /* MTLS_TOOL_H */

@@ -30,6 +30,9 @@ import test_siem        # noqa: E402
 import test_metrics     # noqa: E402
 import test_pipeline    # noqa: E402
 import test_dummy       # noqa: E402
+import test_policy      # noqa: E402
+import test_policy_report  # noqa: E402
+import test_rotate      # noqa: E402
 import test_summaries   # noqa: E402
 import test_files       # noqa: E402
 
@@ -78,6 +81,9 @@ def main():
                          + test_metrics.test.tests
                          + test_pipeline.test.tests
                          + test_dummy.test.tests
+                         + test_policy.test.tests
+                         + test_policy_report.test.tests
+                         + test_rotate.test.tests
                          + test_summaries.test.tests
                          + test_files.test.tests)
                 if not args.no_load:

@@ -412,11 +412,12 @@ def disk_full_then_space_again(ctx):
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
                                       "handshakes") == 3)
         # Fill the file system to the last byte.
-        with open(filler, "wb") as f:
+        # Unbuffered: a last partial write leaves nothing for close() to
+        # flush into the full file system.
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass
         # Open mode: served all along while nothing can be written.

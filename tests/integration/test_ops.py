@@ -83,8 +83,8 @@ def mirror_to_a_file_matches_the_database_and_the_schema(ctx):
     got = rows(srv.db)
     assert len(by_type["handshake"]) == got["handshakes"] == n, got
     assert len(by_type["request"]) == got["requests"] == 2, got
-    assert [e["kind"] for e in by_type["event"]] == ["start", "stop"], \
-        by_type["event"]
+    assert [e["kind"] for e in by_type["event"]] == (
+        ["start"] + ["policy"] * 5 + ["stop"]), by_type["event"]
     assert {l["outcome"] for l in by_type["handshake"]} == {
         "accepted", "rejected", "no_certificate"}, by_type["handshake"]
     assert {l["source"] for l in lines} == {srv.db}, srv.db

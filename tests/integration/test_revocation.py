@@ -417,3 +417,39 @@ def older_files_read_beside_new_ones(ctx):
     lines = [json.loads(l) for l in r.stdout.splitlines()]
     assert sum(l["type"] == "handshake" for l in lines) == 2
     assert all("revocation_status" not in l for l in lines)
+
+
+@test()
+def reading_an_older_archive_leaves_its_bytes_alone(ctx):
+    """A read is recorded in the live file, never in an archive (or a
+    sealed file): not even opened for writing, which would bring an older
+    archive's schema up to date and change the bytes its seal hashed."""
+    import hashlib
+    import sqlite3
+    top = os.path.dirname(os.path.dirname(ctx.tool))
+    old = os.path.join(ctx.scratch, "schema2-archive.db")
+    for f in (old, old + "-wal", old + "-shm"):
+        if os.path.exists(f):
+            os.unlink(f)
+    schema2_file(old, top)
+    con = sqlite3.connect(old)
+    head, h = con.execute("SELECT id, hash FROM handshakes ORDER BY id DESC "
+                          "LIMIT 1").fetchone()
+    for t, i, hh in (("handshakes", head, h), ("events", 1, bytes(32))):
+        con.execute("INSERT INTO chain_cut VALUES (?, 'end', ?, ?, ?, ?)",
+                    (t, i, hh, int(time.time() * 1e6), "live.db"))
+    con.commit()
+    con.execute("PRAGMA journal_mode = DELETE")
+    con.close()
+    before = hashlib.sha256(open(old, "rb").read()).hexdigest()
+    for cmd in (["report", "--standard", "pci-dss", "--no-verify"],
+                ["query", "--limit", "1"]):
+        r = subprocess.run([ctx.tool] + cmd + [old], capture_output=True,
+                           text=True)
+        assert r.returncode in (0, 1), (cmd, r.returncode, r.stderr)
+        assert "(an archive)" in r.stderr, r.stderr
+        assert hashlib.sha256(open(old, "rb").read()).hexdigest() == before, \
+            cmd
+    con = sqlite3.connect("file:%s?mode=ro" % old, uri=True)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    con.close()

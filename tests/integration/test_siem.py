@@ -114,7 +114,13 @@ def mirror_and_export_in_ecs_conform_to_ecs(ctx):
         by.setdefault(d["mtls_audit"]["type"], []).append(d)
     assert len(by["handshake"]) == len(hs) == 5
     assert len(by["request"]) == len(rq) == 2
-    assert [d["event"]["action"] for d in by["event"]] == ["start", "stop"]
+    assert [d["event"]["action"] for d in by["event"]] == (
+        ["start"] + ["policy"] * 5 + ["stop"])
+    for d in by["event"]:
+        if d["event"]["action"] == "policy":
+            assert d["event"]["category"] == ["configuration"], d
+            assert d["event"]["type"] == ["creation"], d
+            assert json.loads(d["message"])["digest"], d
     for d in by["handshake"]:
         row = hs[d["mtls_audit"]["id"]]
         assert d["@timestamp"] == row["time_utc"]
@@ -172,7 +178,8 @@ def mirror_and_export_in_ocsf_conform_to_ocsf(ctx):
         by.setdefault(d["class_uid"], []).append(d)
     assert len(by[3002]) == len(hs) == 5
     assert len(by[4002]) == len(rq) == 2
-    assert [d["activity_name"] for d in by[0]] == ["start", "stop"]
+    assert [d["activity_name"] for d in by[0]] == (
+        ["start"] + ["policy"] * 5 + ["stop"])
     for d in by[3002]:
         row = hs[d["unmapped"]["mtls_audit"]["id"]]
         ok = row["outcome"] == "accepted"

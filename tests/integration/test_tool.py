@@ -536,7 +536,8 @@ def help_matches_the_man_page(ctx):
         .replace("\\fI", "")
     r = subprocess.run([ctx.tool, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage:" in r.stdout
-    for cmd in ("report", "query", "certs", "verify", "archive", "export"):
+    for cmd in ("report", "query", "certs", "verify", "archive", "export",
+                "policy"):
         r = subprocess.run([ctx.tool, cmd, "--help"], capture_output=True,
                            text=True)
         assert r.returncode == 0 and r.stdout.startswith("usage: mtls-audit "
@@ -548,7 +549,8 @@ def help_matches_the_man_page(ctx):
         assert re.search(r"^Exit: 0 .*2 usage, 3 database", r.stdout, re.M), \
             r.stdout
     readme = open(os.path.join(top, "README.md")).read()
-    for cmd in ("report", "query", "certs", "verify", "archive", "export"):
+    for cmd in ("report", "query", "certs", "verify", "archive", "export",
+                "policy"):
         assert "mtls-audit " + cmd in readme, cmd
 
 

@@ -43,6 +43,7 @@ int main(void)
     add_store_tests();
     add_writer_tests();
     add_json_tests();
+    add_policy_tests();
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     failures = (int)CU_get_number_of_failures();

@@ -187,18 +187,26 @@ static void test_follows_a_removed_file(void)
                           "'reopen'"), 1);
 }
 
-static void wait_lost(mtls_writer_t *w, apr_int64_t lost)
+/* The writer's figures once it has written at least `written` records and
+ * counted at least `lost` lost, or as they are after ms milliseconds. */
+static mtls_writer_stats_t wait_stats(mtls_writer_t *w, apr_int64_t written,
+                                      apr_int64_t lost, int ms)
 {
     mtls_writer_stats_t st;
     int i;
 
-    for (i = 0; i < 100; i++) {
+    for (i = 0; ; i++) {
         mtls_writer_stats(w, &st);
-        if (st.lost >= lost) {
-            return;
+        if ((st.written >= written && st.lost >= lost) || i * 10 >= ms) {
+            return st;
         }
-        usleep(50000);
+        usleep(10000);
     }
+}
+
+static void wait_lost(mtls_writer_t *w, apr_int64_t lost)
+{
+    wait_stats(w, 0, lost, 5000);
 }
 
 static void remove_db(const char *path)
@@ -242,11 +250,7 @@ static void test_removed_file_that_cannot_be_made_again_is_a_gap(void)
     for (i = 0; i < 3; i++) {
         mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
     }
-    for (i = 0; i < 100; i++) {
-        mtls_writer_stats(w, &stats);
-        if (stats.written == 3) break;
-        usleep(20000);
-    }
+    stats = wait_stats(w, 3, 0, 2000);
     CU_ASSERT_EQUAL_FATAL(stats.written, 3);
     remove_db(path);
     CU_ASSERT_EQUAL_FATAL(rename(dir, away), 0);
@@ -306,11 +310,7 @@ static void test_replaced_by_a_file_it_cannot_use_is_a_gap(void)
     c.retries = 2;
     CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
     mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
-    for (i = 0; i < 100; i++) {
-        mtls_writer_stats(w, &stats);
-        if (stats.written == 1) break;
-        usleep(20000);
-    }
+    stats = wait_stats(w, 1, 0, 2000);
     CU_ASSERT_EQUAL_FATAL(stats.written, 1);
     f = fopen(tmp, "w");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
@@ -525,11 +525,7 @@ static void test_unopenable_database_counts_losses(void)
     for (i = 0; i < 5; i++) {
         mtls_writer_push(w, unit_handshake(NULL, MTLS_OUT_FAILED));
     }
-    for (i = 0; i < 50; i++) {
-        mtls_writer_stats(w, &st);
-        if (st.lost == 5) break;
-        usleep(50000);
-    }
+    st = wait_stats(w, 0, 5, 2500);
     CU_ASSERT_EQUAL(st.lost, 5);
     CU_ASSERT_EQUAL(st.written, 0);
     CU_ASSERT_TRUE(mtls_slots_failing(c.slots));
@@ -553,7 +549,6 @@ static void test_stored_items_come_back_as_new(void)
     mtls_link_t *link;
     void *der;
     char err[256];
-    int tries;
 
     CU_ASSERT_EQUAL_FATAL(mtls_writer_start(&c, &w, err, sizeof(err)), 0);
     X509_up_ref(cert);
@@ -568,13 +563,7 @@ static void test_stored_items_come_back_as_new(void)
     CU_ASSERT_PTR_EQUAL(der, hs->mem);      /* the DER in its own memory */
     CU_ASSERT_EQUAL(mtls_writer_push(w, hs), 0);
     CU_ASSERT_EQUAL(mtls_writer_push(w, rq), 0);
-    for (tries = 0; tries < 500; tries++) {
-        mtls_writer_stats(w, &stats);
-        if (stats.written == 2) {
-            break;
-        }
-        usleep(10000);
-    }
+    stats = wait_stats(w, 2, 0, 5000);
     CU_ASSERT_EQUAL_FATAL(stats.written, 2);
     /* Kept last, handed out first: the request item, now a handshake. */
     again = mtls_writer_item(w, MTLS_ITEM_HANDSHAKE);
@@ -620,7 +609,7 @@ static void test_half_a_small_queue_wakes_the_writer(void)
     mtls_writer_stats_t stats;
     mtls_writer_t *w;
     char err[256];
-    int i, tries;
+    int i;
 
     c.queue_max = 40;
     c.batch_max = 256;
@@ -632,13 +621,7 @@ static void test_half_a_small_queue_wakes_the_writer(void)
                                                            MTLS_OUT_FAILED)),
                         0);
     }
-    for (tries = 0; tries < 300; tries++) {
-        mtls_writer_stats(w, &stats);
-        if (stats.written == 20) {
-            break;
-        }
-        usleep(10000);
-    }
+    stats = wait_stats(w, 20, 0, 3000);
     CU_ASSERT_EQUAL(stats.written, 20);     /* within 3 s, not 60 */
     CU_ASSERT_EQUAL(stats.lost, 0);
     mtls_writer_stop(w);

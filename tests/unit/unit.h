@@ -17,6 +17,7 @@ void add_chain_tests(void);
 void add_store_tests(void);
 void add_writer_tests(void);
 void add_json_tests(void);
+void add_policy_tests(void);
 
 /* A certificate made with OpenSSL for the tests.  subject is a list of
  * "field", "value" pairs ending in NULL (UTF-8); key "ec" or "rsa";
