@@ -255,7 +255,7 @@ static int push_row(policy_set_t *ps, const policy_row_t *r)
 static int load_file(sqlite3 *db, int i, const char *source,
                      policy_set_t *ps)
 {
-    char sql[1400];
+    char sql[2048];
     sqlite3_stmt *st;
     apr_int64_t *life = NULL;   /* ids and times of starts and reloads */
     size_t nlife = 0, first = ps->n, k;
@@ -286,7 +286,9 @@ static int load_file(sqlite3 *db, int i, const char *source,
              "'$.addresses')) END, CASE WHEN v THEN json_extract(detail, "
              "'$.unchanged_since') END, CASE WHEN v THEN (SELECT "
              "group_concat(value, ' ') FROM json_each(detail, '$.changed')) "
-             "END, CASE WHEN v THEN json(detail) END, v FROM (SELECT id, "
+             "END, CASE WHEN v THEN json(detail) END, v, CASE WHEN v THEN "
+             "json_extract(detail, '$.carried') END, CASE WHEN v THEN "
+             "json_extract(detail, '$.since_us') END FROM (SELECT id, "
              "time_us, detail, "
              "coalesce(json_valid(detail) AND json_type(detail) = 'object', "
              "0) AS v FROM db%d.events WHERE kind = 'policy') ORDER BY id", i);
@@ -320,6 +322,16 @@ static int load_file(sqlite3 *db, int i, const char *source,
             r.policy = dup_col(st, 6);
             r.set_id = r.id;
             r.set_us = r.time_us;
+            if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
+                /* Carried into this file by a rotation: the policy of
+                 * row `carried` of the file before, recorded at since_us,
+                 * going on -- not a change. */
+                r.carried = 1;
+                r.set_id = sqlite3_column_int64(st, 8);
+                if (sqlite3_column_int64(st, 9) > 0) {
+                    r.set_us = sqlite3_column_int64(st, 9);
+                }
+            }
         }
         else {
             apr_int64_t since = sqlite3_column_int64(st, 4);
@@ -347,7 +359,7 @@ static int load_file(sqlite3 *db, int i, const char *source,
                     || (o->addresses && r.addresses
                         && !strcmp(o->addresses, r.addresses)))) {
                 r.first = 0;
-                if (r.full && o->policy && r.policy) {
+                if (r.full && !r.carried && o->policy && r.policy) {
                     r.what = policy_diff(db, o->policy, r.policy,
                                          &r.weakened);
                 }
@@ -453,7 +465,7 @@ static const char *const change_cols[] = { "time_utc", "source", "vhost",
 /* Is row r a change: a first row, or a full row that differs? */
 static int is_change(const policy_row_t *r)
 {
-    return r->full && (r->first || r->what);
+    return r->full && !r->carried && (r->first || r->what);
 }
 
 void policy_changes(const policy_set_t *ps, apr_int64_t from, apr_int64_t to,

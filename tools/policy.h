@@ -41,6 +41,8 @@ typedef struct {
     int          full;          /* 1: a full row, 0: "unchanged since" */
     int          first;         /* the vhost's first row in its file */
     int          weakened;      /* the change weakened the policy */
+    int          carried;       /* a full row a rotation carried into its
+                                   file: the policy going on, no change */
 } policy_row_t;
 
 typedef struct {

@@ -234,7 +234,9 @@ def rotate_at_start_after_the_server_was_down_across_a_boundary(ctx):
     # The start event is in the new file (the old one is sealed).
     kinds = [e["kind"] for e in q(order[1], "SELECT kind FROM events ORDER "
                                             "BY id")]
-    assert kinds[:3] == ["rotate", "sealed", "start"], kinds
+    assert [k for k in kinds if k != "policy"][:3] == \
+        ["rotate", "sealed", "start"], kinds
+    assert kinds[1] == "policy", kinds      # the policy carried over
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
@@ -336,3 +338,74 @@ def rotate_directive_errors_name_the_line(ctx):
                                 extra_global=extra)
         r = srv.httpd("-t")
         assert r.returncode == 0, (extra, r.stdout + r.stderr)
+
+
+@test(once=True)
+def rotation_carries_the_policy_in_force_into_each_file(ctx):
+    """A file holds the TLS policy its period ran under, however long ago
+    the server started: after its 'rotate' event, each vhost's full policy
+    row of the last start, marked carried; the tool reads a later file
+    alone with its policy, a rotation is no policy change, and a reload
+    that changes nothing repeats the carried row of its own file."""
+    srv = rotating_server(ctx, "rotate-policy")
+    start_with_period(srv)
+    d = os.path.join(srv.root, "auditdb")
+    contexts = client_contexts(ctx)
+    try:
+        end = time.time() + 3 * PERIOD + 0.5
+        while time.time() < end:
+            attempt(srv, "ec", contexts)
+            time.sleep(0.2)
+        wait_end = time.time() + 30
+        while len(db_files(d)) < 3 and time.time() < wait_end:
+            time.sleep(0.2)
+        srv.graceful()
+        attempt(srv, "ec", contexts)
+        time.sleep(1)
+    finally:
+        srv.stop()
+    order = chain_order(db_files(d))
+    assert len(order) >= 3, order
+    started = q(order[0], "SELECT id, time_us, detail FROM events WHERE "
+                          "kind = 'policy' ORDER BY id")
+    assert started, "no policy rows at start"
+    want = {(json.loads(r["detail"])["vhost"],
+             tuple(json.loads(r["detail"])["addresses"])):
+            (json.loads(r["detail"])["digest"], r["time_us"]) for r in started}
+    for f in order[1:]:
+        ev = q(f, "SELECT id, kind, detail FROM events ORDER BY id")
+        assert ev[0]["kind"] == "rotate", ev[0]
+        carried = []
+        for e in ev[1:]:
+            if e["kind"] != "policy":
+                break
+            carried.append(json.loads(e["detail"]))
+        got = {(c["vhost"], tuple(c["addresses"])): (c["digest"],
+                                                      c["since_us"])
+               for c in carried}
+        assert got == want, (f, got, want)
+        for c in carried:
+            assert "changed" not in c and "unchanged_since" not in c, c
+            assert "cas" in c and "verify" in c, c
+    # The last file alone: its policy is known.
+    r = subprocess.run([ctx.tool, "policy", "--format", "json", order[-1]],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no policy recorded" not in r.stdout, r.stdout
+    for vhost, _ in want:
+        assert json.dumps(vhost) in r.stdout, (vhost, r.stdout[:2000])
+    # Over all the files, rotations are no change: each vhost's first row.
+    r = subprocess.run([ctx.tool, "policy", "--history", "--format", "json"]
+                       + order, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    hist = json.loads(r.stdout)
+    rows = hist if isinstance(hist, list) else hist.get("changes", hist)
+    assert len(rows) == len(want), json.dumps(hist)[:3000]
+    # The reload, in the live file: unchanged since that file's own row.
+    live = q(order[-1], "SELECT id, detail FROM events WHERE kind = "
+                        "'policy' ORDER BY id")
+    short = [json.loads(x["detail"]) for x in live
+             if "unchanged_since" in json.loads(x["detail"])]
+    ids = {x["id"] for x in live}
+    assert short and all(x["unchanged_since"] in ids for x in short), live
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
