@@ -365,8 +365,9 @@ static const char verify_help[] =
 "                 ARCHIVE and LIVE together)\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
-"Exit: 0 ok, 1 a break, an altered schema, a sealed file changed or a file\n"
-"missing from the middle, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 ok, 1 a finding, 2 usage, 3 database or I/O error.  A finding: a\n"
+"break, an altered schema, a sealed file changed or a file missing between\n"
+"two given.\n";
 
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
