@@ -800,7 +800,7 @@ void record_access(char **files, int n, const char *what,
 {
     struct passwd *pw = getpwuid(geteuid());
     char detail[512], **set = NULL;
-    int i;
+    int i, recorded = 0, closed = 0;
 
     snprintf(detail, sizeof(detail), "mtls-audit %s by %s (uid %d)", what,
              pw ? pw->pw_name : "?", (int)geteuid());
@@ -842,8 +842,12 @@ void record_access(char **files, int n, const char *what,
             mtls_chain_cut(mtls_store_db(st), "main", "events", "end", &end,
                            h, NULL);
             if (end) {
-                fprintf(stderr, "mtls-audit: note: this read of %s is not "
-                        "recorded in it (an archive)\n", files[i]);
+                /* Among many files, the live one records the read. */
+                closed++;
+                if (n == 1) {
+                    fprintf(stderr, "mtls-audit: note: this read of %s is "
+                            "not recorded in it (an archive)\n", files[i]);
+                }
                 mtls_store_close(st);
                 continue;
             }
@@ -865,9 +869,17 @@ void record_access(char **files, int n, const char *what,
                 fprintf(stderr, "mtls-audit: note: this read of %s is not "
                         "recorded in it (%s)\n", files[i], err);
             }
+            else {
+                recorded++;
+            }
             mtls_item_free(ev);
         }
         mtls_store_close(st);
+    }
+    if (!recorded && closed && n > 1) {
+        fprintf(stderr, "mtls-audit: note: this read is recorded in none of "
+                "the files: %d of them are archives or sealed files, which "
+                "take no rows\n", closed);
     }
     free(set);
 }
@@ -1607,12 +1619,18 @@ static int order_set(void)
         f[i].pred = f[i].succ = -1;
         f[i].ok = read_cuts(f[i].path, &f[i], &c[i]) == 0;
     }
-    /* The same rows in two files: a copy, or an archive's move cut short
-     * (running it again finishes it).  Each file's first row of each
-     * table is looked for in the others. */
+    /* The same rows in two files of one chain (cut by an archive run or
+     * a rotation): a copy, or an archive's move cut short (running it
+     * again finishes it).  Each file's first row of each table is looked
+     * for in the others.  Files with no cut are chains of their own (one
+     * per server), whatever rows they share. */
     for (j = 0; j < n && rc == EXIT_OK; j++) {
         for (i = 0; i < n && rc == EXIT_OK; i++) {
-            if (i == j || !f[i].ok || !f[j].ok) continue;
+            if (i == j || !f[i].ok || !f[j].ok
+                || !(c[i].has_base || c[i].has_end || c[j].has_base
+                     || c[j].has_end)) {
+                continue;
+            }
             for (t = 1; t < MTLS_ANCHOR_TABLES; t++) {   /* not certificates:
                                                            * archive copies them */
                 apr_int64_t id = c[j].minid[t];
