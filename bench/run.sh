@@ -22,6 +22,10 @@
 #                           into $BENCH_DIR, default /tmp/mtls-bench: ~3 GB
 #                           and several minutes the first time); about 35
 #                           minutes
+#   bench/run.sh --year     bench/year-bench.sh alone: a year in 12 monthly
+#                           files (2 M handshakes each) and the reports over
+#                           it, and every report over the 10 M file (about
+#                           an hour the first time, generating)
 #   bench/run.sh --short    3 rounds x 500 connections, loaded together,
 #                           1 M handshakes: about 3.5 minutes (plus about
 #                           20 s to generate the database the first time)
@@ -31,7 +35,9 @@
 # numbers are for people to read (the issue notes quote them).
 set -eu
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-if [ "${1:-}" = --short ]; then
+if [ "${1:-}" = --year ]; then
+    "$TOP/bench/year-bench.sh"
+elif [ "${1:-}" = --short ]; then
     python3 "$TOP/bench/handshake-bench.py" --short
     STORE_ADD=100000 "$TOP/bench/store-bench.sh" 1000000
     "$TOP/bench/report-bench.sh" 1000000

@@ -14,4 +14,9 @@
  * Returns 0, or -1 with err set. */
 int mtls_summary_fill(sqlite3 *db, char *err, apr_size_t errlen);
 
+/* Whether s holds a card number: a run of 13 to 19 digits (single spaces
+ * or dashes allowed between them) that passes the Luhn check.  The
+ * reports and the summaries' `pan` count the same paths. */
+int mtls_has_pan(const char *s);
+
 #endif /* MTLS_SUMMARY_H */

@@ -25,6 +25,7 @@
 #include "mtls_cert.h"
 #include "mtls_json.h"
 #include "mtls_store.h"
+#include "mtls_summary.h"
 #include "readahead.h"
 
 void fail(const char *fmt, ...)
@@ -471,48 +472,9 @@ int grade_suite(int version, const char *cipher, const char **why)
     return 0;
 }
 
-static int luhn(const char *d, int n)
-{
-    int sum = 0, i, dbl = 0;
-    for (i = n - 1; i >= 0; i--) {
-        int v = d[i] - '0';
-        if (dbl) {
-            v *= 2;
-            if (v > 9) v -= 9;
-        }
-        sum += v;
-        dbl = !dbl;
-    }
-    return sum % 10 == 0;
-}
-
 int has_pan(const char *s)
 {
-    char digits[64];
-    int n = 0;
-    const char *p;
-
-    for (p = s; ; p++) {
-        if (*p >= '0' && *p <= '9') {
-            if (n < (int)sizeof(digits)) {
-                digits[n] = *p;
-            }
-            n++;
-            continue;
-        }
-        /* A single space or dash between digits continues the run. */
-        if ((*p == ' ' || *p == '-') && n && p[1] >= '0' && p[1] <= '9') {
-            continue;
-        }
-        if (n >= 13 && n <= 19 && luhn(digits, n)) {
-            return 1;
-        }
-        n = 0;
-        if (!*p) {
-            break;
-        }
-    }
-    return 0;
+    return mtls_has_pan(s);     /* as the summaries count them */
 }
 
 /* Parse "a.b.c.d[/n]" or "v6[/n]" into family, bytes, prefix bits. */

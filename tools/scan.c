@@ -44,12 +44,53 @@ void ev_init(evidence_t *ev, const char *const *cols)
     }
 }
 
+/* Rows a and b of ev by its least columns, then by every column. */
+static int least_cmp(const evidence_t *ev, char *const *a, char *const *b)
+{
+    int k, c;
+    for (k = 0; k < ev->nleast + ev->ncols; k++) {
+        int col = k < ev->nleast ? ev->least[k] : k - ev->nleast;
+        c = strcmp(a[col] ? a[col] : "", b[col] ? b[col] : "");
+        if (c) return c;
+    }
+    return 0;
+}
+
+/* A full ev with least columns: row (owned) replaces its last row when it
+ * comes before it, else is freed.  The rows kept are then the same
+ * whatever the order they came in: a report's sample of bursts or shared
+ * certificates does not depend on how the tables were read. */
+static void ev_keep_least(evidence_t *ev, char **row)
+{
+    long r, worst = 0;
+    int i;
+
+    for (r = 1; r < ev->nrows; r++) {
+        if (least_cmp(ev, ev->rows[r], ev->rows[worst]) > 0) worst = r;
+    }
+    if (least_cmp(ev, row, ev->rows[worst]) < 0) {
+        char **old = ev->rows[worst];
+        ev->rows[worst] = row;
+        row = old;
+    }
+    for (i = 0; i < ev->ncols; i++) free(row[i]);
+    free(row);
+}
+
 void ev_add(evidence_t *ev, const char *const *vals)
 {
     char **row, ***nr;
     int i;
 
     ev->total++;
+    if (ev->nrows >= EVIDENCE_MAX && ev->least && ev->nrows > 0) {
+        if (!(row = calloc((size_t)ev->ncols, sizeof(char *)))) return;
+        for (i = 0; i < ev->ncols; i++) {
+            row[i] = vals[i] ? strdup(vals[i]) : NULL;
+        }
+        ev_keep_least(ev, row);
+        return;
+    }
     if (ev->nrows >= EVIDENCE_MAX) {
         return;
     }
@@ -95,6 +136,23 @@ static int row_cmp(const void *a, const void *b)
     return sort_desc ? -c : c;
 }
 
+/* An evidence table with least columns in that order (then by every
+ * column): kept rows whose order does not depend on the reading. */
+static const evidence_t *least_ev;
+
+static int least_row_cmp(const void *a, const void *b)
+{
+    return least_cmp(least_ev, *(char **const *)a, *(char **const *)b);
+}
+
+static void ev_sort_least(evidence_t *ev)
+{
+    least_ev = ev;
+    if (ev->least && ev->nrows > 1) {
+        qsort(ev->rows, (size_t)ev->nrows, sizeof(char **), least_row_cmp);
+    }
+}
+
 void ev_sort(evidence_t *ev, int col, int numeric, int desc)
 {
     sort_col = col;
@@ -127,6 +185,29 @@ static void ev_take(evidence_t *dst, evidence_t *src)
     char ***nr;
     int i;
 
+    if (dst->least) {
+        /* Each row kept or not by its order. */
+        for (r = 0; r < src->nrows; r++) {
+            char ***nr2;
+            if (dst->nrows >= EVIDENCE_MAX && dst->nrows > 0) {
+                ev_keep_least(dst, src->rows[r]);
+            }
+            else if ((nr2 = realloc(dst->rows, sizeof(char **)
+                                    * (size_t)(dst->nrows + 1)))) {
+                dst->rows = nr2;
+                dst->rows[dst->nrows++] = src->rows[r];
+            }
+            else {
+                for (i = 0; i < src->ncols; i++) free(src->rows[r][i]);
+                free(src->rows[r]);
+            }
+        }
+        dst->total += src->total;
+        free(src->rows);
+        src->rows = NULL;
+        src->nrows = src->total = 0;
+        return;
+    }
     if (keep > src->nrows) keep = src->nrows;
     if (keep > 0 && (nr = realloc(dst->rows, sizeof(char **)
                                   * (size_t)(dst->nrows + keep)))) {
@@ -461,8 +542,15 @@ static void scan_init_evidence(scan_t *s)
     evidence_t *all[SCAN_EVIDENCE];
     int k;
 
+    static const int burst_order[] = { 1, 0 };     /* window, who */
+    static const int shared_order[] = { 2, 0 };    /* hour, certificate */
+
     scan_evidence(s, all);
     for (k = 0; k < SCAN_EVIDENCE; k++) ev_init(all[k], ev_columns[k]);
+    s->bursts.least = burst_order;
+    s->bursts.nleast = 2;
+    s->shared.least = shared_order;
+    s->shared.nleast = 2;
 }
 
 /* ------------------------------------------------------------------ */
@@ -900,6 +988,8 @@ typedef struct {
     int          db, table;
     apr_int64_t  lo, hi;        /* ids */
     int          verify, count; /* walk the chain; count the figures */
+    int          summ;          /* read the file's summaries (schema 5),
+                                   not its rows (see "Sealed files") */
     mtls_chain_result_t res;
     scan_t       s;             /* counts and evidence of these rows */
     window_t     bursts, shared;
@@ -953,6 +1043,7 @@ typedef struct {
     unsigned char **auth;       /* per database: handshake ids whose
                                    certificate verified, a bit each */
     apr_int64_t *auth_n;        /* bits in auth[i] */
+    unsigned char *summ;        /* per database: its summaries are read */
 } run_t;
 
 /* Columns the passes read, found by name in whichever SELECT runs. */
@@ -1312,6 +1403,442 @@ static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* Sealed files: the summaries instead of the rows                      */
+
+/* A sealed file (one with an archive's end or a rotation's seal: closed
+ * for writing) carries the counts of its rows by hour in `summaries`
+ * (schema/005_summaries.sql, filled by mtls_summary_fill when it was
+ * sealed).  When its rows need not be walked for the chain and the period
+ * is whole days (so every hour, and every day of the per-certificate
+ * rows, lies wholly in or out of it), its pieces are two: one reads the
+ * summaries of the handshakes, one those of the requests, and they feed
+ * the same accumulators as hs_row and rq_row, with each group's count.
+ * Only the rows the summaries point to are read: the incomplete
+ * handshakes of an hour that has any, and every request of an hour with
+ * an unauthenticated request or a card number (through rq_row itself).
+ * A file with a child's clock going backwards anywhere is read row by
+ * row: which row the report compares with depends on the period.  The
+ * summaries are used only when they count as many handshakes and
+ * requests as the file holds. */
+
+#define HOUR_US 3600000000LL
+
+static int summarizable(dataset_t *ds, int i, const scan_t *s)
+{
+    sqlite3_stmt *st;
+    char *sql;
+    int ok = 0;
+
+    if ((s->verify && !(s->no_walk && s->no_walk[i]))
+        || getenv("MTLS_AUDIT_NO_SUMMARIES")
+        || s->since % DAY_US || s->until % DAY_US || ds->version[i] < 5) {
+        return 0;
+    }
+    sql = sqlite3_mprintf(
+        "SELECT EXISTS (SELECT 1 FROM db%d.chain_cut WHERE side = 'end') "
+        "AND NOT EXISTS (SELECT 1 FROM db%d.summaries WHERE kind = "
+        "'backwards') AND (SELECT coalesce(sum(n), 0) FROM db%d.summaries "
+        "WHERE kind = 'handshakes') = (SELECT count(*) FROM db%d.handshakes) "
+        "AND (SELECT coalesce(sum(n), 0) FROM db%d.summaries WHERE kind = "
+        "'requests') = (SELECT count(*) FROM db%d.requests)",
+        i, i, i, i, i, i);
+    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_free(sql);
+    return ok;
+}
+
+static const char *col_text(sqlite3_stmt *st, int c)
+{
+    return sqlite3_column_type(st, c) == SQLITE_TEXT
+           ? (const char *)sqlite3_column_text(st, c) : NULL;
+}
+
+static int col_result(sqlite3_stmt *st, int c)
+{
+    return sqlite3_column_type(st, c) == SQLITE_NULL
+           ? -1 : sqlite3_column_int(st, c);
+}
+
+static sqlite3_stmt *summ_prepare(worker_t *w, const char *fmt, int db)
+{
+    sqlite3_stmt *st = NULL;
+    char *sql = sqlite3_mprintf(fmt, db);
+    if (!sql || sqlite3_prepare_v2(w->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        st = NULL;
+    }
+    sqlite3_free(sql);
+    return st;
+}
+
+/* The incomplete handshakes of hour h, as hs_row lists them. */
+static int summ_incomplete(run_t *r, worker_t *w, part_t *p, apr_int64_t h)
+{
+    sqlite3_stmt *st = summ_prepare(w,
+        "SELECT h.id, h.time_us, h.client_addr, h.server_name, h.outcome, "
+        "h.cert_id FROM db%d.handshakes h WHERE h.time_us >= ?1 AND "
+        "h.time_us < ?2 ORDER BY h.id", p->db);
+    ctab_t *ct = &r->cts[p->db];
+    char buf[2][32];
+    int rc;
+
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, h * HOUR_US);
+    sqlite3_bind_int64(st, 2, (h + 1) * HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *client = col_text(st, 2), *server = col_text(st, 3);
+        int out = sqlite3_column_int(st, 4);
+        apr_int64_t cid = sqlite3_column_int64(st, 5);
+        int c = cid > 0 && cid < ct->n && ct->c[cid].present;
+        const char *row[6];
+
+        if (client && server && (out != 1 || c)) continue;
+        row[0] = num(sqlite3_column_int64(st, 0), buf[0]);
+        row[1] = r->ds->files[p->db];
+        row[2] = iso_us(sqlite3_column_int64(st, 1), buf[1]);
+        row[3] = client;
+        row[4] = server;
+        row[5] = outcome_name(out);
+        ev_add(&p->s.incomplete, row);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int summ_hs(run_t *r, worker_t *w, part_t *p)
+{
+    scan_t *s = &p->s;
+    int i = p->db, rc;
+    ctab_t *ct = &r->cts[i];
+    apr_int64_t lo = s->since < s->until - INACTIVE_DAYS * DAY_US
+                     ? s->since : s->until - INACTIVE_DAYS * DAY_US;
+    apr_int64_t d90 = s->until - INACTIVE_DAYS * DAY_US;
+    apr_int64_t since_h = s->since / HOUR_US;
+    sqlite3_stmt *st;
+    key_t_ k;
+    ment_t *e;
+
+    /* The handshakes, by hour. */
+    st = summ_prepare(w, "SELECT hour, server_name, sni, tls_version, "
+                      "cipher, outcome, verify_result, verify_error, alert, "
+                      "cert_id, revocation_method, revocation_status, n, "
+                      "complete, outside, first_us, last_us FROM "
+                      "db%d.summaries WHERE kind = 'handshakes' AND hour >= "
+                      "?1 AND hour < ?2 ORDER BY hour", i);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, lo / HOUR_US);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        apr_int64_t h = sqlite3_column_int64(st, 0), t = h * HOUR_US;
+        const char *server = col_text(st, 1), *sni = col_text(st, 2);
+        int ver = sqlite3_column_int(st, 3);
+        const char *cipher = col_text(st, 4);
+        int out = sqlite3_column_int(st, 5), vr = col_result(st, 6);
+        const char *verr = col_text(st, 7);
+        int alert = col_result(st, 8), c = sqlite3_column_int(st, 9);
+        apr_int64_t n = sqlite3_column_int64(st, 12);
+        apr_int64_t complete = sqlite3_column_int64(st, 13);
+        apr_int64_t first = sqlite3_column_int64(st, 15);
+        apr_int64_t last = sqlite3_column_int64(st, 16);
+        int verified = out == 1 && c && vr == 0;
+
+        if (t >= d90) w->seen90[i][(t - d90) / DAY_US] = 1;
+        if (h < since_h) continue;
+        s->n_hs += n;
+        if (r->ds->version[i] >= 3) {
+            int m = rev_method(col_text(st, 10));
+            int rs = rev_status(col_text(st, 11));
+            if (m >= 0 && rs > 0) {
+                s->rev[m][rs] += n;
+                if (out == 1 && rs >= MTLS_RS_UNKNOWN) {
+                    s->rev_fail_accepted += n;
+                }
+            }
+        }
+        if (out != 1) s->n_fail += n;
+        if (out == 2 || out == 3) s->failures += n;
+        if (vr == 9) s->not_yet_valid += n;
+        if (vr == 3 || vr == 8 || (vr >= 11 && vr <= 16) || vr == 23
+            || (vr >= 33 && vr <= 36) || (vr >= 39 && vr <= 42)
+            || vr == 44) {
+            s->revocation += n;
+        }
+        kb_reset(&k);
+        kb_int(&k, ver);
+        kb_str(&k, cipher);
+        if ((e = map_get(&w->suites, &k))) {
+            if (!e->v[3]) {
+                const char *why;
+                e->v[3] = 1 + grade_suite(ver, cipher, &why);
+                e->v[4] = 1 + cipher_is_aead(cipher);
+            }
+            e->v[0] += n;
+            if (out == 1) e->v[1] += n;
+            if (out == 1 && c && vr != 0) e->v[2] += n;
+        }
+        if (out == 1) {
+            int grade, aead;
+            const char *why;
+            grade = e ? (int)e->v[3] - 1 : grade_suite(ver, cipher, &why);
+            aead = e ? (int)e->v[4] - 1 : cipher_is_aead(cipher);
+            s->accepted += n;
+            if (grade == 2) s->bad_suite += n;
+            if (grade == 1) s->weak_suite += n;
+            if (c) s->with_cert += n;
+            if (c && vr != 0) s->unverified += n;
+            if (verified) s->verified += n;
+            if (aead) s->aead += n;
+            s->outside_validity += sqlite3_column_int64(st, 14);
+            kb_str(&k, sni);
+            if ((e = map_get(&w->suites_sni, &k))) {
+                e->v[0] += n;
+                if (!e->v[3] || first < e->v[3]) e->v[3] = first;
+                if (last > e->v[4]) e->v[4] = last;
+            }
+        }
+        s->complete += complete;
+        {
+            apr_int64_t d = (t - s->since) / DAY_US;
+            if (d >= 0 && d < r->days && out >= 1 && out <= 5) {
+                w->per_day[d][out - 1] += n;
+            }
+        }
+        kb_reset(&k);
+        kb_str(&k, r->ds->files[i]);
+        kb_str(&k, server);
+        if ((e = map_get(&w->scope, &k))) {
+            e->v[0] += n;
+            if (out == 1) e->v[1] += n;
+        }
+        if (!verified) {
+            kb_reset(&k);
+            kb_int(&k, out);
+            kb_str(&k, verr ? verr : "no certificate");
+            if ((e = map_get(&w->not_verified, &k))) e->v[0] += n;
+        }
+        if (out != 1) {
+            kb_reset(&k);
+            kb_int(&k, out);
+            kb_str(&k, verr);
+            kb_int(&k, alert);
+            if ((e = map_get(&w->reasons, &k))) e->v[0] += n;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return rc;
+
+    /* The incomplete rows themselves, hour by hour. */
+    st = summ_prepare(w, "SELECT hour FROM db%d.summaries WHERE kind = "
+                      "'handshakes' AND hour >= ?1 AND hour < ?2 GROUP BY "
+                      "hour HAVING sum(n) > sum(complete) ORDER BY hour", i);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, since_h);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((rc = summ_incomplete(r, w, p, sqlite3_column_int64(st, 0)))
+            != SQLITE_OK) {
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK) return rc;
+
+    /* Per certificate, by day. */
+    st = summ_prepare(w, "SELECT hour, cert_id, outcome, n, first_us, "
+                      "last_us FROM db%d.summaries WHERE kind = "
+                      "'certificate' AND hour >= ?1 AND hour < ?2", i);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, lo / HOUR_US);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        apr_int64_t h = sqlite3_column_int64(st, 0);
+        apr_int64_t cid = sqlite3_column_int64(st, 1);
+        int out = sqlite3_column_int(st, 2);
+        apr_int64_t n = sqlite3_column_int64(st, 3);
+        apr_int64_t first = sqlite3_column_int64(st, 4);
+        apr_int64_t last = sqlite3_column_int64(st, 5);
+        cstat_t *cs;
+
+        if (!(cid > 0 && cid < ct->n && ct->c[cid].present)) continue;
+        cs = &w->cs[i][cid];
+        if (out == 1 && last > cs->last_acc) cs->last_acc = last;
+        if (h < since_h) continue;
+        cs->seen += n;
+        if (out == 1) {
+            cs->acc += n;
+            if (!cs->first || first < cs->first) cs->first = first;
+            if (last > cs->last) cs->last = last;
+        }
+        else if (out == 2) {
+            cs->rej += n;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return rc;
+
+    /* Failures: by client (each attempt counted, the group shown from its
+     * first row) and in bursts, by half hour in order. */
+    st = summ_prepare(w, "SELECT hour, slot, outcome, verify_error, alert, "
+                      "client_addr, sni, cert_id, n, first_id FROM "
+                      "db%d.summaries WHERE kind = 'failure' AND hour >= ?1 "
+                      "AND hour < ?2 ORDER BY hour, slot", i);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, since_h);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        apr_int64_t h = sqlite3_column_int64(st, 0);
+        int slot = sqlite3_column_int(st, 1), out = sqlite3_column_int(st, 2);
+        const char *client = col_text(st, 5);
+        apr_int64_t cid = sqlite3_column_int64(st, 7);
+        apr_int64_t n = sqlite3_column_int64(st, 8), j;
+        int c = cid > 0 && cid < ct->n && ct->c[cid].present;
+        apr_uint64_t hash;
+
+        kb_reset(&k);
+        kb_int(&k, out);
+        kb_str(&k, col_text(st, 3));
+        kb_int(&k, col_result(st, 4));
+        kb_str(&k, client);
+        kb_str(&k, col_text(st, 6));
+        hash = khash(k.b, k.n);
+        for (j = 0; j < n; j++) {
+            fail_add(w, hash, i, sqlite3_column_int64(st, 9));
+        }
+        if (out == 2 || out == 3) {
+            map_t *m = window_for(s, &p->bursts, h * 2 + slot, emit_burst,
+                                  r->cts);
+            kb_reset(&k);
+            kb_str(&k, "client");
+            kb_str(&k, client);
+            if ((e = map_get(m, &k))) e->v[0] += n;
+            if (out == 2 && c) {
+                kb_reset(&k);
+                kb_str(&k, "cert");
+                kb_int(&k, i);
+                kb_int(&k, cid);
+                if ((e = map_get(m, &k))) e->v[0] += n;
+            }
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return rc;
+
+    /* Certificates shared by more than SHARE_ADDRS addresses in an hour:
+     * as emit_shared shows them (it stops counting at SHARE_ADDRS + 1). */
+    st = summ_prepare(w, "SELECT hour, cert_id, client_addr FROM "
+                      "db%d.summaries WHERE kind = 'shared' AND hour >= ?1 "
+                      "AND hour < ?2 ORDER BY hour", i);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, since_h);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        apr_int64_t cid = sqlite3_column_int64(st, 1);
+        cinfo_t *c = cid > 0 && cid < ct->n && ct->c[cid].present
+                     ? &ct->c[cid] : NULL;
+        char when[32], nb[24];
+        const char *row[5];
+
+        row[0] = c ? c->hex : "";
+        row[1] = c ? c->subject : NULL;
+        row[2] = iso_s(sqlite3_column_int64(st, 0) * 3600, when);
+        row[3] = num(SHARE_ADDRS + 1, nb);
+        row[4] = col_text(st, 2);
+        ev_add(&s->shared, row);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* First request id at or after time t, by bisection on this worker's
+ * connection (as bisect_requests). */
+static apr_int64_t summ_bisect(worker_t *w, int i, apr_int64_t t,
+                               apr_int64_t hi)
+{
+    sqlite3_stmt *at = summ_prepare(w, "SELECT time_us FROM db%d.requests "
+                                    "WHERE id >= ?1 ORDER BY id LIMIT 1", i);
+    apr_int64_t lo = 1, mid;
+
+    if (!at) return 1;
+    while (lo < hi) {
+        apr_int64_t tm = 0;
+        mid = lo + (hi - lo) / 2;
+        sqlite3_bind_int64(at, 1, mid);
+        if (sqlite3_step(at) == SQLITE_ROW) tm = sqlite3_column_int64(at, 0);
+        sqlite3_reset(at);
+        if (tm < t) lo = mid + 1; else hi = mid;
+    }
+    sqlite3_finalize(at);
+    return lo;
+}
+
+static int summ_rq(run_t *r, worker_t *w, part_t *p)
+{
+    scan_t *s = &p->s;
+    int i = p->db, rc, col[R_N], k;
+    sqlite3_stmt *st, *rows = NULL, *mx;
+    apr_int64_t max = 0;
+
+    for (k = 0; k < R_N; k++) col[k] = k;
+    /* rq_row reads each request's handshake row: no bits here. */
+    p->auth_lo = 1;
+    p->auth_upto = 0;
+    if ((mx = summ_prepare(w, "SELECT coalesce(max(id), 0) FROM "
+                           "db%d.requests", i))) {
+        if (sqlite3_step(mx) == SQLITE_ROW) max = sqlite3_column_int64(mx, 0);
+        sqlite3_finalize(mx);
+    }
+    st = summ_prepare(w, "SELECT hour, sum(n), sum(CASE WHEN status < 400 "
+                      "THEN n ELSE 0 END), sum(CASE WHEN status < 400 THEN "
+                      "unauth ELSE 0 END) + sum(pan) FROM db%d.summaries "
+                      "WHERE kind = 'requests' AND hour >= ?1 AND hour < ?2 "
+                      "GROUP BY hour ORDER BY hour", i);
+    rows = summ_prepare(w, "SELECT id, time_us, method, path, status, "
+                        "handshake_id FROM db%d.requests WHERE id BETWEEN ?1 "
+                        "AND ?2 ORDER BY id", i);
+    if (!st || !rows) {
+        sqlite3_finalize(st);
+        sqlite3_finalize(rows);
+        return sqlite3_errcode(w->db);
+    }
+    sqlite3_bind_int64(st, 1, s->since / HOUR_US);
+    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        apr_int64_t h = sqlite3_column_int64(st, 0), a, b;
+        int row_rc;
+
+        if (!sqlite3_column_int64(st, 3)) {
+            s->n_rq += sqlite3_column_int64(st, 1);
+            s->answered += sqlite3_column_int64(st, 2);
+            continue;
+        }
+        /* An hour with evidence: its rows, through rq_row. */
+        a = summ_bisect(w, i, h * HOUR_US, max);
+        b = summ_bisect(w, i, (h + 1) * HOUR_US, max);
+        a = a > ID_MARGIN ? a - ID_MARGIN : 1;
+        b = b < INT64_MAX - ID_MARGIN ? b + ID_MARGIN : INT64_MAX;
+        sqlite3_bind_int64(rows, 1, a);
+        sqlite3_bind_int64(rows, 2, b);
+        while ((row_rc = sqlite3_step(rows)) == SQLITE_ROW) {
+            mtls_val_t vals[MTLS_MAX_COLUMNS];
+            apr_int64_t t = sqlite3_column_int64(rows, 1);
+            if (t < h * HOUR_US || t >= (h + 1) * HOUR_US) continue;
+            mtls_chain_row_values(rows, vals, MTLS_MAX_COLUMNS);
+            rq_row(r, w, p, vals, col);
+        }
+        sqlite3_reset(rows);
+        if (row_rc != SQLITE_DONE) {
+            rc = row_rc;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_finalize(rows);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /* Read one piece on worker w's connection. */
 static int part_run(run_t *r, worker_t *w, part_t *p)
 {
@@ -1323,6 +1850,12 @@ static int part_run(run_t *r, worker_t *w, part_t *p)
     int col[H_N], rc = SQLITE_OK, hcol;
 
     snprintf(schema, sizeof(schema), "db%d", p->db);
+    if (p->summ) {
+        rc = p->table == T_HS ? summ_hs(r, w, p) : summ_rq(r, w, p);
+        window_close(&p->s, &p->bursts, emit_burst, r->cts);
+        window_close(&p->s, &p->shared, emit_shared, r->cts);
+        return rc;
+    }
     if (p->verify) {
         rc = mtls_chain_walk_begin(&walk, w->db, schema, tables[p->table],
                                    r->key, p->lo, &p->res);
@@ -1965,6 +2498,9 @@ static int plan(run_t *r)
     if ((env = getenv("MTLS_AUDIT_MAP_LIMIT")) && atoi(env) > 0) {
         map_limit = (size_t)atoi(env);
     }
+    for (i = 0; i < ds->n; i++) {
+        r->summ[i] = (unsigned char)summarizable(ds, i, s);
+    }
     /* The small tables first (only their chains), then the handshakes
      * (the requests' pass reads the bits they leave), then requests. */
     for (t = 0; t < 4 && rc == SQLITE_OK; t++) {
@@ -1973,6 +2509,24 @@ static int plan(run_t *r)
         for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
             apr_int64_t lo = 0, hi = INT64_MAX, max;
             verify = verify_all && !(s->no_walk && s->no_walk[i]);
+            if (r->summ[i] && (tb == T_HS || tb == T_RQ)) {
+                part_t *np = realloc(r->parts, sizeof(part_t)
+                                     * (size_t)(r->nparts + 1));
+                part_t *p;
+                if (!np) return SQLITE_NOMEM;
+                r->parts = np;
+                p = &r->parts[r->nparts++];
+                memset(p, 0, sizeof(*p));
+                p->db = i;
+                p->table = tb;
+                p->summ = p->count = 1;
+                p->need_h = -1;
+                p->s.since = s->since;
+                p->s.until = s->until;
+                p->s.now = s->now;
+                scan_init_evidence(&p->s);
+                continue;
+            }
             if (tb == T_CERTS || tb == T_EVENTS) {
                 if (verify) {
                     rc = add_parts(r, i, tb, 0, INT64_MAX, 0, 1, 0);
@@ -2320,6 +2874,7 @@ static void run_free(run_t *r)
     for (k = 0; r->auth && k < r->ds->n; k++) free(r->auth[k]);
     free(r->auth);
     free(r->auth_n);
+    free(r->summ);
 }
 
 int scan_period(dataset_t *ds, scan_t *s)
@@ -2342,9 +2897,11 @@ int scan_period(dataset_t *ds, scan_t *s)
                       sizeof(mtls_chain_result_t));
     r.auth = calloc((size_t)ds->n, sizeof(*r.auth));
     r.auth_n = calloc((size_t)ds->n, sizeof(*r.auth_n));
+    r.summ = calloc((size_t)ds->n, 1);
     r.days = (s->until - s->since + DAY_US - 1) / DAY_US;
     if (r.days > 20000) r.days = 20000;
-    if (!cts || !s->empty_days || !s->chain || !r.auth || !r.auth_n) {
+    if (!cts || !s->empty_days || !s->chain || !r.auth || !r.auth_n
+        || !r.summ) {
         rc = SQLITE_NOMEM;
     }
     for (i = 0; i < ds->n && rc == SQLITE_OK; i++) {
@@ -2364,7 +2921,9 @@ int scan_period(dataset_t *ds, scan_t *s)
         rc = cert_tables(ds, i, s, &cts[i]);
     }
     if (rc == SQLITE_OK) {
+        ev_sort_least(&s->bursts);
         ev_sort(&s->bursts, 2, 1, 1);
+        ev_sort_least(&s->shared);
         ev_sort(&s->shared, 3, 1, 1);
         ev_sort(&s->inventory, 7, 0, 0);
         ev_sort(&s->inventory, 12, 0, 1);

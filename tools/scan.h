@@ -39,6 +39,10 @@ typedef struct {
     long    nrows;              /* kept, at most EVIDENCE_MAX */
     long    total;              /* found */
     char ***rows;               /* NULL cell: SQL NULL */
+    const int *least;           /* or NULL: keep the EVIDENCE_MAX rows that
+                                   come first by these columns (nleast),
+                                   not the first added */
+    int     nleast;
 } evidence_t;
 
 void ev_init(evidence_t *ev, const char *const *cols);
@@ -55,7 +59,9 @@ typedef struct {
     int          verify;        /* walk the hash chains on the way */
     const unsigned char *no_walk;   /* per database, or NULL: 1 when its
                                    integrity comes from elsewhere (a sealed
-                                   file's SHA-256): its chains not walked */
+                                   file's SHA-256): its chains not walked,
+                                   and its summaries read instead of its
+                                   rows (scan.c, "Sealed files") */
     const mtls_chain_key_t *key;
     mtls_chain_result_t *chain; /* [database * MTLS_ANCHOR_TABLES + table]
                                    when verify: the chains' results */

@@ -30,6 +30,7 @@ import test_siem        # noqa: E402
 import test_metrics     # noqa: E402
 import test_pipeline    # noqa: E402
 import test_dummy       # noqa: E402
+import test_summaries   # noqa: E402
 import test_files       # noqa: E402
 
 
@@ -77,6 +78,7 @@ def main():
                          + test_metrics.test.tests
                          + test_pipeline.test.tests
                          + test_dummy.test.tests
+                         + test_summaries.test.tests
                          + test_files.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
