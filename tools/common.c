@@ -1918,6 +1918,53 @@ int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes)
     return rc;
 }
 
+int sealed_in_log(const char *log, const file_meta_t *m, const char *sha256,
+                  char *msg, size_t msglen)
+{
+    char line[8192], path[4096], hex[80];
+    long long bytes, seal;
+    long lineno = 0;
+    int found = -1;
+    FILE *fp = log && m ? fopen(log, "r") : NULL;
+
+    if (!fp) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), fp)) {
+        const char *p = strstr(line, "mtls_audit: sealed ");
+        const char *mine = strrchr(m->path, '/'), *theirs;
+        lineno++;
+        if (!p || sscanf(p, "mtls_audit: sealed %4095s sha256=%79s "
+                         "bytes=%lld seal=%lld", path, hex, &bytes, &seal)
+                  != 4) {
+            continue;
+        }
+        theirs = strrchr(path, '/');
+        mine = mine ? mine + 1 : m->path;
+        theirs = theirs ? theirs + 1 : path;
+        /* The path the module wrote, or (the files moved since) the same
+         * name and the same seal. */
+        if (!same_path(path, m->path)
+            && !(m->seal_id && seal == m->seal_id && !strcmp(mine, theirs))) {
+            continue;
+        }
+        if (!strcasecmp(hex, sha256)) {
+            snprintf(msg, msglen, "the error log's sealed line for it (line "
+                     "%ld of %s) gives the same SHA-256", lineno, log);
+            found = 1;
+        }
+        else {
+            snprintf(msg, msglen, "the error log's sealed line for it (line "
+                     "%ld of %s) gives SHA-256 %s, not %s", lineno, log, hex,
+                     sha256);
+            found = 0;
+            break;
+        }
+    }
+    fclose(fp);
+    return found;
+}
+
 int check_sealed(const file_meta_t *m, char *msg, size_t msglen)
 {
     char hex[65], wal[1100];

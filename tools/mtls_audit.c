@@ -546,6 +546,16 @@ static int cmd_verify(int argc, char **argv)
             printf("  %-12s %s  %s\n", "sealed", sealed ? "ok" : "BROKEN",
                    seal);
             broken |= !sealed;
+            if (sealed && anchor) {
+                /* The module's line for the seal in its error log. */
+                int log = sealed_in_log(anchor, m, m->sealed_sha256, seal,
+                                        sizeof(seal));
+                if (log >= 0) {
+                    printf("  %-12s %s  %s\n", "sealed", log ? "ok"
+                           : "BROKEN", seal);
+                    broken |= !log;
+                }
+            }
             sealed_results(files[i], res);
             if (m) m->how = HOW_SHA256;
         }

@@ -1078,9 +1078,36 @@ static void sealed_files(report_t *r)
                      (long long)m->sealed_event);
         }
         else {
+            const file_meta_t *next = &files_set()->f[m->succ];
+            char why[1200];
+            int log;
             snprintf(msg, sizeof(msg), "sealed: SHA-256 matches the one %s "
-                     "recorded (event %lld); rows not walked",
-                     files_set()->f[m->succ].path, (long long)m->sealed_event);
+                     "recorded (event %lld); rows not walked", next->path,
+                     (long long)m->sealed_event);
+            /* The record is as sound as the file holding it: one outside
+             * the period is not checked in this run; the error log's line
+             * for the seal is a record kept outside the files. */
+            log = r->anchor ? sealed_in_log(r->anchor, m, fi->sha256, why,
+                                            sizeof(why)) : -1;
+            if (log == 1 && fi->anchored >= 0) {
+                fi->anchored = 1;
+            }
+            else if (log == 0) {
+                fi->anchored = -1;
+            }
+            if (log >= 0) {
+                size_t l = strlen(msg);
+                snprintf(msg + l, sizeof(msg) - l, "; %s%s", log ? ""
+                         : "ANCHOR BROKEN: ", why);
+            }
+            else if (!next->selected) {
+                size_t l = strlen(msg);
+                snprintf(msg + l, sizeof(msg) - l, " (%s, outside the "
+                         "period, was not checked in this run: give --anchor "
+                         "with the error log that holds the seal's line)",
+                         next->path);
+                if (fi->anchored == 1) fi->anchored = 0;
+            }
         }
         snprintf(rest, sizeof(rest), "%s", fi->integrity);
         {
