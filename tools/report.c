@@ -1177,7 +1177,7 @@ static int verify_files(report_t *r)
         }
         if (!fi->broken) {
             snprintf(fi->integrity, sizeof(fi->integrity),
-                     "walked: hash chains verified");
+                     "hash chains verified");
         }
     anchors:
         if (anchors) {
@@ -1282,6 +1282,27 @@ static const char hipaa_note[] =
     "inventory) was not final when this tool was written. A client "
     "certificate is one factor: mTLS alone is not MFA.";
 
+/* How a file's integrity was established, for the cover. */
+static const char *established(const report_t *r, const file_info_t *fi)
+{
+    how_e how = fi->meta ? fi->meta->how : r->no_verify ? HOW_NONE
+                                                        : HOW_WALKED;
+    return how == HOW_SHA256 ? "sha256" : how == HOW_ANCHORS ? "anchors"
+         : how == HOW_WALKED ? "walked" : "none";
+}
+
+static const char *established_text(const report_t *r,
+                                     const file_info_t *fi)
+{
+    const char *e = established(r, fi);
+    return !strcmp(e, "sha256") ? "its SHA-256 against the record of its "
+                                  "seal (no row walked)"
+         : !strcmp(e, "anchors") ? "walked (every row's hash recomputed) "
+                                   "and anchors of the error log"
+         : !strcmp(e, "walked") ? "walked (every row's hash recomputed)"
+         : "not established (--no-verify)";
+}
+
 /* Why a file given was not read: its records lie outside the period. */
 static const char *skipped_why(const file_meta_t *m, char *buf, size_t len)
 {
@@ -1307,8 +1328,10 @@ static void write_text(FILE *f, report_t *r)
             "%lld events\n", (long long)r->n_hs, (long long)r->n_fail,
             (long long)r->n_rq, (long long)r->n_ev);
     for (i = 0; i < r->nfiles; i++) {
-        fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n",
-                r->fi[i].path, r->fi[i].sha256, r->fi[i].integrity);
+        fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n"
+                "             established: %s\n", r->fi[i].path,
+                r->fi[i].sha256, r->fi[i].integrity,
+                established_text(r, &r->fi[i]));
     }
     for (i = 0; i < r->nskipped; i++) {
         char why[256];
@@ -1386,10 +1409,7 @@ static void write_json(FILE *f, report_t *r)
         json_str(f, r->fi[i].integrity);
         fprintf(f, ", \"chain_broken\": %s, \"read\": true, \"established\": "
                 "\"%s\"}", r->fi[i].broken ? "true" : "false",
-                !r->fi[i].meta ? (r->no_verify ? "none" : "walked")
-                : r->fi[i].meta->how == HOW_SHA256 ? "sha256"
-                : r->fi[i].meta->how == HOW_ANCHORS ? "anchors"
-                : r->fi[i].meta->how == HOW_WALKED ? "walked" : "none");
+                established(r, &r->fi[i]));
     }
     for (i = 0; i < r->nskipped; i++) {
         char why[256];
@@ -1596,6 +1616,8 @@ static void write_html(FILE *f, report_t *r)
         html_text(f, r->fi[i].path);
         fprintf(f, "</code><br>SHA-256 <code>%s</code><br>", r->fi[i].sha256);
         html_text(f, r->fi[i].integrity);
+        fputs("<br>Established: ", f);
+        html_text(f, established_text(r, &r->fi[i]));
         fputs("</td></tr>", f);
     }
     for (i = 0; i < r->nskipped; i++) {
