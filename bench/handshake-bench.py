@@ -22,7 +22,10 @@ all three alike instead of whichever ran during it.  With --control, C is
 a second copy of A, and the table adds C/A: what two identical servers
 measure on this host, the noise floor of B/A.  With --compare SO, C is B
 with the mod_mtls_audit.so at SO (another build, e.g. the one before a
-change): B/C is then this build over that one.
+change): B/C is then this build over that one.  With --rotate SPEC, C is
+B with MTLSAuditRotate SPEC (and MTLSAuditDatabase audit-%Y-%m.db): give
+a SIZE small enough to rotate several times during the runs (1M), and
+B/C is what rotation costs, or not.
 
 With --certs N, one more scenario spreads its connections over N distinct
 client certificates (TLS 1.3, EC), so that the resident memory reported
@@ -30,7 +33,8 @@ after the runs includes what many certificates cost (the writer's SQLite
 page cache, its certificate cache).
 
     bench/handshake-bench.py [--rounds N] [--connections N] [--short]
-                             [--together] [--control | --compare SO]
+                             [--together]
+                             [--control | --compare SO | --rotate SPEC]
                              [--certs N]
                              [--json FILE]
 """
@@ -57,7 +61,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 class Srv:
-    def __init__(self, base, name, pki, kind, so=None):
+    def __init__(self, base, name, pki, kind, so=None, rotate=None):
         self.name = name
         self.root = os.path.join(base, name)
         self.port = server_mod.free_port()
@@ -83,6 +87,9 @@ class Srv:
             mods += "LoadModule mtls_audit_module %s\n" % (
                 so or os.path.join(BUILD, "mod_mtls_audit.so"))
             extra = "MTLSAuditDatabase %s\n" % self.db
+            if rotate:
+                extra = ("MTLSAuditDatabase %s/audit-%%Y-%%m.db\n"
+                         "MTLSAuditRotate %s\n" % (d, rotate))
             vhost = "    MTLSAuditEngine On\n"
         elif kind == "C":
             vhost = ('    CustomLog "%s/logs/ssl.log" "%%{SSL_CLIENT_S_DN}x|'
@@ -274,6 +281,9 @@ def main():
     ap.add_argument("--compare", metavar="SO",
                     help="C is B with this mod_mtls_audit.so (another "
                     "build): B/C is this build over that one")
+    ap.add_argument("--rotate", metavar="SPEC",
+                    help="C is B with MTLSAuditRotate SPEC (e.g. 1M): B/C "
+                    "is what rotation costs")
     ap.add_argument("--certs", type=int, default=0,
                     help="add a scenario over N distinct client "
                     "certificates (at most 2000)")
@@ -283,8 +293,9 @@ def main():
     if not 0 <= args.certs <= 2000:
         ap.error("--certs takes 0 to 2000 (mtls-hsload's limit of client "
                  "certificates is 2048)")
-    if args.control and args.compare:
-        ap.error("--control and --compare both say what C is: take one")
+    if sum(map(bool, (args.control, args.compare, args.rotate))) > 1:
+        ap.error("--control, --compare and --rotate each say what C is: "
+                 "take one")
     if args.compare and not os.path.isfile(args.compare):
         ap.error("--compare: no such file: %s" % args.compare)
     if args.compare:
@@ -317,9 +328,10 @@ def main():
                 for i in range(args.certs)]
         scenarios.append(("TLS1.3 %d certs" % len(many), "1.3",
                           [spec(c) for c in many], n, 16))
-    kind_c = "A" if args.control else "B" if args.compare else "C"
+    kind_c = ("A" if args.control else "B" if args.compare or args.rotate
+              else "C")
     srvs = [Srv(base, "A", pki, "A"), Srv(base, "B", pki, "B"),
-            Srv(base, "C", pki, kind_c, args.compare)]
+            Srv(base, "C", pki, kind_c, args.compare, args.rotate)]
     results = {s[0]: {k: [] for k in "ABC"} for s in scenarios}
     try:
         for s in srvs:
@@ -384,6 +396,8 @@ def print_table(results, args, rss, rows, expected):
           "ratios: median of per-round ratios [p10-p90]" % (
               "a second copy of A (--control)" if args.control
               else "B with %s (--compare)" % args.compare if args.compare
+              else "B with MTLSAuditRotate %s (--rotate)" % args.rotate
+              if args.rotate
               else "A + CustomLog of SSL variables"))
     hdr = ("%-19s %8s %8s %8s %19s %19s %7s %7s %7s %19s %7s %7s %19s"
            % ("scenario", "A hs/s", "B hs/s", "C hs/s", "B/A hs/s",
@@ -434,7 +448,7 @@ def print_table(results, args, rss, rows, expected):
                 for a, b in zip(R["A"], R["B"])]
         line = "  %-19s writer %6.1f us, the rest %6.1f us" % (
             name, med(w), med(rest))
-        if args.compare:
+        if args.compare or args.rotate:
             wc = [x["writer_cpu_us_per_hs"] for x in R["C"]]
             restc = [(c["server_cpu_ms_per_hs"] - a["server_cpu_ms_per_hs"])
                      * 1000 - c["writer_cpu_us_per_hs"]

@@ -150,6 +150,10 @@ typedef struct {
     int         audit;            /* engine On and tls: its handshakes are
                                      recorded (decided in post_config) */
     const char *db_at;            /* "file:line" of MTLSAuditDatabase */
+    int         rotate;           /* MTLSAuditRotate: MTLS_ROTATE_*, -1
+                                     unset (off) */
+    apr_int64_t rotate_size;      /* its SIZE in bytes */
+    const char *rotate_at;        /* "file:line" of MTLSAuditRotate */
     const char *mirror;           /* MTLSAuditMirror FILE or |COMMAND */
     const char *mirror_at;
     int         mirror_format;    /* MTLSAuditMirrorFormat: MTLS_JSON_*,
@@ -170,7 +174,10 @@ static struct {
     int               ssl_idx;      /* SSL ex_data: our conn state */
     int               ctx_idx;      /* SSL_CTX ex_data: its server_rec */
     server_rec       *main_server;
-    const char       *db_path;      /* absolute */
+    const char       *db_path;      /* absolute: the live file */
+    const char       *db_pattern;   /* MTLSAuditDatabase, absolute, as a
+                                       strftime pattern (MTLSAuditRotate);
+                                       NULL without rotation */
     mtls_chain_key_t  key;
     mtls_writer_t    *writer;       /* this child's writer, or NULL */
     int               mirror_fd;    /* MTLSAuditMirror, opened by the
@@ -183,8 +190,8 @@ static struct {
                                        call: not one per handshake) */
     int               ssl_module;   /* mod_ssl's module_index, -1 */
     mtls_metrics_t   *metrics;      /* this child's, in shared memory */
-} g = { 0, -1, -1, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0, 0, -1,
-        NULL };
+} g = { 0, -1, -1, NULL, NULL, NULL, { NULL, 0 }, NULL, 0, 0, NULL, 0, 0,
+        0, -1, NULL };
 
 /* Why a record is being finalized. */
 typedef enum {
@@ -254,6 +261,7 @@ static void *create_srv(apr_pool_t *p, server_rec *s)
     sc->anchor_s = -1;
     sc->verify_cfg = -1;
     sc->mirror_format = -1;
+    sc->rotate = -1;
     return sc;
 }
 
@@ -280,6 +288,10 @@ static void *merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(mirror);
     MERGE_PTR(mirror_at);
     MERGE_INT(mirror_format);
+    MERGE_INT(rotate);
+    sc->rotate_size = add->rotate != -1 ? add->rotate_size
+                                        : base->rotate_size;
+    MERGE_PTR(rotate_at);
     sc->engine_here = add->engine != -1;
     sc->verify_cfg = -1;
     sc->tls = 0;
@@ -441,6 +453,57 @@ static const char *set_anchor(cmd_parms *cmd, void *dc, const char *arg)
                         &srv_conf(cmd->server)->anchor_s);
 }
 
+/* MTLSAuditRotate daily|weekly|monthly|SIZE|off, as rotatelogs takes
+ * them: SIZE in bytes with K, M or G (1024s), at least 64K. */
+static const char *set_rotate(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    srv_conf_t *sc = srv_conf(cmd->server);
+    apr_int64_t v, unit = 1;
+    char *end;
+    (void)dc;
+
+    if (err) {
+        return err;
+    }
+    sc->rotate_at = where(cmd);
+    sc->rotate_size = 0;
+    if (!strcasecmp(arg, "off")) {
+        sc->rotate = MTLS_ROTATE_OFF;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "daily")) {
+        sc->rotate = MTLS_ROTATE_DAILY;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "weekly")) {
+        sc->rotate = MTLS_ROTATE_WEEKLY;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "monthly")) {
+        sc->rotate = MTLS_ROTATE_MONTHLY;
+        return NULL;
+    }
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (*end && !end[1]) {
+        switch (*end) {
+        case 'k': case 'K': unit = 1024; end++; break;
+        case 'm': case 'M': unit = 1024 * 1024; end++; break;
+        case 'g': case 'G': unit = 1024 * 1024 * 1024; end++; break;
+        }
+    }
+    if (errno || *end || end == arg || v < 1 || v > (APR_INT64_MAX >> 31)
+        || v * unit < 65536) {
+        return apr_psprintf(cmd->pool, "MTLSAuditRotate: '%s' is not daily, "
+                            "weekly, monthly, off or a size of at least 64K "
+                            "(500M, 2G; K, M and G are 1024s)", arg);
+    }
+    sc->rotate = MTLS_ROTATE_SIZE;
+    sc->rotate_size = v * unit;
+    return NULL;
+}
+
 #define OFF(f) (void *)APR_OFFSETOF(srv_conf_t, f)
 
 static const command_rec cmds[] = {
@@ -479,6 +542,10 @@ static const command_rec cmds[] = {
                   RSRC_CONF, "the mirror's lines: native (the views' "
                   "columns), ecs (Elastic Common Schema) or ocsf (OCSF) "
                   "(default native)"),
+    AP_INIT_TAKE1("MTLSAuditRotate", set_rotate, NULL, RSRC_CONF,
+                  "seal the database and go on in a new file: daily, weekly, "
+                  "monthly (UTC) or at a SIZE (500M, 2G); MTLSAuditDatabase "
+                  "may then be a strftime pattern (default off)"),
     AP_INIT_TAKE1("MTLSAuditChainKey", set_key, NULL, RSRC_CONF,
                   "file with the secret key of the HMAC hash chain "
                   "(default none: plain SHA-256)"),
@@ -1600,6 +1667,61 @@ static void no_tls_error(server_rec *s, server_rec *v, srv_conf_t *sc)
                  v->defn_name ? v->defn_name : "?", v->defn_line_number);
 }
 
+/* Does path hold a strftime conversion (not just "%%")? */
+static int is_pattern(const char *path)
+{
+    const char *p;
+
+    for (p = path; (p = strchr(p, '%')) != NULL; p += 2) {
+        if (p[1] != '%') {
+            return p[1] != '\0';
+        }
+    }
+    return 0;
+}
+
+/* MTLSAuditDatabase as a pattern and MTLSAuditRotate, together. */
+static apr_status_t check_rotation(server_rec *s, apr_pool_t *p,
+                                   const char *path, const char *at)
+{
+    srv_conf_t *msc = srv_conf(s);
+    const char *dir = ap_make_dirstr_parent(p, path);
+    char name[MAX_PATH_LEN];
+    int rotating = msc->rotate > 0;
+
+    if (is_pattern(path) && !rotating) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s) is a strftime pattern, but "
+                     "MTLSAuditRotate is off%s%s: nothing would seal one file "
+                     "and begin the next when the name changes; set "
+                     "MTLSAuditRotate daily, weekly, monthly or a SIZE, or "
+                     "write %%%% for a %%", path, at,
+                     msc->rotate_at ? " at " : "",
+                     msc->rotate_at ? msc->rotate_at : "");
+        return APR_EINVAL;
+    }
+    if (!rotating) {
+        return APR_SUCCESS;
+    }
+    if (is_pattern(dir)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s): a strftime pattern may be "
+                     "in the file's name only, not in its directory (all "
+                     "the files of a rotation live in one directory)",
+                     path, at);
+        return APR_EINVAL;
+    }
+    if (mtls_store_name(path, mtls_now_us(), name, sizeof(name)) != 0
+        || !*ap_stripprefix(name, dir)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s (%s): the pattern gives no file "
+                     "name (MTLSAuditRotate at %s)", path, at,
+                     msc->rotate_at);
+        return APR_EINVAL;
+    }
+    return APR_SUCCESS;
+}
+
 /* After the configuration is read, at every start and at configtest:
  * what would make auditing fail is refused here, one line each, naming
  * the directive and where it was set. */
@@ -1655,8 +1777,11 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
     }
     path = db_path_of(ptemp, srv_conf(s), &at);
-    if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
-        != APR_SUCCESS) {
+    if (check_rotation(s, ptemp, path, at) != APR_SUCCESS) {
+        bad = 1;
+    }
+    else if (check_location(s, at, ap_make_dirstr_parent(ptemp, path), path)
+             != APR_SUCCESS) {
         bad = 1;
     }
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
@@ -1691,7 +1816,7 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         else if (g.mirror_fd > 0) {
             int e;
             if (mtls_mirror_written(st, g.mirror_fd, g.mirror_format,
-                                    g.db_path, &e)) {
+                                    mtls_store_path(st), &e)) {
                 ap_log_error(APLOG_MARK, APLOG_WARNING, e, s, MTLS_LOG_TAG
                              " mirror: cannot write the %s event (it is in "
                              "the database)", kind);
@@ -1705,7 +1830,8 @@ static void write_event(server_rec *s, const char *kind, const char *detail)
         mtls_anchor_t a;
         char line[1024];
         if (mtls_anchor_read(mtls_store_db(st), &a) == SQLITE_OK) {
-            mtls_anchor_format(g.db_path, &a, line, sizeof(line));
+            mtls_anchor_format(mtls_store_path(st), &a, line,
+                               sizeof(line));
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG " %s "
                          "(%s)", line, kind);
         }
@@ -1855,7 +1981,7 @@ typedef struct {
 static void scrape(request_rec *r, scrape_t *sc)
 {
     struct stat sb;
-    char err[256];
+    char err[256], path[MAX_PATH_LEN];
 
     memset(sc, 0, sizeof(*sc));
     mtls_slots_sum(g.slots, &sc->sum);
@@ -1867,7 +1993,14 @@ static void scrape(request_rec *r, scrape_t *sc)
         sc->since_write_s = sc->now_us > last
                             ? (sc->now_us - last) / 1000000 : 0;
     }
-    sc->db_bytes = g.db_path && stat(g.db_path, &sb) == 0
+    /* With MTLSAuditRotate: the file this child's writer writes now. */
+    if (g.db_path && g.writer && g.db_pattern) {
+        mtls_writer_path(g.writer, path, sizeof(path));
+    }
+    else {
+        mtls_strlcpy(path, g.db_path ? g.db_path : "", sizeof(path));
+    }
+    sc->db_bytes = path[0] && stat(path, &sb) == 0
                    ? (apr_int64_t)sb.st_size : -1;
     /* A distinct count needs the set of certificates, which shared memory
      * cannot hold: one read-only query over the last day's handshakes
@@ -1878,14 +2011,14 @@ static void scrape(request_rec *r, scrape_t *sc)
      * or two. */
     if (g.db_path && mtls_slots_certs_due(g.slots, sc->now_us)) {
         apr_int64_t certs = 0, soonest = 0;
-        int rc = mtls_store_cert_stats(g.db_path,
+        int rc = mtls_store_cert_stats(path,
                                        sc->now_us - APR_INT64_C(86400000000),
                                        CERT_QUERY_MS, &certs, &soonest, err,
                                        sizeof(err));
         if (rc != SQLITE_OK) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MTLS_LOG_TAG
                           " metrics: cannot count the certificates in %s: "
-                          "%s", g.db_path, err);
+                          "%s", path, err);
         }
         mtls_slots_certs_set(g.slots, sc->now_us, rc == SQLITE_OK, certs,
                              soonest);
@@ -2141,6 +2274,58 @@ static int status_hook(request_rec *r, int flags)
     return OK;
 }
 
+/* With MTLSAuditRotate: the file to write among those g.db_path (the
+ * pattern) names -- the newest unsealed one, or a new one -- rotated now
+ * when it is due (the server was down across a boundary).  Sets
+ * g.db_pattern and g.db_path. */
+static apr_status_t find_live(apr_pool_t *pconf, server_rec *s,
+                              const char *at)
+{
+    srv_conf_t *msc = srv_conf(s);
+    apr_int64_t now = mtls_now_us();
+    char live[MAX_PATH_LEN], err[512];
+    mtls_store_t *st;
+
+    g.db_pattern = g.db_path;
+    if (!mtls_store_find_live(g.db_pattern, live, sizeof(live))) {
+        if (mtls_store_name(g.db_pattern, now, live, sizeof(live)) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                         " MTLSAuditDatabase %s (%s): cannot name a file",
+                         g.db_pattern, at);
+            return APR_EINVAL;
+        }
+        g.db_path = apr_pstrdup(pconf, live);
+        return APR_SUCCESS;
+    }
+    g.db_path = apr_pstrdup(pconf, live);
+    if (mtls_store_open(live, 0, DEFAULT_BUSY_MS, &st, err, sizeof(err))
+        != SQLITE_OK) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, MTLS_LOG_TAG
+                     " MTLSAuditDatabase %s: %s", live, err);
+        return APR_EGENERAL;
+    }
+    mtls_store_set_key(st, g.key.key ? &g.key : NULL);
+    if (mtls_store_rotate_due(st, msc->rotate, msc->rotate_size, now)) {
+        char next[MAX_PATH_LEN];
+        if (mtls_store_name(g.db_pattern, now, next, sizeof(next)) != 0
+            || mtls_store_rotate(st, next, err, sizeof(err)) != SQLITE_OK) {
+            /* Written on: the next write past the boundary tries again. */
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG
+                         " cannot rotate %s at start (MTLSAuditRotate %s): "
+                         "%s", live, msc->rotate_at, err);
+        }
+        else {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MTLS_LOG_TAG
+                         " %s was due for rotation (MTLSAuditRotate %s): "
+                         "sealed, recording goes on in %s", live,
+                         msc->rotate_at, mtls_store_path(st));
+            g.db_path = apr_pstrdup(pconf, mtls_store_path(st));
+        }
+    }
+    mtls_store_close(st);
+    return APR_SUCCESS;
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s)
 {
@@ -2208,6 +2393,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MTLS_LOG_TAG
                      " MTLSAuditDatabase %s (%s): cannot create the directory "
                      "%s", g.db_path, at, dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    g.db_pattern = NULL;
+    if (msc->rotate > 0 && find_live(pconf, s, at) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (mtls_store_open(g.db_path, 0, DEFAULT_BUSY_MS, &st, errbuf,
@@ -2302,6 +2491,11 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     wc.slots = g.slots;
     wc.mirror_fd = g.mirror_fd;
     wc.mirror_format = g.mirror_format;
+    if (g.db_pattern) {
+        wc.rotate = msc->rotate;
+        wc.rotate_size = msc->rotate_size;
+        wc.pattern = g.db_pattern;
+    }
     g.metrics = mtls_slots_metrics(g.slots, NULL);     /* until a slot */
     if (mtls_writer_start(&wc, &g.writer, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, MTLS_LOG_TAG " cannot "

@@ -25,6 +25,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,9 @@ struct mtls_store {
     apr_int64_t             time_us;    /* the time rotations record; 0:
                                            the clock (mtls_store_set_time) */
     mtls_store_sealed_t     last_seal;  /* the last rotation's */
+    apr_int64_t             start_us;   /* its first event's time, 0 not
+                                           read (mtls_store_rotate_due) */
+    apr_int64_t             period_end_us;
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
 
@@ -1923,6 +1927,156 @@ int mtls_store_name(const char *pattern, apr_int64_t time_us, char *out,
     return -1;
 }
 
+/* The period length the tests set (MTLS_AUDIT_TEST_ROTATE_SECONDS), or
+ * 0: read once per process. */
+static apr_int64_t test_period_s(void)
+{
+    static apr_int64_t v = -1;
+
+    if (v < 0) {
+        const char *e = getenv("MTLS_AUDIT_TEST_ROTATE_SECONDS");
+        v = e && atoll(e) > 0 ? atoll(e) : 0;
+    }
+    return v;
+}
+
+apr_int64_t mtls_rotate_period_end(int mode, apr_int64_t t_us)
+{
+    time_t t = (time_t)(t_us / 1000000);
+    apr_int64_t p = test_period_s();
+    struct tm tm;
+
+    if (p) {
+        return ((apr_int64_t)t / p + 1) * p * 1000000;
+    }
+    if (!gmtime_r(&t, &tm)) {
+        return 0;
+    }
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    switch (mode) {
+    case MTLS_ROTATE_DAILY:   tm.tm_mday += 1; break;
+    case MTLS_ROTATE_WEEKLY:  tm.tm_mday += 7 - (tm.tm_wday + 6) % 7; break;
+    case MTLS_ROTATE_MONTHLY: tm.tm_mday = 1; tm.tm_mon += 1; break;
+    default:                  return 0;
+    }
+    return (apr_int64_t)timegm(&tm) * 1000000;
+}
+
+int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
+                          apr_int64_t now_us)
+{
+    if (mode == MTLS_ROTATE_SIZE) {
+        apr_int64_t pages = 0, psize = 0, any = 0;
+        if (query_int(st->db, "PRAGMA page_count", &pages) != SQLITE_OK
+            || query_int(st->db, "PRAGMA page_size", &psize) != SQLITE_OK) {
+            return 0;
+        }
+        /* A new file begins with every certificate: one that holds no
+         * handshake yet is not rotated again, whatever its size. */
+        return pages * psize >= size
+               && query_int(st->db, "SELECT EXISTS (SELECT 1 FROM "
+                            "handshakes)", &any) == SQLITE_OK && any;
+    }
+    if (mode < MTLS_ROTATE_DAILY || mode > MTLS_ROTATE_MONTHLY) {
+        return 0;
+    }
+    /* The file's period is that of its first event (its 'start', or the
+     * 'rotate' that began it), read once per file. */
+    if (!st->start_us) {
+        apr_int64_t v = 0;
+        query_int(st->db, "SELECT time_us FROM events ORDER BY id LIMIT 1",
+                  &v);
+        st->start_us = v ? v : now_us;
+        st->period_end_us = mtls_rotate_period_end(mode, st->start_us);
+    }
+    return st->period_end_us && now_us >= st->period_end_us;
+}
+
+/* A strftime pattern as a glob(3) pattern: each conversion a '*', glob's
+ * own characters escaped. */
+static void pattern_glob(const char *pat, char *out, apr_size_t len)
+{
+    apr_size_t o = 0;
+
+    for (; *pat && o + 3 < len; pat++) {
+        if (*pat == '%' && pat[1] == '%') {
+            out[o++] = '%';
+            pat++;
+        }
+        else if (*pat == '%' && pat[1]) {
+            /* flags and modifiers (%-d, %Ey, %Od) then the conversion */
+            while (pat[1] && strchr("_-0^#EO", pat[1])) pat++;
+            if (pat[1]) pat++;
+            if (!o || out[o - 1] != '*') out[o++] = '*';
+        }
+        else {
+            if (strchr("*?[\\", *pat)) out[o++] = '\\';
+            out[o++] = *pat;
+        }
+    }
+    out[o] = '\0';
+}
+
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
+{
+    char g1[4096], g2[4200];
+    const char *slash, *dot;
+    apr_int64_t best = -1;
+    glob_t gl;
+    size_t i;
+    int found = 0;
+
+    pattern_glob(pattern, g1, sizeof(g1));
+    /* and with a sequence number before the extension */
+    slash = strrchr(g1, '/');
+    dot = strrchr(slash ? slash + 1 : g1, '.');
+    if (dot && dot != (slash ? slash + 1 : g1)) {
+        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
+    }
+    else {
+        snprintf(g2, sizeof(g2), "%s.*", g1);
+    }
+    memset(&gl, 0, sizeof(gl));
+    {
+        int r1 = glob(g1, 0, NULL, &gl);
+        int r2 = glob(g2, r1 == 0 ? GLOB_APPEND : 0, NULL, &gl);
+        if (r1 != 0 && r2 != 0) {
+            globfree(&gl);
+            return 0;
+        }
+    }
+    for (i = 0; i < gl.gl_pathc; i++) {
+        const char *p = gl.gl_pathv[i];
+        size_t n = strlen(p);
+        sqlite3 *db = NULL;
+        apr_int64_t sealed = 1, last = 0;
+
+        if ((n > 5 && !strcmp(p + n - 5, ".part"))
+            || (n > 4 && (!strcmp(p + n - 4, "-wal")
+                          || !strcmp(p + n - 4, "-shm")))
+            || (n > 8 && !strcmp(p + n - 8, "-journal"))) {
+            continue;
+        }
+        if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK
+            && mtls_db_harden(db) == SQLITE_OK) {
+            sqlite3_busy_timeout(db, 5000);
+            if (query_int(db, "SELECT EXISTS (SELECT 1 FROM chain_cut WHERE "
+                          "side = 'end')", &sealed) != SQLITE_OK) {
+                sealed = 0;     /* older than schema 2: never sealed */
+            }
+            query_int(db, "SELECT max(id) FROM events", &last);
+        }
+        sqlite3_close(db);
+        /* The newest: events' ids go on from file to file. */
+        if (!sealed && last > best) {
+            best = last;
+            found = snprintf(out, len, "%s", p) < (int)len;
+        }
+    }
+    globfree(&gl);
+    return found;
+}
+
 int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
                       apr_size_t errlen)
 {
@@ -2042,6 +2196,16 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
         seterr(err, errlen, "committing the seal", st->db);
         unlink_db(next_path);
         goto fail;
+    }
+    /* The sealed file's last heads (the seal's among them), to the log:
+     * the anchor of its end. */
+    {
+        mtls_anchor_t a;
+        char line[1024];
+        if (mtls_anchor_read(st->db, &a) == SQLITE_OK) {
+            mtls_anchor_format(st->path, &a, line, sizeof(line));
+            mtls_log(MTLS_LOG_NOTICE, "%s (seal)", line);
+        }
     }
     memset(&sealed, 0, sizeof(sealed));
     mtls_strlcpy(sealed.file, st->path, sizeof(sealed.file));

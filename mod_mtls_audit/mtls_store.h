@@ -145,6 +145,29 @@ int mtls_store_seq_name(const char *name, int seq, char *out,
 int mtls_store_name(const char *pattern, apr_int64_t time_us, char *out,
                     apr_size_t len);
 
+/* MTLSAuditRotate */
+#define MTLS_ROTATE_OFF      0
+#define MTLS_ROTATE_DAILY    1
+#define MTLS_ROTATE_WEEKLY   2      /* weeks start on Monday */
+#define MTLS_ROTATE_MONTHLY  3
+#define MTLS_ROTATE_SIZE     4
+
+/* The end of the period (UTC) that holds t_us, for a DAILY, WEEKLY or
+ * MONTHLY mode; 0 for another.  For tests only: with the environment
+ * variable MTLS_AUDIT_TEST_ROTATE_SECONDS=N every period is N seconds. */
+apr_int64_t mtls_rotate_period_end(int mode, apr_int64_t t_us);
+
+/* Is the file st writes due for rotation at now_us?  SIZE: it holds at
+ * least size bytes; a time mode: now is past the end of the period of its
+ * first event. */
+int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
+                          apr_int64_t now_us);
+
+/* The live file among those pattern names (strftime conversions as any
+ * text, with or without a sequence number): the unsealed one with the
+ * newest events.  Returns 1 with its path in out, 0 when there is none. */
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len);
+
 /* What the last mtls_store_rotate of st sealed; NULL when none. */
 typedef struct {
     char        file[1024];     /* the sealed file */

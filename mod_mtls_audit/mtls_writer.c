@@ -57,6 +57,12 @@ struct mtls_writer {
     mtls_slot_t       *slot;            /* our counters in shared memory */
     mtls_metrics_t    *m;               /* our metrics there (or NULL) */
     apr_int64_t        mirror_lost;     /* lines not mirrored, this episode */
+    apr_int64_t        rotate_logged_us;/* writer thread only: when a failed
+                                           rotation was last logged */
+    apr_int64_t        last_seal;       /* writer thread only */
+    char               cur_path[2048];  /* the file written now (guarded
+                                           by lock; it changes with a
+                                           rotation) */
 };
 
 #define REAP_MAX 8      /* dead processes recorded per batch */
@@ -222,6 +228,13 @@ int mtls_writer_healthy(mtls_writer_t *w)
     return ok;
 }
 
+void mtls_writer_path(mtls_writer_t *w, char *out, apr_size_t len)
+{
+    pthread_mutex_lock(&w->lock);
+    mtls_strlcpy(out, w->cur_path[0] ? w->cur_path : w->conf.path, len);
+    pthread_mutex_unlock(&w->lock);
+}
+
 mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w)
 {
     return w ? w->m : NULL;
@@ -314,7 +327,7 @@ static void mirror(mtls_writer_t *w)
     int err;
     apr_int64_t lost = mtls_mirror_written(w->store, w->conf.mirror_fd,
                                            w->conf.mirror_format,
-                                           w->conf.path, &err);
+                                           mtls_store_path(w->store), &err);
 
     if (lost && !w->mirror_lost) {
         mtls_log(MTLS_LOG_WARNING, "mirror: cannot write a line (%s); the "
@@ -365,7 +378,7 @@ static int follow_file(mtls_writer_t *w, char *err, apr_size_t errlen)
 {
     mtls_store_t *st;
     mtls_item_t *ev;
-    char why[256];
+    char why[256], path[2048];
     int gone;
 
     if (!w->store) {
@@ -385,7 +398,10 @@ static int follow_file(mtls_writer_t *w, char *err, apr_size_t errlen)
         w->gone_noted = 0;
         return SQLITE_OK;
     }
-    if (mtls_store_open(w->conf.path, w->conf.store_flags,
+    /* The file we write now: the configured one, or the one a rotation
+     * went on in. */
+    mtls_strlcpy(path, mtls_store_path(w->store), sizeof(path));
+    if (mtls_store_open(path, w->conf.store_flags,
                         w->conf.busy_timeout_ms, &st, why, sizeof(why))
         != SQLITE_OK) {
         /* Keep the old store: should the file come back to its path, it
@@ -398,14 +414,14 @@ static int follow_file(mtls_writer_t *w, char *err, apr_size_t errlen)
             w->gone_noted = 1;
             mtls_log(MTLS_LOG_ERR, "%s: %s; records are not stored, and are "
                      "counted as lost, until the file at that path can be "
-                     "written", w->conf.path, err);
+                     "written", path, err);
         }
         return SQLITE_CANTOPEN;
     }
     w->gone_noted = 0;
     mtls_log(MTLS_LOG_ERR, "%s was removed or replaced while in use; "
              "recording goes on in the file now at that path",
-             w->conf.path);
+             path);
     mtls_store_close(w->store);
     w->store = st;
     mtls_store_set_key(w->store, w->conf.key);
@@ -433,7 +449,7 @@ static void log_anchor(mtls_writer_t *w)
 
     w->last_anchor_us = mtls_now_us();
     if (w->store && mtls_anchor_read(mtls_store_db(w->store), &a) == SQLITE_OK) {
-        mtls_anchor_format(w->conf.path, &a, line, sizeof(line));
+        mtls_anchor_format(mtls_store_path(w->store), &a, line, sizeof(line));
         mtls_log(MTLS_LOG_NOTICE, "%s", line);
     }
 }
@@ -485,6 +501,47 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out, int now_anyway)
     return n;
 }
 
+/* Before a write: when the file is due (MTLSAuditRotate), seal it and go
+ * on in the next.  Every child's writer looks; the first to take the
+ * file's write lock seals it, the others find the seal and follow it
+ * (mtls_store_rotate).  A rotation that fails leaves the file as it was,
+ * written on; it is tried again before the next write (said once a
+ * minute). */
+static void maybe_rotate(mtls_writer_t *w)
+{
+    apr_int64_t now = mtls_now_us();
+    const mtls_store_sealed_t *sl;
+    char name[2048], err[512];
+
+    if (!w->conf.rotate || !w->store
+        || !mtls_store_rotate_due(w->store, w->conf.rotate,
+                                  w->conf.rotate_size, now)) {
+        return;
+    }
+    if (mtls_store_name(w->conf.pattern, now, name, sizeof(name)) != 0) {
+        if (now - w->rotate_logged_us > 60000000) {
+            w->rotate_logged_us = now;
+            mtls_log(MTLS_LOG_ERR, "cannot name the file after %s (from %s)",
+                     mtls_store_path(w->store), w->conf.pattern);
+        }
+        return;
+    }
+    sl = mtls_store_last_seal(w->store);
+    w->last_seal = sl ? sl->seal : 0;
+    if (mtls_store_rotate(w->store, name, err, sizeof(err)) != SQLITE_OK) {
+        if (now - w->rotate_logged_us > 60000000) {
+            w->rotate_logged_us = now;
+            mtls_log(MTLS_LOG_ERR, "cannot rotate %s: %s; writing on in it",
+                     mtls_store_path(w->store), err);
+        }
+        return;
+    }
+    /* Sealed it ourselves: the new file's heads to the log too. */
+    if ((sl = mtls_store_last_seal(w->store)) && sl->seal != w->last_seal) {
+        log_anchor(w);
+    }
+}
+
 /* Write batch[0..n) (plus a pending gap event and the gaps of dead
  * processes: the caller leaves 1 + REAP_MAX free places), retrying; free
  * them. */
@@ -509,6 +566,7 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     }
     m = n + (gap ? 1 : 0);
     m += reap_dead(w, batch + m, stopping);
+    maybe_rotate(w);
     for (attempt = 0; attempt < w->conf.retries; attempt++) {
         if ((rc = follow_file(w, err, sizeof(err))) == SQLITE_OK) {
             rc = store_write(w, batch, m, err, sizeof(err));
@@ -539,6 +597,10 @@ static void write_batch(mtls_writer_t *w, mtls_item_t **batch, int n)
     }
     mtls_slot_settled(w->slot, (apr_uint64_t)n);   /* stored or counted */
     pthread_mutex_lock(&w->lock);
+    if (w->store && strcmp(w->cur_path, mtls_store_path(w->store)) != 0) {
+        mtls_strlcpy(w->cur_path, mtls_store_path(w->store),
+                     sizeof(w->cur_path));
+    }
     if (rc == SQLITE_OK) {
         w->written += n;
         if (gap) {

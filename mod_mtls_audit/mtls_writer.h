@@ -42,6 +42,12 @@ typedef struct {
                                                (non-blocking); 0: none */
     int                     mirror_format;  /* MTLS_JSON_NATIVE, _ECS or
                                                _OCSF (mtls_json.h) */
+    int                     rotate;         /* MTLS_ROTATE_*: seal the file
+                                               and go on in the next when
+                                               due, before a write */
+    apr_int64_t             rotate_size;    /* MTLS_ROTATE_SIZE: bytes */
+    const char             *pattern;        /* the next file's name:
+                                               mtls_store_name(pattern) */
 } mtls_writer_conf_t;
 
 /* Start a writer thread on conf (copied).  The database is opened in the
@@ -83,6 +89,10 @@ mtls_metrics_t *mtls_writer_metrics(mtls_writer_t *w);
  * could not be written, with the errno of the last failure in *err. */
 apr_int64_t mtls_mirror_written(mtls_store_t *st, int fd, int format,
                                 const char *source, int *err);
+
+/* The file w writes now (the configured one, or the one a rotation went
+ * on in, as of its last write), into out. */
+void mtls_writer_path(mtls_writer_t *w, char *out, apr_size_t len);
 
 /* Write everything queued, stop the thread, close the database, free w. */
 void mtls_writer_stop(mtls_writer_t *w);

@@ -32,6 +32,7 @@ import test_pipeline    # noqa: E402
 import test_dummy       # noqa: E402
 import test_summaries   # noqa: E402
 import test_files       # noqa: E402
+import test_rotate      # noqa: E402
 
 
 class Context:
@@ -79,7 +80,8 @@ def main():
                          + test_pipeline.test.tests
                          + test_dummy.test.tests
                          + test_summaries.test.tests
-                         + test_files.test.tests)
+                         + test_files.test.tests
+                         + test_rotate.test.tests)
                 if not args.no_load:
                     tests = tests + test_load.test.tests
                 total.merge(harness.run(tests, ctx, mpm, args.only,

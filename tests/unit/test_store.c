@@ -376,6 +376,135 @@ static void test_a_commit_into_a_removed_file_is_not_stored(void)
     mtls_store_close(st);
 }
 
+static int verify(const char *path, const char *table,
+                  const mtls_chain_key_t *key, mtls_chain_result_t *res);
+
+/* Two writers of one file (two processes): one rotates, the other's next
+ * write finds the seal inside its transaction and follows it.  Nothing is
+ * written after the seal, ids go on, each file's chains verify, the
+ * sealed file's SHA-256 is in the next file; a rotation to a name that
+ * is taken fails and leaves the file unsealed. */
+static void test_rotation_seals_and_writers_follow(void)
+{
+    char old[512], next[512], taken[512], err[512];
+    mtls_store_t *a, *b;
+    mtls_item_t *it;
+    const mtls_store_sealed_t *sl;
+    mtls_chain_result_t res;
+    sqlite3 *db;
+    int t;
+
+    snprintf(old, sizeof(old), "%s", unit_db("rot-old"));
+    snprintf(next, sizeof(next), "%s", unit_db("rot-next"));
+    snprintf(taken, sizeof(taken), "%s", unit_db("rot-taken"));
+    a = populate(old, NULL);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(old, 0, 1000, &b, err, sizeof(err)),
+                          SQLITE_OK);
+    /* A taken name: refused, nothing sealed. */
+    fclose(fopen(taken, "w"));
+    CU_ASSERT_NOT_EQUAL(mtls_store_rotate(a, taken, err, sizeof(err)),
+                        SQLITE_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "taken"));
+    CU_ASSERT_STRING_EQUAL(mtls_store_path(a), old);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(a), "SELECT count(*) FROM "
+                           "chain_cut"), 0);
+
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, next, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(mtls_store_path(a), next);
+    sl = mtls_store_last_seal(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sl);
+    CU_ASSERT_STRING_EQUAL(sl->file, old);
+    CU_ASSERT_EQUAL(strlen(sl->sha256), 64);
+    CU_ASSERT_EQUAL(sl->seal, 2);           /* after the one 'start' */
+
+    /* b still holds the old file: its write goes to the next one. */
+    it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    CU_ASSERT_EQUAL(mtls_store_write(b, &it, 1, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(mtls_store_path(b), next);
+    CU_ASSERT_EQUAL(it->link->rowid, 4);    /* 3 in the old file */
+    mtls_item_free(it);
+    it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    CU_ASSERT_EQUAL(mtls_store_write(a, &it, 1, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(it->link->rowid, 5);
+    mtls_item_free(it);
+    /* b rotating now finds nothing to seal twice: it stays. */
+    mtls_store_close(a);
+    mtls_store_close(b);
+
+    sqlite3_open(old, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM handshakes"), 3);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM chain_cut WHERE side = "
+                           "'end'"), 4);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT kind FROM events ORDER BY id "
+                                "DESC LIMIT 1"), "seal");
+    sqlite3_close(db);
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        CU_ASSERT_EQUAL(verify(old, mtls_anchor_tables[t], NULL, &res),
+                        SQLITE_OK);
+        CU_ASSERT_EQUAL(res.bad_id, 0);
+        CU_ASSERT_EQUAL(verify(next, mtls_anchor_tables[t], NULL, &res),
+                        SQLITE_OK);
+        CU_ASSERT_EQUAL(res.bad_id, 0);
+    }
+    sqlite3_open(next, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT min(id) FROM handshakes"), 4);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM certificates"), 2);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT group_concat(kind) FROM (SELECT "
+                                "kind FROM events ORDER BY id)"),
+                           "rotate,sealed");
+    CU_ASSERT_EQUAL(scalar(db, "SELECT min(id) FROM events"), 3);
+    {
+        /* The sealed file's hash, as recorded. */
+        unsigned char buf[1 << 16], md[32];
+        char hex[65], *d = text(db, "SELECT json_extract(detail, '$.sha256') "
+                                    "FROM events WHERE kind = 'sealed'");
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        FILE *f = fopen(old, "rb");
+        size_t n;
+        EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+        while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
+            EVP_DigestUpdate(c, buf, n);
+        }
+        if (f) fclose(f);
+        EVP_DigestFinal_ex(c, md, NULL);
+        EVP_MD_CTX_free(c);
+        mtls_hex(md, 32, hex);
+        CU_ASSERT_STRING_EQUAL(d, hex);
+    }
+    sqlite3_close(db);
+}
+
+/* Names: strftime, then a sequence number before the extension. */
+static void test_rotation_names(void)
+{
+    char out[512], pat[512];
+    apr_int64_t t = (apr_int64_t)1796083200 * 1000000;     /* 2026-12-01 */
+
+    CU_ASSERT_EQUAL(mtls_store_seq_name("/x/audit-2026-12.db", 2, out,
+                                        sizeof(out)), 0);
+    CU_ASSERT_STRING_EQUAL(out, "/x/audit-2026-12.2.db");
+    CU_ASSERT_EQUAL(mtls_store_seq_name("/x.d/audit", 1, out, sizeof(out)),
+                    0);
+    CU_ASSERT_STRING_EQUAL(out, "/x.d/audit.1");
+    snprintf(pat, sizeof(pat), "%s/seq-%%Y-%%m.db", unit_dir);
+    unlink(unit_db("seq-2026-12"));
+    unlink(unit_db("seq-2026-12.1"));
+    CU_ASSERT_EQUAL(mtls_store_name(pat, t, out, sizeof(out)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/seq-2026-12.db"));
+    fclose(fopen(out, "w"));
+    CU_ASSERT_EQUAL(mtls_store_name(pat, t, out, sizeof(out)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/seq-2026-12.1.db"));
+    /* periods: UTC, weeks from Monday */
+    CU_ASSERT_EQUAL(mtls_rotate_period_end(MTLS_ROTATE_MONTHLY, t + 5),
+                    (apr_int64_t)1798761600 * 1000000);      /* 2027-01-01 */
+    CU_ASSERT_EQUAL(mtls_rotate_period_end(MTLS_ROTATE_DAILY, t),
+                    t + (apr_int64_t)86400 * 1000000);
+    /* 2026-12-01 is a Tuesday: the week ends on Monday the 7th */
+    CU_ASSERT_EQUAL(mtls_rotate_period_end(MTLS_ROTATE_WEEKLY, t),
+                    t + (apr_int64_t)6 * 86400 * 1000000);
+}
+
 /* --- the chain ---------------------------------------------------- */
 
 static int verify(const char *path, const char *table,
@@ -1082,6 +1211,9 @@ void add_store_tests(void)
                 test_refuses_foreign_files);
     CU_add_test(s, "a commit into a file removed meanwhile is not stored",
                 test_a_commit_into_a_removed_file_is_not_stored);
+    CU_add_test(s, "rotation seals the file, writers follow the seal",
+                test_rotation_seals_and_writers_follow);
+    CU_add_test(s, "rotation: names and periods", test_rotation_names);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
