@@ -762,7 +762,7 @@ void record_access(char **files, int n, const char *what,
 {
     struct passwd *pw = getpwuid(geteuid());
     char detail[512], **set = NULL;
-    int i;
+    int i, recorded = 0, closed = 0;
 
     snprintf(detail, sizeof(detail), "mtls-audit %s by %s (uid %d)", what,
              pw ? pw->pw_name : "?", (int)geteuid());
@@ -801,8 +801,12 @@ void record_access(char **files, int n, const char *what,
                            h, NULL);
             mtls_store_close(st);
             if (end) {
-                fprintf(stderr, "mtls-audit: note: this read of %s is not "
-                        "recorded in it (an archive)\n", files[i]);
+                /* Among many files, the live one records the read. */
+                closed++;
+                if (n == 1) {
+                    fprintf(stderr, "mtls-audit: note: this read of %s is "
+                            "not recorded in it (an archive)\n", files[i]);
+                }
                 continue;
             }
         }
@@ -830,9 +834,17 @@ void record_access(char **files, int n, const char *what,
                 fprintf(stderr, "mtls-audit: note: this read of %s is not "
                         "recorded in it (%s)\n", files[i], err);
             }
+            else {
+                recorded++;
+            }
             mtls_item_free(ev);
         }
         mtls_store_close(st);
+    }
+    if (!recorded && closed && n > 1) {
+        fprintf(stderr, "mtls-audit: note: this read is recorded in none of "
+                "the files: %d of them are archives or sealed files, which "
+                "take no rows\n", closed);
     }
     free(set);
 }
@@ -1572,12 +1584,18 @@ static int order_set(void)
         f[i].pred = f[i].succ = -1;
         f[i].ok = read_cuts(f[i].path, &f[i], &c[i]) == 0;
     }
-    /* The same rows in two files: a copy, or an archive's move cut short
-     * (running it again finishes it).  Each file's first row of each
-     * table is looked for in the others. */
+    /* The same rows in two files of one chain (cut by an archive run or
+     * a rotation): a copy, or an archive's move cut short (running it
+     * again finishes it).  Each file's first row of each table is looked
+     * for in the others.  Files with no cut are chains of their own (one
+     * per server), whatever rows they share. */
     for (j = 0; j < n && rc == EXIT_OK; j++) {
         for (i = 0; i < n && rc == EXIT_OK; i++) {
-            if (i == j || !f[i].ok || !f[j].ok) continue;
+            if (i == j || !f[i].ok || !f[j].ok
+                || !(c[i].has_base || c[i].has_end || c[j].has_base
+                     || c[j].has_end)) {
+                continue;
+            }
             for (t = 1; t < MTLS_ANCHOR_TABLES; t++) {   /* not certificates:
                                                            * archive copies them */
                 apr_int64_t id = c[j].minid[t];
@@ -1901,6 +1919,53 @@ int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes)
     free(buf);
     if (bytes) *bytes = total;
     return rc;
+}
+
+int sealed_in_log(const char *log, const file_meta_t *m, const char *sha256,
+                  char *msg, size_t msglen)
+{
+    char line[8192], path[4096], hex[80];
+    long long bytes, seal;
+    long lineno = 0;
+    int found = -1;
+    FILE *fp = log && m ? fopen(log, "r") : NULL;
+
+    if (!fp) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), fp)) {
+        const char *p = strstr(line, "mtls_audit: sealed ");
+        const char *mine = strrchr(m->path, '/'), *theirs;
+        lineno++;
+        if (!p || sscanf(p, "mtls_audit: sealed %4095s sha256=%79s "
+                         "bytes=%lld seal=%lld", path, hex, &bytes, &seal)
+                  != 4) {
+            continue;
+        }
+        theirs = strrchr(path, '/');
+        mine = mine ? mine + 1 : m->path;
+        theirs = theirs ? theirs + 1 : path;
+        /* The path the module wrote, or (the files moved since) the same
+         * name and the same seal. */
+        if (!same_path(path, m->path)
+            && !(m->seal_id && seal == m->seal_id && !strcmp(mine, theirs))) {
+            continue;
+        }
+        if (!strcasecmp(hex, sha256)) {
+            snprintf(msg, msglen, "the error log's sealed line for it (line "
+                     "%ld of %s) gives the same SHA-256", lineno, log);
+            found = 1;
+        }
+        else {
+            snprintf(msg, msglen, "the error log's sealed line for it (line "
+                     "%ld of %s) gives SHA-256 %s, not %s", lineno, log, hex,
+                     sha256);
+            found = 0;
+            break;
+        }
+    }
+    fclose(fp);
+    return found;
 }
 
 int check_sealed(const file_meta_t *m, char *msg, size_t msglen)

@@ -352,7 +352,8 @@ static const char verify_help[] =
 "given is named (the rows no file holds, and the file its successor's cut\n"
 "names).  Two files holding the same rows, or two going on from one, are\n"
 "an error.  A sealed file whose successor (given too) recorded its SHA-256\n"
-"is checked by that hash instead of a walk of its rows.\n"
+"is checked by that hash instead of a walk of its rows (and, with --anchor,\n"
+"against the module's 'sealed' line for it in FILE).\n"
 "\n"
 "  --deep         walk every row of sealed files too\n"
 "  --key FILE     the MTLSAuditChainKey file, when the server uses one\n"
@@ -365,8 +366,9 @@ static const char verify_help[] =
 "                 ARCHIVE and LIVE together)\n"
 "  --no-record    do not record this check in the databases\n"
 "\n"
-"Exit: 0 ok, 1 a break, an altered schema, a sealed file changed or a file\n"
-"missing from the middle, 2 usage, 3 database or I/O error.\n";
+"Exit: 0 ok, 1 a finding, 2 usage, 3 database or I/O error.  A finding: a\n"
+"break, an altered schema, a sealed file changed or a file missing between\n"
+"two given.\n";
 
 /* Archive cuts among the files verified together: an archive whose
  * chains end exactly where another file's begin is continued by it.  A
@@ -545,6 +547,16 @@ static int cmd_verify(int argc, char **argv)
             printf("  %-12s %s  %s\n", "sealed", sealed ? "ok" : "BROKEN",
                    seal);
             broken |= !sealed;
+            if (sealed && anchor) {
+                /* The module's line for the seal in its error log. */
+                int log = sealed_in_log(anchor, m, m->sealed_sha256, seal,
+                                        sizeof(seal));
+                if (log >= 0) {
+                    printf("  %-12s %s  %s\n", "sealed", log ? "ok"
+                           : "BROKEN", seal);
+                    broken |= !log;
+                }
+            }
             sealed_results(files[i], res);
             if (m) m->how = HOW_SHA256;
         }

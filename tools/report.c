@@ -1687,9 +1687,36 @@ static void sealed_files(report_t *r)
                      (long long)m->sealed_event);
         }
         else {
+            const file_meta_t *next = &files_set()->f[m->succ];
+            char why[1200];
+            int log;
             snprintf(msg, sizeof(msg), "sealed: SHA-256 matches the one %s "
-                     "recorded (event %lld); rows not walked",
-                     files_set()->f[m->succ].path, (long long)m->sealed_event);
+                     "recorded (event %lld); rows not walked", next->path,
+                     (long long)m->sealed_event);
+            /* The record is as sound as the file holding it: one outside
+             * the period is not checked in this run; the error log's line
+             * for the seal is a record kept outside the files. */
+            log = r->anchor ? sealed_in_log(r->anchor, m, fi->sha256, why,
+                                            sizeof(why)) : -1;
+            if (log == 1 && fi->anchored >= 0) {
+                fi->anchored = 1;
+            }
+            else if (log == 0) {
+                fi->anchored = -1;
+            }
+            if (log >= 0) {
+                size_t l = strlen(msg);
+                snprintf(msg + l, sizeof(msg) - l, "; %s%s", log ? ""
+                         : "ANCHOR BROKEN: ", why);
+            }
+            else if (!next->selected) {
+                size_t l = strlen(msg);
+                snprintf(msg + l, sizeof(msg) - l, " (%s, outside the "
+                         "period, was not checked in this run: give --anchor "
+                         "with the error log that holds the seal's line)",
+                         next->path);
+                if (fi->anchored == 1) fi->anchored = 0;
+            }
         }
         snprintf(rest, sizeof(rest), "%s", fi->integrity);
         {
@@ -1759,7 +1786,7 @@ static int verify_files(report_t *r)
         }
         if (!fi->broken) {
             snprintf(fi->integrity, sizeof(fi->integrity),
-                     "walked: hash chains verified");
+                     "hash chains verified");
         }
     anchors:
         if (anchors) {
@@ -1864,6 +1891,27 @@ static const char hipaa_note[] =
     "inventory) was not final when this tool was written. A client "
     "certificate is one factor: mTLS alone is not MFA.";
 
+/* How a file's integrity was established, for the cover. */
+static const char *established(const report_t *r, const file_info_t *fi)
+{
+    how_e how = fi->meta ? fi->meta->how : r->no_verify ? HOW_NONE
+                                                        : HOW_WALKED;
+    return how == HOW_SHA256 ? "sha256" : how == HOW_ANCHORS ? "anchors"
+         : how == HOW_WALKED ? "walked" : "none";
+}
+
+static const char *established_text(const report_t *r,
+                                     const file_info_t *fi)
+{
+    const char *e = established(r, fi);
+    return !strcmp(e, "sha256") ? "its SHA-256 against the record of its "
+                                  "seal (no row walked)"
+         : !strcmp(e, "anchors") ? "walked (every row's hash recomputed) "
+                                   "and anchors of the error log"
+         : !strcmp(e, "walked") ? "walked (every row's hash recomputed)"
+         : "not established (--no-verify)";
+}
+
 /* Why a file given was not read: its records lie outside the period. */
 static const char *skipped_why(const file_meta_t *m, char *buf, size_t len)
 {
@@ -1889,8 +1937,10 @@ static void write_text(FILE *f, report_t *r)
             "%lld events\n", (long long)r->n_hs, (long long)r->n_fail,
             (long long)r->n_rq, (long long)r->n_ev);
     for (i = 0; i < r->nfiles; i++) {
-        fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n",
-                r->fi[i].path, r->fi[i].sha256, r->fi[i].integrity);
+        fprintf(f, "  database:  %s\n             sha256 %s\n             %s\n"
+                "             established: %s\n", r->fi[i].path,
+                r->fi[i].sha256, r->fi[i].integrity,
+                established_text(r, &r->fi[i]));
     }
     for (i = 0; i < r->nskipped; i++) {
         char why[256];
@@ -1989,10 +2039,7 @@ static void write_json(FILE *f, report_t *r)
         json_str(f, r->fi[i].integrity);
         fprintf(f, ", \"chain_broken\": %s, \"read\": true, \"established\": "
                 "\"%s\"}", r->fi[i].broken ? "true" : "false",
-                !r->fi[i].meta ? (r->no_verify ? "none" : "walked")
-                : r->fi[i].meta->how == HOW_SHA256 ? "sha256"
-                : r->fi[i].meta->how == HOW_ANCHORS ? "anchors"
-                : r->fi[i].meta->how == HOW_WALKED ? "walked" : "none");
+                established(r, &r->fi[i]));
     }
     for (i = 0; i < r->nskipped; i++) {
         char why[256];
@@ -2220,6 +2267,8 @@ static void write_html(FILE *f, report_t *r)
         html_text(f, r->fi[i].path);
         fprintf(f, "</code><br>SHA-256 <code>%s</code><br>", r->fi[i].sha256);
         html_text(f, r->fi[i].integrity);
+        fputs("<br>Established: ", f);
+        html_text(f, established_text(r, &r->fi[i]));
         fputs("</td></tr>", f);
     }
     for (i = 0; i < r->nskipped; i++) {
@@ -2360,7 +2409,8 @@ static const char report_help[] =
 "the period (or the 90 days before its end) are read; the cover names the\n"
 "others, and says of each file read how its integrity was established:\n"
 "walked, a sealed file's SHA-256 against the one its successor recorded\n"
-"(no walk), anchors.  A file missing between two given FAILs 10.3.4.\n"
+"(no walk; with --anchor also against the module's 'sealed' line in the\n"
+"error log), anchors.  A file missing between two given FAILs 10.3.4.\n"
 "\n"
 "  --standard S     pci-dss (PCI DSS v4.0.1), hipaa (45 CFR 164), summary\n"
 "  --since D        start of the period: a date or an ISO time, UTC\n"

@@ -114,6 +114,13 @@ apr_int64_t file_events(const char *path, const char *kind,
                         apr_int64_t before);
 /* The SHA-256 (hex) and size of the file at path: 0, or -1 (errno). */
 int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes);
+/* The error log's line for a sealed file ("mtls_audit: sealed PATH
+ * sha256=HEX bytes=N seal=ID next=PATH", written by the module when it
+ * recorded the hash): 1 a line names m (its path, or its seal id and file
+ * name) with sha256, 0 one names it with another hash (msg says which),
+ * -1 none does or the log cannot be read. */
+int sealed_in_log(const char *log, const file_meta_t *m, const char *sha256,
+                  char *msg, size_t msglen);
 /* Check a sealed file by its hash when its successor recorded one: 1 it
  * matches, 0 it does not (msg says how), -1 no record to check against
  * (walk it).  msg gets the line for the cover or verify. */

@@ -56,6 +56,9 @@ def rotated(ctx, name, script, args):
         assert order[-1] == a, (order, a)
         order.append(b)
     assert len(order) >= 2, r.stderr
+    # What the module writes to its error log (the seals' lines).
+    with open(os.path.join(os.path.dirname(d), name + ".log"), "w") as f:
+        f.write(r.stderr)
     return d, order
 
 
@@ -308,3 +311,58 @@ def a_file_missing_from_the_middle_is_named_and_overlaps_are_refused(ctx):
     v = tool_run(ctx, "verify", "--no-record", d, order[0], order[-1])
     assert v.returncode == 0, v.stdout + v.stderr
     assert file_headers(v.stdout, order) == order, v.stdout
+
+
+@test(once=True)
+def a_seals_record_outside_the_period_is_checked_against_the_error_log(ctx):
+    # A report over a past period checks the months it reads by the hashes
+    # their successors recorded; the successor of the last one read lies
+    # outside the period and is not checked in this run: the cover says
+    # so, and with --anchor the error log's line for each seal is the
+    # record kept outside the files.
+    d, order = rotated(ctx, "past", year_script(), ["-t"])
+    log = d + ".log"
+    since, until = iso(NOW - 100 * DAY), iso(NOW - 70 * DAY)
+    args = ["report", "--standard", "pci-dss", "--since", since, "--until",
+            until, "--format", "json"]
+    r = tool_run(ctx, *(args + [d]))
+    assert r.returncode in (0, 1), r.stderr
+    dbs = [x for x in json.loads(r.stdout)["report"]["databases"]
+           if x["read"]]
+    assert all(x["established"] == "sha256" for x in dbs), dbs
+    last = dbs[-1]
+    nxt = order[order.index(last["path"]) + 1]
+    assert "(%s, outside the period, was not checked in this run" % nxt \
+        in last["integrity"], last
+    r = tool_run(ctx, *(args + ["--anchor", log, d]))
+    assert r.returncode in (0, 1), r.stderr
+    doc = json.loads(r.stdout)
+    for x in doc["report"]["databases"]:
+        if x["read"]:
+            assert "the error log's sealed line for it" in x["integrity"] \
+                and "gives the same SHA-256" in x["integrity"], x
+    # A seal's line that does not hold: the anchor is broken, 10.3.4 FAILs.
+    con = sqlite3.connect(last["path"])
+    seal = con.execute("SELECT id FROM events WHERE kind = 'seal'"
+                       ).fetchone()[0]
+    con.close()
+    text = open(log).read()
+    forged = re.sub(r"(sealed \S+ sha256=)([0-9a-f])(\S* bytes=\d+ seal=%d )"
+                    % seal, lambda m: m.group(1) + ("0" if m.group(2) != "0"
+                                                    else "1") + m.group(3),
+                    text)
+    assert forged != text
+    bad = log + ".forged"
+    with open(bad, "w") as f:
+        f.write(forged)
+    r = tool_run(ctx, *(args + ["--anchor", bad, d]))
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    c = {x["id"]: x for x in doc["checks"]}
+    assert c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
+    x = [x for x in doc["report"]["databases"] if x["path"] == last["path"]]
+    assert "ANCHOR BROKEN: the error log's sealed line" in x[0]["integrity"]
+    v = tool_run(ctx, "verify", "--no-record", "--anchor", bad, d)
+    assert v.returncode == 1, v.stdout
+    assert re.search(r"sealed +BROKEN +the error log's sealed line for it",
+                     v.stdout), v.stdout
