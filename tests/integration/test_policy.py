@@ -426,6 +426,13 @@ def test_policy_location_verify(ctx):
         last = srv.policies()[-1]
         assert last["policy"]["verify"]["locations"] == [], last
         assert last["changed"] == ["verify"], last["changed"]
+        # Session tickets switched off: resumption, and nothing else.
+        assert last["policy"]["resumption"]["tickets"] is True
+        srv.reload(extra=("SSLSessionTickets off",))
+        last = srv.policies()[-1]
+        assert last["policy"]["resumption"] == {"tickets": False,
+                                                "cache": "shmcb"}, last
+        assert last["changed"] == ["resumption"], last["changed"]
     finally:
         srv.stop()
 
