@@ -804,6 +804,7 @@ static char *policy_of(apr_pool_t *p, server_rec *v)
         }
         pc.dirs = dirs;
     }
+    pc.srp = find_directive(v, "SSLSRPVerifierFile") != NULL;
     out = mtls_policy_canonical(sc->ssl_ctx, &pc);
     return out;
 }

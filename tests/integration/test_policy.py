@@ -388,10 +388,28 @@ def test_policy_tls1_enabled(ctx):
              "-servername", "policy.test", "-tls1", "-cipher",
              "DEFAULT:@SECLEVEL=0"], input="", capture_output=True,
             text=True, timeout=20)
+    def suite(version, name):
+        flag = "-ciphersuites" if version == "-tls1_3" else "-cipher"
+        r = subprocess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+             "-servername", "localhost", version, flag, name], input="",
+            capture_output=True, text=True, timeout=20)
+        return r.returncode == 0 and ("Cipher is %s\n" % name) in r.stdout
     try:
         p = srv.policies()[-1]["policy"]
         assert "TLSv1" not in p["protocols"]["enabled"], p["protocols"]
         assert tls1().returncode != 0
+        # Each suite listed is one a client gets; the server's certificate
+        # is EC, so no RSA-authenticated suite is listed, nor gets through.
+        c = p["ciphers"]
+        assert c["tls12"] and c["tls13"], c
+        for name in c["tls12"]:
+            assert suite("-tls1_2", name), name
+        for name in c["tls13"]:
+            assert suite("-tls1_3", name), name
+        assert not any("-RSA-" in n or "PSK" in n or "SRP" in n
+                       for n in c["tls12"]), c
+        assert not suite("-tls1_2", "ECDHE-RSA-AES128-GCM-SHA256")
         srv.reload(extra=("SSLProtocol all",
                           "SSLCipherSuite DEFAULT:@SECLEVEL=0"))
         last = srv.policies()[-1]
