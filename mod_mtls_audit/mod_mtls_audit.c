@@ -57,7 +57,10 @@
  *
  * The parent process (root, post_config) creates the database and its
  * directory with private modes owned by the run user, applies the schema,
- * reads the chain key and writes the start/reload/stop events.  Each child
+ * reads the chain key and writes the start/reload/stop events; after a
+ * start or reload event, in its transaction, one 'policy' event per
+ * audited vhost (mtls_policy.h), read from the SSL_CTX mod_ssl built,
+ * which ssl_init_server keeps, and from the configuration tree.  Each child
  * (child_init, after the switch to the run user) starts its writer; a
  * pchild cleanup drains it on graceful restart, graceful-stop and stop.
  *
@@ -868,6 +871,7 @@ static char *policy_of(apr_pool_t *p, server_rec *v)
         }
         pc.dirs = dirs;
     }
+    pc.srp = find_directive(v, "SSLSRPVerifierFile") != NULL;
     out = mtls_policy_canonical(sc->ssl_ctx, &pc);
     return out;
 }

@@ -247,49 +247,22 @@ static const struct { int v; long op; const char *name; } versions[] = {
 
 /* Can a handshake below TLS 1.2 complete?  Its server signs with SHA-1
  * (ECDSA, DSA) or MD5+SHA-1 (RSA), which OpenSSL's security levels of 1
- * and above refuse (64 bits); it completes then only by a key exchange
- * without a server signature: RSA key transport, with an RSA server
- * certificate and such a suite enabled. */
-static int legacy_usable(SSL *ssl, SSL_CTX *ctx,
+ * and above refuse (64 bits): OpenSSL 3 then finds no certificate it may
+ * use for it and fails the handshake (internal_error), even for RSA key
+ * transport, where nothing is signed (the integration tests try both). */
+static int legacy_usable(SSL *ssl,
                          int (*sec)(const SSL *, const SSL_CTX *, int, int,
                                     int, void *, void *))
 {
-    STACK_OF(SSL_CIPHER) *sk;
-    X509 *current;
-    int i, rsa_cert = 0, ok;
-
-    if (!sec || sec(ssl, NULL, SSL_SECOP_SIGALG_SUPPORTED, 64, NID_sha1,
-                    NULL, SSL_get0_security_ex_data(ssl))) {
-        return 1;
-    }
-    current = SSL_CTX_get0_certificate(ctx);
-    for (ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); ok;
-         ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
-        X509 *x = SSL_CTX_get0_certificate(ctx);
-        EVP_PKEY *k = x ? X509_get0_pubkey(x) : NULL;
-        if (k && EVP_PKEY_get_base_id(k) == EVP_PKEY_RSA) rsa_cert = 1;
-    }
-    for (ok = current ? SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST)
-                      : 0;
-         ok && SSL_CTX_get0_certificate(ctx) != current;
-         ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
-    }
-    if (!rsa_cert) return 0;
-    sk = SSL_CTX_get_ciphers(ctx);
-    for (i = 0; sk && i < sk_SSL_CIPHER_num(sk); i++) {
-        const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
-        if (SSL_CIPHER_get_kx_nid(c) == NID_kx_rsa
-            && SSL_CIPHER_get_auth_nid(c) == NID_auth_rsa) {
-            return 1;
-        }
-    }
-    return 0;
+    return !sec || sec(ssl, NULL, SSL_SECOP_SIGALG_SUPPORTED, 64, NID_sha1,
+                       NULL, SSL_get0_security_ex_data(ssl));
 }
 
 /* "configured": what SSLProtocol leaves on (the SSL_CTX's bounds and
  * SSL_OP_NO_* options); "enabled": those of them OpenSSL will complete a
  * handshake in at the CTX's security level. */
-static void protocols_json(sqlite3_str *o, int *first, SSL_CTX *ctx)
+static void protocols_json(sqlite3_str *o, int *first, SSL_CTX *ctx,
+                           int *v_lo, int *v_hi)
 {
     long lo = SSL_CTX_get_min_proto_version(ctx);
     long hi = SSL_CTX_get_max_proto_version(ctx);
@@ -315,13 +288,14 @@ static void protocols_json(sqlite3_str *o, int *first, SSL_CTX *ctx)
             continue;
         }
         if (versions[i].v < TLS1_2_VERSION) {
-            if (legacy < 0) legacy = legacy_usable(ssl, ctx, sec);
+            if (legacy < 0) legacy = legacy_usable(ssl, sec);
             if (!legacy) continue;
         }
         if (n++) sqlite3_str_appendchar(en, 1, ',');
         mtls_json_str(en, versions[i].name, -1);
-        if (!min) min = versions[i].name;
+        if (!min) min = versions[i].name, *v_lo = versions[i].v;
         max = versions[i].name;
+        *v_hi = versions[i].v;
     }
     key(o, first, "protocols");
     sqlite3_str_appendchar(o, 1, '{');
@@ -346,10 +320,59 @@ static void protocols_json(sqlite3_str *o, int *first, SSL_CTX *ctx)
     SSL_free(ssl);
 }
 
-static void ciphers_json(sqlite3_str *o, int *first, SSL_CTX *ctx)
+/* The key types of the CTX's server certificates (KEY_*); the current
+ * certificate is put back as it was. */
+#define KEY_RSA 1
+#define KEY_EC  2               /* ECDSA, EdDSA: auth ecdsa */
+#define KEY_DSA 4
+static int server_keys(SSL_CTX *ctx)
+{
+    X509 *current = SSL_CTX_get0_certificate(ctx);
+    int kinds = 0, ok;
+
+    for (ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); ok;
+         ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
+        X509 *x = SSL_CTX_get0_certificate(ctx);
+        EVP_PKEY *k = x ? X509_get0_pubkey(x) : NULL;
+        switch (k ? EVP_PKEY_get_base_id(k) : 0) {
+        case EVP_PKEY_RSA: case EVP_PKEY_RSA_PSS: kinds |= KEY_RSA; break;
+        case EVP_PKEY_EC: case EVP_PKEY_ED25519: case EVP_PKEY_ED448:
+            kinds |= KEY_EC; break;
+        case EVP_PKEY_DSA: kinds |= KEY_DSA; break;
+        default: break;
+        }
+    }
+    for (ok = current ? SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST)
+                      : 0;
+         ok && SSL_CTX_get0_certificate(ctx) != current;
+         ok = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
+    }
+    return kinds;
+}
+
+static int version_of(const char *name)
+{
+    int i;
+    for (i = 0; i < N_VERSIONS; i++) {
+        if (!strcmp(name, versions[i].name)) return versions[i].v;
+    }
+    return !strcmp(name, "TLSv1.0") ? TLS1_VERSION : 0;
+}
+
+/* The suites of the CTX's list, in its order, that a handshake can
+ * agree on: within the enabled versions (v_lo..v_hi), allowed by the
+ * security level, with a server certificate of the type the suite
+ * authenticates with, and no key exchange this server cannot do (PSK,
+ * which mod_ssl does not configure; SRP without SSLSRPVerifierFile). */
+static void ciphers_json(sqlite3_str *o, int *first, SSL_CTX *ctx,
+                         int v_lo, int v_hi, int srp)
 {
     STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
     int n = sk ? sk_SSL_CIPHER_num(sk) : 0, i, pass, f = 1;
+    int keys = server_keys(ctx);
+    SSL *ssl = SSL_new(ctx);
+    int (*sec)(const SSL *, const SSL_CTX *, int, int, int, void *, void *)
+        = ssl ? SSL_get_security_callback(ssl) : NULL;
 
     key(o, first, "ciphers");
     sqlite3_str_appendchar(o, 1, '{');
@@ -359,14 +382,36 @@ static void ciphers_json(sqlite3_str *o, int *first, SSL_CTX *ctx)
         sqlite3_str_appendchar(o, 1, '[');
         for (i = 0; i < n; i++) {
             const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
-            int is13 = !strcmp(SSL_CIPHER_get_version(c), "TLSv1.3");
+            int min = version_of(SSL_CIPHER_get_version(c));
+            int is13 = min == TLS1_3_VERSION;
+            int kx = SSL_CIPHER_get_kx_nid(c), au = SSL_CIPHER_get_auth_nid(c);
             if (is13 != pass) continue;
+            if (!v_hi || (is13 ? v_hi < TLS1_3_VERSION
+                               : v_lo >= TLS1_3_VERSION || min > v_hi
+                                 || min > TLS1_2_VERSION)) {
+                continue;
+            }
+            if (kx == NID_kx_psk || kx == NID_kx_rsa_psk
+                || kx == NID_kx_dhe_psk || kx == NID_kx_ecdhe_psk
+                || (kx == NID_kx_srp && !srp)
+                || (au == NID_auth_rsa && !(keys & KEY_RSA))
+                || (au == NID_auth_ecdsa && !(keys & KEY_EC))
+                || (au == NID_auth_dss && !(keys & KEY_DSA))
+                || au == NID_auth_gost01 || au == NID_auth_gost12) {
+                continue;
+            }
+            if (sec && !sec(ssl, NULL, SSL_SECOP_CIPHER_SUPPORTED,
+                            SSL_CIPHER_get_bits(c, NULL), 0, (void *)c,
+                            SSL_get0_security_ex_data(ssl))) {
+                continue;
+            }
             if (k++) sqlite3_str_appendchar(o, 1, ',');
             mtls_json_str(o, SSL_CIPHER_get_name(c), -1);
         }
         sqlite3_str_appendchar(o, 1, ']');
     }
     sqlite3_str_appendchar(o, 1, '}');
+    SSL_free(ssl);
 }
 
 /* The server certificates, each slot of the CTX (RSA, EC, ...); the
@@ -407,7 +452,7 @@ char *mtls_policy_canonical(SSL_CTX *ctx, const mtls_policy_conf_t *pc)
     sqlite3_str *o = sqlite3_str_new(NULL);
     STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(ctx);
     X509_STORE *more;
-    int first = 1, f, i;
+    int first = 1, f, i, v_lo = 0, v_hi = 0;
 
     sqlite3_str_appendchar(o, 1, '{');
     kv_str(o, &first, "vhost", pc->vhost ? pc->vhost : "");
@@ -444,8 +489,8 @@ char *mtls_policy_canonical(SSL_CTX *ctx, const mtls_policy_conf_t *pc)
     }
     sqlite3_str_appendchar(o, 1, ']');
 
-    protocols_json(o, &first, ctx);
-    ciphers_json(o, &first, ctx);
+    protocols_json(o, &first, ctx, &v_lo, &v_hi);
+    ciphers_json(o, &first, ctx, v_lo, v_hi, pc->srp);
 
     key(o, &first, "resumption");
     sqlite3_str_appendchar(o, 1, '{');

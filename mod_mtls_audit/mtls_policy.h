@@ -48,6 +48,8 @@ typedef struct {
                                    SSLCARevocationPath directories, whose
                                    certificates and CRLs OpenSSL reads
                                    only when a verification needs them */
+    int         srp;            /* SSLSRPVerifierFile is set: SRP suites
+                                   can be agreed on */
 } mtls_policy_conf_t;
 
 /* The canonical JSON text (no digest) of the policy of ctx and pc,

@@ -411,9 +411,9 @@ def disk_full_then_space_again(ctx):
             attempts += 1
         assert wait_for(lambda: count(srv.db, "SELECT count(*) FROM "
                                       "handshakes") == 3)
-        # Fill the file system to the last byte.
-        # Unbuffered: a last partial write leaves nothing for close() to
-        # flush into the full file system.
+        # Fill the file system to the last byte (unbuffered: the bytes of
+        # a short last write are not kept for close to flush, which would
+        # fail with ENOSPC; how the free space falls decides that).
         with open(filler, "wb", buffering=0) as f:
             try:
                 while True:

@@ -388,10 +388,28 @@ def test_policy_tls1_enabled(ctx):
              "-servername", "policy.test", "-tls1", "-cipher",
              "DEFAULT:@SECLEVEL=0"], input="", capture_output=True,
             text=True, timeout=20)
+    def suite(version, name):
+        flag = "-ciphersuites" if version == "-tls1_3" else "-cipher"
+        r = subprocess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+             "-servername", "localhost", version, flag, name], input="",
+            capture_output=True, text=True, timeout=20)
+        return r.returncode == 0 and ("Cipher is %s\n" % name) in r.stdout
     try:
         p = srv.policies()[-1]["policy"]
         assert "TLSv1" not in p["protocols"]["enabled"], p["protocols"]
         assert tls1().returncode != 0
+        # Each suite listed is one a client gets; the server's certificate
+        # is EC, so no RSA-authenticated suite is listed, nor gets through.
+        c = p["ciphers"]
+        assert c["tls12"] and c["tls13"], c
+        for name in c["tls12"]:
+            assert suite("-tls1_2", name), name
+        for name in c["tls13"]:
+            assert suite("-tls1_3", name), name
+        assert not any("-RSA-" in n or "PSK" in n or "SRP" in n
+                       for n in c["tls12"]), c
+        assert not suite("-tls1_2", "ECDHE-RSA-AES128-GCM-SHA256")
         srv.reload(extra=("SSLProtocol all",
                           "SSLCipherSuite DEFAULT:@SECLEVEL=0"))
         last = srv.policies()[-1]
@@ -426,6 +444,13 @@ def test_policy_location_verify(ctx):
         last = srv.policies()[-1]
         assert last["policy"]["verify"]["locations"] == [], last
         assert last["changed"] == ["verify"], last["changed"]
+        # Session tickets switched off: resumption, and nothing else.
+        assert last["policy"]["resumption"]["tickets"] is True
+        srv.reload(extra=("SSLSessionTickets off",))
+        last = srv.policies()[-1]
+        assert last["policy"]["resumption"] == {"tickets": False,
+                                                "cache": "shmcb"}, last
+        assert last["changed"] == ["resumption"], last["changed"]
     finally:
         srv.stop()
 
@@ -511,5 +536,68 @@ def test_policy_ca_path_and_ocsp(ctx):
         assert p["revocation"]["ocsp"] == {
             "enabled": True, "responder": "http://127.0.0.1:9/",
             "override": True}, p["revocation"]
+    finally:
+        srv.stop()
+
+
+@test(expect_errors=(r"SSL Library Error", ))
+def test_policy_two_server_certs_and_tls1_as_served(ctx):
+    """An RSA and an EC server certificate: both listed (as openssl reads
+    them), both still served after the module walked them.  TLS 1.0 is
+    listed as enabled exactly when a TLS 1.0 client gets through: not at
+    the default security level, even by RSA key transport with the RSA
+    certificate (nothing signed), and at @SECLEVEL=0."""
+    x = extra_cas(ctx)
+    if "server_rsa" not in x:
+        x["server_rsa"] = ctx.pki["root"].issue(
+            x["base"], "server-rsa", "/CN=localhost", kind="rsa",
+            ext="server")
+    base = os.path.join(ctx.scratch, "policy-rsa")
+    os.makedirs(base, exist_ok=True)
+    cafile = bundle(os.path.join(base, "cas.pem"), ctx.pki["root"].cert)
+    rsa = x["server_rsa"]
+    srv = start_server(ctx, "policy-rsa", ca_file=cafile, verify="optional",
+                       extra=("SSLCertificateFile %s" % rsa[0],
+                              "SSLCertificateKeyFile %s" % rsa[1],
+                              "SSLProtocol all"))
+
+    def hello(*args):
+        return subprocess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+             "-servername", "localhost"] + list(args), input="",
+            capture_output=True, text=True, timeout=20)
+    try:
+        p = srv.policies()[-1]["policy"]
+        want = sorted((cert_truth(c)["sha256"], cert_truth(c)["not_after"])
+                      for c in (ctx.pki["server"][0], rsa[0]))
+        assert sorted((c["sha256"], c["not_after"])
+                      for c in p["server_certs"]) == want, p["server_certs"]
+        assert sorted(c["key_type"] for c in p["server_certs"]) == \
+            ["EC", "RSA"], p["server_certs"]
+        for sig, cert in (("ECDSA+SHA256", ctx.pki["server"][0]),
+                          ("RSA-PSS+SHA256", rsa[0])):
+            r = hello("-tls1_2", "-sigalgs", sig)
+            assert r.returncode == 0, r.stderr[-1500:]
+            assert "Server certificate" in r.stdout
+            got = ossl("x509", "-noout", "-fingerprint", "-sha256",
+                       data=r.stdout.encode()).decode()
+            assert got.strip().split("=", 1)[1].replace(":", "").lower() == \
+                pki.fingerprint(cert), (sig, got)
+        pr = p["protocols"]
+        assert pr["security_level"] >= 1, pr
+        assert "TLSv1" in pr["configured"], pr
+        r = hello("-tls1", "-cipher", "AES128-SHA:@SECLEVEL=0")
+        assert ("TLSv1" in pr["enabled"]) == (r.returncode == 0), \
+            (pr, r.stdout[-1500:], r.stderr[-1500:])
+        assert "TLSv1" not in pr["enabled"], pr
+        srv.reload(extra=("SSLCertificateFile %s" % rsa[0],
+                          "SSLCertificateKeyFile %s" % rsa[1],
+                          "SSLProtocol all",
+                          "SSLCipherSuite DEFAULT:@SECLEVEL=0"))
+        pr = srv.policies()[-1]["policy"]["protocols"]
+        r = hello("-tls1", "-cipher", "DEFAULT:@SECLEVEL=0")
+        assert ("TLSv1" in pr["enabled"]) == (r.returncode == 0), \
+            (pr, r.stdout[-1500:], r.stderr[-1500:])
+        assert "TLSv1" in pr["enabled"] and pr["security_level"] == 0, pr
     finally:
         srv.stop()

@@ -83,7 +83,7 @@ static void test_forms(void)
     /* A hostile name: the text that separates the keys, inside a string. */
     mtls_policy_conf_t pc = {
         "evil\",\"verify\":{\"config\":\"x", "[\"127.0.0.1:443\"]",
-        "/etc/x.conf:3", "require", 1, "[]", 0, NULL, 0, "shmcb", NULL
+        "/etc/x.conf:3", "require", 1, "[]", 0, NULL, 0, "shmcb", NULL, 0
     };
     SSL_CTX *a = ctx_with(ca1, NULL), *b = ctx_with(ca1, ca2);
     char *c1 = mtls_policy_canonical(a, &pc), *c2;
