@@ -116,7 +116,7 @@ def tight_suites():
 
 
 # -- the data sets -------------------------------------------------------
-@test
+@test(once=True)
 def policy_report_crl_configured_nothing_revoked_passes_4_2_1(ctx):
     """A CRL within its nextUpdate and CRL checking on the chain, only
     approved protocols and suites, nothing revoked: PCI 4.2.1 and its
@@ -155,7 +155,7 @@ def policy_report_crl_configured_nothing_revoked_passes_4_2_1(ctx):
         srv.stop()
 
 
-@test
+@test(once=True)
 def policy_report_crl_expiring_mid_period_fails_from_then(ctx):
     """A CRL whose nextUpdate comes 40 s after it was made (openssl ca
     -gencrl -crlsec 40): a handshake before then is accepted, one after is
@@ -199,7 +199,7 @@ def policy_report_crl_expiring_mid_period_fails_from_then(ctx):
         srv.stop()
 
 
-@test
+@test(once=True)
 def policy_report_tls10_enabled_never_used_fails(ctx):
     """SSLProtocol all (with @SECLEVEL=0, which this OpenSSL needs for TLS
     1.0) and only TLS 1.3 clients: no handshake used TLS 1.0, yet PCI
@@ -234,7 +234,7 @@ def policy_report_tls10_enabled_never_used_fails(ctx):
         srv.stop()
 
 
-@test
+@test(once=True)
 def policy_report_trusted_ca_expiring_in_10_days_is_attention(ctx):
     """A trusted CA that expires in 10 days (beside the root that issued
     the client's certificate) joins the inventory of PCI 4.2.1.1:
@@ -271,7 +271,7 @@ def policy_report_trusted_ca_expiring_in_10_days_is_attention(ctx):
         srv.stop()
 
 
-@test
+@test(once=True)
 def policy_report_verify_weakened_by_reload_is_listed_with_its_time(ctx):
     """require, then optional by a graceful reload: PCI 8.2.1 and HIPAA
     164.312(d) name the vhost whose mode lets a request through without a
@@ -345,7 +345,7 @@ def policy_report_verify_weakened_by_reload_is_listed_with_its_time(ctx):
         srv.stop()
 
 
-@test
+@test(once=True)
 def policy_report_database_without_policy_rows_says_evidence_missing(ctx):
     """A database without policy rows (mtls-gen writes through the core's
     write path, as the module did before it recorded its policy): the
