@@ -684,6 +684,10 @@ static int union_step(union_cur_t *c)
             sqlite3_finalize(c->st);
             c->st = NULL;
             if (rc != SQLITE_DONE) break;
+            /* The pages it read leave the cache: with hundreds of files
+             * (daily ones over a year), each kept at its cache size
+             * would add up. */
+            sqlite3_db_release_memory(ds_db(a->ds, c->i));
             c->i++;
         }
         if (c->i >= a->ds->n) return SQLITE_OK;
@@ -760,6 +764,21 @@ static const sqlite3_module union_module = {
 sqlite3 *ds_db(const dataset_t *ds, int i)
 {
     return ds->conn && i >= 0 && i < ds->n ? ds->conn[i / ds->per] : NULL;
+}
+
+const char *ds_errmsg(const dataset_t *ds)
+{
+    int i;
+
+    if (ds->db && sqlite3_errcode(ds->db) != SQLITE_OK) {
+        return sqlite3_errmsg(ds->db);
+    }
+    for (i = 0; ds->conn && i < ds->nconn; i++) {
+        if (ds->conn[i] && sqlite3_errcode(ds->conn[i]) != SQLITE_OK) {
+            return sqlite3_errmsg(ds->conn[i]);
+        }
+    }
+    return ds->db ? sqlite3_errmsg(ds->db) : "out of memory";
 }
 
 int ds_union(dataset_t *ds, const char *name, const char *arm,
@@ -906,6 +925,12 @@ int open_dataset(dataset_t *ds, char **files, int n)
                 ds->version[i] = sqlite3_column_int(v, 0);
             }
             sqlite3_finalize(v);
+            /* A small cache for each file: these connections look rows up
+             * and read the small tables (the scan's workers read the big
+             * ones on their own connections), and all files stay open
+             * together, hundreds with daily files. */
+            snprintf(q, sizeof(q), "PRAGMA db%d.cache_size = -256", i);
+            sqlite3_exec(db, q, NULL, NULL, NULL);
         }
         ds->n++;
         /* dbI_v_handshakes, ...: the migrations' views over this file's

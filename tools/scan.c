@@ -2952,7 +2952,7 @@ int scan_period(dataset_t *ds, scan_t *s)
     }
     if (rc > 0) {
         fail("reading the databases: %s", rc == SQLITE_NOMEM
-             ? "out of memory" : sqlite3_errmsg(ds->db));
+             ? "out of memory" : ds_errmsg(ds));
     }
     run_free(&r);
     if (maps_dropped) {

@@ -153,6 +153,9 @@ typedef struct {
 int  open_dataset(dataset_t *ds, char **files, int n);
 /* The connection that has file i attached (as schema dbI). */
 sqlite3 *ds_db(const dataset_t *ds, int i);
+/* The message of the last error of ds->db, else of the connection of a
+ * file that has one. */
+const char *ds_errmsg(const dataset_t *ds);
 /* One more such view, name (in ds->db): the rows of arm over each file in
  * turn, arm printed with (its file name, old when its schema is older
  * than 3 else "", its index, its index, its index).  SQLITE_OK or an
