@@ -1410,11 +1410,13 @@ static void rq_row(run_t *r, worker_t *w, part_t *p, const mtls_val_t *v,
 /* A sealed file (one with an archive's end or a rotation's seal: closed
  * for writing) carries the counts of its rows by hour in `summaries`
  * (schema/005_summaries.sql, filled by mtls_summary_fill when it was
- * sealed).  When its rows need not be walked for the chain and the period
- * is whole days (so every hour, and every day of the per-certificate
- * rows, lies wholly in or out of it), its pieces are two: one reads the
- * summaries of the handshakes, one those of the requests, and they feed
- * the same accumulators as hs_row and rq_row, with each group's count.
+ * sealed).  When its rows need not be walked for the chain, its pieces
+ * are two: one reads the handshakes, one the requests, and they feed the
+ * same accumulators as hs_row and rq_row: the whole days that lie wholly
+ * inside or outside the period (so every hour, and every day of the
+ * per-certificate rows, does) from the summaries, with each group's
+ * count; the days the period starts or ends within from their rows,
+ * through hs_row and rq_row themselves (see stretches()).
  * Only the rows the summaries point to are read: the incomplete
  * handshakes of an hour that has any, and every request of an hour with
  * an unauthenticated request or a card number (through rq_row itself).
@@ -1433,7 +1435,7 @@ static int summarizable(dataset_t *ds, int i, const scan_t *s)
 
     if ((s->verify && !(s->no_walk && s->no_walk[i]))
         || getenv("MTLS_AUDIT_NO_SUMMARIES")
-        || s->since % DAY_US || s->until % DAY_US || ds->version[i] < 5) {
+        || ds->version[i] < 5) {
         return 0;
     }
     sql = sqlite3_mprintf(
@@ -1510,15 +1512,16 @@ static int summ_incomplete(run_t *r, worker_t *w, part_t *p, apr_int64_t h)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int summ_hs(run_t *r, worker_t *w, part_t *p)
+/* The handshakes of hours a_h to b_h (whole days), from the summaries. */
+static int summ_days_hs(run_t *r, worker_t *w, part_t *p, apr_int64_t a_h,
+                        apr_int64_t b_h)
 {
     scan_t *s = &p->s;
     int i = p->db, rc;
     ctab_t *ct = &r->cts[i];
-    apr_int64_t lo = s->since < s->until - INACTIVE_DAYS * DAY_US
-                     ? s->since : s->until - INACTIVE_DAYS * DAY_US;
     apr_int64_t d90 = s->until - INACTIVE_DAYS * DAY_US;
     apr_int64_t since_h = s->since / HOUR_US;
+    apr_int64_t from_h = since_h > a_h ? since_h : a_h;
     sqlite3_stmt *st;
     key_t_ k;
     ment_t *e;
@@ -1531,8 +1534,8 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
                       "db%d.summaries WHERE kind = 'handshakes' AND hour >= "
                       "?1 AND hour < ?2 ORDER BY hour", i);
     if (!st) return sqlite3_errcode(w->db);
-    sqlite3_bind_int64(st, 1, lo / HOUR_US);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    sqlite3_bind_int64(st, 1, a_h);
+    sqlite3_bind_int64(st, 2, b_h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         apr_int64_t h = sqlite3_column_int64(st, 0), t = h * HOUR_US;
         const char *server = col_text(st, 1), *sni = col_text(st, 2);
@@ -1637,8 +1640,8 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
                       "'handshakes' AND hour >= ?1 AND hour < ?2 GROUP BY "
                       "hour HAVING sum(n) > sum(complete) ORDER BY hour", i);
     if (!st) return sqlite3_errcode(w->db);
-    sqlite3_bind_int64(st, 1, since_h);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    sqlite3_bind_int64(st, 1, from_h);
+    sqlite3_bind_int64(st, 2, b_h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if ((rc = summ_incomplete(r, w, p, sqlite3_column_int64(st, 0)))
             != SQLITE_OK) {
@@ -1653,8 +1656,8 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
                       "last_us FROM db%d.summaries WHERE kind = "
                       "'certificate' AND hour >= ?1 AND hour < ?2", i);
     if (!st) return sqlite3_errcode(w->db);
-    sqlite3_bind_int64(st, 1, lo / HOUR_US);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    sqlite3_bind_int64(st, 1, a_h);
+    sqlite3_bind_int64(st, 2, b_h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         apr_int64_t h = sqlite3_column_int64(st, 0);
         apr_int64_t cid = sqlite3_column_int64(st, 1);
@@ -1688,8 +1691,8 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
                       "db%d.summaries WHERE kind = 'failure' AND hour >= ?1 "
                       "AND hour < ?2 ORDER BY hour, slot", i);
     if (!st) return sqlite3_errcode(w->db);
-    sqlite3_bind_int64(st, 1, since_h);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    sqlite3_bind_int64(st, 1, from_h);
+    sqlite3_bind_int64(st, 2, b_h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         apr_int64_t h = sqlite3_column_int64(st, 0);
         int slot = sqlite3_column_int(st, 1), out = sqlite3_column_int(st, 2);
@@ -1734,8 +1737,8 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
                       "db%d.summaries WHERE kind = 'shared' AND hour >= ?1 "
                       "AND hour < ?2 ORDER BY hour", i);
     if (!st) return sqlite3_errcode(w->db);
-    sqlite3_bind_int64(st, 1, since_h);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+    sqlite3_bind_int64(st, 1, from_h);
+    sqlite3_bind_int64(st, 2, b_h);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         apr_int64_t cid = sqlite3_column_int64(st, 1);
         cinfo_t *c = cid > 0 && cid < ct->n && ct->c[cid].present
@@ -1752,6 +1755,73 @@ static int summ_hs(run_t *r, worker_t *w, part_t *p)
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The handshakes of [a, b) from their rows, through hs_row. */
+static int summ_rows_hs(run_t *r, worker_t *w, part_t *p, apr_int64_t a,
+                        apr_int64_t b)
+{
+    sqlite3_stmt *st = summ_prepare(w,
+        "SELECT id, time_us, client_addr, server_name, sni, tls_version, "
+        "cipher, outcome, verify_result, verify_error, alert, cert_id, pid, "
+        "revocation_method, revocation_status FROM db%d.handshakes WHERE "
+        "time_us >= ?1 AND time_us < ?2 ORDER BY id", p->db);
+    int col[H_N], k, rc;
+
+    if (!st) return sqlite3_errcode(w->db);
+    for (k = 0; k < H_N; k++) col[k] = k;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        mtls_val_t vals[MTLS_MAX_COLUMNS];
+        mtls_chain_row_values(st, vals, MTLS_MAX_COLUMNS);
+        hs_row(r, w, p, vals, col);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* [lo, until) in stretches, in time order: the whole days that lie wholly
+ * before `cut` or wholly after it (summ 1), and the rest (summ 0: the
+ * partial days at the ends and the day that holds cut), for fn. */
+typedef int stretch_fn(run_t *r, worker_t *w, part_t *p, int summ,
+                       apr_int64_t a, apr_int64_t b);
+
+static int stretches(run_t *r, worker_t *w, part_t *p, apr_int64_t lo,
+                     apr_int64_t until, apr_int64_t cut, stretch_fn *fn)
+{
+    apr_int64_t d, a = lo;
+    int cur = -1, rc = SQLITE_OK;
+
+    if (lo >= until) return SQLITE_OK;
+    for (d = lo - ((lo % DAY_US) + DAY_US) % DAY_US; d < until
+         && rc == SQLITE_OK; d += DAY_US) {
+        apr_int64_t x = d > lo ? d : lo;
+        int whole = d >= lo && d + DAY_US <= until
+                    && (d + DAY_US <= cut || d >= cut);
+        if (cur >= 0 && whole != cur) {
+            rc = fn(r, w, p, cur, a, x);
+            a = x;
+        }
+        cur = whole;
+    }
+    if (cur >= 0 && rc == SQLITE_OK) rc = fn(r, w, p, cur, a, until);
+    return rc;
+}
+
+static int hs_stretch(run_t *r, worker_t *w, part_t *p, int summ,
+                      apr_int64_t a, apr_int64_t b)
+{
+    return summ ? summ_days_hs(r, w, p, a / HOUR_US, b / HOUR_US)
+                : summ_rows_hs(r, w, p, a, b);
+}
+
+static int summ_hs(run_t *r, worker_t *w, part_t *p)
+{
+    scan_t *s = &p->s;
+    apr_int64_t lo = s->since < s->until - INACTIVE_DAYS * DAY_US
+                     ? s->since : s->until - INACTIVE_DAYS * DAY_US;
+    return stretches(r, w, p, lo, s->until, s->since, hs_stretch);
 }
 
 /* First request id at or after time t, by bisection on this worker's
@@ -1776,39 +1846,61 @@ static apr_int64_t summ_bisect(worker_t *w, int i, apr_int64_t t,
     return lo;
 }
 
-static int summ_rq(run_t *r, worker_t *w, part_t *p)
+/* The requests of [a, b) from their rows (ids found by bisection on
+ * time, widened by the margin), through rq_row. */
+static int summ_rows_rq(run_t *r, worker_t *w, part_t *p, apr_int64_t ta,
+                        apr_int64_t tb)
 {
-    scan_t *s = &p->s;
     int i = p->db, rc, col[R_N], k;
-    sqlite3_stmt *st, *rows = NULL, *mx;
-    apr_int64_t max = 0;
+    sqlite3_stmt *rows, *mx;
+    apr_int64_t max = 0, a, b;
 
     for (k = 0; k < R_N; k++) col[k] = k;
-    /* rq_row reads each request's handshake row: no bits here. */
-    p->auth_lo = 1;
-    p->auth_upto = 0;
     if ((mx = summ_prepare(w, "SELECT coalesce(max(id), 0) FROM "
                            "db%d.requests", i))) {
         if (sqlite3_step(mx) == SQLITE_ROW) max = sqlite3_column_int64(mx, 0);
         sqlite3_finalize(mx);
     }
+    rows = summ_prepare(w, "SELECT id, time_us, method, path, status, "
+                        "handshake_id FROM db%d.requests WHERE id BETWEEN ?1 "
+                        "AND ?2 ORDER BY id", i);
+    if (!rows) return sqlite3_errcode(w->db);
+    a = summ_bisect(w, i, ta, max);
+    b = summ_bisect(w, i, tb, max);
+    a = a > ID_MARGIN ? a - ID_MARGIN : 1;
+    b = b < INT64_MAX - ID_MARGIN ? b + ID_MARGIN : INT64_MAX;
+    sqlite3_bind_int64(rows, 1, a);
+    sqlite3_bind_int64(rows, 2, b);
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        mtls_val_t vals[MTLS_MAX_COLUMNS];
+        apr_int64_t t = sqlite3_column_int64(rows, 1);
+        if (t < ta || t >= tb) continue;
+        mtls_chain_row_values(rows, vals, MTLS_MAX_COLUMNS);
+        rq_row(r, w, p, vals, col);
+    }
+    sqlite3_finalize(rows);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The requests of whole days [a, b) from the summaries; an hour with an
+ * unauthenticated request or a card number from its rows. */
+static int summ_days_rq(run_t *r, worker_t *w, part_t *p, apr_int64_t a,
+                        apr_int64_t b)
+{
+    scan_t *s = &p->s;
+    sqlite3_stmt *st;
+    int rc;
+
     st = summ_prepare(w, "SELECT hour, sum(n), sum(CASE WHEN status < 400 "
                       "THEN n ELSE 0 END), sum(CASE WHEN status < 400 THEN "
                       "unauth ELSE 0 END) + sum(pan) FROM db%d.summaries "
                       "WHERE kind = 'requests' AND hour >= ?1 AND hour < ?2 "
-                      "GROUP BY hour ORDER BY hour", i);
-    rows = summ_prepare(w, "SELECT id, time_us, method, path, status, "
-                        "handshake_id FROM db%d.requests WHERE id BETWEEN ?1 "
-                        "AND ?2 ORDER BY id", i);
-    if (!st || !rows) {
-        sqlite3_finalize(st);
-        sqlite3_finalize(rows);
-        return sqlite3_errcode(w->db);
-    }
-    sqlite3_bind_int64(st, 1, s->since / HOUR_US);
-    sqlite3_bind_int64(st, 2, s->until / HOUR_US);
+                      "GROUP BY hour ORDER BY hour", p->db);
+    if (!st) return sqlite3_errcode(w->db);
+    sqlite3_bind_int64(st, 1, a / HOUR_US);
+    sqlite3_bind_int64(st, 2, b / HOUR_US);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        apr_int64_t h = sqlite3_column_int64(st, 0), a, b;
+        apr_int64_t h = sqlite3_column_int64(st, 0);
         int row_rc;
 
         if (!sqlite3_column_int64(st, 3)) {
@@ -1816,29 +1908,29 @@ static int summ_rq(run_t *r, worker_t *w, part_t *p)
             s->answered += sqlite3_column_int64(st, 2);
             continue;
         }
-        /* An hour with evidence: its rows, through rq_row. */
-        a = summ_bisect(w, i, h * HOUR_US, max);
-        b = summ_bisect(w, i, (h + 1) * HOUR_US, max);
-        a = a > ID_MARGIN ? a - ID_MARGIN : 1;
-        b = b < INT64_MAX - ID_MARGIN ? b + ID_MARGIN : INT64_MAX;
-        sqlite3_bind_int64(rows, 1, a);
-        sqlite3_bind_int64(rows, 2, b);
-        while ((row_rc = sqlite3_step(rows)) == SQLITE_ROW) {
-            mtls_val_t vals[MTLS_MAX_COLUMNS];
-            apr_int64_t t = sqlite3_column_int64(rows, 1);
-            if (t < h * HOUR_US || t >= (h + 1) * HOUR_US) continue;
-            mtls_chain_row_values(rows, vals, MTLS_MAX_COLUMNS);
-            rq_row(r, w, p, vals, col);
-        }
-        sqlite3_reset(rows);
-        if (row_rc != SQLITE_DONE) {
+        if ((row_rc = summ_rows_rq(r, w, p, h * HOUR_US, (h + 1) * HOUR_US))
+            != SQLITE_OK) {
             rc = row_rc;
             break;
         }
     }
     sqlite3_finalize(st);
-    sqlite3_finalize(rows);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int rq_stretch(run_t *r, worker_t *w, part_t *p, int summ,
+                      apr_int64_t a, apr_int64_t b)
+{
+    return summ ? summ_days_rq(r, w, p, a, b) : summ_rows_rq(r, w, p, a, b);
+}
+
+static int summ_rq(run_t *r, worker_t *w, part_t *p)
+{
+    /* rq_row reads each request's handshake row: no bits here. */
+    p->auth_lo = 1;
+    p->auth_upto = 0;
+    return stretches(r, w, p, p->s.since, p->s.until, p->s.since,
+                     rq_stretch);
 }
 
 /* Read one piece on worker w's connection. */
