@@ -1064,8 +1064,7 @@ static int check_schemas(report_t *r)
 
         snprintf(schema, sizeof(schema), "db%d", i);
         if (mtls_schema_check(ds_db(&r->ds, i), schema, &fi->schema_bad,
-                              msg,
-                              sizeof(msg)) != SQLITE_OK) {
+                              msg, sizeof(msg)) != SQLITE_OK) {
             fail("%s: %s", r->files[i], msg);
             return EXIT_DB;
         }
