@@ -547,30 +547,256 @@ static void fn_in_cidr(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 /* ------------------------------------------------------------------ */
 /* The data set                                                         */
 
-static int exec_str(sqlite3 *db, sqlite3_str *s)
+/* The views across files: eponymous virtual tables of ds->db, each
+ * reading its arm over file 0, then file 1, ..., each on the connection
+ * that has the file attached (ds_db).  SQLite attaches at most
+ * SQLITE_MAX_ATTACHED files to one connection, so a UNION ALL view over
+ * every file in one connection cannot be had beyond that. */
+typedef struct {
+    dataset_t  *ds;
+    char       *arm, *old;
+} union_aux_t;
+
+typedef struct {
+    sqlite3_vtab  base;
+    union_aux_t  *aux;
+} union_vtab_t;
+
+typedef struct {
+    sqlite3_vtab_cursor  base;
+    int                  i;             /* the file being read */
+    sqlite3_stmt        *st;            /* its arm, on a row; NULL at eof */
+    sqlite3_int64        rowid;
+} union_cur_t;
+
+static char *union_arm(const union_aux_t *a, int i)
 {
-    char *sql = sqlite3_str_finish(s);
-    int rc = sql ? sqlite3_exec(db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+    return sqlite3_mprintf(a->arm, a->ds->files[i],
+                           a->ds->version[i] < 3 ? a->old : "", i, i, i);
+}
+
+static void union_free(void *p)
+{
+    union_aux_t *a = p;
+    if (!a) return;
+    sqlite3_free(a->arm);
+    sqlite3_free(a->old);
+    sqlite3_free(a);
+}
+
+static int union_connect(sqlite3 *db, void *paux, int argc,
+                         const char *const *argv, sqlite3_vtab **out,
+                         char **pzerr)
+{
+    union_aux_t *a = paux;
+    sqlite3 *fdb = ds_db(a->ds, 0);
+    sqlite3_stmt *st = NULL;
+    sqlite3_str *decl;
+    union_vtab_t *vt;
+    char *sql = union_arm(a, 0), *d;
+    int rc, k, n;
+
+    (void)argc;
+    (void)argv;
+    /* Its columns: those of the arm over the first file. */
+    rc = sql ? sqlite3_prepare_v2(fdb, sql, -1, &st, NULL) : SQLITE_NOMEM;
     sqlite3_free(sql);
+    if (rc != SQLITE_OK) {
+        *pzerr = sqlite3_mprintf("%s: %s", a->ds->files[0],
+                                 sqlite3_errmsg(fdb));
+        return rc;
+    }
+    decl = sqlite3_str_new(db);
+    sqlite3_str_appendall(decl, "CREATE TABLE x(");
+    n = sqlite3_column_count(st);
+    for (k = 0; k < n; k++) {
+        const char *name = sqlite3_column_name(st, k);
+        int j, dup = 0;
+        for (j = 0; j < k; j++) {
+            if (!sqlite3_stricmp(name, sqlite3_column_name(st, j))) dup = 1;
+        }
+        /* A name twice (as a view names it "name:1"). */
+        sqlite3_str_appendf(decl, dup ? "%s\"%w:%d\"" : "%s\"%w\"",
+                            k ? ", " : "", name, k);
+    }
+    sqlite3_str_appendall(decl, ")");
+    sqlite3_finalize(st);
+    d = sqlite3_str_finish(decl);
+    rc = d ? sqlite3_declare_vtab(db, d) : SQLITE_NOMEM;
+    sqlite3_free(d);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+    if (!(vt = sqlite3_malloc(sizeof(*vt)))) return SQLITE_NOMEM;
+    memset(vt, 0, sizeof(*vt));
+    vt->aux = a;
+    *out = &vt->base;
+    return SQLITE_OK;
+}
+
+static int union_disconnect(sqlite3_vtab *vt)
+{
+    sqlite3_free(vt);
+    return SQLITE_OK;
+}
+
+static int union_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
+{
+    (void)vt;
+    /* Every row of every file (the arms choose their own indexes). */
+    info->estimatedCost = 1e6;
+    info->estimatedRows = 100000;
+    return SQLITE_OK;
+}
+
+static int union_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
+{
+    union_cur_t *c = sqlite3_malloc(sizeof(*c));
+    (void)vt;
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, sizeof(*c));
+    *out = &c->base;
+    return SQLITE_OK;
+}
+
+static int union_close(sqlite3_vtab_cursor *cur)
+{
+    union_cur_t *c = (union_cur_t *)cur;
+    sqlite3_finalize(c->st);
+    sqlite3_free(c);
+    return SQLITE_OK;
+}
+
+/* The next row: of the file being read, else of the next file that has
+ * one.  Each file's statement runs in its own read transaction, and is
+ * finalized (its locks released) before the next file's begins. */
+static int union_step(union_cur_t *c)
+{
+    union_aux_t *a = ((union_vtab_t *)c->base.pVtab)->aux;
+    int rc;
+
+    for (;;) {
+        if (c->st) {
+            rc = sqlite3_step(c->st);
+            if (rc == SQLITE_ROW) {
+                c->rowid++;
+                return SQLITE_OK;
+            }
+            sqlite3_finalize(c->st);
+            c->st = NULL;
+            if (rc != SQLITE_DONE) break;
+            /* The pages it read leave the cache: with hundreds of files
+             * (daily ones over a year), each kept at its cache size
+             * would add up. */
+            sqlite3_db_release_memory(ds_db(a->ds, c->i));
+            c->i++;
+        }
+        if (c->i >= a->ds->n) return SQLITE_OK;
+        {
+            char *sql = union_arm(a, c->i);
+            rc = sql ? sqlite3_prepare_v2(ds_db(a->ds, c->i), sql, -1,
+                                          &c->st, NULL) : SQLITE_NOMEM;
+            sqlite3_free(sql);
+        }
+        if (rc != SQLITE_OK) break;
+    }
+    sqlite3_free(c->base.pVtab->zErrMsg);
+    c->base.pVtab->zErrMsg = sqlite3_mprintf("%s: %s", a->ds->files[c->i],
+                                             sqlite3_errmsg(ds_db(a->ds,
+                                                                  c->i)));
+    c->i = a->ds->n;
     return rc;
 }
 
-/* CREATE TEMP VIEW name AS the UNION ALL of arm, printed once per
- * database with (its file name, its text from old when its schema is
- * older than 3, its index, its index, its index). */
-static int union_view(dataset_t *ds, const char *name, const char *arm,
-                      const char *old)
+static int union_filter(sqlite3_vtab_cursor *cur, int idxnum,
+                        const char *idxstr, int argc, sqlite3_value **argv)
 {
-    sqlite3_str *s = sqlite3_str_new(ds->db);
+    union_cur_t *c = (union_cur_t *)cur;
+    (void)idxnum;
+    (void)idxstr;
+    (void)argc;
+    (void)argv;
+    sqlite3_finalize(c->st);
+    c->st = NULL;
+    c->i = 0;
+    c->rowid = 0;
+    return union_step(c);
+}
+
+static int union_next(sqlite3_vtab_cursor *cur)
+{
+    return union_step((union_cur_t *)cur);
+}
+
+static int union_eof(sqlite3_vtab_cursor *cur)
+{
+    return ((union_cur_t *)cur)->st == NULL;
+}
+
+static int union_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx,
+                        int k)
+{
+    union_cur_t *c = (union_cur_t *)cur;
+    sqlite3_result_value(ctx, sqlite3_column_value(c->st, k));
+    return SQLITE_OK;
+}
+
+static int union_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid)
+{
+    *rowid = ((union_cur_t *)cur)->rowid;
+    return SQLITE_OK;
+}
+
+static const sqlite3_module union_module = {
+    .iVersion = 0,
+    .xCreate = NULL,            /* eponymous only */
+    .xConnect = union_connect,
+    .xBestIndex = union_best_index,
+    .xDisconnect = union_disconnect,
+    .xOpen = union_open,
+    .xClose = union_close,
+    .xFilter = union_filter,
+    .xNext = union_next,
+    .xEof = union_eof,
+    .xColumn = union_column,
+    .xRowid = union_rowid,
+};
+
+sqlite3 *ds_db(const dataset_t *ds, int i)
+{
+    return ds->conn && i >= 0 && i < ds->n ? ds->conn[i / ds->per] : NULL;
+}
+
+const char *ds_errmsg(const dataset_t *ds)
+{
     int i;
 
-    sqlite3_str_appendf(s, "CREATE TEMP VIEW %s AS ", name);
-    for (i = 0; i < ds->n; i++) {
-        if (i) sqlite3_str_appendall(s, " UNION ALL ");
-        sqlite3_str_appendf(s, arm, ds->files[i],
-                            ds->version[i] < 3 ? old : "", i, i, i);
+    if (ds->db && sqlite3_errcode(ds->db) != SQLITE_OK) {
+        return sqlite3_errmsg(ds->db);
     }
-    return exec_str(ds->db, s);
+    for (i = 0; ds->conn && i < ds->nconn; i++) {
+        if (ds->conn[i] && sqlite3_errcode(ds->conn[i]) != SQLITE_OK) {
+            return sqlite3_errmsg(ds->conn[i]);
+        }
+    }
+    return ds->db ? sqlite3_errmsg(ds->db) : "out of memory";
+}
+
+int ds_union(dataset_t *ds, const char *name, const char *arm,
+             const char *old)
+{
+    union_aux_t *a = sqlite3_malloc(sizeof(*a));
+
+    if (!a) return SQLITE_NOMEM;
+    a->ds = ds;
+    a->arm = sqlite3_mprintf("%s", arm);
+    a->old = sqlite3_mprintf("%s", old);
+    if (!a->arm || !a->old) {
+        union_free(a);
+        return SQLITE_NOMEM;
+    }
+    /* On failure SQLite calls union_free itself. */
+    return sqlite3_create_module_v2(ds->db, name, &union_module, a,
+                                    union_free);
 }
 
 static int make_views(dataset_t *ds)
@@ -579,18 +805,18 @@ static int make_views(dataset_t *ds)
 
     /* A file of schema 1 or 2 has no revocation columns (schema 3,
      * after hash): NULL in their place. */
-    if ((rc = union_view(ds, "hs", "SELECT %Q AS source, h.*%s, c.sha256, "
+    if ((rc = ds_union(ds, "hs", "SELECT %Q AS source, h.*%s, c.sha256, "
             "lower(hex(c.sha256)) AS cert_sha256, c.subject_dn, c.issuer_dn, "
             "c.serial, c.not_before, c.not_after, c.key_type, c.key_bits, "
             "c.sig_alg FROM db%d.handshakes h LEFT JOIN db%d.certificates c "
             "ON c.id = h.cert_id", MTLS_OLD_HS_COLS)) != SQLITE_OK) {
         return rc;
     }
-    if ((rc = union_view(ds, "ev", "SELECT %Q AS source, *%s FROM "
-                         "db%d.events", "")) != SQLITE_OK) {
+    if ((rc = ds_union(ds, "ev", "SELECT %Q AS source, *%s FROM "
+                       "db%d.events", "")) != SQLITE_OK) {
         return rc;
     }
-    return union_view(ds, "certs", "SELECT %Q AS source%s, id, sha256, "
+    return ds_union(ds, "certs", "SELECT %Q AS source%s, id, sha256, "
             "lower(hex(sha256)) AS cert_sha256, subject_dn, issuer_dn, serial, "
             "not_before, not_after, san, key_type, key_bits, sig_alg, "
             "first_seen_us FROM db%d.certificates", "");
@@ -605,6 +831,37 @@ static const struct {
     { NULL, 0, NULL }
 };
 
+/* A connection of the data set: :memory:, one thread (no mutexes),
+ * hardened (a file's views and triggers are never trusted), with the
+ * tool's functions. */
+static int ds_conn(sqlite3 **db)
+{
+    int rc, i;
+
+    rc = sqlite3_open_v2(":memory:", db, SQLITE_OPEN_READWRITE
+                         | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        fail("cannot start SQLite: %s", sqlite3_errstr(rc));
+        return EXIT_DB;
+    }
+    /* Before any ATTACH: attaching reads the file's schema, and another
+     * connection closing holds the file's PENDING lock for a moment. */
+    sqlite3_busy_timeout(*db, 5000);
+    if (mtls_db_harden(*db) != SQLITE_OK) {
+        fail("cannot start SQLite: %s", sqlite3_errmsg(*db));
+        return EXIT_DB;
+    }
+    /* DIRECTONLY: for the tool's own statements, never for a view or a
+     * trigger that came with a file. */
+    for (i = 0; functions[i].name; i++) {
+        sqlite3_create_function(*db, functions[i].name, functions[i].args,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC
+                                | SQLITE_DIRECTONLY, NULL,
+                                functions[i].fn, NULL, NULL);
+    }
+    return EXIT_OK;
+}
+
 int open_dataset(dataset_t *ds, char **files, int n)
 {
     char err[256];
@@ -616,34 +873,31 @@ int open_dataset(dataset_t *ds, char **files, int n)
         fail("no database given; see --help");
         return EXIT_USAGE;
     }
-    /* One thread uses this connection: no mutexes. */
-    rc = sqlite3_open_v2(":memory:", &ds->db, SQLITE_OPEN_READWRITE
-                         | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        fail("cannot start SQLite: %s", sqlite3_errstr(rc));
-        return EXIT_DB;
-    }
-    /* Before any ATTACH: attaching reads the file's schema, and another
-     * connection closing holds the file's PENDING lock for a moment. */
-    sqlite3_busy_timeout(ds->db, 5000);
-    if (mtls_db_harden(ds->db) != SQLITE_OK) {
-        fail("cannot start SQLite: %s", sqlite3_errmsg(ds->db));
-        return EXIT_DB;
-    }
+    if ((rc = ds_conn(&ds->db)) != EXIT_OK) return rc;
+    /* The files, as many to a connection as this SQLite attaches
+     * (SQLITE_MAX_ATTACHED: 10 by default, 125 at most). */
     sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, 125);
-    /* The SQLite library may allow fewer (SQLITE_MAX_ATTACHED: 10 by
-     * default). */
-    if (n > sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1)) {
-        fail("%d databases to read at once, and this SQLite reads at most "
-             "%d together: give a shorter period (files outside it are not "
-             "read) or fewer files", n,
-             sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1));
-        return EXIT_USAGE;
+    ds->per = sqlite3_limit(ds->db, SQLITE_LIMIT_ATTACHED, -1);
+    if (ds->per < 1) ds->per = 1;
+    ds->nconn = (n + ds->per - 1) / ds->per;
+    ds->conn = calloc((size_t)ds->nconn, sizeof(*ds->conn));
+    ds->version = calloc((size_t)n, sizeof(*ds->version));
+    if (!ds->conn || !ds->version) {
+        fail("out of memory");
+        return EXIT_DB;
     }
     for (i = 0; i < n; i++) {
         mtls_store_t *st;
+        sqlite3 *db;
         char *sql;
 
+        if (i % ds->per == 0) {
+            if ((rc = ds_conn(&ds->conn[i / ds->per])) != EXIT_OK) {
+                return rc;
+            }
+            sqlite3_limit(ds->conn[i / ds->per], SQLITE_LIMIT_ATTACHED, 125);
+        }
+        db = ds->conn[i / ds->per];
         /* Through the core first: a clear message for a file that is not
          * ours, and no schema change by a reader. */
         rc = mtls_store_open(files[i], MTLS_STORE_READONLY, 5000, &st, err,
@@ -655,10 +909,10 @@ int open_dataset(dataset_t *ds, char **files, int n)
         mtls_store_close(st);
         sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS db%d", files[i],
                               i);
-        rc = sqlite3_exec(ds->db, sql, NULL, NULL, NULL);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
         sqlite3_free(sql);
         if (rc != SQLITE_OK) {
-            fail("%s: %s", files[i], sqlite3_errmsg(ds->db));
+            fail("%s: %s", files[i], sqlite3_errmsg(db));
             return EXIT_DB;
         }
         {
@@ -666,21 +920,28 @@ int open_dataset(dataset_t *ds, char **files, int n)
             char q[64];
             snprintf(q, sizeof(q), "PRAGMA db%d.user_version", i);
             ds->version[i] = 0;
-            if (sqlite3_prepare_v2(ds->db, q, -1, &v, NULL) == SQLITE_OK
+            if (sqlite3_prepare_v2(db, q, -1, &v, NULL) == SQLITE_OK
                 && sqlite3_step(v) == SQLITE_ROW) {
                 ds->version[i] = sqlite3_column_int(v, 0);
             }
             sqlite3_finalize(v);
+            /* A small cache for each file: these connections look rows up
+             * and read the small tables (the scan's workers read the big
+             * ones on their own connections), and all files stay open
+             * together, hundreds with daily files. */
+            snprintf(q, sizeof(q), "PRAGMA db%d.cache_size = -256", i);
+            sqlite3_exec(db, q, NULL, NULL, NULL);
         }
         ds->n++;
         /* dbI_v_handshakes, ...: the migrations' views over this file's
-         * tables; the file's own views are never read. */
+         * tables, in its connection; the file's own views are never
+         * read. */
         sql = sqlite3_mprintf("db%d", i);
         {
             char prefix[16];
             snprintf(prefix, sizeof(prefix), "db%d_", i);
-            rc = sql ? mtls_schema_temp_views(ds->db, sql,
-                                              mtls_schema_user_version(ds->db,
+            rc = sql ? mtls_schema_temp_views(db, sql,
+                                              mtls_schema_user_version(db,
                                                                        sql),
                                               prefix, err, sizeof(err))
                      : SQLITE_NOMEM;
@@ -691,14 +952,6 @@ int open_dataset(dataset_t *ds, char **files, int n)
             return EXIT_DB;
         }
     }
-    /* DIRECTONLY: for the tool's own statements, never for a view or a
-     * trigger that came with a file. */
-    for (i = 0; functions[i].name; i++) {
-        sqlite3_create_function(ds->db, functions[i].name, functions[i].args,
-                                SQLITE_UTF8 | SQLITE_DETERMINISTIC
-                                | SQLITE_DIRECTONLY, NULL,
-                                functions[i].fn, NULL, NULL);
-    }
     if ((rc = make_views(ds)) != SQLITE_OK) {
         fail("cannot read the databases as one: %s", sqlite3_errmsg(ds->db));
         return EXIT_DB;
@@ -708,8 +961,20 @@ int open_dataset(dataset_t *ds, char **files, int n)
 
 void close_dataset(dataset_t *ds)
 {
+    int i;
+
+    /* The views first: their cursors hold statements of the files'
+     * connections. */
     sqlite3_close(ds->db);
     ds->db = NULL;
+    for (i = 0; ds->conn && i < ds->nconn; i++) {
+        sqlite3_close(ds->conn[i]);
+    }
+    free(ds->conn);
+    ds->conn = NULL;
+    ds->nconn = 0;
+    free(ds->version);
+    ds->version = NULL;
 }
 
 int tail_matches(sqlite3 *db, const mtls_chain_key_t *key)

@@ -98,18 +98,26 @@ typedef struct {
     int          have_policy;   /* some policy in force in the period */
     evidence_t   pol_in_force;  /* at the end of the period */
     evidence_t   pol_changes;   /* in the period */
+    sqlite3     *on;            /* set: scalar() reads one file, there */
 } report_t;
 
 /* ------------------------------------------------------------------ */
 /* SQL helpers: every query sees :since, :until, :now bound.            */
+
+/* Where a query runs: the views across the files (r->ds.db), or the
+ * connection of one file (r->on: see scalar_file). */
+static sqlite3 *qdb(report_t *r)
+{
+    return r->on ? r->on : r->ds.db;
+}
 
 static sqlite3_stmt *prep(report_t *r, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     int i;
 
-    if (sqlite3_prepare_v2(r->ds.db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fail("internal query failed: %s", sqlite3_errmsg(r->ds.db));
+    if (sqlite3_prepare_v2(qdb(r), sql, -1, &st, NULL) != SQLITE_OK) {
+        fail("internal query failed: %s", sqlite3_errmsg(qdb(r)));
         return NULL;
     }
     if ((i = sqlite3_bind_parameter_index(st, ":since"))) {
@@ -162,11 +170,22 @@ static apr_int64_t scalar(report_t *r, const char *sql)
         v = sqlite3_column_int64(st, 0);
     }
     else if (rc != SQLITE_DONE) {
-        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
+        fail("reading the databases: %s", sqlite3_errmsg(qdb(r)));
         db_error = 1;
     }
     sqlite3_finalize(st);
     time_query(sql, t0);
+    return v;
+}
+
+/* scalar() of a statement on file i's tables (schema dbI). */
+static apr_int64_t scalar_file(report_t *r, int i, const char *sql)
+{
+    apr_int64_t v;
+
+    r->on = ds_db(&r->ds, i);
+    v = scalar(r, sql);
+    r->on = NULL;
     return v;
 }
 
@@ -197,7 +216,7 @@ static void evidence(report_t *r, evidence_t *ev, const char *sql)
         ev_add(ev, vals);
     }
     if (rc != SQLITE_DONE) {
-        fail("reading the databases: %s", sqlite3_errmsg(r->ds.db));
+        fail("reading the databases: %s", sqlite3_errmsg(qdb(r)));
         db_error = 1;
     }
     sqlite3_finalize(st);
@@ -1280,10 +1299,10 @@ static void chk_retention(report_t *r, const char *id, const char *title)
         unsigned char h[MTLS_HASH_LEN];
         char schema[16];
         snprintf(schema, sizeof(schema), "db%d", i);
-        mtls_chain_cut(r->ds.db, schema, "handshakes", "base", &base[i], h,
-                       NULL);
-        mtls_chain_cut(r->ds.db, schema, "handshakes", "end", &end[i], h,
-                       NULL);
+        mtls_chain_cut(ds_db(&r->ds, i), schema, "handshakes", "base",
+                       &base[i], h, NULL);
+        mtls_chain_cut(ds_db(&r->ds, i), schema, "handshakes", "end",
+                       &end[i], h, NULL);
     }
     for (i = 0; i < r->ds.n; i++) {
         char sql[256], a[32], b[32], n1[24], n2[24], n3[24];
@@ -1291,12 +1310,12 @@ static void chk_retention(report_t *r, const char *id, const char *title)
         const char *row[6];
         snprintf(sql, sizeof(sql), "SELECT min(time_us) FROM db%d.handshakes",
                  i);
-        f = scalar(r, sql);
+        f = scalar_file(r, i, sql);
         snprintf(sql, sizeof(sql), "SELECT max(time_us) FROM db%d.handshakes",
                  i);
-        l = scalar(r, sql);
+        l = scalar_file(r, i, sql);
         snprintf(sql, sizeof(sql), "SELECT min(id) FROM db%d.handshakes", i);
-        m = scalar(r, sql);
+        m = scalar_file(r, i, sql);
         if (!f) continue;
         if (!first || f < first) first = f;
         if (l > last) last = l;
@@ -1653,8 +1672,8 @@ static int check_schemas(report_t *r)
         size_t l = strlen(fi->integrity);
 
         snprintf(schema, sizeof(schema), "db%d", i);
-        if (mtls_schema_check(r->ds.db, schema, &fi->schema_bad, msg,
-                              sizeof(msg)) != SQLITE_OK) {
+        if (mtls_schema_check(ds_db(&r->ds, i), schema, &fi->schema_bad,
+                              msg, sizeof(msg)) != SQLITE_OK) {
             fail("%s: %s", r->files[i], msg);
             return EXIT_DB;
         }

@@ -628,7 +628,7 @@ static int load_certs(dataset_t *ds, int i, ctab_t *ct)
 {
     sqlite3_stmt *st;
     char *sql = sqlite3_mprintf("SELECT max(id) FROM db%d.certificates", i);
-    int rc = sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL);
 
     sqlite3_free(sql);
     memset(ct, 0, sizeof(*ct));
@@ -646,7 +646,7 @@ static int load_certs(dataset_t *ds, int i, ctab_t *ct)
                           "issuer_dn, serial, not_before, not_after, key_type, "
                           "key_bits, sig_alg, first_seen_us FROM "
                           "db%d.certificates", i);
-    rc = sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL);
+    rc = sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL);
     sqlite3_free(sql);
     if (rc != SQLITE_OK) return rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -914,7 +914,7 @@ static apr_int64_t first_id(dataset_t *ds, int i, const char *table,
           "LIMIT 1"
         : "SELECT id FROM db%d.%s WHERE time_us >= ?1 ORDER BY time_us "
           "LIMIT 1", i, table);
-    if (sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, t);
         if (sqlite3_step(st) == SQLITE_ROW) {
             id = sqlite3_column_int64(st, 0);
@@ -933,14 +933,14 @@ static apr_int64_t bisect_requests(dataset_t *ds, int i, apr_int64_t t)
     apr_int64_t lo = 1, hi = 0, mid;
     char *sql = sqlite3_mprintf("SELECT max(id) FROM db%d.requests", i);
 
-    if (sqlite3_prepare_v2(ds->db, sql, -1, &mx, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &mx, NULL) == SQLITE_OK) {
         if (sqlite3_step(mx) == SQLITE_ROW) hi = sqlite3_column_int64(mx, 0);
         sqlite3_finalize(mx);
     }
     sqlite3_free(sql);
     sql = sqlite3_mprintf("SELECT time_us FROM db%d.requests WHERE id >= ?1 "
                           "ORDER BY id LIMIT 1", i);
-    if (sqlite3_prepare_v2(ds->db, sql, -1, &at, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &at, NULL) != SQLITE_OK) {
         sqlite3_free(sql);
         return 1;
     }
@@ -1025,7 +1025,8 @@ typedef struct {
     apr_int64_t (*per_day)[5];
     unsigned char (*seen90)[INACTIVE_DAYS];     /* per database */
     cstat_t    **cs;                            /* per database, by cert id */
-    sqlite3     *db;
+    sqlite3     *db;            /* the file cur attached, alone */
+    int          cur;
     sqlite3_stmt **hs_by_id;                    /* per database */
 } worker_t;
 
@@ -1445,7 +1446,8 @@ static int summarizable(dataset_t *ds, int i, const scan_t *s)
         "AND (SELECT coalesce(sum(n), 0) FROM db%d.summaries WHERE kind = "
         "'requests') = (SELECT count(*) FROM db%d.requests)",
         i, i, i, i, i, i);
-    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+    if (sql && sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL)
+        == SQLITE_OK) {
         ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
         sqlite3_finalize(st);
     }
@@ -2005,36 +2007,51 @@ static int part_run(run_t *r, worker_t *w, part_t *p)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int worker_open(run_t *r, worker_t *w)
+/* Close the worker's connection (and its statements). */
+static void worker_close(worker_t *w)
 {
-    int i, rc;
+    if (w->db && w->hs_by_id[w->cur]) {
+        sqlite3_finalize(w->hs_by_id[w->cur]);
+        w->hs_by_id[w->cur] = NULL;
+    }
+    sqlite3_close(w->db);
+    w->db = NULL;
+}
 
+/* w->db: a connection with file i attached (as dbI), and no other (a
+ * connection attaches at most SQLITE_MAX_ATTACHED files, and a data set
+ * has any number); kept while the worker's pieces are of that file. */
+static int worker_use(run_t *r, worker_t *w, int i)
+{
+    char *sql;
+    int rc;
+
+    if (w->db && w->cur == i) return SQLITE_OK;
+    worker_close(w);
+    w->cur = i;
     /* One connection per thread, no mutexes, reading through the
      * read-ahead VFS (readahead.c).  (Mapping the files was measured
      * slower here: page faults cost more than the copies.) */
     rc = sqlite3_open_v2(":memory:", &w->db, SQLITE_OPEN_READWRITE
                          | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) return rc;
-    /* Before the ATTACHes, which read each file's schema (see
+    /* Before the ATTACH, which reads the file's schema (see
      * open_dataset). */
     sqlite3_busy_timeout(w->db, 5000);
-    sqlite3_limit(w->db, SQLITE_LIMIT_ATTACHED, 125);
     rc = mtls_db_harden(w->db);
-    for (i = 0; rc == SQLITE_OK && i < r->ds->n; i++) {
-        char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro%s' AS db%d",
-                                    r->ds->files[i], mtls_readahead_register()
-                                    == SQLITE_OK ? "&vfs=" MTLS_RA_VFS : "",
-                                    i);
-        rc = sql ? sqlite3_exec(w->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+    if (rc != SQLITE_OK) return rc;
+    sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro%s' AS db%d",
+                          r->ds->files[i], mtls_readahead_register()
+                          == SQLITE_OK ? "&vfs=" MTLS_RA_VFS : "", i);
+    rc = sql ? sqlite3_exec(w->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+    sqlite3_free(sql);
+    if (rc == SQLITE_OK) {
+        sql = sqlite3_mprintf("SELECT cert_id, verify_result, "
+                              "server_name, client_addr FROM "
+                              "db%d.handshakes WHERE id = ?1", i);
+        rc = sql ? sqlite3_prepare_v2(w->db, sql, -1, &w->hs_by_id[i],
+                                      NULL) : SQLITE_NOMEM;
         sqlite3_free(sql);
-        if (rc == SQLITE_OK) {
-            sql = sqlite3_mprintf("SELECT cert_id, verify_result, "
-                                  "server_name, client_addr FROM "
-                                  "db%d.handshakes WHERE id = ?1", i);
-            rc = sql ? sqlite3_prepare_v2(w->db, sql, -1, &w->hs_by_id[i],
-                                          NULL) : SQLITE_NOMEM;
-            sqlite3_free(sql);
-        }
     }
     return rc;
 }
@@ -2109,14 +2126,15 @@ static void *worker_main(void *arg)
 {
     run_t *r = ((void **)arg)[0];
     worker_t *w = ((void **)arg)[1];
-    int rc = worker_open(r, w), k;
+    int rc, k;
 
     while ((k = pick(r)) >= 0) {
         part_t *p = &r->parts[k];
-        if (rc != SQLITE_OK) {
+        if ((rc = worker_use(r, w, p->db)) != SQLITE_OK) {
             p->rc = rc;
             snprintf(p->err, sizeof(p->err), "%s", w->db
                      ? sqlite3_errmsg(w->db) : sqlite3_errstr(rc));
+            worker_close(w);
         }
         else if ((p->rc = part_run(r, w, p)) != SQLITE_OK) {
             snprintf(p->err, sizeof(p->err), "%s", sqlite3_errmsg(w->db));
@@ -2126,12 +2144,7 @@ static void *worker_main(void *arg)
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
-    for (k = 0; k < r->ds->n; k++) {
-        sqlite3_finalize(w->hs_by_id[k]);
-        w->hs_by_id[k] = NULL;
-    }
-    sqlite3_close(w->db);
-    w->db = NULL;
+    worker_close(w);
     mtls_chain_thread_done();
     return NULL;
 }
@@ -2409,7 +2422,7 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
                 char *sql = sqlite3_mprintf("SELECT time_us FROM "
                     "db%d.handshakes WHERE cert_id = ?1 AND outcome = 1 "
                     "ORDER BY id DESC LIMIT 1", i);
-                if (sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL)
+                if (sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL)
                     == SQLITE_OK) {
                     sqlite3_bind_int64(st, 1, id);
                     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -2454,11 +2467,15 @@ static int small_queries(dataset_t *ds, scan_t *s)
 {
     sqlite3_stmt *st;
     int rc;
+    /* certs reads the files in turn and takes no index (open_dataset):
+     * materialized, SQLite indexes it for the subquery. */
     static const char changes[] =
+        "WITH cs AS MATERIALIZED (SELECT subject_dn, sha256, cert_sha256, "
+        "issuer_dn, first_seen_us FROM certs) "
         "SELECT c.subject_dn, c.cert_sha256, c.issuer_dn, "
         "strftime('%Y-%m-%dT%H:%M:%SZ', c.first_seen_us / 1000000, "
-        "'unixepoch') AS first_seen FROM certs c WHERE c.first_seen_us >= ?1 "
-        "AND c.first_seen_us < ?2 AND EXISTS (SELECT 1 FROM certs o WHERE "
+        "'unixepoch') AS first_seen FROM cs c WHERE c.first_seen_us >= ?1 "
+        "AND c.first_seen_us < ?2 AND EXISTS (SELECT 1 FROM cs o WHERE "
         "o.subject_dn = c.subject_dn AND o.sha256 != c.sha256 AND "
         "o.first_seen_us < c.first_seen_us) ORDER BY c.first_seen_us";
 
@@ -2501,7 +2518,8 @@ static apr_int64_t max_id(dataset_t *ds, int i, const char *table)
     apr_int64_t id = 0;
     char *sql = sqlite3_mprintf("SELECT coalesce(max(id), 0) FROM db%d.%s",
                                 i, table);
-    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+    if (sql && sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL)
+        == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
@@ -2517,7 +2535,8 @@ static apr_int64_t last_handshake(dataset_t *ds, int i, apr_int64_t hi)
     apr_int64_t h = INT64_MAX;
     char *sql = sqlite3_mprintf("SELECT handshake_id FROM db%d.requests "
                                 "WHERE id <= ?1 ORDER BY id DESC LIMIT 1", i);
-    if (sql && sqlite3_prepare_v2(ds->db, sql, -1, &st, NULL) == SQLITE_OK) {
+    if (sql && sqlite3_prepare_v2(ds_db(ds, i), sql, -1, &st, NULL)
+        == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, hi);
         if (sqlite3_step(st) == SQLITE_ROW) h = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
@@ -2873,7 +2892,7 @@ static int invalid_evidence(run_t *r)
                                     "client_addr, sni FROM db%d.handshakes "
                                     "WHERE id = ?1", db);
 
-        rc = sql ? sqlite3_prepare_v2(r->ds->db, sql, -1, &st, NULL)
+        rc = sql ? sqlite3_prepare_v2(ds_db(r->ds, db), sql, -1, &st, NULL)
                  : SQLITE_NOMEM;
         sqlite3_free(sql);
         if (rc != SQLITE_OK) break;
@@ -3025,7 +3044,7 @@ int scan_period(dataset_t *ds, scan_t *s)
     }
     if (rc > 0) {
         fail("reading the databases: %s", rc == SQLITE_NOMEM
-             ? "out of memory" : sqlite3_errmsg(ds->db));
+             ? "out of memory" : ds_errmsg(ds));
     }
     run_free(&r);
     if (maps_dropped) {

@@ -128,19 +128,40 @@ int check_sealed(const file_meta_t *m, char *msg, size_t msglen);
 
 /* ---- the data set ---- */
 typedef struct {
-    sqlite3  *db;               /* :memory:, with db0..dbN attached */
+    sqlite3  *db;               /* :memory:, no file attached: the views
+                                 * below, across every file */
     int       n;
     char    **files;
-    int       version[125];     /* each file's schema version (older ones
+    int      *version;          /* each file's schema version (older ones
                                    lack columns: see open_dataset) */
+    /* The files themselves: file i is attached as schema dbI to
+     * connection conn[i / per] (SQLite attaches at most
+     * SQLITE_MAX_ATTACHED, 10 on Debian, to one connection; a data set
+     * takes any number).  A statement of one file runs on ds_db(ds, i). */
+    sqlite3 **conn;
+    int       nconn, per;
 } dataset_t;
 
-/* Open files as one data set, read-only, with the temporary views
+/* Open files as one data set, read-only, with the views (in ds->db)
  *   hs(source, handshake columns, cert columns)   ev(source, events)
  *   certs(source, certificates without der)
- * and the SQL function in_cidr(addr, cidr).  Returns EXIT_OK or an exit
- * code (reported). */
+ * and the SQL function in_cidr(addr, cidr) (in every connection).  The
+ * views are virtual tables that read each file in turn, on its own
+ * connection (no row is copied); they take no index: a join or a
+ * correlated subquery over them goes through a MATERIALIZED CTE.
+ * Returns EXIT_OK or an exit code (reported). */
 int  open_dataset(dataset_t *ds, char **files, int n);
+/* The connection that has file i attached (as schema dbI). */
+sqlite3 *ds_db(const dataset_t *ds, int i);
+/* The message of the last error of ds->db, else of the connection of a
+ * file that has one. */
+const char *ds_errmsg(const dataset_t *ds);
+/* One more such view, name (in ds->db): the rows of arm over each file in
+ * turn, arm printed with (its file name, old when its schema is older
+ * than 3 else "", its index, its index, its index).  SQLITE_OK or an
+ * error (sqlite3_errmsg(ds->db)). */
+int  ds_union(dataset_t *ds, const char *name, const char *arm,
+              const char *old);
 /* What a file of schema 1 or 2 selects after its handshakes' (or
  * v_handshakes') columns in place of those schema 3 added. */
 #define MTLS_OLD_HS_COLS ", NULL AS revocation_method, NULL AS revocation_status"

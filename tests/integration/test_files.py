@@ -366,3 +366,75 @@ def a_seals_record_outside_the_period_is_checked_against_the_error_log(ctx):
     assert v.returncode == 1, v.stdout
     assert re.search(r"sealed +BROKEN +the error log's sealed line for it",
                      v.stdout), v.stdout
+
+
+def without(rows, keys=("source", "sources", "cert_sha256", "sha256",
+                        "serial")):
+    """Rows of query or certs (json) without the file they came from and
+    the certificates' fingerprint and serial (mtls-gen makes new keys on
+    each run)."""
+    return [{k: v for k, v in x.items() if k not in keys} for x in rows]
+
+
+@test(once=True)
+def more_files_than_sqlite_attaches_are_read_as_one(ctx):
+    # SQLite attaches at most SQLITE_MAX_ATTACHED files to one connection
+    # (10 in Debian's build); a year of monthly files is 13 or more, a
+    # month of daily files 30: report, query and certs read them all, with
+    # the results of one file holding the same rows.
+    con = sqlite3.connect(":memory:")
+    opts = [r[0] for r in con.execute("PRAGMA compile_options")]
+    con.close()
+    limit = [int(o.split("=")[1]) for o in opts
+             if o.startswith("MAX_ATTACHED=")] or [10]
+    d, order = rotated(ctx, "many", year_script(), ["-t"])
+    one = gen(ctx, "many-one", year_script())
+    assert len(order) > limit[0], (len(order), limit)
+    since, until = iso(NOW - 400 * DAY), iso(NOW)
+    for std in ("pci-dss", "hipaa"):
+        args = ["report", "--standard", std, "--since", since, "--until",
+                until, "--format", "json"]
+        a = tool_run(ctx, *(args + [d]))
+        b = tool_run(ctx, *(args + [one]))
+        assert a.returncode in (0, 1), a.stderr
+        assert b.returncode in (0, 1), b.stderr
+        ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+        dbs = ja["report"]["databases"]
+        assert sum(x["read"] for x in dbs) == len(order), dbs
+        ca = {c["id"]: c for c in ja["checks"]}
+        cb = {c["id"]: c for c in jb["checks"]}
+        assert list(ca) == list(cb)
+        for cid in cb:
+            assert norm(ca[cid]) == norm(cb[cid]), (std, cid, ca[cid],
+                                                    cb[cid])
+        for k in ("handshakes", "failed", "requests"):
+            assert ja["report"]["records"][k] == jb["report"]["records"][k]
+        assert jb["report"]["records"]["handshakes"] == 6000
+    # query: every handshake, newest first, from every file.
+    q = [tool_run(ctx, "query", "--limit", "0", "--format", "json", *given)
+         for given in ([d], [one])]
+    assert q[0].returncode == 0 and q[1].returncode == 0, \
+        q[0].stderr + q[1].stderr
+    rows = [json.loads(r.stdout) for r in q]
+    assert len(rows[1]) == 6000
+    assert without(rows[0]) == without(rows[1])
+    assert {x["source"] for x in rows[0]} == set(order)
+    # With filters and a limit: the same rows.
+    q = [tool_run(ctx, "query", "--outcome", "accepted", "--limit", "50",
+                  "--format", "json", *given) for given in ([d], [one])]
+    assert q[0].returncode == 0, q[0].stderr
+    a, b = (without(json.loads(r.stdout)) for r in q)
+    assert a == b and len(a) == 50
+    # certs: one row per certificate, seen in every file it was used in.
+    c = [tool_run(ctx, "certs", "--format", "json", *given)
+         for given in ([d], [one])]
+    assert c[0].returncode == 0 and c[1].returncode == 0, \
+        c[0].stderr + c[1].stderr
+    a, b = (json.loads(r.stdout) for r in c)
+    key = lambda x: (x["subject_dn"], x["not_after"])
+    assert sorted(without(a), key=key) == sorted(without(b), key=key)
+    assert len(b) == 20, len(b)
+    used = set()
+    for x in a:
+        used |= set(x["sources"].split(","))
+    assert used == set(order), (used, order)
