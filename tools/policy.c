@@ -386,10 +386,13 @@ int policy_load(sqlite3 *db, const dataset_t *ds, policy_set_t *ps)
     int i;
 
     memset(ps, 0, sizeof(*ps));
+    (void)db;
     for (i = 0; i < ds->n; i++) {
-        if (load_file(db, i, ds->files[i], ps) != 0) {
+        /* Each file on the connection it is attached to. */
+        sqlite3 *fdb = ds_db(ds, i);
+        if (!fdb || load_file(fdb, i, ds->files[i], ps) != 0) {
             fail("%s: cannot read the policy events: %s", ds->files[i],
-                 sqlite3_errmsg(db));
+                 fdb ? sqlite3_errmsg(fdb) : "not open");
             return EXIT_DB;
         }
     }
