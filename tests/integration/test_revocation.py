@@ -48,6 +48,9 @@ class Responder:
             for line in f:
                 if line.split("\t")[3].upper() != left_out:
                     out.write(line)
+        # As the CA's own: other tests issue a second CN=localhost.
+        with open(self.index + ".attr", "w") as out:
+            out.write("unique_subject = no\n")
         self.httpd = None
         self.thread = None
         self.port = None
