@@ -2047,6 +2047,7 @@ static int gather_files(char ***files, int *n)
             if (count == before) {
                 fail("%s: a directory with no *.db file", in[i]);
                 rc = EXIT_USAGE;
+                continue;   /* names may still be NULL: nothing to sort */
             }
             qsort(names + before, count - before, sizeof(char *), by_name);
             continue;
