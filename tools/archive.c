@@ -29,12 +29,15 @@
  * first: an archive never takes in a broken chain.
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
+#include "mtls_json.h"
 #include "mtls_store.h"
 #include "mtls_summary.h"
 
@@ -52,6 +55,12 @@ typedef struct {
     apr_int64_t   moved[MTLS_ANCHOR_TABLES], first[MTLS_ANCHOR_TABLES];
     apr_int64_t   last[MTLS_ANCHOR_TABLES];
     char          err[512];
+    /* The seal: the archive's absolute path, SHA-256 and size, and the
+     * 'sealed' event of the live file that records them. */
+    mtls_store_t *store;        /* the live file's, for its events */
+    char          abs[4096], sha256[65];
+    apr_int64_t   bytes, seal_event;
+    int           unsealed;     /* this run changed the archive */
 } arc_t;
 
 static int db_error(arc_t *a, const char *what)
@@ -229,6 +238,50 @@ static int find_cut(arc_t *a, int t, apr_int64_t before, apr_int64_t base,
     return rc;
 }
 
+/* The live file's record that the archive is about to change: its seal
+ * no longer holds (verify walks it) until this run seals it again.
+ * Written once, before the first row goes into an archive that has a
+ * seal. */
+static int unseal(arc_t *a)
+{
+    mtls_item_t *ev;
+    sqlite3_str *o;
+    char had[65], err[256];
+    int rc;
+
+    if (a->unsealed++ || !sealed_record(a->db, a->abs, 0, had, NULL, NULL)) {
+        return EXIT_OK;
+    }
+    if (!(ev = mtls_item_new(MTLS_ITEM_EVENT))
+        || !(o = sqlite3_str_new(NULL))) {
+        mtls_item_free(ev);
+        snprintf(a->err, sizeof(a->err), "out of memory");
+        return EXIT_DB;
+    }
+    sqlite3_str_appendall(o, "{\"file\": ");
+    mtls_json_str(o, a->abs, -1);
+    sqlite3_str_appendall(o, ", \"seal\": 0, \"archive\": true, \"why\": "
+                          "\"mtls-audit archive appends to it\"}");
+    ev->u.ev.time_us = mtls_now_us();
+    mtls_strlcpy(ev->u.ev.kind, "unsealed", sizeof(ev->u.ev.kind));
+    ev->u.ev.pid = (int)getpid();
+    {
+        char *v = sqlite3_str_finish(o);
+        ev->u.ev.detail = v ? strdup(v) : NULL;
+        sqlite3_free(v);
+    }
+    rc = ev->u.ev.detail ? mtls_store_write(a->store, &ev, 1, err,
+                                            sizeof(err))
+                         : SQLITE_NOMEM;
+    if (rc != SQLITE_OK) {
+        snprintf(a->err, sizeof(a->err), "%s: cannot record that %s is no "
+                 "longer as sealed (%s): nothing moved into it", a->live,
+                 a->out, ev->u.ev.detail ? err : "out of memory");
+    }
+    mtls_item_free(ev);
+    return rc == SQLITE_OK ? EXIT_OK : EXIT_DB;
+}
+
 /* Move (or, for certificates, copy) table t's rows up to cut. */
 static int move_table(arc_t *a, int t, apr_int64_t cut,
                       const mtls_chain_key_t *key)
@@ -325,6 +378,9 @@ static int move_table(arc_t *a, int t, apr_int64_t cut,
     if (!a->first[t]) {
         a->first[t] = start;
     }
+    if ((rc = unseal(a)) != EXIT_OK) {
+        return rc;
+    }
     for (lo = start; lo <= cut; lo = hi + 1) {
         hi = lo + CHUNK - 1 < cut ? lo + CHUNK - 1 : cut;
         if ((rc = copy_chunk(a, table, lo, hi, h)) != SQLITE_OK) {
@@ -371,6 +427,79 @@ static int summarize(const char *path)
     return rc == SQLITE_OK ? EXIT_OK : EXIT_DB;
 }
 
+/* The archive is sealed as a rotated file is: its bytes made final, its
+ * SHA-256 recorded in a 'sealed' event of the file after it, the live
+ * one, whose events chain (anchored in the error log) then covers it.
+ * verify and report check it by that hash instead of walking its rows. */
+#define SEAL_NONE 0     /* not sealed (said why on stderr) */
+#define SEAL_NEW  1     /* a new hash, to record */
+#define SEAL_KEPT 2     /* nothing changed: the last record holds */
+
+/* Summarize the archive and make it final: SEAL_NEW with a's sha256 and
+ * bytes, SEAL_NONE when its WAL could not be emptied (readers), or -1
+ * when summarize failed (reported).  A run that moved nothing leaves an
+ * archive alone whose hash the live file recorded last; one whose hash
+ * it did not (a run killed before its seal) is summarized and sealed
+ * now. */
+static int seal_archive(arc_t *a, mtls_store_t *live)
+{
+    char why[512], had[65];
+    int t, moved = 0;
+
+    for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
+        moved |= a->moved[t] > 0;
+    }
+    if (!moved && settle_file(a->out, a->sha256, &a->bytes, why,
+                              sizeof(why)) == 0
+        && sealed_record(mtls_store_db(live), a->abs, 0, had, NULL,
+                         &a->seal_event)
+        && !strcasecmp(had, a->sha256)) {
+        return SEAL_KEPT;
+    }
+    if (summarize(a->out) != EXIT_OK) {
+        fail("%s: %s", a->out, err_summary);
+        return -1;
+    }
+    if (settle_file(a->out, a->sha256, &a->bytes, why, sizeof(why)) != 0) {
+        fail("note: %s is not sealed: %s; its rows are walked to verify it "
+             "until it is: run the same command again to seal it", a->out,
+             why);
+        return SEAL_NONE;
+    }
+    return SEAL_NEW;
+}
+
+/* The live file's record of the archive's seal ("seal": 0, there is no
+ * 'seal' event in an archive; "archive": true). */
+static mtls_item_t *sealed_event(const arc_t *a)
+{
+    mtls_item_t *ev = mtls_item_new(MTLS_ITEM_EVENT);
+    sqlite3_str *o = sqlite3_str_new(NULL);
+
+    if (!ev || !o) {
+        mtls_item_free(ev);
+        sqlite3_free(sqlite3_str_finish(o));
+        return NULL;
+    }
+    sqlite3_str_appendall(o, "{\"file\": ");
+    mtls_json_str(o, a->abs, -1);
+    sqlite3_str_appendf(o, ", \"sha256\": \"%s\", \"bytes\": %lld, \"seal\": 0, "
+                        "\"archive\": true}", a->sha256, (long long)a->bytes);
+    ev->u.ev.time_us = mtls_now_us();
+    mtls_strlcpy(ev->u.ev.kind, "sealed", sizeof(ev->u.ev.kind));
+    ev->u.ev.pid = (int)getpid();
+    {
+        char *v = sqlite3_str_finish(o);
+        ev->u.ev.detail = v ? strdup(v) : NULL;
+        sqlite3_free(v);
+    }
+    if (!ev->u.ev.detail) {
+        mtls_item_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
 static const char archive_help[] =
 "usage: mtls-audit archive --before DATE [--key FILE] LIVE-DB ARCHIVE-DB\n"
 "\n"
@@ -413,7 +542,7 @@ int cmd_archive(int argc, char **argv)
     unsigned char h[MTLS_HASH_LEN];
     char **files, err[256], *sql;
     arc_t a;
-    int rc, t, nfiles;
+    int rc, t, nfiles, seal = SEAL_NONE;
 
     memset(&a, 0, sizeof(a));
     if (getenv("MTLS_AUDIT_ARCHIVE_CHUNK")) {
@@ -513,6 +642,10 @@ int cmd_archive(int argc, char **argv)
         goto done;
     }
     mtls_store_close(out);
+    a.store = live;
+    if (!realpath(a.out, a.abs)) {
+        mtls_strlcpy(a.abs, a.out, sizeof(a.abs));
+    }
     sql = sqlite3_mprintf("ATTACH %Q AS arc", a.out);
     rc = sqlite3_exec(a.db, sql, NULL, NULL, NULL);
     sqlite3_free(sql);
@@ -540,17 +673,21 @@ int cmd_archive(int argc, char **argv)
     for (t = 0, rc = EXIT_OK; rc == EXIT_OK && t < MTLS_ANCHOR_TABLES; t++) {
         rc = move_table(&a, t, cut[t], &key);
     }
+    /* No connection of ours holds the archive from here on but the ones
+     * that summarize and seal it. */
+    sqlite3_exec(a.db, "DETACH arc", NULL, NULL, NULL);
     if (rc != EXIT_OK) {
         fail("%s", a.err);
     }
-    else if ((rc = summarize(a.out)) != EXIT_OK) {
-        fail("%s: %s", a.out, err_summary);
+    else {
+        seal = seal_archive(&a, live);
+        rc = seal < 0 ? EXIT_DB : EXIT_OK;
     }
-    /* Say what moved, in the live file's own record. */
+    /* Say what moved, in the live file's own record, with the seal. */
     {
         char detail[1024], tb[32];
         size_t off;
-        mtls_item_t *ev = mtls_item_new(MTLS_ITEM_EVENT);
+        mtls_item_t *ev[2] = { mtls_item_new(MTLS_ITEM_EVENT), NULL };
 
         off = (size_t)snprintf(detail, sizeof(detail), "mtls-audit archive "
                                "--before %s to %s%s:", format_time(before, tb),
@@ -563,18 +700,30 @@ int cmd_archive(int argc, char **argv)
                                     (long long)a.first[t],
                                     (long long)a.last[t]);
         }
-        if (ev) {
-            ev->u.ev.time_us = mtls_now_us();
-            mtls_strlcpy(ev->u.ev.kind, "archive", sizeof(ev->u.ev.kind));
-            ev->u.ev.pid = (int)getpid();
-            ev->u.ev.detail = strdup(detail);
-            sqlite3_exec(a.db, "DETACH arc", NULL, NULL, NULL);
-            if (mtls_store_write(live, &ev, 1, err, sizeof(err))
-                != SQLITE_OK) {
-                fail("note: the archive is not recorded in %s: %s", a.live,
-                     err);
+        if (ev[0]) {
+            ev[0]->u.ev.time_us = mtls_now_us();
+            mtls_strlcpy(ev[0]->u.ev.kind, "archive", sizeof(ev[0]->u.ev.kind));
+            ev[0]->u.ev.pid = (int)getpid();
+            ev[0]->u.ev.detail = strdup(detail);
+            if (seal == SEAL_NEW && !(ev[1] = sealed_event(&a))) {
+                fail("note: %s is not sealed: out of memory", a.out);
             }
-            mtls_item_free(ev);
+            if (mtls_store_write(live, ev, ev[1] ? 2 : 1, err, sizeof(err))
+                != SQLITE_OK) {
+                fail("note: the archive is not recorded in %s: %s%s", a.live,
+                     err, ev[1] ? "; nor is its seal: run the same command "
+                     "again to seal it" : "");
+                seal = SEAL_NONE;
+            }
+            else if (ev[1]) {
+                apr_int64_t first;
+                mtls_store_written(live, 2, &first, &a.seal_event);
+            }
+            mtls_item_free(ev[0]);
+            mtls_item_free(ev[1]);
+        }
+        if (seal == SEAL_NEW && !a.seal_event) {
+            seal = SEAL_NONE;
         }
     }
     printf("%s: rows before %s", a.live, format_time(before, err));
@@ -587,6 +736,12 @@ int cmd_archive(int argc, char **argv)
                    (long long)a.last[t]);
         }
         putchar('\n');
+    }
+    if (seal == SEAL_NEW || seal == SEAL_KEPT) {
+        printf("sealed %s sha256=%s bytes=%lld (%srecorded in %s, event "
+               "%lld)\n", a.out, a.sha256, (long long)a.bytes,
+               seal == SEAL_KEPT ? "already " : "", a.live,
+               (long long)a.seal_event);
     }
     if (rc == EXIT_OK) {
         printf("check both: mtls-audit verify %s %s\n", a.out, a.live);

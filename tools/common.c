@@ -1069,8 +1069,11 @@ void record_access(char **files, int n, const char *what,
                 /* Among many files, the live one records the read. */
                 closed++;
                 if (n == 1) {
+                    const file_meta_t *m = file_meta(files[i]);
                     fprintf(stderr, "mtls-audit: note: this read of %s is "
-                            "not recorded in it (an archive)\n", files[i]);
+                            "not recorded in it (%s)\n", files[i],
+                            m && m->seal_id ? "a file sealed by a rotation"
+                                            : "an archive");
                 }
                 continue;
             }
@@ -1796,34 +1799,75 @@ static int continues(const cuts_t *a, const cuts_t *b)
     return both > 0;
 }
 
+/* The last name of path (after its last '/'). */
+static const char *last_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+int sealed_record(sqlite3 *db, const char *path, apr_int64_t seal_id,
+                  char sha256[65], apr_int64_t *bytes, apr_int64_t *event)
+{
+    sqlite3_stmt *q;
+    int found = 0;
+
+    if (sqlite3_prepare_v2(db, "SELECT id, json_extract(detail, '$.seal'), "
+            "json_extract(detail, '$.file'), json_extract(detail, "
+            "'$.sha256'), json_extract(detail, '$.bytes'), kind FROM "
+            "main.events WHERE kind IN ('sealed', 'unsealed') AND "
+            "json_valid(detail) ORDER BY id", -1, &q, NULL) != SQLITE_OK) {
+        return 0;
+    }
+    /* The last event naming the file wins: an archive is 'unsealed'
+     * before rows are appended to it, then sealed again with its new
+     * hash. */
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        apr_int64_t seal = sqlite3_column_int64(q, 1);
+        const char *file = (const char *)sqlite3_column_text(q, 2);
+        const char *sha = (const char *)sqlite3_column_text(q, 3);
+        int mine;
+        if (seal_id) {
+            mine = seal == seal_id;         /* a rotation's, by its seal */
+        }
+        else {
+            /* By its path; an archive's (no seal) also by its file name:
+             * one moved to cold storage is still the file before. */
+            mine = file && (same_path(file, path)
+                            || (!seal && !strcmp(last_name(file),
+                                                 last_name(path))));
+        }
+        if (mine && !strcmp((const char *)sqlite3_column_text(q, 5),
+                            "unsealed")) {
+            found = 0;
+            continue;
+        }
+        if (!mine || !sha || strlen(sha) != 64) continue;
+        memcpy(sha256, sha, 65);
+        if (bytes) *bytes = sqlite3_column_int64(q, 4);
+        if (event) *event = sqlite3_column_int64(q, 0);
+        found = 1;
+    }
+    sqlite3_finalize(q);
+    return found;
+}
+
 /* The 'sealed' events of file s: fill the sealed_* of the file before
- * it (p) from the one that names p's seal (or p's path). */
+ * it (p) from the last one that names p (sealed_record). */
 static void read_sealed(file_meta_t *s, file_meta_t *p)
 {
     mtls_store_t *st;
-    sqlite3_stmt *q;
     char err[256];
 
     if (mtls_store_open(s->path, MTLS_STORE_READONLY, 5000, &st, err,
                         sizeof(err)) != SQLITE_OK) {
         return;
     }
-    if (sqlite3_prepare_v2(mtls_store_db(st), "SELECT id, json_extract(detail,"
-            " '$.seal'), json_extract(detail, '$.file'), json_extract(detail,"
-            " '$.sha256'), json_extract(detail, '$.bytes') FROM events WHERE "
-            "kind = 'sealed' AND json_valid(detail) ORDER BY id", -1, &q, NULL)
-        == SQLITE_OK) {
-        while (sqlite3_step(q) == SQLITE_ROW) {
-            const char *file = (const char *)sqlite3_column_text(q, 2);
-            const char *sha = (const char *)sqlite3_column_text(q, 3);
-            int mine = p->seal_id ? sqlite3_column_int64(q, 1) == p->seal_id
-                                  : file && same_path(file, p->path);
-            if (!mine || !sha || strlen(sha) != 64) continue;
-            snprintf(p->sealed_sha256, sizeof(p->sealed_sha256), "%s", sha);
-            p->sealed_bytes = sqlite3_column_int64(q, 4);
-            p->sealed_event = sqlite3_column_int64(q, 0);
-        }
-        sqlite3_finalize(q);
+    if (!sealed_record(mtls_store_db(st), p->path, p->seal_id,
+                       p->sealed_sha256, &p->sealed_bytes,
+                       &p->sealed_event)) {
+        p->sealed_sha256[0] = '\0';
     }
     mtls_store_close(st);
 }
@@ -2185,6 +2229,50 @@ int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes)
     free(buf);
     if (bytes) *bytes = total;
     return rc;
+}
+
+int settle_file(const char *path, char out[65], apr_int64_t *bytes,
+                char *msg, size_t msglen)
+{
+    sqlite3 *db = NULL;
+    int tries, busy = 1, logsz = -1, done = -2;
+
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK
+        || mtls_db_harden(db) != SQLITE_OK) {
+        snprintf(msg, msglen, "cannot open it: %s",
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 200);
+    /* TRUNCATE waits for readers to leave the WAL; some tries, not
+     * forever. */
+    for (tries = 0; tries < 10 && (busy || logsz != done); tries++) {
+        sqlite3_stmt *q;
+        if (tries) usleep(100000);
+        if (sqlite3_prepare_v2(db, "PRAGMA main.wal_checkpoint(TRUNCATE)", -1,
+                               &q, NULL) != SQLITE_OK) {
+            break;
+        }
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            busy = sqlite3_column_int(q, 0);
+            logsz = sqlite3_column_int(q, 1);
+            done = sqlite3_column_int(q, 2);
+        }
+        sqlite3_finalize(q);
+    }
+    if (busy || logsz != done) {
+        snprintf(msg, msglen, "its write-ahead log could not be written into "
+                 "it: %s", busy ? "readers hold it" : sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_close(db);
+    if (file_sha256_hex(path, out, bytes) != 0) {
+        snprintf(msg, msglen, "cannot read it: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 int sealed_in_log(const char *log, const file_meta_t *m, const char *sha256,

@@ -600,8 +600,10 @@ static int cmd_verify(int argc, char **argv)
                        (long long)res[t].base_id);
             }
             if (res[t].end_id) {
-                printf("  %-12s an archive: goes on after row %lld in the "
-                       "live file\n", "", (long long)res[t].end_id);
+                printf("  %-12s %s: goes on after row %lld in the %s file\n",
+                       "", m && m->seal_id ? "sealed by a rotation"
+                       : "an archive", (long long)res[t].end_id,
+                       m && m->seal_id ? "next" : "live");
             }
         }
         {

@@ -1730,10 +1730,13 @@ static void sealed_files(report_t *r)
             }
             else if (!next->selected) {
                 size_t l = strlen(msg);
+                /* The module logs a rotation's seal; an archive's is
+                 * only in the live file's events. */
                 snprintf(msg + l, sizeof(msg) - l, " (%s, outside the "
-                         "period, was not checked in this run: give --anchor "
-                         "with the error log that holds the seal's line)",
-                         next->path);
+                         "period, was not checked in this run: %s)",
+                         next->path, m->seal_id ? "give --anchor with the "
+                         "error log that holds the seal's line"
+                         : "mtls-audit verify checks both");
                 if (fi->anchored == 1) fi->anchored = 0;
             }
         }

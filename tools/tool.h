@@ -114,6 +114,20 @@ apr_int64_t file_events(const char *path, const char *kind,
                         apr_int64_t before);
 /* The SHA-256 (hex) and size of the file at path: 0, or -1 (errno). */
 int file_sha256_hex(const char *path, char out[65], apr_int64_t *bytes);
+/* The last 'sealed' event in db's events naming the file at path: its
+ * SHA-256, size and event id; 1 found, 0 none (or an 'unsealed' event
+ * names it since: an archive being appended to).  seal_id is the file's
+ * 'seal' event (a rotation's file, matched by it), or 0: matched by its
+ * path, or, for an event with "seal": 0 (an archive's), by its last name
+ * (the file moved since). */
+int sealed_record(sqlite3 *db, const char *path, apr_int64_t seal_id,
+                  char sha256[65], apr_int64_t *bytes, apr_int64_t *event);
+/* Make the file at path final for a seal: its write-ahead log written
+ * into it and truncated (a few tries while readers hold it), with no
+ * connection of ours left; then its SHA-256 and size.  0, or -1 with why
+ * in msg. */
+int settle_file(const char *path, char out[65], apr_int64_t *bytes,
+                char *msg, size_t msglen);
 /* The error log's line for a sealed file ("mtls_audit: sealed PATH
  * sha256=HEX bytes=N seal=ID next=PATH", written by the module when it
  * recorded the hash): 1 a line names m (its path, or its seal id and file
