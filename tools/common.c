@@ -1111,7 +1111,7 @@ void record_access(char **files, int n, const char *what,
     }
     if (!recorded && closed && n > 1) {
         fprintf(stderr, "mtls-audit: note: this read is recorded in none of "
-                "the files: %d of them are archives or sealed files, which "
+                "the files: %d of them are archives or rotated files, which "
                 "take no rows\n", closed);
     }
     free(set);

@@ -1052,6 +1052,12 @@ def archive_recipe_verifies_with_the_error_logs_anchors(ctx):
     v = verify(out, srv.db)
     assert v.returncode == 0, v.stdout + v.stderr
     assert "continues into" in v.stdout, v.stdout
+    # The archive is sealed (its record in the live file, which the server
+    # went on writing), and checked by its hash: the module logs no line
+    # for it, which is no finding.
+    assert re.match(r"  sealed +ok +its SHA-256 matches the one %s recorded"
+                    % re.escape(srv.db), v.stdout.split(out + "\n", 1)[1]), \
+        v.stdout
     arc, live = anchors_line(v.stdout, out), anchors_line(v.stdout, srv.db)
     n = len(anchor_lines(log))
     moved = sum(1 for l in anchor_lines(log)

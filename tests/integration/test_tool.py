@@ -994,6 +994,152 @@ def writing_goes_on_after_an_archive_took_every_row(ctx):
         v.stdout, v.stdout
 
 
+SEALED_LINE = (r"sealed %s sha256=([0-9a-f]{64}) bytes=(\d+) \((already )?"
+               r"recorded in %s, event (\d+)\)")
+
+
+def sealed_events(live):
+    con = sqlite3.connect(live)
+    rows = [(i, k, json.loads(d)) for i, k, d in con.execute(
+        "SELECT id, kind, detail FROM events WHERE kind IN ('sealed', "
+        "'unsealed') ORDER BY id")]
+    con.close()
+    return rows
+
+
+def fresh(path):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    return path
+
+
+def block(stdout, db):
+    """What verify printed under db's name."""
+    return stdout.split(db + "\n", 1)[1].split("\n/", 1)[0]
+
+
+@test(once=True)
+def archive_output_is_sealed_and_checked_by_its_hash(ctx):
+    import hashlib
+    live = gen(ctx, "arcs-live", archive_script())
+    out = fresh(os.path.join(private_dir(ctx, "data"), "arcs-old.db"))
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    m = re.search(SEALED_LINE % (re.escape(out), re.escape(live)), r.stdout)
+    assert m and not m.group(3), r.stdout
+    # The bytes recorded are the file's, with nothing left in a WAL.
+    data = open(out, "rb").read()
+    assert m.group(1) == hashlib.sha256(data).hexdigest()
+    assert int(m.group(2)) == len(data)
+    assert not os.path.exists(out + "-wal") or \
+        os.path.getsize(out + "-wal") == 0
+    ev = sealed_events(live)
+    assert ev == [(int(m.group(4)), "sealed", {
+        "file": os.path.abspath(out), "sha256": m.group(1),
+        "bytes": len(data), "seal": 0, "archive": True})], ev
+    # verify checks it by that hash; --deep walks it.
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0, v.stdout
+    assert re.match(r"  sealed +ok +its SHA-256 matches the one %s recorded "
+                    r"when it was sealed \(event %s," % (
+                        re.escape(live), m.group(4)), block(v.stdout, out)), \
+        v.stdout
+    assert "continues into" in v.stdout
+    v = tool_run(ctx, "verify", "--no-record", "--deep", out, live)
+    assert v.returncode == 0, v.stdout
+    assert re.search(r"handshakes +ok +\d+ rows", block(v.stdout, out)) \
+        and "sealed       ok" not in v.stdout, v.stdout
+    since = iso(NOW - 70 * DAY)
+    c, doc = checks(report(ctx, [out, live], extra=("--since", since)))
+    dbs = doc["report"]["databases"]
+    assert [x["established"] for x in dbs] == ["sha256", "walked"], dbs
+    assert c["10.3.4"]["status"] != "FAIL", c["10.3.4"]
+    # Run again with nothing to move: the seal holds, nothing is added.
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    m2 = re.search(SEALED_LINE % (re.escape(out), re.escape(live)), r.stdout)
+    assert m2 and m2.group(3) and m2.group(1) == m.group(1), r.stdout
+    assert len(sealed_events(live)) == 1
+    # Appending: the old seal is withdrawn first, the new hash recorded.
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 10 * DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    m3 = re.search(SEALED_LINE % (re.escape(out), re.escape(live)), r.stdout)
+    assert m3 and not m3.group(3) and m3.group(1) != m.group(1), r.stdout
+    assert m3.group(1) == hashlib.sha256(open(out, "rb").read()).hexdigest()
+    assert [k for _, k, _ in sealed_events(live)] == \
+        ["sealed", "unsealed", "sealed"], sealed_events(live)
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0, v.stdout
+    assert "(event %s," % m3.group(4) in block(v.stdout, out), v.stdout
+    # Moved to cold storage: still the file before the live one, and its
+    # record found by its name.
+    cold = os.path.join(private_dir(ctx, "arcs-cold"), "arcs-old.db")
+    shutil.move(out, fresh(cold))
+    v = tool_run(ctx, "verify", "--no-record", cold, live)
+    assert v.returncode == 0, v.stdout
+    assert "sealed       ok" in block(v.stdout, cold), v.stdout
+    good = open(cold, "rb").read()
+    # One byte changed, or one row (written into the file), is found.
+    with open(cold, "r+b") as f:
+        f.seek(len(good) // 2)
+        f.write(bytes([good[len(good) // 2] ^ 1]))
+    v = tool_run(ctx, "verify", "--no-record", cold, live)
+    assert v.returncode == 1, v.stdout
+    assert re.match(r"  sealed +BROKEN +sealed file CHANGED",
+                    block(v.stdout, cold)), v.stdout
+    r = report(ctx, [cold, live], extra=("--since", since))
+    assert r.returncode == 1, r.stderr
+    c, doc = checks(r)
+    assert c["10.3.4"]["status"] == "FAIL", c["10.3.4"]
+    assert "sealed file CHANGED" in doc["report"]["databases"][0][
+        "integrity"], doc["report"]["databases"]
+    with open(cold, "wb") as f:
+        f.write(good)
+    con = sqlite3.connect(cold)
+    con.execute("UPDATE handshakes SET client_addr = '6.6.6.6' WHERE id = "
+                "(SELECT max(id) FROM handshakes)")
+    con.commit()
+    con.close()
+    v = tool_run(ctx, "verify", "--no-record", cold, live)
+    assert v.returncode == 1 and "sealed file CHANGED" in v.stdout, v.stdout
+
+
+@test(once=True)
+def archive_held_by_a_reader_is_sealed_by_the_next_run(ctx):
+    # A reader holds the archive's WAL: the run moves its rows but cannot
+    # seal it, says so, and the archive is walked meanwhile (its earlier
+    # seal withdrawn, not reported as CHANGED); the next run seals it.
+    live = gen(ctx, "arch-live", archive_script())
+    out = fresh(os.path.join(private_dir(ctx, "data"), "arch-old.db"))
+    assert tool_run(ctx, "archive", "--before", iso(NOW - 30 * DAY), live,
+                    out).returncode == 0
+    reader = sqlite3.connect(out, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM handshakes").fetchone()
+        r = tool_run(ctx, "archive", "--before", iso(NOW - 10 * DAY), live,
+                     out)
+    finally:
+        reader.close()
+    assert r.returncode == 0, r.stderr
+    assert "%s is not sealed: its write-ahead log could not be written " \
+        "into it: readers hold it" % out in r.stderr, r.stderr
+    assert "run the same command again" in r.stderr
+    assert not re.search(r"^sealed ", r.stdout, re.M), r.stdout
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0, v.stdout
+    assert re.search(r"handshakes +ok +\d+ rows", block(v.stdout, out)) \
+        and "sealed" not in block(v.stdout, out), v.stdout
+    r = tool_run(ctx, "archive", "--before", iso(NOW - 10 * DAY), live, out)
+    assert r.returncode == 0, r.stderr
+    assert re.search(SEALED_LINE % (re.escape(out), re.escape(live)),
+                     r.stdout), r.stdout
+    v = tool_run(ctx, "verify", "--no-record", out, live)
+    assert v.returncode == 0 and "sealed       ok" in block(v.stdout, out), \
+        v.stdout
+
+
 @test(once=True)
 def every_command_reads_while_other_connections_come_and_go(ctx):
     """Another connection closing takes the file's PENDING lock for a
