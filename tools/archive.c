@@ -60,7 +60,7 @@ typedef struct {
     mtls_store_t *store;        /* the live file's, for its events */
     char          abs[4096], sha256[65];
     apr_int64_t   bytes, seal_event;
-    int           unsealed;     /* this run changed the archive */
+    int           unseal_checked;   /* unseal() ran in this run */
 } arc_t;
 
 static int db_error(arc_t *a, const char *what)
@@ -238,6 +238,33 @@ static int find_cut(arc_t *a, int t, apr_int64_t before, apr_int64_t base,
     return rc;
 }
 
+/* An event of kind about the archive, for the live file: detail
+ * {"file": ABSOLUTE PATH, "seal": 0, "archive": true, REST}.  "seal": 0:
+ * an archive has no 'seal' event (a rotation's file has). */
+static mtls_item_t *archive_event(const arc_t *a, const char *kind,
+                                  const char *rest)
+{
+    mtls_item_t *ev = mtls_item_new(MTLS_ITEM_EVENT);
+    sqlite3_str *o = sqlite3_str_new(NULL);
+    char *v;
+
+    sqlite3_str_appendall(o, "{\"file\": ");
+    mtls_json_str(o, a->abs, -1);
+    sqlite3_str_appendf(o, ", \"seal\": 0, \"archive\": true, %s}", rest);
+    v = sqlite3_str_finish(o);
+    if (ev && v && (ev->u.ev.detail = strdup(v))) {
+        ev->u.ev.time_us = mtls_now_us();
+        mtls_strlcpy(ev->u.ev.kind, kind, sizeof(ev->u.ev.kind));
+        ev->u.ev.pid = (int)getpid();
+    }
+    else {
+        mtls_item_free(ev);
+        ev = NULL;
+    }
+    sqlite3_free(v);
+    return ev;
+}
+
 /* The live file's record that the archive is about to change: its seal
  * no longer holds (verify walks it) until this run seals it again.
  * Written once, before the first row goes into an archive that has a
@@ -245,41 +272,25 @@ static int find_cut(arc_t *a, int t, apr_int64_t before, apr_int64_t base,
 static int unseal(arc_t *a)
 {
     mtls_item_t *ev;
-    sqlite3_str *o;
     char had[65], err[256];
     int rc;
 
-    if (a->unsealed++ || !sealed_record(a->db, a->abs, 0, had, NULL, NULL)) {
+    if (a->unseal_checked++
+        || !sealed_record(a->db, a->abs, 0, had, NULL, NULL)) {
         return EXIT_OK;
     }
-    if (!(ev = mtls_item_new(MTLS_ITEM_EVENT))
-        || !(o = sqlite3_str_new(NULL))) {
-        mtls_item_free(ev);
-        snprintf(a->err, sizeof(a->err), "out of memory");
+    ev = archive_event(a, "unsealed", "\"why\": \"mtls-audit archive "
+                       "appends to it\"");
+    rc = ev ? mtls_store_write(a->store, &ev, 1, err, sizeof(err))
+            : SQLITE_NOMEM;
+    mtls_item_free(ev);
+    if (rc != SQLITE_OK) {
+        snprintf(a->err, sizeof(a->err), "%s: cannot record that %s is "
+                 "sealed no more (%s): nothing moved into it", a->live,
+                 a->out, ev ? err : "out of memory");
         return EXIT_DB;
     }
-    sqlite3_str_appendall(o, "{\"file\": ");
-    mtls_json_str(o, a->abs, -1);
-    sqlite3_str_appendall(o, ", \"seal\": 0, \"archive\": true, \"why\": "
-                          "\"mtls-audit archive appends to it\"}");
-    ev->u.ev.time_us = mtls_now_us();
-    mtls_strlcpy(ev->u.ev.kind, "unsealed", sizeof(ev->u.ev.kind));
-    ev->u.ev.pid = (int)getpid();
-    {
-        char *v = sqlite3_str_finish(o);
-        ev->u.ev.detail = v ? strdup(v) : NULL;
-        sqlite3_free(v);
-    }
-    rc = ev->u.ev.detail ? mtls_store_write(a->store, &ev, 1, err,
-                                            sizeof(err))
-                         : SQLITE_NOMEM;
-    if (rc != SQLITE_OK) {
-        snprintf(a->err, sizeof(a->err), "%s: cannot record that %s is no "
-                 "longer as sealed (%s): nothing moved into it", a->live,
-                 a->out, ev->u.ev.detail ? err : "out of memory");
-    }
-    mtls_item_free(ev);
-    return rc == SQLITE_OK ? EXIT_OK : EXIT_DB;
+    return EXIT_OK;
 }
 
 /* Move (or, for certificates, copy) table t's rows up to cut. */
@@ -467,37 +478,6 @@ static int seal_archive(arc_t *a, mtls_store_t *live)
         return SEAL_NONE;
     }
     return SEAL_NEW;
-}
-
-/* The live file's record of the archive's seal ("seal": 0, there is no
- * 'seal' event in an archive; "archive": true). */
-static mtls_item_t *sealed_event(const arc_t *a)
-{
-    mtls_item_t *ev = mtls_item_new(MTLS_ITEM_EVENT);
-    sqlite3_str *o = sqlite3_str_new(NULL);
-
-    if (!ev || !o) {
-        mtls_item_free(ev);
-        sqlite3_free(sqlite3_str_finish(o));
-        return NULL;
-    }
-    sqlite3_str_appendall(o, "{\"file\": ");
-    mtls_json_str(o, a->abs, -1);
-    sqlite3_str_appendf(o, ", \"sha256\": \"%s\", \"bytes\": %lld, \"seal\": 0, "
-                        "\"archive\": true}", a->sha256, (long long)a->bytes);
-    ev->u.ev.time_us = mtls_now_us();
-    mtls_strlcpy(ev->u.ev.kind, "sealed", sizeof(ev->u.ev.kind));
-    ev->u.ev.pid = (int)getpid();
-    {
-        char *v = sqlite3_str_finish(o);
-        ev->u.ev.detail = v ? strdup(v) : NULL;
-        sqlite3_free(v);
-    }
-    if (!ev->u.ev.detail) {
-        mtls_item_free(ev);
-        return NULL;
-    }
-    return ev;
 }
 
 static const char archive_help[] =
@@ -695,7 +675,7 @@ int cmd_archive(int argc, char **argv)
     }
     /* Say what moved, in the live file's own record, with the seal. */
     {
-        char detail[1024], tb[32];
+        char detail[1024], tb[32], rest[160];
         size_t off;
         mtls_item_t *ev[2] = { mtls_item_new(MTLS_ITEM_EVENT), NULL };
 
@@ -715,7 +695,10 @@ int cmd_archive(int argc, char **argv)
             mtls_strlcpy(ev[0]->u.ev.kind, "archive", sizeof(ev[0]->u.ev.kind));
             ev[0]->u.ev.pid = (int)getpid();
             ev[0]->u.ev.detail = strdup(detail);
-            if (seal == SEAL_NEW && !(ev[1] = sealed_event(&a))) {
+            snprintf(rest, sizeof(rest), "\"sha256\": \"%s\", \"bytes\": "
+                     "%lld", a.sha256, (long long)a.bytes);
+            if (seal == SEAL_NEW
+                && !(ev[1] = archive_event(&a, "sealed", rest))) {
                 fail("note: %s is not sealed: out of memory", a.out);
             }
             if (mtls_store_write(live, ev, ev[1] ? 2 : 1, err, sizeof(err))
