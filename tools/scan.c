@@ -56,22 +56,40 @@ static int least_cmp(const evidence_t *ev, char *const *a, char *const *b)
     return 0;
 }
 
+/* The kept row of a full ev with least columns that comes last: found
+ * again only after it was replaced (or the rows moved), so that a row
+ * that comes after it, as most do in a year's reading, costs one
+ * comparison. */
+static long ev_worst(evidence_t *ev)
+{
+    long r;
+
+    if (!ev->worst_ok) {
+        ev->worst = 0;
+        for (r = 1; r < ev->nrows; r++) {
+            if (least_cmp(ev, ev->rows[r], ev->rows[ev->worst]) > 0) {
+                ev->worst = r;
+            }
+        }
+        ev->worst_ok = 1;
+    }
+    return ev->worst;
+}
+
 /* A full ev with least columns: row (owned) replaces its last row when it
  * comes before it, else is freed.  The rows kept are then the same
  * whatever the order they came in: a report's sample of bursts or shared
  * certificates does not depend on how the tables were read. */
 static void ev_keep_least(evidence_t *ev, char **row)
 {
-    long r, worst = 0;
+    long worst = ev_worst(ev);
     int i;
 
-    for (r = 1; r < ev->nrows; r++) {
-        if (least_cmp(ev, ev->rows[r], ev->rows[worst]) > 0) worst = r;
-    }
     if (least_cmp(ev, row, ev->rows[worst]) < 0) {
         char **old = ev->rows[worst];
         ev->rows[worst] = row;
         row = old;
+        ev->worst_ok = 0;
     }
     for (i = 0; i < ev->ncols; i++) free(row[i]);
     free(row);
@@ -84,6 +102,10 @@ void ev_add(evidence_t *ev, const char *const *vals)
 
     ev->total++;
     if (ev->nrows >= EVIDENCE_MAX && ev->least && ev->nrows > 0) {
+        /* Most rows come after every kept one: compared, not copied. */
+        if (least_cmp(ev, (char *const *)vals, ev->rows[ev_worst(ev)]) >= 0) {
+            return;
+        }
         if (!(row = calloc((size_t)ev->ncols, sizeof(char *)))) return;
         for (i = 0; i < ev->ncols; i++) {
             row[i] = vals[i] ? strdup(vals[i]) : NULL;
@@ -106,6 +128,7 @@ void ev_add(evidence_t *ev, const char *const *vals)
         row[i] = vals[i] ? strdup(vals[i]) : NULL;
     }
     ev->rows[ev->nrows++] = row;
+    ev->worst_ok = 0;
 }
 
 /* A row that would not be kept: counted only. */
@@ -151,6 +174,7 @@ static void ev_sort_least(evidence_t *ev)
     if (ev->least && ev->nrows > 1) {
         qsort(ev->rows, (size_t)ev->nrows, sizeof(char **), least_row_cmp);
     }
+    ev->worst_ok = 0;
 }
 
 void ev_sort(evidence_t *ev, int col, int numeric, int desc)
@@ -161,6 +185,7 @@ void ev_sort(evidence_t *ev, int col, int numeric, int desc)
     if (ev->nrows > 1) {
         qsort(ev->rows, (size_t)ev->nrows, sizeof(char **), row_cmp);
     }
+    ev->worst_ok = 0;
 }
 
 void evidence_free(evidence_t *ev)
@@ -196,6 +221,7 @@ static void ev_take(evidence_t *dst, evidence_t *src)
                                     * (size_t)(dst->nrows + 1)))) {
                 dst->rows = nr2;
                 dst->rows[dst->nrows++] = src->rows[r];
+                dst->worst_ok = 0;
             }
             else {
                 for (i = 0; i < src->ncols; i++) free(src->rows[r][i]);

@@ -43,6 +43,9 @@ typedef struct {
                                    come first by these columns (nleast),
                                    not the first added */
     int     nleast;
+    long    worst;              /* with least, full: the kept row that
+                                   comes last (valid when worst_ok) */
+    int     worst_ok;
 } evidence_t;
 
 void ev_init(evidence_t *ev, const char *const *cols);
