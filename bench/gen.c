@@ -724,6 +724,14 @@ int main(int argc, char **argv)
         sqlite3_finalize(raw_q[0][i]);
         sqlite3_finalize(raw_q[1][i]);
     }
+    /* The last sealed files are finished (summaries, hash, 'sealed'
+     * event) on the store's sealer, while we went on writing: wait. */
+    if (st) {
+        char err[512];
+        if (mtls_store_seal_wait(st, -1, err, sizeof(err)) != SQLITE_OK) {
+            die(err);
+        }
+    }
     mtls_store_close(st);
     if (bench) {
         printf("{\"rows\": %ld, \"wall_s\": %.3f, \"cpu_s\": %.3f}\n",

@@ -2530,6 +2530,14 @@ static apr_status_t find_live(apr_pool_t *pconf, server_rec *s,
                          "sealed, recording goes on in %s", live,
                          msc->rotate_at, mtls_store_path(st));
             g.db_path = apr_pstrdup(pconf, mtls_store_path(st));
+            /* Its summaries and hash, recorded before the children
+             * start (no thread of ours may live on into the fork). */
+            if (mtls_store_seal_wait(st, -1, err, sizeof(err))
+                != SQLITE_OK) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, MTLS_LOG_TAG
+                             " the SHA-256 of %s is not recorded: %s", live,
+                             err);
+            }
         }
     }
     mtls_store_close(st);

@@ -132,11 +132,16 @@ struct mtls_store {
     apr_int64_t             time_us;    /* the time rotations record; 0:
                                            the clock (mtls_store_set_time) */
     mtls_store_sealed_t     last_seal;  /* the last rotation's */
+    struct sealer          *sealer;     /* finishes sealed files; NULL
+                                           until the first rotation */
     apr_int64_t             start_us;   /* its first event's time, 0 not
                                            read (mtls_store_rotate_due) */
     apr_int64_t             period_end_us;
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
+
+typedef struct sealer sealer_t;
+static void sealer_close(mtls_store_t *st);
 
 int mtls_schema_version(void)
 {
@@ -990,6 +995,7 @@ void mtls_store_close(mtls_store_t *st)
     if (!st) {
         return;
     }
+    sealer_close(st);
     for (i = 0; i < T_COUNT; i++) {
         int k;
         for (k = 0; k < N_SIZES; k++) {
@@ -1475,6 +1481,8 @@ static int switch_to(mtls_store_t *st, const char *path, char *err,
     n->key = st->key;
     n->time_us = st->time_us;
     n->last_seal = st->last_seal;
+    n->sealer = st->sealer;     /* carried over, not closed with the old */
+    st->sealer = NULL;
     tmp = *st;
     *st = *n;
     *n = tmp;
@@ -1884,9 +1892,17 @@ static int make_next(mtls_store_t *st, const char *next_path,
     return rc;
 }
 
-/* After the seal: the old file's WAL into the file, then its SHA-256. */
+/* Whether *stop (an int set with __atomic_store_n) asks to give up. */
+static int asked_to_stop(const int *stop)
+{
+    return stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE);
+}
+
+/* After the seal: the old file's WAL into the file, then its SHA-256.
+ * Returns 0, or -1 (WAL still held after max_tries, an I/O error, or
+ * *stop set meanwhile). */
 static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
-                       mtls_store_sealed_t *out)
+                       const int *stop, mtls_store_sealed_t *out)
 {
     unsigned char buf[65536], md[MTLS_HASH_LEN];
     EVP_MD_CTX *ctx;
@@ -1897,6 +1913,9 @@ static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
 
     for (tries = 0; tries < max_tries && (busy || logsz != done); tries++) {
         sqlite3_stmt *q;
+        if (asked_to_stop(stop)) {
+            return -1;
+        }
         if (tries) {
             usleep(100000);
         }
@@ -1921,11 +1940,11 @@ static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
         return -1;
     }
     out->bytes = 0;
-    while ((r = fread(buf, 1, sizeof(buf), f)) > 0) {
+    while ((r = fread(buf, 1, sizeof(buf), f)) > 0 && !asked_to_stop(stop)) {
         EVP_DigestUpdate(ctx, buf, r);
         out->bytes += (apr_int64_t)r;
     }
-    if (ferror(f) || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {
+    if (ferror(f) || asked_to_stop(stop) || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {
         EVP_MD_CTX_free(ctx);
         fclose(f);
         return -1;
@@ -2129,11 +2148,11 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
     return found;
 }
 
-/* The 'sealed' event of st's last seal, which has its SHA-256, into st;
- * and the line in the log. */
-static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
+/* The 'sealed' event of seal s, which has its SHA-256, into st; and the
+ * line in the log. */
+static int record_sealed(mtls_store_t *st, const mtls_store_sealed_t *s,
+                         char *err, apr_size_t errlen)
 {
-    const mtls_store_sealed_t *s = &st->last_seal;
     mtls_item_t *ev;
     int rc;
 
@@ -2151,34 +2170,417 @@ static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
     return rc;
 }
 
-int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
-{
-    mtls_store_sealed_t *s = &st->last_seal;
-    sqlite3 *db = NULL;
-    int rc;
+/* ------------------------------------------------------------------ */
+/* The sealer                                                           */
+/*
+ * A sealed file's summaries take seconds a million rows (GROUP BY passes
+ * over every row), its SHA-256 a read of the whole file: a writer that
+ * did them itself would store nothing meanwhile, and its queue would
+ * overflow.  So once the seal has committed and the store has switched
+ * to the next file, the rest is a job for the store's sealer: a thread
+ * (started at the store's first rotation, ended by mtls_store_close)
+ * with a connection of its own to the sealed file -- never the store's.
+ * Jobs run one at a time, in the order of the seals: the summaries
+ * (committed), the WAL into the file, its SHA-256; nothing writes the
+ * file after that.  A finished job waits in the list until the store's
+ * own thread records it (mtls_store_seal_hash, _seal_wait, close): event
+ * 'sealed' into the file the store writes, and the log line.  A rotation
+ * waits for the record of the seal before it (the writer puts it off,
+ * mtls_store_seal_pending; mtls_store_rotate itself waits), so that the
+ * record lands in the sealed file's successor, where the tool looks for
+ * it, before the successor is sealed in turn.
+ *
+ * Locking: `lock` guards the list, the states and `db`; a job's `s` is
+ * the sealer's while the job runs and the store's once it is done.
+ * Others only interrupt the running job's connection, under the lock.
+ */
 
-    if (!s->seal || s->sha256[0]) {
-        return SQLITE_OK;
+enum {
+    JOB_QUEUED,         /* waits for the sealer */
+    JOB_RUNNING,        /* summaries, then the hash's first tries */
+    JOB_RETRY,          /* readers held the WAL: tried again every 10 s
+                           (or when someone waits), until the next seal */
+    JOB_DONE,           /* hash taken: to be recorded */
+    JOB_FAILED          /* given up (logged): nothing to record */
+};
+
+typedef struct seal_job {
+    struct seal_job     *next;
+    mtls_store_sealed_t  s;
+    int                  state;
+} seal_job_t;
+
+struct sealer {
+    pthread_mutex_t  lock;
+    pthread_cond_t   cond;      /* a job queued or finished, a nudge, stop */
+    pthread_t        thread;
+    int              busy_ms;   /* the store's patience for locks */
+    int              delay_ms;  /* tests: a sleep before each fill
+                                   (MTLS_AUDIT_TEST_SEAL_DELAY_MS) */
+    int              stop;      /* give up now (__atomic: read unlocked) */
+    int              nudge;     /* someone waits: try a held WAL now */
+    sqlite3         *db;        /* the running job's connection, or NULL */
+    seal_job_t      *jobs;      /* oldest first */
+};
+
+/* How long mtls_store_close waits for a running job before giving it up:
+ * a child's exit must not wait for hours of summaries. */
+#define SEAL_CLOSE_MS 2000
+#define SEAL_RETRY_US 10000000
+
+static void deadline_in(struct timespec *ts, apr_int64_t us)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(us / 1000000);
+    ts->tv_nsec += (long)(us % 1000000) * 1000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
     }
-    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READWRITE, NULL)
-        != SQLITE_OK || mtls_db_harden(db) != SQLITE_OK) {
-        seterr(err, errlen, "opening the sealed file", db);
+}
+
+/* Wait on sl's cond (lock held) until woken or ts passes: ETIMEDOUT. */
+static int sealer_wait(sealer_t *sl, const struct timespec *ts)
+{
+    return ts ? pthread_cond_timedwait(&sl->cond, &sl->lock, ts)
+              : pthread_cond_wait(&sl->cond, &sl->lock);
+}
+
+/* Finish the sealed file of job j on a connection of our own; the job's
+ * state at the end says how it went (failures are logged here). */
+static void run_job(sealer_t *sl, seal_job_t *j)
+{
+    mtls_store_sealed_t r;
+    struct timespec ts;
+    char err[512];
+    sqlite3 *db = NULL;
+    int state = JOB_FAILED, wrc = 0;
+
+    pthread_mutex_lock(&sl->lock);
+    r = j->s;
+    pthread_mutex_unlock(&sl->lock);
+    if (sqlite3_open_v2(r.file, &db, SQLITE_OPEN_READWRITE
+                        | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
+        || mtls_db_harden(db) != SQLITE_OK
+        || sqlite3_exec(db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL)
+           != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed, but cannot be opened to "
+                 "finish it (%s): no summaries, and its SHA-256 is not "
+                 "recorded; reports read its rows", r.file,
+                 db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
-        return SQLITE_CANTOPEN;
+        db = NULL;
+        goto done;
     }
-    sqlite3_busy_timeout(db, 100);
-    rc = hash_sealed(db, s->file, 1, s);
+    sqlite3_busy_timeout(db, sl->busy_ms);
+    pthread_mutex_lock(&sl->lock);
+    sl->db = db;
+    if (sl->delay_ms > 0) {
+        deadline_in(&ts, (apr_int64_t)sl->delay_ms * 1000);
+        while (!sl->stop && wrc != ETIMEDOUT) {
+            wrc = sealer_wait(sl, &ts);
+        }
+    }
+    pthread_mutex_unlock(&sl->lock);
+    if (asked_to_stop(&sl->stop)) {
+        goto done;
+    }
+    if (mtls_summary_fill(db, err, sizeof(err)) != 0
+        && !asked_to_stop(&sl->stop)) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries "
+                 "(%s): reports read its rows", r.file, err);
+    }
+    /* Readers holding the WAL are waited for by the tries, not by a long
+     * busy handler. */
+    sqlite3_busy_timeout(db, 50);
+    if (hash_sealed(db, r.file, 20, &sl->stop, &r) == 0) {
+        state = JOB_DONE;
+        goto done;
+    }
+    if (asked_to_stop(&sl->stop)) {
+        goto done;
+    }
+    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
+             "checkpointed yet (readers hold it): its SHA-256 is recorded "
+             "when it can be", r.file);
+    pthread_mutex_lock(&sl->lock);
+    j->state = JOB_RETRY;
+    for (;;) {
+        deadline_in(&ts, SEAL_RETRY_US);
+        wrc = 0;
+        while (!sl->stop && !sl->nudge && !j->next && wrc != ETIMEDOUT) {
+            wrc = sealer_wait(sl, &ts);
+        }
+        if (sl->stop) {
+            break;
+        }
+        if (j->next) {
+            mtls_log(MTLS_LOG_WARNING, "the SHA-256 of sealed file %s is not "
+                     "recorded: readers held its WAL until %s was sealed "
+                     "too; verify walks its rows", r.file, j->next->s.file);
+            break;
+        }
+        sl->nudge = 0;
+        pthread_mutex_unlock(&sl->lock);
+        wrc = hash_sealed(db, r.file, 1, &sl->stop, &r);
+        pthread_mutex_lock(&sl->lock);
+        if (wrc == 0) {
+            state = JOB_DONE;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sl->lock);
+done:
+    pthread_mutex_lock(&sl->lock);
+    sl->db = NULL;
+    if (state == JOB_DONE) {
+        j->s = r;
+    }
+    j->state = state;
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
     sqlite3_close(db);
-    if (rc != 0) {
-        s->sha256[0] = '\0';
-        snprintf(err, errlen, "%s: its WAL is still held by readers",
-                 s->file);
-        return SQLITE_BUSY;
+}
+
+static void *sealer_main(void *arg)
+{
+    sealer_t *sl = arg;
+    seal_job_t *j;
+
+    pthread_mutex_lock(&sl->lock);
+    while (!sl->stop) {
+        for (j = sl->jobs; j && j->state != JOB_QUEUED; j = j->next) {
+        }
+        if (!j) {
+            sealer_wait(sl, NULL);
+            continue;
+        }
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&sl->lock);
+        run_job(sl, j);
+        pthread_mutex_lock(&sl->lock);
     }
-    if ((rc = record_sealed(st, err, errlen)) != SQLITE_OK) {
-        s->sha256[0] = '\0';
+    pthread_mutex_unlock(&sl->lock);
+    return NULL;
+}
+
+/* A job for the sealed file s, for st's sealer (started the first time).
+ * Returns 0, or -1 when no thread could be started or no memory had. */
+static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j, **p;
+
+    if (!(j = calloc(1, sizeof(*j)))) {
+        return -1;
+    }
+    j->s = *s;
+    j->state = JOB_QUEUED;
+    if (!sl) {
+        pthread_condattr_t ca;
+        const char *e = getenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS");
+        if (!(sl = calloc(1, sizeof(*sl)))) {
+            free(j);
+            return -1;
+        }
+        sl->busy_ms = st->busy_ms;
+        sl->delay_ms = e && atoi(e) > 0 ? atoi(e) : 0;
+        pthread_mutex_init(&sl->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&sl->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&sl->thread, NULL, sealer_main, sl) != 0) {
+            pthread_cond_destroy(&sl->cond);
+            pthread_mutex_destroy(&sl->lock);
+            free(sl);
+            free(j);
+            return -1;
+        }
+#ifdef __linux__
+        pthread_setname_np(sl->thread, "mtls-sealer");
+#endif
+        st->sealer = sl;
+    }
+    pthread_mutex_lock(&sl->lock);
+    for (p = &sl->jobs; *p; p = &(*p)->next) {
+    }
+    *p = j;
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
+    return 0;
+}
+
+/* Record, in order, the jobs at the head of the list that are finished.
+ * Returns SQLITE_OK, or the error of a record that failed (that job
+ * stays, for the next try). */
+static int sealer_record(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    int rc = SQLITE_OK;
+
+    while (sl) {
+        pthread_mutex_lock(&sl->lock);
+        j = sl->jobs;
+        if (!j || (j->state != JOB_DONE && j->state != JOB_FAILED)) {
+            pthread_mutex_unlock(&sl->lock);
+            break;
+        }
+        sl->jobs = j->next;
+        pthread_mutex_unlock(&sl->lock);
+        if (j->state == JOB_DONE) {
+            if ((rc = record_sealed(st, &j->s, err, errlen)) != SQLITE_OK) {
+                pthread_mutex_lock(&sl->lock);
+                j->next = sl->jobs;
+                sl->jobs = j;
+                pthread_mutex_unlock(&sl->lock);
+                break;
+            }
+            if (st->last_seal.seal == j->s.seal
+                && !strcmp(st->last_seal.file, j->s.file)) {
+                st->last_seal = j->s;
+            }
+        }
+        free(j);
+        sl = st->sealer;        /* (the write may have switched files) */
     }
     return rc;
+}
+
+int mtls_store_seal_pending(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    int n = 0;
+
+    if (!sl) {
+        return 0;
+    }
+    pthread_mutex_lock(&sl->lock);
+    for (j = sl->jobs; j; j = j->next) {
+        n += j->state != JOB_RETRY && j->state != JOB_FAILED;
+    }
+    pthread_mutex_unlock(&sl->lock);
+    return n > 0;
+}
+
+int mtls_store_seal_ready(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    int ready;
+
+    if (!sl) {
+        return 0;
+    }
+    pthread_mutex_lock(&sl->lock);
+    ready = sl->jobs && (sl->jobs->state == JOB_DONE
+                         || sl->jobs->state == JOB_FAILED);
+    pthread_mutex_unlock(&sl->lock);
+    return ready;
+}
+
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    return sealer_record(st, err, errlen);
+}
+
+int mtls_store_seal_wait(mtls_store_t *st, int timeout_ms, char *err,
+                         apr_size_t errlen)
+{
+    struct timespec ts;
+    sealer_t *sl;
+    int rc, wrc = 0;
+
+    if (timeout_ms >= 0) {
+        deadline_in(&ts, (apr_int64_t)timeout_ms * 1000);
+    }
+    for (;;) {
+        if ((rc = sealer_record(st, err, errlen)) != SQLITE_OK) {
+            return rc;
+        }
+        if (!(sl = st->sealer)) {
+            return SQLITE_OK;
+        }
+        pthread_mutex_lock(&sl->lock);
+        if (!sl->jobs) {
+            pthread_mutex_unlock(&sl->lock);
+            return SQLITE_OK;
+        }
+        if (sl->jobs->state != JOB_DONE && sl->jobs->state != JOB_FAILED) {
+            if (wrc == ETIMEDOUT) {
+                snprintf(err, errlen, "%s: its summaries and SHA-256 are "
+                         "not done yet", sl->jobs->s.file);
+                pthread_mutex_unlock(&sl->lock);
+                return SQLITE_BUSY;
+            }
+            sl->nudge = 1;
+            pthread_cond_broadcast(&sl->cond);
+            wrc = sealer_wait(sl, timeout_ms >= 0 ? &ts : NULL);
+        }
+        pthread_mutex_unlock(&sl->lock);
+    }
+}
+
+void mtls_store_move_seals(mtls_store_t *to, mtls_store_t *from)
+{
+    if (to == from || !from) {
+        return;
+    }
+    sealer_close(to);
+    to->sealer = from->sealer;
+    to->last_seal = from->last_seal;
+    from->sealer = NULL;
+}
+
+/* Record what is finished, give up the rest (after SEAL_CLOSE_MS), end
+ * the thread.  From mtls_store_close, before st's statements go. */
+static void sealer_close(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    char err[512];
+
+    if (!sl) {
+        return;
+    }
+    if (st->db && mtls_store_seal_wait(st, SEAL_CLOSE_MS, err, sizeof(err))
+                  != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "closing %s with a sealed file not "
+                 "finished: %s", st->path ? st->path : "the database", err);
+    }
+    sl = st->sealer;
+    pthread_mutex_lock(&sl->lock);
+    for (j = sl->jobs; j; j = j->next) {
+        if (j->state != JOB_DONE && j->state != JOB_FAILED) {
+            mtls_log(MTLS_LOG_WARNING, "%s is sealed, but this process ends "
+                     "before its summaries and SHA-256 are done: it is left "
+                     "without them (reports and verify read its rows)",
+                     j->s.file);
+        }
+    }
+    __atomic_store_n(&sl->stop, 1, __ATOMIC_RELEASE);
+    if (sl->db) {
+        sqlite3_interrupt(sl->db);
+    }
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
+    pthread_join(sl->thread, NULL);
+    /* A job that finished while we gave up is still recorded. */
+    if (st->db && sealer_record(st, err, sizeof(err)) != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "the SHA-256 of a sealed file is not "
+                 "recorded: %s", err);
+    }
+    sl = st->sealer;
+    st->sealer = NULL;
+    while (sl->jobs) {
+        j = sl->jobs;
+        sl->jobs = j->next;
+        free(j);
+    }
+    pthread_cond_destroy(&sl->cond);
+    pthread_mutex_destroy(&sl->lock);
+    free(sl);
 }
 
 int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
@@ -2197,6 +2599,11 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     if (st->flags & MTLS_STORE_READONLY) {
         snprintf(err, errlen, "%s is open read-only", st->path);
         return SQLITE_READONLY;
+    }
+    /* The seal before this one is recorded in this file first (see The
+     * sealer).  The writer does not get here while it runs. */
+    if ((rc = mtls_store_seal_wait(st, -1, err, errlen)) != SQLITE_OK) {
+        return rc;
     }
     for (t = 0; t < T_COUNT; t++) {
         st->t[t].loaded = 0;
@@ -2313,30 +2720,21 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     sealed.seal = seal;
     sealed.time_us = now;
     /* Nobody writes the old file's rows now: each writer finds the seal
-     * inside its own write transaction.  Its summaries, counted in reads
-     * that hold no other writer back (seconds a million rows, which a
-     * writer waiting for the lock inside the seal could not wait), then its
-     * WAL into it, and its hash.  A file left without them (an error, a
-     * crash) is read row by row. */
-    if (mtls_summary_fill(st->db, err, errlen) != 0) {
-        mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries (%s): "
-                 "reports read its rows", st->path, err);
-        err[0] = '\0';
-    }
-    if (hash_sealed(st->db, st->path, 20, &sealed) != 0) {
-        sealed.sha256[0] = '\0';
-    }
-    if ((rc = switch_to(st, next_path, err, errlen)) != SQLITE_OK) {
-        return rc;
-    }
+     * inside its own write transaction.  Its summaries (counted in reads
+     * that hold no other writer back), then its WAL into it, and its hash
+     * are the sealer's, while we write on in the next file.  A file left
+     * without them (an error, a crash, an exit first) is read row by
+     * row. */
+    rc = switch_to(st, next_path, err, errlen);
     st->last_seal = sealed;
-    if (sealed.sha256[0]) {
-        return record_sealed(st, err, errlen);
+    if (sealer_add(st, &sealed) != 0) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed, but no thread could be "
+                 "started to finish it: no summaries, and its SHA-256 is "
+                 "not recorded; reports read its rows", sealed.file);
     }
-    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
-             "checkpointed yet (readers hold it): its SHA-256 is recorded "
-             "when it can be", sealed.file);
-    return SQLITE_OK;
+    /* (Failed: st is still on the sealed file; its next write follows the
+     * seal, and records this one when it is done.) */
+    return rc;
 fail:
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     for (t = 0; t < T_COUNT; t++) {
