@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -137,6 +138,10 @@ struct mtls_store {
     apr_int64_t             start_us;   /* its first event's time, 0 not
                                            read (mtls_store_rotate_due) */
     apr_int64_t             period_end_us;
+    apr_int64_t             prev_check_us;  /* when to look whether the
+                                               file before this one waits
+                                               to be finished; -1 never
+                                               (mtls_store_finish_previous) */
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
 
@@ -2208,7 +2213,63 @@ typedef struct seal_job {
     struct seal_job     *next;
     mtls_store_sealed_t  s;
     int                  state;
+    int                  lock_fd;   /* the file, flock()ed while the job
+                                       runs and until it is recorded; -1 */
 } seal_job_t;
+
+/* Close a job's lock.  Only once no SQLite connection of this process
+ * has the file open: closing any descriptor of a file drops the
+ * process's POSIX locks on it, SQLite's too. */
+static void job_unlock(seal_job_t *j)
+{
+    if (j->lock_fd >= 0) {
+        close(j->lock_fd);
+        j->lock_fd = -1;
+    }
+}
+
+/* Take the job's cross-process lock on the file (flock, which Linux keeps
+ * apart from SQLite's POSIX locks): one process at a time finishes a
+ * sealed file, whoever started it.  Returns 0, or -1 when another holds
+ * it (or the file is gone). */
+static int job_lock(seal_job_t *j)
+{
+    if (j->lock_fd >= 0) {
+        return 0;
+    }
+    if ((j->lock_fd = open(j->s.file, O_RDONLY | O_CLOEXEC)) < 0) {
+        return -1;
+    }
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        job_unlock(j);
+        return -1;
+    }
+    return 0;
+}
+
+/* Is the 'sealed' record of seal s in its successor already (another
+ * process finished it)?  Read-only, on a connection of its own. */
+static int recorded_in_next(const mtls_store_sealed_t *s)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int found = 0;
+
+    if (sqlite3_open_v2(s->next, &db, SQLITE_OPEN_READONLY
+                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
+        && mtls_db_harden(db) == SQLITE_OK
+        && sqlite3_prepare_v2(db, "SELECT 1 FROM events WHERE kind = "
+                              "'sealed' AND json_valid(detail) AND "
+                              "json_extract(detail, '$.seal') = ?", -1, &q,
+                              NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 1000);
+        sqlite3_bind_int64(q, 1, s->seal);
+        found = sqlite3_step(q) == SQLITE_ROW;
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return found;
+}
 
 struct sealer {
     pthread_mutex_t  lock;
@@ -2227,6 +2288,9 @@ struct sealer {
  * a child's exit must not wait for hours of summaries. */
 #define SEAL_CLOSE_MS 2000
 #define SEAL_RETRY_US 10000000
+/* How soon a file another process is finishing is looked at again (that
+ * process may end before it is done). */
+#define PREV_RETRY_US 2000000
 
 static void deadline_in(struct timespec *ts, apr_int64_t us)
 {
@@ -2254,11 +2318,16 @@ static void run_job(sealer_t *sl, seal_job_t *j)
     struct timespec ts;
     char err[512];
     sqlite3 *db = NULL;
+    apr_int64_t have = 0;
     int state = JOB_FAILED, wrc = 0;
 
     pthread_mutex_lock(&sl->lock);
     r = j->s;
     pthread_mutex_unlock(&sl->lock);
+    /* Another process finishes it, or has: nothing for us to do. */
+    if (job_lock(j) != 0 || recorded_in_next(&r)) {
+        goto done;
+    }
     if (sqlite3_open_v2(r.file, &db, SQLITE_OPEN_READWRITE
                         | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
         || mtls_db_harden(db) != SQLITE_OK
@@ -2285,7 +2354,11 @@ static void run_job(sealer_t *sl, seal_job_t *j)
     if (asked_to_stop(&sl->stop)) {
         goto done;
     }
-    if (mtls_summary_fill(db, err, sizeof(err)) != 0
+    /* (Summaries there already: filled by a process that did not get as
+     * far as the hash.) */
+    if ((query_int(db, "SELECT count(*) FROM summaries", &have) != SQLITE_OK
+         || have == 0)
+        && mtls_summary_fill(db, err, sizeof(err)) != 0
         && !asked_to_stop(&sl->stop)) {
         mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries "
                  "(%s): reports read its rows", r.file, err);
@@ -2333,13 +2406,18 @@ static void run_job(sealer_t *sl, seal_job_t *j)
 done:
     pthread_mutex_lock(&sl->lock);
     sl->db = NULL;
+    pthread_mutex_unlock(&sl->lock);
+    sqlite3_close(db);
+    if (state != JOB_DONE) {
+        job_unlock(j);          /* (a done one's, once it is recorded) */
+    }
+    pthread_mutex_lock(&sl->lock);
     if (state == JOB_DONE) {
         j->s = r;
     }
     j->state = state;
     pthread_cond_broadcast(&sl->cond);
     pthread_mutex_unlock(&sl->lock);
-    sqlite3_close(db);
 }
 
 static void *sealer_main(void *arg)
@@ -2366,7 +2444,8 @@ static void *sealer_main(void *arg)
 
 /* A job for the sealed file s, for st's sealer (started the first time).
  * Returns 0, or -1 when no thread could be started or no memory had. */
-static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s)
+static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s,
+                      int lock_fd)
 {
     sealer_t *sl = st->sealer;
     seal_job_t *j, **p;
@@ -2376,6 +2455,7 @@ static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s)
     }
     j->s = *s;
     j->state = JOB_QUEUED;
+    j->lock_fd = lock_fd;
     if (!sl) {
         pthread_condattr_t ca;
         const char *e = getenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS");
@@ -2394,7 +2474,7 @@ static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s)
             pthread_cond_destroy(&sl->cond);
             pthread_mutex_destroy(&sl->lock);
             free(sl);
-            free(j);
+            free(j);            /* (lock_fd: the caller's still) */
             return -1;
         }
 #ifdef __linux__
@@ -2442,6 +2522,7 @@ static int sealer_record(mtls_store_t *st, char *err, apr_size_t errlen)
                 st->last_seal = j->s;
             }
         }
+        job_unlock(j);
         free(j);
         sl = st->sealer;        /* (the write may have switched files) */
     }
@@ -2522,6 +2603,124 @@ int mtls_store_seal_wait(mtls_store_t *st, int timeout_ms, char *err,
     }
 }
 
+/* The seal before st's file as its 'rotate' event names it (previous,
+ * seal): 1 when there is one, 0 when st's file begins a chain. */
+static int previous_seal(mtls_store_t *st, mtls_store_sealed_t *s)
+{
+    sqlite3_stmt *q;
+    int found = 0;
+
+    memset(s, 0, sizeof(*s));
+    if (sqlite3_prepare_v2(st->db, "SELECT json_extract(detail, "
+                           "'$.previous'), json_extract(detail, '$.seal') "
+                           "FROM events WHERE kind = 'rotate' AND "
+                           "json_valid(detail) ORDER BY id LIMIT 1", -1, &q,
+                           NULL) != SQLITE_OK) {
+        return 0;
+    }
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0)) {
+        mtls_strlcpy(s->file, (const char *)sqlite3_column_text(q, 0),
+                     sizeof(s->file));
+        s->seal = sqlite3_column_int64(q, 1);
+        mtls_strlcpy(s->next, st->path, sizeof(s->next));
+        found = s->file[0] && s->seal > 0;
+    }
+    sqlite3_finalize(q);
+    return found;
+}
+
+/* Is the file at s->file the one sealed by event s->seal (its last event,
+ * with its 'end' cuts naming s->next)? */
+static int is_that_seal(const mtls_store_sealed_t *s)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int same = 0;
+
+    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READONLY
+                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
+        && mtls_db_harden(db) == SQLITE_OK
+        && sqlite3_prepare_v2(db, "SELECT (SELECT max(id) FROM events) = ? "
+                              "AND (SELECT kind FROM events WHERE id = ?) = "
+                              "'seal' AND EXISTS (SELECT 1 FROM chain_cut "
+                              "WHERE side = 'end' AND other = ?)", -1, &q,
+                              NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 1000);
+        sqlite3_bind_int64(q, 1, s->seal);
+        sqlite3_bind_int64(q, 2, s->seal);
+        sqlite3_bind_text(q, 3, s->next, -1, SQLITE_TRANSIENT);
+        same = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return same;
+}
+
+int mtls_store_finish_previous(mtls_store_t *st)
+{
+    apr_int64_t now = mtls_now_us();
+    mtls_store_sealed_t s;
+    sqlite3_stmt *q;
+    seal_job_t *j;
+    int fd, recorded = 1;
+
+    if (st->prev_check_us < 0 || now < st->prev_check_us) {
+        return 0;
+    }
+    st->prev_check_us = -1;     /* settled, unless another holds it */
+    if ((st->flags & MTLS_STORE_READONLY) || !previous_seal(st, &s)) {
+        return 0;
+    }
+    /* Recorded here already? */
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM events WHERE kind = "
+                           "'sealed' AND json_valid(detail) AND "
+                           "json_extract(detail, '$.seal') = ?", -1, &q,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, s.seal);
+        recorded = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
+    }
+    if (recorded) {
+        return 0;
+    }
+    /* Our own sealer's already (we sealed it)? */
+    if (st->sealer) {
+        int mine = 0;
+        pthread_mutex_lock(&st->sealer->lock);
+        for (j = st->sealer->jobs; j && !mine; j = j->next) {
+            mine = j->s.seal == s.seal;
+        }
+        pthread_mutex_unlock(&st->sealer->lock);
+        if (mine) {
+            return 0;
+        }
+    }
+    /* Still there, and still that file (not moved, not replaced)? */
+    if (access(s.file, F_OK) != 0 || !is_that_seal(&s)) {
+        return 0;
+    }
+    /* Another process finishing it: look again later (it may end before
+     * it is done). */
+    if ((fd = open(s.file, O_RDONLY | O_CLOEXEC)) < 0) {
+        return 0;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        st->prev_check_us = now + PREV_RETRY_US;
+        return 0;
+    }
+    s.time_us = now;
+    if (sealer_add(st, &s, fd) != 0) {
+        close(fd);
+        st->prev_check_us = now + PREV_RETRY_US;
+        return 0;
+    }
+    mtls_log(MTLS_LOG_NOTICE, "%s is sealed, but its SHA-256 is not "
+             "recorded in %s: finishing it (summaries, hash)", s.file,
+             st->path);
+    return 1;
+}
+
 void mtls_store_move_seals(mtls_store_t *to, mtls_store_t *from)
 {
     if (to == from || !from) {
@@ -2576,6 +2775,7 @@ static void sealer_close(mtls_store_t *st)
     while (sl->jobs) {
         j = sl->jobs;
         sl->jobs = j->next;
+        job_unlock(j);
         free(j);
     }
     pthread_cond_destroy(&sl->cond);
@@ -2727,7 +2927,7 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
      * row. */
     rc = switch_to(st, next_path, err, errlen);
     st->last_seal = sealed;
-    if (sealer_add(st, &sealed) != 0) {
+    if (sealer_add(st, &sealed, -1) != 0) {
         mtls_log(MTLS_LOG_WARNING, "%s is sealed, but no thread could be "
                  "started to finish it: no summaries, and its SHA-256 is "
                  "not recorded; reports read its rows", sealed.file);

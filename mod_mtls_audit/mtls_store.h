@@ -209,6 +209,15 @@ int mtls_store_seal_pending(mtls_store_t *st);
 int mtls_store_seal_wait(mtls_store_t *st, int timeout_ms, char *err,
                          apr_size_t errlen);
 
+/* When the file st writes continues a sealed file (its 'rotate' event
+ * names it) whose 'sealed' record is not in st's file -- the process that
+ * sealed it ended before its sealer was done, or crashed -- finish that
+ * file on st's sealer (summaries if missing, hash, record), unless
+ * another process is at it (a flock on the file says so: then look
+ * again in 2 s).  Cheap once settled; from the thread that uses st.
+ * Returns 1 when a job was queued, else 0. */
+int mtls_store_finish_previous(mtls_store_t *st);
+
 /* Hand the sealer of `from` (and its last seal) to `to`, a store of the
  * same data set opened in its place (the file was replaced). */
 void mtls_store_move_seals(mtls_store_t *to, mtls_store_t *from);

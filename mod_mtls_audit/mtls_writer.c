@@ -539,7 +539,10 @@ static void maybe_rotate(mtls_writer_t *w)
     const mtls_store_sealed_t *sl;
     char name[2048], err[512];
 
-    if (w->conf.rotate) {
+    if (w->conf.rotate && w->store) {
+        /* The file before ours, left unfinished by a process that ended
+         * first: ours to finish (cheap once settled). */
+        mtls_store_finish_previous(w->store);
         record_seals(w);
     }
     if (!w->conf.rotate || !w->store
@@ -698,12 +701,17 @@ static void *writer_main(void *arg)
             }
             /* Idle: a sealed file our sealer has finished is recorded
              * now, not at the next record. */
-            if (w->conf.rotate && w->store
-                && mtls_store_seal_ready(w->store)) {
+            if (w->conf.rotate && w->store) {
+                int ready;
                 pthread_mutex_unlock(&w->lock);
-                record_seals(w);
+                mtls_store_finish_previous(w->store);
+                if ((ready = mtls_store_seal_ready(w->store))) {
+                    record_seals(w);
+                }
                 pthread_mutex_lock(&w->lock);
-                continue;
+                if (ready) {
+                    continue;
+                }
             }
             /* Idle: now and then, look for processes that died with
              * records in their queues. */

@@ -513,3 +513,55 @@ def a_slow_summary_fill_does_not_stop_writing_into_the_next_file(ctx):
     assert re.search(r"sealed +ok +its SHA-256 matches the one %s recorded"
                      % re.escape(new), v.stdout), v.stdout
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def a_file_left_unfinished_at_a_graceful_restart_is_finished_by_the_next_children(ctx):
+    # The child that sealed the file ends (graceful restart) while its
+    # sealer still sleeps: it gives up after 2 s, and a child of the new
+    # generation finishes the file (summaries, hash, 'sealed' record).
+    period, delay = 15, 4.0
+    srv = rotating_server(ctx, "rotate-unfinished")
+    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
+    try:
+        start_with_period(srv, period)
+    finally:
+        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
+    boundary = (int(time.time() + 2) // period + 1) * period
+    d = os.path.join(srv.root, "auditdb")
+    contexts = client_contexts(ctx)
+    attempted = 0
+    try:
+        while time.time() < boundary - 0.5:
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.2)
+        while time.time() < boundary + 5 and len(db_files(d)) < 2:
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.1)
+        files = db_files(d)
+        assert len(files) == 2, files
+        old, new = chain_order(files)
+        srv.graceful()
+        end = time.time() + delay + 10
+        while time.time() < end and not q(new, "SELECT id FROM events "
+                                               "WHERE kind = 'sealed'"):
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.3)
+        assert time.time() < boundary + period, "stopped before the next"
+    finally:
+        srv.stop()
+    log = srv.read_error_log()
+    assert re.search(r"%s is sealed, but this process ends before its "
+                     r"summaries" % re.escape(old), log), log[-3000:]
+    assert re.search(r"%s is sealed, but its SHA-256 is not recorded in %s: "
+                     r"finishing it" % (re.escape(old), re.escape(new)), log)
+    files = db_files(d)
+    assert len(files) == 2, files
+    check_rotated(ctx, srv, files, attempted)
+    assert q(old, "SELECT count(*) AS n FROM summaries")[0]["n"] > 0
+    v = subprocess.run([ctx.tool, "verify", "--no-record", d],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert re.search(r"sealed +ok +its SHA-256 matches the one %s recorded"
+                     % re.escape(new), v.stdout), v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())

@@ -533,7 +533,8 @@ static double mono_s(void)
 /* A slow summary fill (MTLS_AUDIT_TEST_SEAL_DELAY_MS) runs on the sealer:
  * the rotation returns at once and writing goes on in the next file; a
  * second rotation records the first seal in the file it seals, before
- * sealing it; a close gives up a fill that takes too long. */
+ * sealing it; a close gives up a fill that takes too long, and the next
+ * writer of the successor finishes that file. */
 static void test_rotation_sealer_runs_beside_writes(void)
 {
     char f1[512], f2[512], f3[512], g1[512], g2[512], err[512];
@@ -606,6 +607,30 @@ static void test_rotation_sealer_runs_beside_writes(void)
     sqlite3_open(g2, &db);
     CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM events WHERE kind = "
                            "'sealed'"), 0);
+    sqlite3_close(db);
+
+    /* The next writer of g2 finishes g1: summaries, hash, record. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(g2, 0, 1000, &b, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 1);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 0);      /* settled */
+    CU_ASSERT_TRUE(mtls_store_seal_pending(b));
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(b, -1, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(b), "SELECT json_extract("
+                                "detail, '$.file') FROM events WHERE kind = "
+                                "'sealed'"), g1);
+    mtls_store_close(b);
+    sqlite3_open(g1, &db);
+    CU_ASSERT(scalar(db, "SELECT count(*) FROM summaries") > 0);
+    sqlite3_close(db);
+    /* Recorded: the one after has nothing to do. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(g2, 0, 1000, &b, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 0);
+    mtls_store_close(b);
+    sqlite3_open(g2, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM events WHERE kind = "
+                           "'sealed'"), 1);
     sqlite3_close(db);
 }
 
