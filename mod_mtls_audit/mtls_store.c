@@ -2093,25 +2093,17 @@ static void pattern_glob(const char *pat, char *out, apr_size_t len)
     out[o] = '\0';
 }
 
-int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
+/* One look at the files g1 and g2 match for mtls_store_find_live; *any
+ * says whether one of them was sealed. */
+static int find_live_once(const char *g1, const char *g2, char *out,
+                          apr_size_t len, int *any)
 {
-    char g1[4096], g2[4200];
-    const char *slash, *dot;
     apr_int64_t best = -1;
     glob_t gl;
     size_t i;
     int found = 0;
 
-    pattern_glob(pattern, g1, sizeof(g1));
-    /* and with a sequence number before the extension */
-    slash = strrchr(g1, '/');
-    dot = strrchr(slash ? slash + 1 : g1, '.');
-    if (dot && dot != (slash ? slash + 1 : g1)) {
-        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
-    }
-    else {
-        snprintf(g2, sizeof(g2), "%s.*", g1);
-    }
+    *any = 0;
     memset(&gl, 0, sizeof(gl));
     {
         int r1 = glob(g1, 0, NULL, &gl);
@@ -2143,6 +2135,7 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
             query_int(db, "SELECT max(id) FROM events", &last);
         }
         sqlite3_close(db);
+        *any |= sealed != 0;
         /* The newest: events' ids go on from file to file. */
         if (!sealed && last > best) {
             best = last;
@@ -2150,6 +2143,35 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
         }
     }
     globfree(&gl);
+    return found;
+}
+
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
+{
+    char g1[4096], g2[4200];
+    const char *slash, *dot;
+    int tries, found = 0, any = 0;
+
+    pattern_glob(pattern, g1, sizeof(g1));
+    /* and with a sequence number before the extension */
+    slash = strrchr(g1, '/');
+    dot = strrchr(slash ? slash + 1 : g1, '.');
+    if (dot && dot != (slash ? slash + 1 : g1)) {
+        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
+    }
+    else {
+        snprintf(g2, sizeof(g2), "%s.*", g1);
+    }
+    /* A rotation meanwhile (a child's, while the server restarts) links
+     * the next file before its seal commits: a file listed before that
+     * link and read sealed after it leaves every file seen sealed.  A
+     * new look sees the next one. */
+    for (tries = 0; tries < 8 && !found; tries++) {
+        found = find_live_once(g1, g2, out, len, &any);
+        if (!any) {
+            break;
+        }
+    }
     return found;
 }
 
