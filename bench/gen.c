@@ -42,7 +42,9 @@
  *              e.g. year/audit-%Y-%m.db: a handshake whose name differs
  *              from the current file's seals it and goes on in that name
  *        Each rotation prints "sealed FILE -> NEXT" on stderr; the files
- *        verify together (mtls-audit verify F1 F2 ...).
+ *        verify together (mtls-audit verify F1 F2 ...).  A sealed file's
+ *        summaries and hash are made on the store's sealer thread while
+ *        the next file is written (2 cores); the exit waits for them.
  */
 #define _GNU_SOURCE
 #include <stdio.h>

@@ -4,6 +4,8 @@
  * DESIGN
  * One mtls_store_t is one SQLite connection, used by one thread: the
  * writer thread of an httpd child, the parent at start-up, or the tool.
+ * (After a rotation, the store's sealer thread finishes the sealed file
+ * on a connection of its own; see mtls_store_rotate.)
  * Several processes may write one file: each batch is one BEGIN IMMEDIATE
  * transaction that reads the tail of each chain, appends, and commits, so
  * the chains stay linear whatever the interleaving.  A row is hashed into
