@@ -2530,16 +2530,12 @@ static apr_status_t find_live(apr_pool_t *pconf, server_rec *s,
                          "sealed, recording goes on in %s", live,
                          msc->rotate_at, mtls_store_path(st));
             g.db_path = apr_pstrdup(pconf, mtls_store_path(st));
-            /* Its summaries and hash, recorded before the children
-             * start (no thread of ours may live on into the fork). */
-            if (mtls_store_seal_wait(st, -1, err, sizeof(err))
-                != SQLITE_OK) {
-                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, MTLS_LOG_TAG
-                             " the SHA-256 of %s is not recorded: %s", live,
-                             err);
-            }
         }
     }
+    /* The sealed file's summaries and hash: recorded here if its sealer
+     * is done within 2 s, else finished by the first child that writes
+     * (mtls_store_finish_previous); the start does not wait for a fill
+     * of minutes, and no thread of ours lives on into the fork. */
     mtls_store_close(st);
     return APR_SUCCESS;
 }

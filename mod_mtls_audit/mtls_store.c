@@ -2775,9 +2775,9 @@ static void sealer_close(mtls_store_t *st)
     for (j = sl->jobs; j; j = j->next) {
         if (j->state != JOB_DONE && j->state != JOB_FAILED) {
             mtls_log(MTLS_LOG_WARNING, "%s is sealed, but this process ends "
-                     "before its summaries and SHA-256 are done: it is left "
-                     "without them (reports and verify read its rows)",
-                     j->s.file);
+                     "before its summaries and SHA-256 are done: the next "
+                     "writer of %s finishes it (until then, reports and "
+                     "verify read its rows)", j->s.file, j->s.next);
         }
     }
     __atomic_store_n(&sl->stop, 1, __ATOMIC_RELEASE);

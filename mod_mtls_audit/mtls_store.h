@@ -235,7 +235,9 @@ const char *mtls_store_path(mtls_store_t *st);
 sqlite3 *mtls_store_db(mtls_store_t *st);
 /* Close st.  A sealed file its sealer is still finishing is waited for
  * 2 s at most, then given up (logged; the file is left without summaries
- * and/or its 'sealed' record: reports and verify read its rows). */
+ * and/or its 'sealed' record until the next writer of its successor
+ * finishes it, mtls_store_finish_previous; reports and verify read its
+ * rows meanwhile). */
 void     mtls_store_close(mtls_store_t *st);
 
 #endif /* MTLS_STORE_H */
