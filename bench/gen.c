@@ -42,7 +42,9 @@
  *              e.g. year/audit-%Y-%m.db: a handshake whose name differs
  *              from the current file's seals it and goes on in that name
  *        Each rotation prints "sealed FILE -> NEXT" on stderr; the files
- *        verify together (mtls-audit verify F1 F2 ...).
+ *        verify together (mtls-audit verify F1 F2 ...).  A sealed file's
+ *        summaries and hash are made on the store's sealer thread while
+ *        the next file is written (2 cores); the exit waits for them.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -723,6 +725,14 @@ int main(int argc, char **argv)
     for (i = 0; i <= RAW_ROWS_MAX; i++) {
         sqlite3_finalize(raw_q[0][i]);
         sqlite3_finalize(raw_q[1][i]);
+    }
+    /* The last sealed files are finished (summaries, hash, 'sealed'
+     * event) on the store's sealer, while we went on writing: wait. */
+    if (st) {
+        char err[512];
+        if (mtls_store_seal_wait(st, -1, err, sizeof(err)) != SQLITE_OK) {
+            die(err);
+        }
     }
     mtls_store_close(st);
     if (bench) {

@@ -2532,6 +2532,10 @@ static apr_status_t find_live(apr_pool_t *pconf, server_rec *s,
             g.db_path = apr_pstrdup(pconf, mtls_store_path(st));
         }
     }
+    /* The sealed file's summaries and hash: recorded here if its sealer
+     * is done within 2 s, else finished by the first child that writes
+     * (mtls_store_finish_previous); the start does not wait for a fill
+     * of minutes, and no thread of ours lives on into the fork. */
     mtls_store_close(st);
     return APR_SUCCESS;
 }

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -132,11 +133,20 @@ struct mtls_store {
     apr_int64_t             time_us;    /* the time rotations record; 0:
                                            the clock (mtls_store_set_time) */
     mtls_store_sealed_t     last_seal;  /* the last rotation's */
+    struct sealer          *sealer;     /* finishes sealed files; NULL
+                                           until the first rotation */
     apr_int64_t             start_us;   /* its first event's time, 0 not
                                            read (mtls_store_rotate_due) */
     apr_int64_t             period_end_us;
+    apr_int64_t             prev_check_us;  /* when to look whether the
+                                               file before this one waits
+                                               to be finished; -1 never
+                                               (mtls_store_finish_previous) */
     cache_slot_t            cache[CERT_CACHE_SIZE];
 };
+
+typedef struct sealer sealer_t;
+static void sealer_close(mtls_store_t *st);
 
 int mtls_schema_version(void)
 {
@@ -990,6 +1000,7 @@ void mtls_store_close(mtls_store_t *st)
     if (!st) {
         return;
     }
+    sealer_close(st);
     for (i = 0; i < T_COUNT; i++) {
         int k;
         for (k = 0; k < N_SIZES; k++) {
@@ -1475,6 +1486,8 @@ static int switch_to(mtls_store_t *st, const char *path, char *err,
     n->key = st->key;
     n->time_us = st->time_us;
     n->last_seal = st->last_seal;
+    n->sealer = st->sealer;     /* carried over, not closed with the old */
+    st->sealer = NULL;
     tmp = *st;
     *st = *n;
     *n = tmp;
@@ -1884,9 +1897,17 @@ static int make_next(mtls_store_t *st, const char *next_path,
     return rc;
 }
 
-/* After the seal: the old file's WAL into the file, then its SHA-256. */
+/* Whether *stop (an int set with __atomic_store_n) asks to give up. */
+static int asked_to_stop(const int *stop)
+{
+    return stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE);
+}
+
+/* After the seal: the old file's WAL into the file, then its SHA-256.
+ * Returns 0, or -1 (WAL still held after max_tries, an I/O error, or
+ * *stop set meanwhile). */
 static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
-                       mtls_store_sealed_t *out)
+                       const int *stop, mtls_store_sealed_t *out)
 {
     unsigned char buf[65536], md[MTLS_HASH_LEN];
     EVP_MD_CTX *ctx;
@@ -1897,6 +1918,9 @@ static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
 
     for (tries = 0; tries < max_tries && (busy || logsz != done); tries++) {
         sqlite3_stmt *q;
+        if (asked_to_stop(stop)) {
+            return -1;
+        }
         if (tries) {
             usleep(100000);
         }
@@ -1921,11 +1945,11 @@ static int hash_sealed(sqlite3 *db, const char *path, int max_tries,
         return -1;
     }
     out->bytes = 0;
-    while ((r = fread(buf, 1, sizeof(buf), f)) > 0) {
+    while ((r = fread(buf, 1, sizeof(buf), f)) > 0 && !asked_to_stop(stop)) {
         EVP_DigestUpdate(ctx, buf, r);
         out->bytes += (apr_int64_t)r;
     }
-    if (ferror(f) || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {
+    if (ferror(f) || asked_to_stop(stop) || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {
         EVP_MD_CTX_free(ctx);
         fclose(f);
         return -1;
@@ -2069,25 +2093,17 @@ static void pattern_glob(const char *pat, char *out, apr_size_t len)
     out[o] = '\0';
 }
 
-int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
+/* One look at the files g1 and g2 match for mtls_store_find_live; *any
+ * says whether one of them was sealed. */
+static int find_live_once(const char *g1, const char *g2, char *out,
+                          apr_size_t len, int *any)
 {
-    char g1[4096], g2[4200];
-    const char *slash, *dot;
     apr_int64_t best = -1;
     glob_t gl;
     size_t i;
     int found = 0;
 
-    pattern_glob(pattern, g1, sizeof(g1));
-    /* and with a sequence number before the extension */
-    slash = strrchr(g1, '/');
-    dot = strrchr(slash ? slash + 1 : g1, '.');
-    if (dot && dot != (slash ? slash + 1 : g1)) {
-        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
-    }
-    else {
-        snprintf(g2, sizeof(g2), "%s.*", g1);
-    }
+    *any = 0;
     memset(&gl, 0, sizeof(gl));
     {
         int r1 = glob(g1, 0, NULL, &gl);
@@ -2119,6 +2135,7 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
             query_int(db, "SELECT max(id) FROM events", &last);
         }
         sqlite3_close(db);
+        *any |= sealed != 0;
         /* The newest: events' ids go on from file to file. */
         if (!sealed && last > best) {
             best = last;
@@ -2129,11 +2146,40 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
     return found;
 }
 
-/* The 'sealed' event of st's last seal, which has its SHA-256, into st;
- * and the line in the log. */
-static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
+int mtls_store_find_live(const char *pattern, char *out, apr_size_t len)
 {
-    const mtls_store_sealed_t *s = &st->last_seal;
+    char g1[4096], g2[4200];
+    const char *slash, *dot;
+    int tries, found = 0, any = 0;
+
+    pattern_glob(pattern, g1, sizeof(g1));
+    /* and with a sequence number before the extension */
+    slash = strrchr(g1, '/');
+    dot = strrchr(slash ? slash + 1 : g1, '.');
+    if (dot && dot != (slash ? slash + 1 : g1)) {
+        snprintf(g2, sizeof(g2), "%.*s.*%s", (int)(dot - g1), g1, dot);
+    }
+    else {
+        snprintf(g2, sizeof(g2), "%s.*", g1);
+    }
+    /* A rotation meanwhile (a child's, while the server restarts) links
+     * the next file before its seal commits: a file listed before that
+     * link and read sealed after it leaves every file seen sealed.  A
+     * new look sees the next one. */
+    for (tries = 0; tries < 8 && !found; tries++) {
+        found = find_live_once(g1, g2, out, len, &any);
+        if (!any) {
+            break;
+        }
+    }
+    return found;
+}
+
+/* The 'sealed' event of seal s, which has its SHA-256, into st; and the
+ * line in the log. */
+static int record_sealed(mtls_store_t *st, const mtls_store_sealed_t *s,
+                         char *err, apr_size_t errlen)
+{
     mtls_item_t *ev;
     int rc;
 
@@ -2151,34 +2197,612 @@ static int record_sealed(mtls_store_t *st, char *err, apr_size_t errlen)
     return rc;
 }
 
-int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
-{
-    mtls_store_sealed_t *s = &st->last_seal;
-    sqlite3 *db = NULL;
-    int rc;
+/* ------------------------------------------------------------------ */
+/* The sealer                                                           */
+/*
+ * A sealed file's summaries take seconds a million rows (GROUP BY passes
+ * over every row), its SHA-256 a read of the whole file: a writer that
+ * did them itself would store nothing meanwhile, and its queue would
+ * overflow.  So once the seal has committed and the store has switched
+ * to the next file, the rest is a job for the store's sealer: a thread
+ * (started at the store's first rotation, ended by mtls_store_close)
+ * with a connection of its own to the sealed file -- never the store's.
+ * Jobs run one at a time, in the order of the seals: the summaries
+ * (committed), the WAL into the file, its SHA-256; nothing writes the
+ * file after that.  A finished job waits in the list until the store's
+ * own thread records it (mtls_store_seal_hash, _seal_wait, close): event
+ * 'sealed' into the file the store writes, and the log line.  A rotation
+ * waits for the record of the seal before it (the writer puts it off,
+ * mtls_store_seal_pending; mtls_store_rotate itself waits), so that the
+ * record lands in the sealed file's successor, where the tool looks for
+ * it, before the successor is sealed in turn.
+ *
+ * Locking: `lock` guards the list, the states and `db`; a job's `s` is
+ * the sealer's while the job runs and the store's once it is done.
+ * Others only interrupt the running job's connection, under the lock.
+ */
 
-    if (!s->seal || s->sha256[0]) {
-        return SQLITE_OK;
+enum {
+    JOB_QUEUED,         /* waits for the sealer */
+    JOB_RUNNING,        /* summaries, then the hash's first tries */
+    JOB_RETRY,          /* readers held the WAL: tried again every 10 s
+                           (or when someone waits), until the next seal */
+    JOB_DONE,           /* hash taken: to be recorded */
+    JOB_FAILED          /* given up (logged): nothing to record */
+};
+
+typedef struct seal_job {
+    struct seal_job     *next;
+    mtls_store_sealed_t  s;
+    int                  state;
+    int                  lock_fd;   /* the file, flock()ed while the job
+                                       runs and until it is recorded; -1 */
+} seal_job_t;
+
+/* Close a job's lock.  Only once no SQLite connection of this process
+ * has the file open: closing any descriptor of a file drops the
+ * process's POSIX locks on it, SQLite's too. */
+static void job_unlock(seal_job_t *j)
+{
+    if (j->lock_fd >= 0) {
+        close(j->lock_fd);
+        j->lock_fd = -1;
     }
-    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READWRITE, NULL)
-        != SQLITE_OK || mtls_db_harden(db) != SQLITE_OK) {
-        seterr(err, errlen, "opening the sealed file", db);
-        sqlite3_close(db);
-        return SQLITE_CANTOPEN;
+}
+
+/* Take the job's cross-process lock on the file (flock, which Linux keeps
+ * apart from SQLite's POSIX locks): one process at a time finishes a
+ * sealed file, whoever started it.  Returns 0, or -1 when another holds
+ * it (or the file is gone). */
+static int job_lock(seal_job_t *j)
+{
+    if (j->lock_fd >= 0) {
+        return 0;
     }
-    sqlite3_busy_timeout(db, 100);
-    rc = hash_sealed(db, s->file, 1, s);
+    if ((j->lock_fd = open(j->s.file, O_RDONLY | O_CLOEXEC)) < 0) {
+        return -1;
+    }
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        job_unlock(j);
+        return -1;
+    }
+    return 0;
+}
+
+/* Is the 'sealed' record of seal s in its successor already (another
+ * process finished it)?  Read-only, on a connection of its own. */
+static int recorded_in_next(const mtls_store_sealed_t *s)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int found = 0;
+
+    if (sqlite3_open_v2(s->next, &db, SQLITE_OPEN_READONLY
+                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
+        && mtls_db_harden(db) == SQLITE_OK
+        && sqlite3_prepare_v2(db, "SELECT 1 FROM events WHERE kind = "
+                              "'sealed' AND json_valid(detail) AND "
+                              "json_extract(detail, '$.seal') = ?", -1, &q,
+                              NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 1000);
+        sqlite3_bind_int64(q, 1, s->seal);
+        found = sqlite3_step(q) == SQLITE_ROW;
+    }
+    sqlite3_finalize(q);
     sqlite3_close(db);
-    if (rc != 0) {
-        s->sha256[0] = '\0';
-        snprintf(err, errlen, "%s: its WAL is still held by readers",
-                 s->file);
-        return SQLITE_BUSY;
+    return found;
+}
+
+struct sealer {
+    pthread_mutex_t  lock;
+    pthread_cond_t   cond;      /* a job queued or finished, a nudge, stop */
+    pthread_t        thread;
+    int              busy_ms;   /* the store's patience for locks */
+    int              delay_ms;  /* tests: a sleep before each fill
+                                   (MTLS_AUDIT_TEST_SEAL_DELAY_MS) */
+    int              stop;      /* give up now (__atomic: read unlocked) */
+    int              nudge;     /* someone waits: try a held WAL now */
+    sqlite3         *db;        /* the running job's connection, or NULL */
+    seal_job_t      *jobs;      /* oldest first */
+};
+
+/* How long mtls_store_close waits for a running job before giving it up:
+ * a child's exit must not wait for hours of summaries. */
+#define SEAL_CLOSE_MS 2000
+#define SEAL_RETRY_US 10000000
+/* How soon a file another process is finishing is looked at again (that
+ * process may end before it is done). */
+#define PREV_RETRY_US 2000000
+
+static void deadline_in(struct timespec *ts, apr_int64_t us)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(us / 1000000);
+    ts->tv_nsec += (long)(us % 1000000) * 1000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
     }
-    if ((rc = record_sealed(st, err, errlen)) != SQLITE_OK) {
-        s->sha256[0] = '\0';
+}
+
+/* Wait on sl's cond (lock held) until woken or ts passes: ETIMEDOUT. */
+static int sealer_wait(sealer_t *sl, const struct timespec *ts)
+{
+    return ts ? pthread_cond_timedwait(&sl->cond, &sl->lock, ts)
+              : pthread_cond_wait(&sl->cond, &sl->lock);
+}
+
+/* Finish the sealed file of job j on a connection of our own; the job's
+ * state at the end says how it went (failures are logged here). */
+static void run_job(sealer_t *sl, seal_job_t *j)
+{
+    mtls_store_sealed_t r;
+    struct timespec ts;
+    char err[512];
+    sqlite3 *db = NULL;
+    apr_int64_t have = 0;
+    int state = JOB_FAILED, wrc = 0;
+
+    pthread_mutex_lock(&sl->lock);
+    r = j->s;
+    pthread_mutex_unlock(&sl->lock);
+    /* Another process finishes it, or has: nothing for us to do. */
+    if (job_lock(j) != 0 || recorded_in_next(&r)) {
+        goto done;
+    }
+    if (sqlite3_open_v2(r.file, &db, SQLITE_OPEN_READWRITE
+                        | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
+        || mtls_db_harden(db) != SQLITE_OK
+        || sqlite3_exec(db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL)
+           != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed, but cannot be opened to "
+                 "finish it (%s): no summaries, and its SHA-256 is not "
+                 "recorded; reports read its rows", r.file,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        db = NULL;
+        goto done;
+    }
+    sqlite3_busy_timeout(db, sl->busy_ms);
+    pthread_mutex_lock(&sl->lock);
+    sl->db = db;
+    if (sl->delay_ms > 0) {
+        deadline_in(&ts, (apr_int64_t)sl->delay_ms * 1000);
+        while (!sl->stop && wrc != ETIMEDOUT) {
+            wrc = sealer_wait(sl, &ts);
+        }
+    }
+    pthread_mutex_unlock(&sl->lock);
+    if (asked_to_stop(&sl->stop)) {
+        goto done;
+    }
+    /* (Summaries there already: filled by a process that did not get as
+     * far as the hash.) */
+    if ((query_int(db, "SELECT count(*) FROM summaries", &have) != SQLITE_OK
+         || have == 0)
+        && mtls_summary_fill(db, err, sizeof(err)) != 0
+        && !asked_to_stop(&sl->stop)) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries "
+                 "(%s): reports read its rows", r.file, err);
+    }
+    /* Readers holding the WAL are waited for by the tries, not by a long
+     * busy handler. */
+    sqlite3_busy_timeout(db, 50);
+    if (hash_sealed(db, r.file, 20, &sl->stop, &r) == 0) {
+        state = JOB_DONE;
+        goto done;
+    }
+    if (asked_to_stop(&sl->stop)) {
+        goto done;
+    }
+    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
+             "checkpointed yet (readers hold it): its SHA-256 is recorded "
+             "when it can be", r.file);
+    pthread_mutex_lock(&sl->lock);
+    j->state = JOB_RETRY;
+    for (;;) {
+        deadline_in(&ts, SEAL_RETRY_US);
+        wrc = 0;
+        while (!sl->stop && !sl->nudge && !j->next && wrc != ETIMEDOUT) {
+            wrc = sealer_wait(sl, &ts);
+        }
+        if (sl->stop) {
+            break;
+        }
+        if (j->next) {
+            mtls_log(MTLS_LOG_WARNING, "the SHA-256 of sealed file %s is not "
+                     "recorded: readers held its WAL until %s was sealed "
+                     "too; verify walks its rows", r.file, j->next->s.file);
+            break;
+        }
+        sl->nudge = 0;
+        pthread_mutex_unlock(&sl->lock);
+        wrc = hash_sealed(db, r.file, 1, &sl->stop, &r);
+        pthread_mutex_lock(&sl->lock);
+        if (wrc == 0) {
+            state = JOB_DONE;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sl->lock);
+done:
+    pthread_mutex_lock(&sl->lock);
+    sl->db = NULL;
+    pthread_mutex_unlock(&sl->lock);
+    sqlite3_close(db);
+    if (state != JOB_DONE) {
+        job_unlock(j);          /* (a done one's, once it is recorded) */
+    }
+    pthread_mutex_lock(&sl->lock);
+    if (state == JOB_DONE) {
+        j->s = r;
+    }
+    j->state = state;
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
+}
+
+static void *sealer_main(void *arg)
+{
+    sealer_t *sl = arg;
+    seal_job_t *j;
+
+    pthread_mutex_lock(&sl->lock);
+    while (!sl->stop) {
+        for (j = sl->jobs; j && j->state != JOB_QUEUED; j = j->next) {
+        }
+        if (!j) {
+            sealer_wait(sl, NULL);
+            continue;
+        }
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&sl->lock);
+        run_job(sl, j);
+        pthread_mutex_lock(&sl->lock);
+    }
+    pthread_mutex_unlock(&sl->lock);
+    return NULL;
+}
+
+/* A job for the sealed file s, for st's sealer (started the first time).
+ * Returns 0, or -1 when no thread could be started or no memory had. */
+static int sealer_add(mtls_store_t *st, const mtls_store_sealed_t *s,
+                      int lock_fd)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j, **p;
+
+    if (!(j = calloc(1, sizeof(*j)))) {
+        return -1;
+    }
+    j->s = *s;
+    j->state = JOB_QUEUED;
+    j->lock_fd = lock_fd;
+    if (!sl) {
+        pthread_condattr_t ca;
+        const char *e = getenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS");
+        if (!(sl = calloc(1, sizeof(*sl)))) {
+            free(j);
+            return -1;
+        }
+        sl->busy_ms = st->busy_ms;
+        sl->delay_ms = e && atoi(e) > 0 ? atoi(e) : 0;
+        pthread_mutex_init(&sl->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&sl->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&sl->thread, NULL, sealer_main, sl) != 0) {
+            pthread_cond_destroy(&sl->cond);
+            pthread_mutex_destroy(&sl->lock);
+            free(sl);
+            free(j);            /* (lock_fd: the caller's still) */
+            return -1;
+        }
+#ifdef __linux__
+        pthread_setname_np(sl->thread, "mtls-sealer");
+#endif
+        st->sealer = sl;
+    }
+    pthread_mutex_lock(&sl->lock);
+    for (p = &sl->jobs; *p; p = &(*p)->next) {
+    }
+    *p = j;
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
+    return 0;
+}
+
+/* Record, in order, the jobs at the head of the list that are finished.
+ * Returns SQLITE_OK, or the error of a record that failed (that job
+ * stays, for the next try). */
+static int sealer_record(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    int rc = SQLITE_OK;
+
+    while (sl) {
+        pthread_mutex_lock(&sl->lock);
+        j = sl->jobs;
+        if (!j || (j->state != JOB_DONE && j->state != JOB_FAILED)) {
+            pthread_mutex_unlock(&sl->lock);
+            break;
+        }
+        sl->jobs = j->next;
+        pthread_mutex_unlock(&sl->lock);
+        if (j->state == JOB_DONE) {
+            if ((rc = record_sealed(st, &j->s, err, errlen)) != SQLITE_OK) {
+                pthread_mutex_lock(&sl->lock);
+                j->next = sl->jobs;
+                sl->jobs = j;
+                pthread_mutex_unlock(&sl->lock);
+                break;
+            }
+            if (st->last_seal.seal == j->s.seal
+                && !strcmp(st->last_seal.file, j->s.file)) {
+                st->last_seal = j->s;
+            }
+        }
+        job_unlock(j);
+        free(j);
+        sl = st->sealer;        /* (the write may have switched files) */
     }
     return rc;
+}
+
+int mtls_store_seal_pending(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    int n = 0;
+
+    if (!sl) {
+        return 0;
+    }
+    pthread_mutex_lock(&sl->lock);
+    for (j = sl->jobs; j; j = j->next) {
+        n += j->state != JOB_RETRY && j->state != JOB_FAILED;
+    }
+    pthread_mutex_unlock(&sl->lock);
+    return n > 0;
+}
+
+int mtls_store_seal_ready(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    int ready;
+
+    if (!sl) {
+        return 0;
+    }
+    pthread_mutex_lock(&sl->lock);
+    ready = sl->jobs && (sl->jobs->state == JOB_DONE
+                         || sl->jobs->state == JOB_FAILED);
+    pthread_mutex_unlock(&sl->lock);
+    return ready;
+}
+
+int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen)
+{
+    return sealer_record(st, err, errlen);
+}
+
+int mtls_store_seal_wait(mtls_store_t *st, int timeout_ms, char *err,
+                         apr_size_t errlen)
+{
+    struct timespec ts;
+    sealer_t *sl;
+    int rc, wrc = 0;
+
+    if (timeout_ms >= 0) {
+        deadline_in(&ts, (apr_int64_t)timeout_ms * 1000);
+    }
+    for (;;) {
+        if ((rc = sealer_record(st, err, errlen)) != SQLITE_OK) {
+            return rc;
+        }
+        if (!(sl = st->sealer)) {
+            return SQLITE_OK;
+        }
+        pthread_mutex_lock(&sl->lock);
+        if (!sl->jobs) {
+            pthread_mutex_unlock(&sl->lock);
+            return SQLITE_OK;
+        }
+        if (sl->jobs->state != JOB_DONE && sl->jobs->state != JOB_FAILED) {
+            if (wrc == ETIMEDOUT) {
+                snprintf(err, errlen, "%s: its summaries and SHA-256 are "
+                         "not done yet", sl->jobs->s.file);
+                pthread_mutex_unlock(&sl->lock);
+                return SQLITE_BUSY;
+            }
+            sl->nudge = 1;
+            pthread_cond_broadcast(&sl->cond);
+            wrc = sealer_wait(sl, timeout_ms >= 0 ? &ts : NULL);
+        }
+        pthread_mutex_unlock(&sl->lock);
+    }
+}
+
+/* The seal before st's file as its 'rotate' event names it (previous,
+ * seal): 1 when there is one, 0 when st's file begins a chain. */
+static int previous_seal(mtls_store_t *st, mtls_store_sealed_t *s)
+{
+    sqlite3_stmt *q;
+    int found = 0;
+
+    memset(s, 0, sizeof(*s));
+    if (sqlite3_prepare_v2(st->db, "SELECT json_extract(detail, "
+                           "'$.previous'), json_extract(detail, '$.seal') "
+                           "FROM events WHERE kind = 'rotate' AND "
+                           "json_valid(detail) ORDER BY id LIMIT 1", -1, &q,
+                           NULL) != SQLITE_OK) {
+        return 0;
+    }
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0)) {
+        mtls_strlcpy(s->file, (const char *)sqlite3_column_text(q, 0),
+                     sizeof(s->file));
+        s->seal = sqlite3_column_int64(q, 1);
+        mtls_strlcpy(s->next, st->path, sizeof(s->next));
+        found = s->file[0] && s->seal > 0;
+    }
+    sqlite3_finalize(q);
+    return found;
+}
+
+/* Is the file at s->file the one sealed by event s->seal (its last event,
+ * with its 'end' cuts naming s->next)? */
+static int is_that_seal(const mtls_store_sealed_t *s)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int same = 0;
+
+    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READONLY
+                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
+        && mtls_db_harden(db) == SQLITE_OK
+        && sqlite3_prepare_v2(db, "SELECT (SELECT max(id) FROM events) = ? "
+                              "AND (SELECT kind FROM events WHERE id = ?) = "
+                              "'seal' AND EXISTS (SELECT 1 FROM chain_cut "
+                              "WHERE side = 'end' AND other = ?)", -1, &q,
+                              NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 1000);
+        sqlite3_bind_int64(q, 1, s->seal);
+        sqlite3_bind_int64(q, 2, s->seal);
+        sqlite3_bind_text(q, 3, s->next, -1, SQLITE_TRANSIENT);
+        same = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return same;
+}
+
+int mtls_store_finish_previous(mtls_store_t *st)
+{
+    apr_int64_t now = mtls_now_us();
+    mtls_store_sealed_t s;
+    sqlite3_stmt *q;
+    seal_job_t *j;
+    int fd, recorded = 1;
+
+    if (st->prev_check_us < 0 || now < st->prev_check_us) {
+        return 0;
+    }
+    st->prev_check_us = -1;     /* settled, unless another holds it */
+    if ((st->flags & MTLS_STORE_READONLY) || !previous_seal(st, &s)) {
+        return 0;
+    }
+    /* Recorded here already? */
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM events WHERE kind = "
+                           "'sealed' AND json_valid(detail) AND "
+                           "json_extract(detail, '$.seal') = ?", -1, &q,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, s.seal);
+        recorded = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
+    }
+    if (recorded) {
+        return 0;
+    }
+    /* Our own sealer's already (we sealed it)? */
+    if (st->sealer) {
+        int mine = 0;
+        pthread_mutex_lock(&st->sealer->lock);
+        for (j = st->sealer->jobs; j && !mine; j = j->next) {
+            mine = j->s.seal == s.seal;
+        }
+        pthread_mutex_unlock(&st->sealer->lock);
+        if (mine) {
+            return 0;
+        }
+    }
+    /* Still there, and still that file (not moved, not replaced)? */
+    if (access(s.file, F_OK) != 0 || !is_that_seal(&s)) {
+        return 0;
+    }
+    /* Another process finishing it: look again later (it may end before
+     * it is done). */
+    if ((fd = open(s.file, O_RDONLY | O_CLOEXEC)) < 0) {
+        return 0;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        st->prev_check_us = now + PREV_RETRY_US;
+        return 0;
+    }
+    s.time_us = now;
+    if (sealer_add(st, &s, fd) != 0) {
+        close(fd);
+        st->prev_check_us = now + PREV_RETRY_US;
+        return 0;
+    }
+    mtls_log(MTLS_LOG_NOTICE, "%s is sealed, but its SHA-256 is not "
+             "recorded in %s: finishing it (summaries, hash)", s.file,
+             st->path);
+    return 1;
+}
+
+void mtls_store_move_seals(mtls_store_t *to, mtls_store_t *from)
+{
+    if (to == from || !from) {
+        return;
+    }
+    sealer_close(to);
+    to->sealer = from->sealer;
+    to->last_seal = from->last_seal;
+    from->sealer = NULL;
+}
+
+/* Record what is finished, give up the rest (after SEAL_CLOSE_MS), end
+ * the thread.  From mtls_store_close, before st's statements go. */
+static void sealer_close(mtls_store_t *st)
+{
+    sealer_t *sl = st->sealer;
+    seal_job_t *j;
+    char err[512];
+
+    if (!sl) {
+        return;
+    }
+    if (st->db && mtls_store_seal_wait(st, SEAL_CLOSE_MS, err, sizeof(err))
+                  != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "closing %s with a sealed file not "
+                 "finished: %s", st->path ? st->path : "the database", err);
+    }
+    sl = st->sealer;
+    pthread_mutex_lock(&sl->lock);
+    for (j = sl->jobs; j; j = j->next) {
+        if (j->state != JOB_DONE && j->state != JOB_FAILED) {
+            mtls_log(MTLS_LOG_WARNING, "%s is sealed, but this process ends "
+                     "before its summaries and SHA-256 are done: the next "
+                     "writer of %s finishes it (until then, reports and "
+                     "verify read its rows)", j->s.file, j->s.next);
+        }
+    }
+    __atomic_store_n(&sl->stop, 1, __ATOMIC_RELEASE);
+    if (sl->db) {
+        sqlite3_interrupt(sl->db);
+    }
+    pthread_cond_broadcast(&sl->cond);
+    pthread_mutex_unlock(&sl->lock);
+    pthread_join(sl->thread, NULL);
+    /* A job that finished while we gave up is still recorded. */
+    if (st->db && sealer_record(st, err, sizeof(err)) != SQLITE_OK) {
+        mtls_log(MTLS_LOG_WARNING, "the SHA-256 of a sealed file is not "
+                 "recorded: %s", err);
+    }
+    sl = st->sealer;
+    st->sealer = NULL;
+    while (sl->jobs) {
+        j = sl->jobs;
+        sl->jobs = j->next;
+        job_unlock(j);
+        free(j);
+    }
+    pthread_cond_destroy(&sl->cond);
+    pthread_mutex_destroy(&sl->lock);
+    free(sl);
 }
 
 int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
@@ -2197,6 +2821,11 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     if (st->flags & MTLS_STORE_READONLY) {
         snprintf(err, errlen, "%s is open read-only", st->path);
         return SQLITE_READONLY;
+    }
+    /* The seal before this one is recorded in this file first (see The
+     * sealer).  The writer does not get here while it runs. */
+    if ((rc = mtls_store_seal_wait(st, -1, err, errlen)) != SQLITE_OK) {
+        return rc;
     }
     for (t = 0; t < T_COUNT; t++) {
         st->t[t].loaded = 0;
@@ -2313,30 +2942,21 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     sealed.seal = seal;
     sealed.time_us = now;
     /* Nobody writes the old file's rows now: each writer finds the seal
-     * inside its own write transaction.  Its summaries, counted in reads
-     * that hold no other writer back (seconds a million rows, which a
-     * writer waiting for the lock inside the seal could not wait), then its
-     * WAL into it, and its hash.  A file left without them (an error, a
-     * crash) is read row by row. */
-    if (mtls_summary_fill(st->db, err, errlen) != 0) {
-        mtls_log(MTLS_LOG_WARNING, "%s is sealed without its summaries (%s): "
-                 "reports read its rows", st->path, err);
-        err[0] = '\0';
-    }
-    if (hash_sealed(st->db, st->path, 20, &sealed) != 0) {
-        sealed.sha256[0] = '\0';
-    }
-    if ((rc = switch_to(st, next_path, err, errlen)) != SQLITE_OK) {
-        return rc;
-    }
+     * inside its own write transaction.  Its summaries (counted in reads
+     * that hold no other writer back), then its WAL into it, and its hash
+     * are the sealer's, while we write on in the next file.  A file left
+     * without them (an error, a crash, an exit first) is read row by
+     * row. */
+    rc = switch_to(st, next_path, err, errlen);
     st->last_seal = sealed;
-    if (sealed.sha256[0]) {
-        return record_sealed(st, err, errlen);
+    if (sealer_add(st, &sealed, -1) != 0) {
+        mtls_log(MTLS_LOG_WARNING, "%s is sealed, but no thread could be "
+                 "started to finish it: no summaries, and its SHA-256 is "
+                 "not recorded; reports read its rows", sealed.file);
     }
-    mtls_log(MTLS_LOG_WARNING, "%s is sealed, but its WAL could not be "
-             "checkpointed yet (readers hold it): its SHA-256 is recorded "
-             "when it can be", sealed.file);
-    return SQLITE_OK;
+    /* (Failed: st is still on the sealed file; its next write follows the
+     * seal, and records this one when it is done.) */
+    return rc;
 fail:
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     for (t = 0; t < T_COUNT; t++) {

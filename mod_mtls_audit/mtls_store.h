@@ -4,6 +4,8 @@
  * DESIGN
  * One mtls_store_t is one SQLite connection, used by one thread: the
  * writer thread of an httpd child, the parent at start-up, or the tool.
+ * (After a rotation, the store's sealer thread finishes the sealed file
+ * on a connection of its own; see mtls_store_rotate.)
  * Several processes may write one file: each batch is one BEGIN IMMEDIATE
  * transaction that reads the tail of each chain, appends, and commits, so
  * the chains stay linear whatever the interleaving.  A row is hashed into
@@ -119,18 +121,23 @@ int mtls_store_cert_stats(const char *path, apr_int64_t since_us,
                           apr_size_t errlen);
 
 /* Rotation (see mtls_store.c): seal the file st writes and go on in a new
- * file at next_path.  In one write transaction of the old file: when it
- * is sealed already (another process rotated first), switch to the file
- * its seal names, and on past files sealed since; else make next_path
- * (schema, the certificates copied, chain_cut 'base' rows continuing
- * the chains and the ids, first event 'rotate'), fill the old file's
- * summaries, write its last event 'seal' (detail JSON: next, first_us,
- * last_us, tables: rows, head, hash) and its chain_cut 'end' rows, and
- * commit; switch st to next_path.  Then, with the old file's WAL
- * checkpointed, its SHA-256 goes into the new file as event 'sealed'
- * (and to the log, "sealed <path> sha256=.. bytes=.. seal=.. next=..").
+ * file at next_path.  First, the previous seal of st still being
+ * finished (mtls_store_seal_pending), wait for it and record it.  In one
+ * write transaction of the old file: when it is sealed already (another
+ * process rotated first), switch to the file its seal names, and on past
+ * files sealed since; else make next_path (schema, the certificates
+ * copied, chain_cut 'base' rows continuing the chains and the ids, first
+ * event 'rotate'), write the old file's last event 'seal' (detail JSON:
+ * next, first_us, last_us, tables: rows, head, hash) and its chain_cut
+ * 'end' rows, and commit; switch st to next_path.  The old file is then
+ * finished on st's sealer thread, with a connection of its own: its
+ * summaries, its WAL checkpointed, its SHA-256.  That result goes into
+ * st's file as event 'sealed' (and to the log, "sealed <path> sha256=..
+ * bytes=.. seal=.. next=..") when st's own thread calls
+ * mtls_store_seal_hash, mtls_store_seal_wait or mtls_store_close.
  * next_path must not exist.  Returns SQLITE_OK, or an error with err
- * set, st still on the old file, unsealed. */
+ * set, st still on the old file, unsealed (or, the seal committed but
+ * next_path not opened, sealed: its next write follows the seal). */
 int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
                       apr_size_t errlen);
 
@@ -172,20 +179,50 @@ int mtls_store_find_live(const char *pattern, char *out, apr_size_t len);
 typedef struct {
     char        file[1024];     /* the sealed file */
     char        next[1024];     /* the file it continues into */
-    char        sha256[65];     /* hex; "" when its WAL could not be
-                                   checkpointed (then not recorded) */
+    char        sha256[65];     /* hex; "" until the sealer's result is
+                                   recorded */
     apr_int64_t bytes;          /* its size */
     apr_int64_t seal;           /* the id of its 'seal' event */
     apr_int64_t time_us;        /* when */
 } mtls_store_sealed_t;
 const mtls_store_sealed_t *mtls_store_last_seal(mtls_store_t *st);
 
-/* When st's last rotation could not take the sealed file's SHA-256 (a
- * reader held its WAL for the 2 s the rotation waited), try once more,
- * without waiting: on success the 'sealed' event goes into st.  Returns
- * SQLITE_OK (recorded now, or nothing pending), SQLITE_BUSY (still
- * held), or an error. */
+/* Record what st's sealer has finished (event 'sealed' into st, the log
+ * line), without waiting; from the thread that uses st.  Returns
+ * SQLITE_OK (recorded, or nothing finished), or the error of a record
+ * that failed (tried again at the next call). */
 int mtls_store_seal_hash(mtls_store_t *st, char *err, apr_size_t errlen);
+
+/* Whether st's sealer has something for mtls_store_seal_hash to record
+ * (cheap: a look under a mutex). */
+int mtls_store_seal_ready(mtls_store_t *st);
+
+/* Whether a seal of st is not finished and recorded yet, in a way worth
+ * waiting for (the summaries or the hash are being made, or a result
+ * waits to be recorded; not: a hash that waits for readers to leave the
+ * WAL, tried again every 10 s, given up when the next seal comes).  The
+ * writer puts a rotation off while it is. */
+int mtls_store_seal_pending(mtls_store_t *st);
+
+/* Wait, at most timeout_ms (-1: as long as it takes), until every seal
+ * of st is finished, recording each; a hash waiting for readers is tried
+ * again at once.  Returns SQLITE_OK, SQLITE_BUSY on timeout (err says
+ * which file), or the error of a record. */
+int mtls_store_seal_wait(mtls_store_t *st, int timeout_ms, char *err,
+                         apr_size_t errlen);
+
+/* When the file st writes continues a sealed file (its 'rotate' event
+ * names it) whose 'sealed' record is not in st's file -- the process that
+ * sealed it ended before its sealer was done, or crashed -- finish that
+ * file on st's sealer (summaries if missing, hash, record), unless
+ * another process is at it (a flock on the file says so: then look
+ * again in 2 s).  Cheap once settled; from the thread that uses st.
+ * Returns 1 when a job was queued, else 0. */
+int mtls_store_finish_previous(mtls_store_t *st);
+
+/* Hand the sealer of `from` (and its last seal) to `to`, a store of the
+ * same data set opened in its place (the file was replaced). */
+void mtls_store_move_seals(mtls_store_t *to, mtls_store_t *from);
 
 /* The time rotations record in their events (mtls-gen: the generated
  * time); 0, the default, for the clock. */
@@ -196,6 +233,11 @@ void mtls_store_set_time(mtls_store_t *st, apr_int64_t time_us);
 const char *mtls_store_path(mtls_store_t *st);
 
 sqlite3 *mtls_store_db(mtls_store_t *st);
+/* Close st.  A sealed file its sealer is still finishing is waited for
+ * 2 s at most, then given up (logged; the file is left without summaries
+ * and/or its 'sealed' record until the next writer of its successor
+ * finishes it, mtls_store_finish_previous; reports and verify read its
+ * rows meanwhile). */
 void     mtls_store_close(mtls_store_t *st);
 
 #endif /* MTLS_STORE_H */

@@ -60,7 +60,8 @@ struct mtls_writer {
     apr_int64_t        rotate_logged_us;/* writer thread only: when a failed
                                            rotation was last logged */
     apr_int64_t        last_seal;       /* writer thread only */
-    apr_int64_t        seal_retry_us;   /* writer thread only */
+    apr_int64_t        seal_retry_us;   /* writer thread only: when a seal
+                                           not recorded was last logged */
     char               cur_path[2048];  /* the file written now (guarded
                                            by lock; it changes with a
                                            rotation) */
@@ -423,6 +424,7 @@ static int follow_file(mtls_writer_t *w, char *err, apr_size_t errlen)
     mtls_log(MTLS_LOG_ERR, "%s was removed or replaced while in use; "
              "recording goes on in the file now at that path",
              path);
+    mtls_store_move_seals(st, w->store);
     mtls_store_close(w->store);
     w->store = st;
     mtls_store_set_key(w->store, w->conf.key);
@@ -502,32 +504,51 @@ static int reap_dead(mtls_writer_t *w, mtls_item_t **out, int now_anyway)
     return n;
 }
 
+/* What the store's sealer has finished (a file sealed by a rotation of
+ * ours: its summaries and SHA-256, made on the sealer's thread while we
+ * wrote on): its 'sealed' event and log line, now.  A record that cannot
+ * be written is tried again at the next pass (said once a minute). */
+static void record_seals(mtls_writer_t *w)
+{
+    apr_int64_t now;
+    char err[512];
+
+    if (!w->store || mtls_store_seal_hash(w->store, err, sizeof(err))
+                     == SQLITE_OK) {
+        return;
+    }
+    now = mtls_now_us();
+    if (now - w->seal_retry_us > 60000000) {
+        w->seal_retry_us = now;
+        mtls_log(MTLS_LOG_WARNING, "the SHA-256 of a sealed file is not "
+                 "recorded yet: %s", err);
+    }
+}
+
 /* Before a write: when the file is due (MTLSAuditRotate), seal it and go
  * on in the next.  Every child's writer looks; the first to take the
  * file's write lock seals it, the others find the seal and follow it
  * (mtls_store_rotate).  A rotation that fails leaves the file as it was,
  * written on; it is tried again before the next write (said once a
- * minute). */
+ * minute).  While our sealer still finishes the file sealed before (its
+ * record must go into the file we write now, before that is sealed in
+ * turn), the rotation waits, and we write on. */
 static void maybe_rotate(mtls_writer_t *w)
 {
     apr_int64_t now = mtls_now_us();
     const mtls_store_sealed_t *sl;
     char name[2048], err[512];
 
-    /* A seal whose hash could not be taken yet: once in 10 s. */
-    if (w->conf.rotate && w->store && (sl = mtls_store_last_seal(w->store))
-        && !sl->sha256[0] && now - w->seal_retry_us > 10000000) {
-        w->seal_retry_us = now;
-        if (mtls_store_seal_hash(w->store, err, sizeof(err)) != SQLITE_OK
-            && now - w->rotate_logged_us > 60000000) {
-            w->rotate_logged_us = now;
-            mtls_log(MTLS_LOG_WARNING, "the SHA-256 of a sealed file is not "
-                     "recorded yet: %s", err);
-        }
+    if (w->conf.rotate && w->store) {
+        /* The file before ours, left unfinished by a process that ended
+         * first: ours to finish (cheap once settled). */
+        mtls_store_finish_previous(w->store);
+        record_seals(w);
     }
     if (!w->conf.rotate || !w->store
         || !mtls_store_rotate_due(w->store, w->conf.rotate,
-                                  w->conf.rotate_size, now)) {
+                                  w->conf.rotate_size, now)
+        || mtls_store_seal_pending(w->store)) {
         return;
     }
     if (mtls_store_name(w->conf.pattern, now, name, sizeof(name)) != 0) {
@@ -677,6 +698,20 @@ static void *writer_main(void *arg)
         if (!w->head && (w->gap_lost == 0 || w->failing)) {
             if (w->stopping) {
                 break;
+            }
+            /* Idle: a sealed file our sealer has finished is recorded
+             * now, not at the next record. */
+            if (w->conf.rotate && w->store) {
+                int ready;
+                pthread_mutex_unlock(&w->lock);
+                mtls_store_finish_previous(w->store);
+                if ((ready = mtls_store_seal_ready(w->store))) {
+                    record_seals(w);
+                }
+                pthread_mutex_lock(&w->lock);
+                if (ready) {
+                    continue;
+                }
             }
             /* Idle: now and then, look for processes that died with
              * records in their queues. */

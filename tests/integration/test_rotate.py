@@ -409,3 +409,159 @@ def rotation_carries_the_policy_in_force_into_each_file(ctx):
     ids = {x["id"] for x in live}
     assert short and all(x["unchanged_since"] in ids for x in short), live
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def a_slow_summary_fill_does_not_stop_writing_into_the_next_file(ctx):
+    # The sealer sleeps DELAY before it fills the sealed file's summaries
+    # (MTLS_AUDIT_TEST_SEAL_DELAY_MS, read only when set): meanwhile the
+    # writer writes on in the next file, nothing is lost, and then the
+    # 'sealed' event and line come, and verify checks the file by its hash.
+    # Periods of 10 s: the server stops (about 6 s past the boundary)
+    # before the next one.
+    period, delay = 10, 4.0
+    srv = rotating_server(ctx, "rotate-slow-seal")
+    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
+    try:
+        start_with_period(srv, period)
+    finally:
+        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
+    boundary = (int(time.time() + 2) // period + 1) * period
+    d = os.path.join(srv.root, "auditdb")
+    contexts = client_contexts(ctx)
+    counts = {k: 0 for k in KINDS}
+    lock = threading.Lock()
+    stop_at = boundary + 3
+
+    def worker(n):
+        i = 0
+        while time.time() < stop_at:
+            kind = KINDS[(n + i) % len(KINDS)]
+            i += 1
+            if attempt(srv, kind, contexts):
+                with lock:
+                    counts[kind] += 1
+
+    ts = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    try:
+        for t in ts:
+            t.start()
+        # The rotation: the first record past the boundary seals the file.
+        end = boundary + 5
+        while time.time() < end and len(db_files(d)) < 2:
+            time.sleep(0.1)
+        files = db_files(d)
+        assert len(files) == 2, files
+        old, new = chain_order(files)
+        seal = q(old, "SELECT time_us FROM events WHERE kind = 'seal'")
+        assert seal, "the old file is sealed"
+        sealed_at = seal[0]["time_us"] / 1e6
+        # While the sealer sleeps: handshakes made now are in the next
+        # file within about the flush interval (1 s).
+        mark = time.time()
+        for _ in range(3):
+            assert attempt(srv, "ec", contexts)
+        end = time.time() + 1.5
+        while time.time() < end:
+            n = q(new, "SELECT count(*) AS n FROM handshakes WHERE time_us "
+                       ">= ?", (int(mark * 1e6),))[0]["n"]
+            if n >= 3:
+                break
+            time.sleep(0.1)
+        assert n >= 3, ("handshakes written while the sealer works", n)
+        still = time.time()
+        assert still < sealed_at + delay, (
+            "checked before the sealer woke", still - sealed_at)
+        assert not q(new, "SELECT id FROM events WHERE kind = 'sealed'")
+        assert q(old, "SELECT count(*) AS n FROM summaries")[0]["n"] == 0
+        for t in ts:
+            t.join()
+        attempted = sum(counts.values()) + 3
+        # After the delay: the record of the seal, at the writer's next
+        # pass.
+        end = sealed_at + delay + 10
+        while time.time() < end and not q(new, "SELECT id FROM events "
+                                               "WHERE kind = 'sealed'"):
+            time.sleep(0.2)
+        assert q(new, "SELECT id FROM events WHERE kind = 'sealed'"), \
+            "the sealed event"
+        end = time.time() + 10
+        while time.time() < end:
+            n = sum(q(f, "SELECT count(*) AS n FROM handshakes")[0]["n"]
+                    for f in db_files(d))
+            if n >= attempted:
+                break
+            time.sleep(0.2)
+    finally:
+        for t in ts:
+            t.join()
+        srv.stop()
+    files = db_files(d)
+    assert len(files) == 2, files
+    order = check_rotated(ctx, srv, files, attempted)
+    assert order == [old, new]
+    assert q(old, "SELECT count(*) AS n FROM summaries")[0]["n"] > 0
+    n = sum(q(f, "SELECT count(*) AS n FROM handshakes")[0]["n"]
+            for f in files)
+    assert n == attempted, (n, attempted)
+    gaps = sum(q(f, "SELECT count(*) AS n FROM events WHERE kind = "
+                    "'gap'")[0]["n"] for f in files)
+    assert gaps == 0, gaps
+    v = subprocess.run([ctx.tool, "verify", "--no-record", d],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert re.search(r"sealed +ok +its SHA-256 matches the one %s recorded"
+                     % re.escape(new), v.stdout), v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())
+
+
+@test(once=True)
+def a_file_left_unfinished_at_a_graceful_restart_is_finished_by_the_next_children(ctx):
+    # The child that sealed the file ends (graceful restart) while its
+    # sealer still sleeps: it gives up after 2 s, and a child of the new
+    # generation finishes the file (summaries, hash, 'sealed' record).
+    period, delay = 15, 4.0
+    srv = rotating_server(ctx, "rotate-unfinished")
+    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
+    try:
+        start_with_period(srv, period)
+    finally:
+        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
+    boundary = (int(time.time() + 2) // period + 1) * period
+    d = os.path.join(srv.root, "auditdb")
+    contexts = client_contexts(ctx)
+    attempted = 0
+    try:
+        while time.time() < boundary - 0.5:
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.2)
+        while time.time() < boundary + 5 and len(db_files(d)) < 2:
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.1)
+        files = db_files(d)
+        assert len(files) == 2, files
+        old, new = chain_order(files)
+        srv.graceful()
+        end = time.time() + delay + 10
+        while time.time() < end and not q(new, "SELECT id FROM events "
+                                               "WHERE kind = 'sealed'"):
+            attempted += attempt(srv, "ec", contexts)
+            time.sleep(0.3)
+        assert time.time() < boundary + period, "stopped before the next"
+    finally:
+        srv.stop()
+    log = srv.read_error_log()
+    assert re.search(r"%s is sealed, but this process ends before its "
+                     r"summaries" % re.escape(old), log), log[-3000:]
+    assert re.search(r"%s is sealed, but its SHA-256 is not recorded in %s: "
+                     r"finishing it" % (re.escape(old), re.escape(new)), log)
+    files = db_files(d)
+    assert len(files) == 2, files
+    check_rotated(ctx, srv, files, attempted)
+    assert q(old, "SELECT count(*) AS n FROM summaries")[0]["n"] > 0
+    v = subprocess.run([ctx.tool, "verify", "--no-record", d],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert re.search(r"sealed +ok +its SHA-256 matches the one %s recorded"
+                     % re.escape(new), v.stdout), v.stdout
+    ctx.srv.err_offset = len(ctx.srv.read_error_log())

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -412,6 +413,10 @@ static void test_rotation_seals_and_writers_follow(void)
     CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, next, err, sizeof(err)),
                           SQLITE_OK);
     CU_ASSERT_STRING_EQUAL(mtls_store_path(a), next);
+    /* Its summaries and hash are the sealer's: wait for them. */
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(a, -1, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_FALSE(mtls_store_seal_pending(a));
     sl = mtls_store_last_seal(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(sl);
     CU_ASSERT_STRING_EQUAL(sl->file, old);
@@ -475,8 +480,8 @@ static void test_rotation_seals_and_writers_follow(void)
     sqlite3_close(db);
 }
 
-/* A reader holding the old file's WAL: the seal commits, its hash waits,
- * and is recorded by a later try once the reader is gone. */
+/* A reader holding the old file's WAL: the seal commits, its hash waits
+ * (the sealer tries again), and is recorded once the reader is gone. */
 static void test_rotation_hash_waits_for_readers(void)
 {
     char old[512], next[512], err[512];
@@ -495,16 +500,137 @@ static void test_rotation_hash_waits_for_readers(void)
     sl = mtls_store_last_seal(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(sl);
     CU_ASSERT_STRING_EQUAL(sl->sha256, "");
-    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_BUSY);
+    /* Past the sealer's first tries (20 of 150 ms): still held. */
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(a, 3500, err, sizeof(err)),
+                    SQLITE_BUSY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, old));
+    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(mtls_store_last_seal(a)->sha256, "");
+    /* Held for good, it does not hold rotations back. */
+    CU_ASSERT_FALSE(mtls_store_seal_pending(a));
     sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
     sqlite3_close(reader);
-    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_OK);
+    /* A wait has it tried again at once (not in 10 s). */
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(a, 2000, err, sizeof(err)),
+                    SQLITE_OK);
     CU_ASSERT_EQUAL(strlen(mtls_store_last_seal(a)->sha256), 64);
     mtls_store_close(a);
     sqlite3_open(next, &db);
     CU_ASSERT_STRING_EQUAL(text(db, "SELECT group_concat(kind) FROM (SELECT "
                                 "kind FROM events ORDER BY id)"),
                            "rotate,sealed");
+    sqlite3_close(db);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A slow summary fill (MTLS_AUDIT_TEST_SEAL_DELAY_MS) runs on the sealer:
+ * the rotation returns at once and writing goes on in the next file; a
+ * second rotation records the first seal in the file it seals, before
+ * sealing it; a close gives up a fill that takes too long, and the next
+ * writer of the successor finishes that file. */
+static void test_rotation_sealer_runs_beside_writes(void)
+{
+    char f1[512], f2[512], f3[512], g1[512], g2[512], err[512];
+    mtls_store_t *a, *b;
+    mtls_item_t *it;
+    sqlite3 *db;
+    double t0;
+
+    snprintf(f1, sizeof(f1), "%s", unit_db("rots-1"));
+    snprintf(f2, sizeof(f2), "%s", unit_db("rots-2"));
+    snprintf(f3, sizeof(f3), "%s", unit_db("rots-3"));
+    snprintf(g1, sizeof(g1), "%s", unit_db("rots-g1"));
+    snprintf(g2, sizeof(g2), "%s", unit_db("rots-g2"));
+    setenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS", "1000", 1);
+    a = populate(f1, NULL);
+    t0 = mono_s();
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, f2, err, sizeof(err)),
+                          SQLITE_OK);
+    it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    CU_ASSERT_EQUAL(mtls_store_write(a, &it, 1, err, sizeof(err)), SQLITE_OK);
+    mtls_item_free(it);
+    CU_ASSERT(mono_s() - t0 < 0.8);
+    CU_ASSERT_TRUE(mtls_store_seal_pending(a));
+    CU_ASSERT_FALSE(mtls_store_seal_ready(a));
+    CU_ASSERT_EQUAL(mtls_store_seal_hash(a, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(mtls_store_last_seal(a)->sha256, "");
+    sqlite3_open(f1, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM summaries"), 0);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(a), "SELECT count(*) FROM events "
+                           "WHERE kind = 'sealed'"), 0);
+    CU_ASSERT_EQUAL(scalar(mtls_store_db(a), "SELECT count(*) FROM "
+                           "handshakes"), 1);
+    /* The next rotation waits for the first seal, records it in f2, then
+     * seals f2. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, f3, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT(mono_s() - t0 > 0.9);
+    sqlite3_open(f2, &db);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT group_concat(kind) FROM (SELECT "
+                                "kind FROM events ORDER BY id)"),
+                           "rotate,sealed,seal");
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT json_extract(detail, '$.file') "
+                                "FROM events WHERE kind = 'sealed'"), f1);
+    sqlite3_close(db);
+    sqlite3_open(f1, &db);
+    CU_ASSERT(scalar(db, "SELECT count(*) FROM summaries") > 0);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(a, -1, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(a), "SELECT json_extract("
+                                "detail, '$.file') FROM events WHERE kind = "
+                                "'sealed'"), f2);
+    mtls_store_close(a);
+
+    /* A close does not wait for a fill of minutes: 2 s, then the file is
+     * left without its summaries and its record. */
+    setenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS", "60000", 1);
+    b = populate(g1, NULL);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(b, g2, err, sizeof(err)),
+                          SQLITE_OK);
+    t0 = mono_s();
+    mtls_store_close(b);
+    CU_ASSERT(mono_s() - t0 < 5);
+    unsetenv("MTLS_AUDIT_TEST_SEAL_DELAY_MS");
+    sqlite3_open(g1, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM summaries"), 0);
+    CU_ASSERT_STRING_EQUAL(text(db, "SELECT kind FROM events ORDER BY id "
+                                "DESC LIMIT 1"), "seal");
+    sqlite3_close(db);
+    sqlite3_open(g2, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM events WHERE kind = "
+                           "'sealed'"), 0);
+    sqlite3_close(db);
+
+    /* The next writer of g2 finishes g1: summaries, hash, record. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(g2, 0, 1000, &b, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 1);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 0);      /* settled */
+    CU_ASSERT_TRUE(mtls_store_seal_pending(b));
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(b, -1, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(text(mtls_store_db(b), "SELECT json_extract("
+                                "detail, '$.file') FROM events WHERE kind = "
+                                "'sealed'"), g1);
+    mtls_store_close(b);
+    sqlite3_open(g1, &db);
+    CU_ASSERT(scalar(db, "SELECT count(*) FROM summaries") > 0);
+    sqlite3_close(db);
+    /* Recorded: the one after has nothing to do. */
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(g2, 0, 1000, &b, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_finish_previous(b), 0);
+    mtls_store_close(b);
+    sqlite3_open(g2, &db);
+    CU_ASSERT_EQUAL(scalar(db, "SELECT count(*) FROM events WHERE kind = "
+                           "'sealed'"), 1);
     sqlite3_close(db);
 }
 
@@ -1249,6 +1375,8 @@ void add_store_tests(void)
     CU_add_test(s, "rotation: names and periods", test_rotation_names);
     CU_add_test(s, "rotation: the hash of a file readers hold comes later",
                 test_rotation_hash_waits_for_readers);
+    CU_add_test(s, "rotation: a slow fill runs beside the writes",
+                test_rotation_sealer_runs_beside_writes);
     CU_add_test(s, "a locked write rolls back cleanly",
                 test_locked_write_rolls_back);
     CU_add_test(s, "multi-row INSERTs keep the statement journal in "
