@@ -18,6 +18,7 @@
 #define _GNU_SOURCE             /* O_PATH */
 #endif
 #include "mtls_store.h"
+#include "mtls_json.h"
 #include "mtls_cert.h"
 #include "mtls_schema_sql.h"    /* generated from schema/ by apxs-build.sh */
 #include "mtls_summary.h"
@@ -1738,6 +1739,16 @@ static int set_seq(sqlite3 *db, const char *tbl, apr_int64_t seq)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* path as a JSON string, quotes included (sqlite3_free it): a file name
+ * may hold a quote or a backslash, which %w would not escape for JSON. */
+static char *json_path(const char *path)
+{
+    sqlite3_str *o = sqlite3_str_new(NULL);
+
+    mtls_json_str(o, path, -1);
+    return sqlite3_str_finish(o);
+}
+
 static mtls_item_t *rot_event(const char *kind, apr_int64_t time_us,
                               char *detail)
 {
@@ -1875,9 +1886,11 @@ static int make_next(mtls_store_t *st, const char *next_path,
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK) {
-        ev = rot_event("rotate", now, sqlite3_mprintf(
-            "{\"previous\": \"%w\", \"seal\": %lld}", st->path,
-            (long long)seal));
+        char *prev = json_path(st->path);
+        ev = prev ? rot_event("rotate", now, sqlite3_mprintf(
+            "{\"previous\": %s, \"seal\": %lld}", prev, (long long)seal))
+                  : NULL;
+        sqlite3_free(prev);
         rc = ev ? mtls_store_write(nst, &ev, 1, err, errlen) : SQLITE_NOMEM;
         mtls_item_free(ev);
     }
@@ -2181,12 +2194,14 @@ static int record_sealed(mtls_store_t *st, const mtls_store_sealed_t *s,
                          char *err, apr_size_t errlen)
 {
     mtls_item_t *ev;
+    char *file = json_path(s->file);
     int rc;
 
-    ev = rot_event("sealed", rot_now(st), sqlite3_mprintf(
-        "{\"file\": \"%w\", \"sha256\": \"%s\", \"bytes\": %lld, "
-        "\"seal\": %lld}", s->file, s->sha256, (long long)s->bytes,
-        (long long)s->seal));
+    ev = file ? rot_event("sealed", rot_now(st), sqlite3_mprintf(
+        "{\"file\": %s, \"sha256\": \"%s\", \"bytes\": %lld, "
+        "\"seal\": %lld}", file, s->sha256, (long long)s->bytes,
+        (long long)s->seal)) : NULL;
+    sqlite3_free(file);
     rc = ev ? mtls_store_write(st, &ev, 1, err, errlen) : SQLITE_NOMEM;
     mtls_item_free(ev);
     if (rc == SQLITE_OK) {
@@ -2878,9 +2893,11 @@ int mtls_store_rotate(mtls_store_t *st, const char *next_path, char *err,
     }
     /* The seal: the last event. */
     d = sqlite3_str_new(st->db);
-    sqlite3_str_appendf(d, "{\"next\": \"%w\", \"first_us\": %lld, "
-                        "\"last_us\": %lld, \"tables\": {", next_path,
-                        (long long)first_us, (long long)last_us);
+    sqlite3_str_appendall(d, "{\"next\": ");
+    mtls_json_str(d, next_path, -1);
+    sqlite3_str_appendf(d, ", \"first_us\": %lld, \"last_us\": %lld, "
+                        "\"tables\": {", (long long)first_us,
+                        (long long)last_us);
     for (t = 0; t < MTLS_ANCHOR_TABLES; t++) {
         apr_int64_t base = 0;
         unsigned char bh[MTLS_HASH_LEN];

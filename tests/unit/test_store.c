@@ -480,6 +480,40 @@ static void test_rotation_seals_and_writers_follow(void)
     sqlite3_close(db);
 }
 
+/* A file name with a quote and a backslash: the rotation's events still
+ * hold valid JSON that gives the names back. */
+static void test_rotation_events_escape_names(void)
+{
+    char old[512], next[512], err[512], *v;
+    mtls_store_t *a;
+    sqlite3 *db;
+
+    snprintf(old, sizeof(old), "%s", unit_db("rot-q\"old\\"));
+    snprintf(next, sizeof(next), "%s", unit_db("rot-q\"next\\"));
+    a = populate(old, NULL);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_rotate(a, next, err, sizeof(err)),
+                          SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_seal_wait(a, -1, err, sizeof(err)),
+                    SQLITE_OK);
+    mtls_store_close(a);
+    sqlite3_open(old, &db);
+    v = text(db, "SELECT json_extract(detail, '$.next') FROM events WHERE "
+                 "kind = 'seal' AND json_valid(detail)");
+    CU_ASSERT_PTR_NOT_NULL(v);
+    if (v) CU_ASSERT_STRING_EQUAL(v, next);
+    sqlite3_close(db);
+    sqlite3_open(next, &db);
+    v = text(db, "SELECT json_extract(detail, '$.previous') FROM events "
+                 "WHERE kind = 'rotate' AND json_valid(detail)");
+    CU_ASSERT_PTR_NOT_NULL(v);
+    if (v) CU_ASSERT_STRING_EQUAL(v, old);
+    v = text(db, "SELECT json_extract(detail, '$.file') FROM events "
+                 "WHERE kind = 'sealed' AND json_valid(detail)");
+    CU_ASSERT_PTR_NOT_NULL(v);
+    if (v) CU_ASSERT_STRING_EQUAL(v, old);
+    sqlite3_close(db);
+}
+
 /* A reader holding the old file's WAL: the seal commits, its hash waits
  * (the sealer tries again), and is recorded once the reader is gone. */
 static void test_rotation_hash_waits_for_readers(void)
@@ -1373,6 +1407,8 @@ void add_store_tests(void)
     CU_add_test(s, "rotation seals the file, writers follow the seal",
                 test_rotation_seals_and_writers_follow);
     CU_add_test(s, "rotation: names and periods", test_rotation_names);
+    CU_add_test(s, "rotation: events escape the file names",
+                test_rotation_events_escape_names);
     CU_add_test(s, "rotation: the hash of a file readers hold comes later",
                 test_rotation_hash_waits_for_readers);
     CU_add_test(s, "rotation: a slow fill runs beside the writes",
