@@ -2083,6 +2083,16 @@ int mtls_store_rotate_due(mtls_store_t *st, int mode, apr_int64_t size,
 
 /* A strftime pattern as a glob(3) pattern: each conversion a '*', glob's
  * own characters escaped. */
+/* path opened read-only on a connection of this thread's, hardened
+ * before anything reads its schema (*db to close in any case). */
+static int open_hardened_ro(const char *path, sqlite3 **db)
+{
+    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY
+                             | SQLITE_OPEN_NOMUTEX, NULL);
+
+    return rc == SQLITE_OK ? mtls_db_harden(*db) : rc;
+}
+
 static void pattern_glob(const char *pat, char *out, apr_size_t len)
 {
     apr_size_t o = 0;
@@ -2138,8 +2148,7 @@ static int find_live_once(const char *g1, const char *g2, char *out,
             || (n > 8 && !strcmp(p + n - 8, "-journal"))) {
             continue;
         }
-        if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK
-            && mtls_db_harden(db) == SQLITE_OK) {
+        if (open_hardened_ro(p, &db) == SQLITE_OK) {
             sqlite3_busy_timeout(db, 5000);
             if (query_int(db, "SELECT EXISTS (SELECT 1 FROM chain_cut WHERE "
                           "side = 'end')", &sealed) != SQLITE_OK) {
@@ -2292,9 +2301,7 @@ static int recorded_in_next(const mtls_store_sealed_t *s)
     sqlite3_stmt *q = NULL;
     int found = 0;
 
-    if (sqlite3_open_v2(s->next, &db, SQLITE_OPEN_READONLY
-                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
-        && mtls_db_harden(db) == SQLITE_OK
+    if (open_hardened_ro(s->next, &db) == SQLITE_OK
         && sqlite3_prepare_v2(db, "SELECT 1 FROM events WHERE kind = "
                               "'sealed' AND json_valid(detail) AND "
                               "json_extract(detail, '$.seal') = ?", -1, &q,
@@ -2674,9 +2681,7 @@ static int is_that_seal(const mtls_store_sealed_t *s)
     sqlite3_stmt *q = NULL;
     int same = 0;
 
-    if (sqlite3_open_v2(s->file, &db, SQLITE_OPEN_READONLY
-                        | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK
-        && mtls_db_harden(db) == SQLITE_OK
+    if (open_hardened_ro(s->file, &db) == SQLITE_OK
         && sqlite3_prepare_v2(db, "SELECT (SELECT max(id) FROM events) = ? "
                               "AND (SELECT kind FROM events WHERE id = ?) = "
                               "'seal' AND EXISTS (SELECT 1 FROM chain_cut "

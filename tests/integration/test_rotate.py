@@ -411,6 +411,19 @@ def rotation_carries_the_policy_in_force_into_each_file(ctx):
     ctx.srv.err_offset = len(ctx.srv.read_error_log())
 
 
+def slow_sealer_server(ctx, name, period, delay):
+    """A rotating server whose sealers sleep delay seconds before they fill
+    a sealed file (MTLS_AUDIT_TEST_SEAL_DELAY_MS, read only when set), and
+    the next boundary at least 2 s away."""
+    srv = rotating_server(ctx, name)
+    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
+    try:
+        start_with_period(srv, period)
+    finally:
+        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
+    return srv, (int(time.time() + 2) // period + 1) * period
+
+
 @test(once=True)
 def a_slow_summary_fill_does_not_stop_writing_into_the_next_file(ctx):
     # The sealer sleeps DELAY before it fills the sealed file's summaries
@@ -420,13 +433,7 @@ def a_slow_summary_fill_does_not_stop_writing_into_the_next_file(ctx):
     # Periods of 10 s: the server stops (about 6 s past the boundary)
     # before the next one.
     period, delay = 10, 4.0
-    srv = rotating_server(ctx, "rotate-slow-seal")
-    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
-    try:
-        start_with_period(srv, period)
-    finally:
-        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
-    boundary = (int(time.time() + 2) // period + 1) * period
+    srv, boundary = slow_sealer_server(ctx, "rotate-slow-seal", period, delay)
     d = os.path.join(srv.root, "auditdb")
     contexts = client_contexts(ctx)
     counts = {k: 0 for k in KINDS}
@@ -521,13 +528,8 @@ def a_file_left_unfinished_at_a_graceful_restart_is_finished_by_the_next_childre
     # sealer still sleeps: it gives up after 2 s, and a child of the new
     # generation finishes the file (summaries, hash, 'sealed' record).
     period, delay = 15, 4.0
-    srv = rotating_server(ctx, "rotate-unfinished")
-    os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"] = str(int(delay * 1000))
-    try:
-        start_with_period(srv, period)
-    finally:
-        del os.environ["MTLS_AUDIT_TEST_SEAL_DELAY_MS"]
-    boundary = (int(time.time() + 2) // period + 1) * period
+    srv, boundary = slow_sealer_server(ctx, "rotate-unfinished", period,
+                                       delay)
     d = os.path.join(srv.root, "auditdb")
     contexts = client_contexts(ctx)
     attempted = 0
