@@ -812,7 +812,9 @@ fail:
 /* Create the file with mode 0640 before SQLite does (it would use 0644). */
 static int create_private(const char *path, char *err, apr_size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    /* Not through a symbolic link: someone who can write the directory
+     * could point one anywhere. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "cannot %s %s: %s",
@@ -1564,6 +1566,18 @@ static int write_once(mtls_store_t *st, mtls_item_t **items, int n,
     return rc;
 }
 
+/* Are a and b names in one directory (the same text before their last
+ * slash), b's own name not "." or ".."? */
+static int same_dir(const char *a, const char *b)
+{
+    const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+    size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
+    const char *nb = sb ? sb + 1 : b;
+
+    return la == lb && !strncmp(a, b, la) && *nb && strcmp(nb, ".")
+           && strcmp(nb, "..");
+}
+
 /* Files sealed one after the other that a write follows at most (a
  * writer idle over several rotations). */
 #define FOLLOW_MAX 64
@@ -1578,6 +1592,21 @@ int mtls_store_write(mtls_store_t *st, mtls_item_t **items, int n,
         rc = write_once(st, items, n, &next, err, errlen);
         if (!next) {
             return rc;
+        }
+        if (st->flags & MTLS_STORE_NOFOLLOW) {
+            snprintf(err, errlen, "%s is sealed", st->path);
+            free(next);
+            return SQLITE_READONLY;
+        }
+        /* The seal is the file's own word: whoever can write the file
+         * can name any path in it.  Rotation only ever goes on in the
+         * same directory, so nothing else is followed (a root parent
+         * would create it). */
+        if (!same_dir(st->path, next)) {
+            snprintf(err, errlen, "%s is sealed, and its seal names %s, "
+                     "outside its directory: not followed", st->path, next);
+            free(next);
+            return SQLITE_READONLY;
         }
         if (hops == FOLLOW_MAX) {
             snprintf(err, errlen, "%s is sealed, and so are the %d files "

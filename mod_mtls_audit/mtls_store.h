@@ -33,6 +33,10 @@ typedef struct mtls_store mtls_store_t;
  * registered (tools/readahead.c), else the default one. */
 #define MTLS_STORE_SCAN      0x04
 #define MTLS_STORE_SCAN_VFS  "mtls-ra"
+/* A write into a sealed file fails (SQLITE_READONLY) instead of going on
+ * in the file its seal names: for the tool, which runs as whoever reads
+ * and must not open for writing a path that the file's writer chose. */
+#define MTLS_STORE_NOFOLLOW  0x08
 
 /* The newest schema version this build knows. */
 int mtls_schema_version(void);

@@ -608,7 +608,8 @@ int cmd_archive(int argc, char **argv)
             }
         }
     }
-    if (mtls_store_open(a.live, 0, 10000, &live, err, sizeof(err))
+    if (mtls_store_open(a.live, MTLS_STORE_NOFOLLOW, 10000, &live, err,
+                        sizeof(err))
         != SQLITE_OK) {
         fail("%s: %s", a.live, err);
         rc = EXIT_DB;

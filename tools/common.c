@@ -1082,7 +1082,8 @@ void record_access(char **files, int n, const char *what,
             }
         }
         if (access(files[i], W_OK) != 0
-            || mtls_store_open(files[i], 0, 2000, &st, err, sizeof(err))
+            || mtls_store_open(files[i], MTLS_STORE_NOFOLLOW, 2000, &st, err,
+                               sizeof(err))
                != SQLITE_OK) {
             fprintf(stderr, "mtls-audit: note: this read of %s is not "
                     "recorded in it (not writable)\n", files[i]);

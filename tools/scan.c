@@ -2399,6 +2399,20 @@ static int merge_certs(ctab_t *cts, int n)
     return SQLITE_OK;
 }
 
+
+/* Whole days from now_s to na (seconds), rounded towards the past; a
+ * hostile not_after far outside any calendar is held to +-2^40 s first,
+ * so that nothing overflows. */
+static apr_int64_t days_left(apr_int64_t na, apr_int64_t now_s)
+{
+    const apr_int64_t lim = (apr_int64_t)1 << 40;
+    apr_int64_t d;
+
+    na = na < -lim ? -lim : na > lim ? lim : na;
+    now_s = now_s < -lim ? -lim : now_s > lim ? lim : now_s;
+    d = na - now_s;
+    return d >= 0 ? d / 86400 : -((-d + 86399) / 86400);
+}
 static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
 {
     apr_int64_t id, now_s = s->now / 1000000;
@@ -2429,8 +2443,7 @@ static int cert_tables(dataset_t *ds, int i, scan_t *s, ctab_t *ct)
             row[5] = num(c->key_bits, b[0]);
             row[6] = c->sig_alg;
             row[7] = iso_s(c->na, b[1]);
-            row[8] = num((c->na - now_s) >= 0 ? (c->na - now_s) / 86400
-                         : -((now_s - c->na + 86399) / 86400), b[2]);
+            row[8] = num(days_left(c->na, now_s), b[2]);
             row[9] = iso_us(c->st.first, b[3]);
             row[10] = iso_us(c->st.last, b[4]);
             row[11] = num(c->st.acc, b[5]);

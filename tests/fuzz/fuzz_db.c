@@ -56,6 +56,9 @@
 #define HUGE_EDITS 4           /* long values an input may write */
 #define OPS_MAX    64          /* edits an input may make */
 
+/* The file the edited cuts name (relative: in the working directory). */
+#define FOLLOWED "fuzz_db-followed.db"
+
 static char dir[256], tmpl[300], work[300];
 static unsigned char *tmpl_bytes;
 static size_t tmpl_len;
@@ -380,7 +383,8 @@ static void edit(sqlite3 *db, input_t *in)
         break;
     case 4:
         sqlite3_str_appendf(s, "INSERT OR REPLACE INTO chain_cut VALUES "
-                            "('%s', '%s', ?1, randomblob(32), 0, 'x.db')",
+                            "('%s', '%s', ?1, randomblob(32), 0, '"
+                            FOLLOWED "')",
                             tables[t % 4], id & 1 ? "base" : "end");
         break;
     default:
@@ -467,6 +471,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         run(3, e);
         run(3, v);
         run(9, r);
+    }
+    /* The file a cut names is the file's writer's word: the tool never
+     * opens it for writing (it would create it, as root). */
+    if (access(FOLLOWED, F_OK) == 0) {
+        fprintf(stderr, "fuzz_db: a command created %s, named by a cut\n",
+                FOLLOWED);
+        abort();
     }
     return 0;
 }

@@ -480,6 +480,58 @@ static void test_rotation_seals_and_writers_follow(void)
     sqlite3_close(db);
 }
 
+/* A seal names the file where writing goes on, and whoever can write the
+ * file can name any path there: a write follows it only within the
+ * file's directory, and never with MTLS_STORE_NOFOLLOW (the tool). */
+static void test_a_seal_elsewhere_is_not_followed(void)
+{
+    char path[512], away[512], near[512], err[512], *sql;
+    mtls_store_t *st;
+    mtls_item_t *it;
+    sqlite3 *db;
+
+    snprintf(path, sizeof(path), "%s", unit_db("seal-elsewhere"));
+    snprintf(away, sizeof(away), "/tmp/mtls-unit-away-%d.db", (int)getpid());
+    snprintf(near, sizeof(near), "%s", unit_db("seal-near"));
+    unlink(away);
+    unlink(near);
+    st = populate(path, NULL);
+    mtls_store_close(st);
+    sqlite3_open(path, &db);
+    sql = sqlite3_mprintf("INSERT INTO chain_cut VALUES ('handshakes', "
+                          "'end', 3, randomblob(32), 0, %Q)", away);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    it = unit_handshake(NULL, MTLS_OUT_NO_CERT);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_READONLY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "outside its directory"));
+    CU_ASSERT_NOT_EQUAL(access(away, F_OK), 0);
+    mtls_store_close(st);
+    /* The same directory: followed, except by the tool. */
+    sqlite3_open(path, &db);
+    sql = sqlite3_mprintf("UPDATE chain_cut SET other = %Q", near);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, MTLS_STORE_NOFOLLOW, 1000,
+                                          &st, err, sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_READONLY);
+    CU_ASSERT_NOT_EQUAL(access(near, F_OK), 0);
+    mtls_store_close(st);
+    CU_ASSERT_EQUAL_FATAL(mtls_store_open(path, 0, 1000, &st, err,
+                                          sizeof(err)), SQLITE_OK);
+    CU_ASSERT_EQUAL(mtls_store_write(st, &it, 1, err, sizeof(err)),
+                    SQLITE_OK);
+    CU_ASSERT_STRING_EQUAL(mtls_store_path(st), near);
+    mtls_store_close(st);
+    mtls_item_free(it);
+}
+
 /* A file name with a quote and a backslash: the rotation's events still
  * hold valid JSON that gives the names back. */
 static void test_rotation_events_escape_names(void)
@@ -1407,6 +1459,8 @@ void add_store_tests(void)
     CU_add_test(s, "rotation seals the file, writers follow the seal",
                 test_rotation_seals_and_writers_follow);
     CU_add_test(s, "rotation: names and periods", test_rotation_names);
+    CU_add_test(s, "a seal naming a file elsewhere is not followed",
+                test_a_seal_elsewhere_is_not_followed);
     CU_add_test(s, "rotation: events escape the file names",
                 test_rotation_events_escape_names);
     CU_add_test(s, "rotation: the hash of a file readers hold comes later",
