@@ -62,6 +62,28 @@ def client_contexts(ctx):
     return contexts
 
 
+def start_load(srv, contexts, until, n):
+    """n threads making handshakes of each kind in turn until the time
+    until; returns the threads and the attempts that reached the server, by
+    kind (final once the threads are joined)."""
+    counts = {k: 0 for k in KINDS}
+    lock = threading.Lock()
+
+    def worker(k):
+        i = 0
+        while time.time() < until:
+            kind = KINDS[(k + i) % len(KINDS)]
+            i += 1
+            if attempt(srv, kind, contexts):
+                with lock:
+                    counts[kind] += 1
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    return ts, counts
+
+
 def load_run(ctx, threads=THREADS, per_thread=PER_THREAD, restarts=1):
     srv = ctx.srv
     contexts = client_contexts(ctx)
@@ -133,23 +155,9 @@ def soak_with_graceful_restart_every_5_seconds(ctx):
     chains verify."""
     srv = ctx.srv
     contexts = client_contexts(ctx)
-    counts = {k: 0 for k in KINDS}
-    lock = threading.Lock()
     after = srv.max_id()
     deadline = time.time() + SOAK_SECONDS
-
-    def worker(n):
-        i = 0
-        while time.time() < deadline:
-            kind = KINDS[(n + i) % len(KINDS)]
-            i += 1
-            if attempt(srv, kind, contexts):
-                with lock:
-                    counts[kind] += 1
-
-    ts = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in ts:
-        t.start()
+    ts, counts = start_load(srv, contexts, deadline, 16)
     restarts = 0
     while time.time() < deadline - 1:
         time.sleep(5)

@@ -17,12 +17,11 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
 
 import server as server_mod
 from harness import Registry
-from test_load import KINDS, WANT, attempt, client_contexts
+from test_load import WANT, attempt, client_contexts, start_load
 
 test = Registry()
 
@@ -152,23 +151,10 @@ def rotate_under_load_with_a_graceful_restart_near_a_boundary(ctx):
     srv = rotating_server(ctx, "rotate-load", "MTLSAuditAnchorInterval 1\n")
     start_with_period(srv)
     contexts = client_contexts(ctx)
-    counts = {k: 0 for k in KINDS}
-    lock = threading.Lock()
     seconds = 4 * PERIOD + 1
     deadline = time.time() + seconds
     try:
-        def worker(n):
-            i = 0
-            while time.time() < deadline:
-                kind = KINDS[(n + i) % len(KINDS)]
-                i += 1
-                if attempt(srv, kind, contexts):
-                    with lock:
-                        counts[kind] += 1
-
-        ts = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for t in ts:
-            t.start()
+        ts, counts = start_load(srv, contexts, deadline, 8)
         # A graceful restart 50 ms before the second boundary from now.
         b = (int(time.time()) // PERIOD + 2) * PERIOD
         time.sleep(max(0, b - 0.05 - time.time()))
@@ -436,23 +422,8 @@ def a_slow_summary_fill_does_not_stop_writing_into_the_next_file(ctx):
     srv, boundary = slow_sealer_server(ctx, "rotate-slow-seal", period, delay)
     d = os.path.join(srv.root, "auditdb")
     contexts = client_contexts(ctx)
-    counts = {k: 0 for k in KINDS}
-    lock = threading.Lock()
-    stop_at = boundary + 3
-
-    def worker(n):
-        i = 0
-        while time.time() < stop_at:
-            kind = KINDS[(n + i) % len(KINDS)]
-            i += 1
-            if attempt(srv, kind, contexts):
-                with lock:
-                    counts[kind] += 1
-
-    ts = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     try:
-        for t in ts:
-            t.start()
+        ts, counts = start_load(srv, contexts, boundary + 3, 4)
         # The rotation: the first record past the boundary seals the file.
         end = boundary + 5
         while time.time() < end and len(db_files(d)) < 2:
